@@ -1,1 +1,16 @@
-//! placeholder
+//! warmpool's pure domain: ids, container states, pool keys and the reconcile planner.
+//!
+//! Nothing in this crate does IO or reads the clock: time is passed in as a
+//! [`Timestamp`], so every decision can be driven by tests by the thousand.
+
+mod id;
+mod location;
+pub mod plan;
+mod state;
+mod time;
+
+pub use id::{ContainerId, InvalidContainerId};
+pub use location::{InvalidLocation, Location, PoolKey};
+pub use plan::{plan, Action, Desired, DesiredPool, Observed, ObservedContainer, Plan, StopReason};
+pub use state::{transition, ContainerState, InvalidState, InvalidTransition};
+pub use time::Timestamp;

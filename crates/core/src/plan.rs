@@ -1,0 +1,536 @@
+//! The reconcile planner: a pure function from (desired, observed, now) to actions.
+//!
+//! The reconciler driver observes the world, calls [`plan`], and executes what it
+//! returns. The planner takes no other input, so every activation re-plans from
+//! scratch and a lost or repeated activation is harmless.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::{ContainerId, ContainerState, PoolKey, Timestamp};
+
+/// What one pool should look like.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredPool {
+    pub key: PoolKey,
+    /// Ready containers to keep (starting ones count toward it).
+    pub target: u32,
+    /// Containers created at most per batch.
+    pub batch_size: u32,
+    /// Minimum time between the starts of two batches of this pool.
+    pub spacing: Duration,
+}
+
+/// The whole desired state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Desired {
+    pub pools: Vec<DesiredPool>,
+    /// Global cap on live containers (every state but `stopped`).
+    pub max_instances: u32,
+}
+
+/// What the planner needs to know of one container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedContainer {
+    pub id: ContainerId,
+    pub key: PoolKey,
+    pub state: ContainerState,
+    /// Started on demand for a waiting claim: it belongs to that claim, not to the
+    /// pool, so it does not count toward the pool's target.
+    pub on_demand: bool,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+}
+
+/// What the driver observed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub containers: Vec<ObservedContainer>,
+    /// When the last batch of each pool was started.
+    pub last_batch: BTreeMap<PoolKey, Timestamp>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StopReason {
+    /// An allocated container reached the end of its lifetime.
+    Expired,
+    /// A ready container above its pool's target (target lowered or pool removed).
+    Surplus,
+}
+
+impl StopReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StopReason::Expired => "expired",
+            StopReason::Surplus => "surplus",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Start a batch of `count` containers for `key`.
+    Create { key: PoolKey, count: u32 },
+    /// Stop a live container gracefully.
+    Stop { id: ContainerId, reason: StopReason },
+    /// Remove what is left of a failed container and close its record.
+    Remove { id: ContainerId },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub actions: Vec<Action>,
+    /// The earliest time at which planning again may give a different answer
+    /// without anything else happening (a lifetime ending, a spacing elapsing).
+    pub wake_at: Option<Timestamp>,
+}
+
+#[derive(Default)]
+struct Supply {
+    /// Ready containers, oldest first once sorted.
+    ready: Vec<(Timestamp, ContainerId)>,
+    /// Starting containers that will join the pool.
+    starting: u32,
+}
+
+/// Plans the actions that bring `observed` toward `desired` at time `now`.
+///
+/// Guarantees (property-tested below):
+/// - a pool is never given more creations than bring its ready + starting count to
+///   its target, and `starting` containers count toward the target;
+/// - the global cap is never exceeded by creations;
+/// - at most one batch per pool per spacing interval;
+/// - only expired allocated containers, surplus ready ones and failed ones are
+///   acted upon: a starting or an unexpired allocated container is never touched.
+pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
+    let mut out = Plan::default();
+    let mut wake = |t: Timestamp, out: &mut Plan| {
+        out.wake_at = Some(out.wake_at.map_or(t, |w| w.min(t)));
+    };
+
+    let mut live: u32 = 0;
+    let mut supply: BTreeMap<&PoolKey, Supply> = BTreeMap::new();
+    for c in &observed.containers {
+        if c.state.is_live() {
+            live = live.saturating_add(1);
+        }
+        match c.state {
+            ContainerState::Allocated => match c.expires_at {
+                Some(t) if t <= now => out.actions.push(Action::Stop {
+                    id: c.id,
+                    reason: StopReason::Expired,
+                }),
+                Some(t) => wake(t, &mut out),
+                None => {}
+            },
+            ContainerState::Failed => out.actions.push(Action::Remove { id: c.id }),
+            ContainerState::Ready => supply
+                .entry(&c.key)
+                .or_default()
+                .ready
+                .push((c.created_at, c.id)),
+            ContainerState::Starting if !c.on_demand => {
+                supply.entry(&c.key).or_default().starting += 1
+            }
+            _ => {}
+        }
+    }
+
+    // Ready containers of pools that are no longer desired are surplus.
+    for (key, s) in &supply {
+        if !desired.pools.iter().any(|p| &p.key == *key) {
+            for (_, id) in &s.ready {
+                out.actions.push(Action::Stop {
+                    id: *id,
+                    reason: StopReason::Surplus,
+                });
+            }
+        }
+    }
+
+    let mut room = desired.max_instances.saturating_sub(live);
+    for pool in &desired.pools {
+        let s = supply.remove(&pool.key).unwrap_or_default();
+        let have = s.ready.len() as u32 + s.starting;
+        if have > pool.target {
+            let mut ready = s.ready;
+            ready.sort();
+            let surplus = (have - pool.target).min(ready.len() as u32) as usize;
+            for (_, id) in ready.into_iter().take(surplus) {
+                out.actions.push(Action::Stop {
+                    id,
+                    reason: StopReason::Surplus,
+                });
+            }
+        } else if have < pool.target {
+            let next_batch = observed
+                .last_batch
+                .get(&pool.key)
+                .map(|t| *t + pool.spacing)
+                .filter(|t| *t > now);
+            if let Some(t) = next_batch {
+                wake(t, &mut out);
+                continue;
+            }
+            let count = pool.batch_size.min(pool.target - have).min(room);
+            if count > 0 {
+                room -= count;
+                out.actions.push(Action::Create {
+                    key: pool.key.clone(),
+                    count,
+                });
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Location;
+    use proptest::prelude::*;
+
+    fn key(l: Location) -> PoolKey {
+        PoolKey::new("default", l)
+    }
+
+    fn pool(l: Location, target: u32, batch: u32, spacing_ms: u64) -> DesiredPool {
+        DesiredPool {
+            key: key(l),
+            target,
+            batch_size: batch,
+            spacing: Duration::from_millis(spacing_ms),
+        }
+    }
+
+    fn container(l: Location, state: ContainerState, at: i64) -> ObservedContainer {
+        ObservedContainer {
+            id: ContainerId::random(),
+            key: key(l),
+            state,
+            on_demand: false,
+            created_at: Timestamp(at),
+            expires_at: None,
+        }
+    }
+
+    fn creates(p: &Plan) -> u32 {
+        p.actions
+            .iter()
+            .map(|a| match a {
+                Action::Create { count, .. } => *count,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    #[test]
+    fn empty_pool_gets_one_batch() {
+        let d = Desired {
+            pools: vec![pool(Location::Default, 30, 10, 10_000)],
+            max_instances: 1000,
+        };
+        let p = plan(&d, &Observed::default(), Timestamp(0));
+        assert_eq!(
+            p.actions,
+            vec![Action::Create {
+                key: key(Location::Default),
+                count: 10
+            }]
+        );
+    }
+
+    #[test]
+    fn spacing_holds_back_the_next_batch_and_sets_a_wake_time() {
+        let d = Desired {
+            pools: vec![pool(Location::Default, 30, 10, 10_000)],
+            max_instances: 1000,
+        };
+        let mut o = Observed::default();
+        o.last_batch
+            .insert(key(Location::Default), Timestamp(1_000));
+        let p = plan(&d, &o, Timestamp(10_999));
+        assert_eq!(creates(&p), 0);
+        assert_eq!(p.wake_at, Some(Timestamp(11_000)));
+        assert_eq!(creates(&plan(&d, &o, Timestamp(11_000))), 10);
+    }
+
+    #[test]
+    fn starting_containers_count_toward_the_target_but_on_demand_ones_do_not() {
+        let d = Desired {
+            pools: vec![pool(Location::Default, 5, 10, 0)],
+            max_instances: 1000,
+        };
+        let mut o = Observed::default();
+        for _ in 0..3 {
+            o.containers
+                .push(container(Location::Default, ContainerState::Starting, 0));
+        }
+        let mut od = container(Location::Default, ContainerState::Starting, 0);
+        od.on_demand = true;
+        o.containers.push(od);
+        assert_eq!(creates(&plan(&d, &o, Timestamp(0))), 2);
+    }
+
+    #[test]
+    fn global_cap_limits_creations_across_pools() {
+        let d = Desired {
+            pools: vec![
+                pool(Location::Default, 10, 10, 0),
+                pool(Location::Weur, 10, 10, 0),
+            ],
+            max_instances: 14,
+        };
+        let mut o = Observed::default();
+        for _ in 0..2 {
+            o.containers
+                .push(container(Location::Default, ContainerState::Allocated, 0));
+        }
+        assert_eq!(creates(&plan(&d, &o, Timestamp(0))), 12);
+    }
+
+    #[test]
+    fn lowered_target_stops_the_oldest_ready_surplus_only() {
+        let d = Desired {
+            pools: vec![pool(Location::Default, 2, 10, 0)],
+            max_instances: 1000,
+        };
+        let mut o = Observed::default();
+        let mut ready = vec![];
+        for at in [30, 10, 20, 40] {
+            let c = container(Location::Default, ContainerState::Ready, at);
+            ready.push((at, c.id));
+            o.containers.push(c);
+        }
+        o.containers
+            .push(container(Location::Default, ContainerState::Starting, 5));
+        let p = plan(&d, &o, Timestamp(100));
+        ready.sort();
+        let expected: Vec<_> = ready[..3]
+            .iter()
+            .map(|(_, id)| Action::Stop {
+                id: *id,
+                reason: StopReason::Surplus,
+            })
+            .collect();
+        assert_eq!(p.actions, expected);
+    }
+
+    #[test]
+    fn undesired_pools_are_drained_of_ready_containers() {
+        let d = Desired {
+            pools: vec![],
+            max_instances: 1000,
+        };
+        let c = container(Location::Apac, ContainerState::Ready, 0);
+        let o = Observed {
+            containers: vec![c.clone()],
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&d, &o, Timestamp(0)).actions,
+            vec![Action::Stop {
+                id: c.id,
+                reason: StopReason::Surplus
+            }]
+        );
+    }
+
+    #[test]
+    fn expired_allocated_are_stopped_failed_removed_and_next_expiry_wakes() {
+        let d = Desired {
+            pools: vec![],
+            max_instances: 1000,
+        };
+        let mut expired = container(Location::Default, ContainerState::Allocated, 0);
+        expired.expires_at = Some(Timestamp(100));
+        let mut later = container(Location::Default, ContainerState::Allocated, 0);
+        later.expires_at = Some(Timestamp(500));
+        let failed = container(Location::Default, ContainerState::Failed, 0);
+        let o = Observed {
+            containers: vec![expired.clone(), later, failed.clone()],
+            ..Default::default()
+        };
+        let p = plan(&d, &o, Timestamp(100));
+        assert_eq!(
+            p.actions,
+            vec![
+                Action::Stop {
+                    id: expired.id,
+                    reason: StopReason::Expired
+                },
+                Action::Remove { id: failed.id }
+            ]
+        );
+        assert_eq!(p.wake_at, Some(Timestamp(500)));
+    }
+
+    fn arb_state() -> impl Strategy<Value = ContainerState> {
+        prop::sample::select(ContainerState::ALL.to_vec())
+    }
+
+    fn arb_location() -> impl Strategy<Value = Location> {
+        prop::sample::select(vec![Location::Default, Location::Weur, Location::Apac])
+    }
+
+    fn arb_observed() -> impl Strategy<Value = Observed> {
+        let c = (
+            arb_location(),
+            arb_state(),
+            any::<bool>(),
+            0i64..1000,
+            prop::option::of(0i64..2000),
+        )
+            .prop_map(|(l, state, on_demand, at, exp)| ObservedContainer {
+                id: ContainerId::random(),
+                key: key(l),
+                state,
+                on_demand,
+                created_at: Timestamp(at),
+                expires_at: exp.map(Timestamp),
+            });
+        (
+            prop::collection::vec(c, 0..60),
+            prop::collection::btree_map(
+                arb_location().prop_map(key),
+                (0i64..1000).prop_map(Timestamp),
+                0..3,
+            ),
+        )
+            .prop_map(|(containers, last_batch)| Observed {
+                containers,
+                last_batch,
+            })
+    }
+
+    fn arb_desired() -> impl Strategy<Value = Desired> {
+        (
+            prop::collection::btree_map(arb_location(), (0u32..40, 1u32..12, 0u64..500), 0..3),
+            0u32..80,
+        )
+            .prop_map(|(pools, max_instances)| Desired {
+                pools: pools
+                    .into_iter()
+                    .map(|(l, (t, b, s))| pool(l, t, b, s))
+                    .collect(),
+                max_instances,
+            })
+    }
+
+    fn supply(o: &Observed, k: &PoolKey) -> u32 {
+        o.containers
+            .iter()
+            .filter(|c| &c.key == k)
+            .filter(|c| {
+                c.state == ContainerState::Ready
+                    || (c.state == ContainerState::Starting && !c.on_demand)
+            })
+            .count() as u32
+    }
+
+    fn live(o: &Observed) -> u32 {
+        o.containers.iter().filter(|c| c.state.is_live()).count() as u32
+    }
+
+    /// A perfect runtime between two activations: every start finishes.
+    fn advance(o: &mut Observed) {
+        for c in &mut o.containers {
+            if c.state == ContainerState::Starting {
+                c.state = ContainerState::Ready;
+            }
+        }
+    }
+
+    /// Applies a plan the way a perfect runtime would: creations start (and become
+    /// ready at the next [`advance`]); stops and removals complete at once.
+    fn apply(o: &mut Observed, p: &Plan, now: Timestamp) {
+        for a in &p.actions {
+            match a {
+                Action::Create { key, count } => {
+                    o.last_batch.insert(key.clone(), now);
+                    for _ in 0..*count {
+                        o.containers.push(ObservedContainer {
+                            id: ContainerId::random(),
+                            key: key.clone(),
+                            state: ContainerState::Starting,
+                            on_demand: false,
+                            created_at: now,
+                            expires_at: None,
+                        });
+                    }
+                }
+                Action::Stop { id, .. } | Action::Remove { id } => {
+                    o.containers.retain(|c| c.id != *id)
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn plan_respects_targets_cap_and_spacing(d in arb_desired(), o in arb_observed(), now in 0i64..2000) {
+            let now = Timestamp(now);
+            let p = plan(&d, &o, now);
+            let total: u32 = creates(&p);
+            if total > 0 {
+                prop_assert!(live(&o) + total <= d.max_instances);
+            }
+            for a in &p.actions {
+                match a {
+                    Action::Create { key, count } => {
+                        let dp = d.pools.iter().find(|p| &p.key == key).unwrap();
+                        prop_assert!(*count >= 1 && *count <= dp.batch_size);
+                        prop_assert!(supply(&o, key) + count <= dp.target);
+                        if let Some(last) = o.last_batch.get(key) {
+                            prop_assert!(*last + dp.spacing <= now);
+                        }
+                    }
+                    Action::Stop { id, reason } => {
+                        let c = o.containers.iter().find(|c| c.id == *id).unwrap();
+                        match reason {
+                            StopReason::Expired => prop_assert!(c.state == ContainerState::Allocated && c.expires_at.unwrap() <= now),
+                            StopReason::Surplus => prop_assert_eq!(c.state, ContainerState::Ready),
+                        }
+                    }
+                    Action::Remove { id } => {
+                        let c = o.containers.iter().find(|c| c.id == *id).unwrap();
+                        prop_assert_eq!(c.state, ContainerState::Failed);
+                    }
+                }
+            }
+            // No pool is driven below its target by surplus stops.
+            for dp in &d.pools {
+                let stopped = p.actions.iter().filter(|a| matches!(a, Action::Stop { id, reason: StopReason::Surplus } if o.containers.iter().any(|c| c.id == *id && c.key == dp.key))).count() as u32;
+                if stopped > 0 {
+                    prop_assert!(supply(&o, &dp.key) - stopped >= dp.target);
+                }
+            }
+        }
+
+        #[test]
+        fn applying_plans_converges(d in arb_desired(), o in arb_observed()) {
+            let mut o = o;
+            // Lifetimes end within the horizon; after that nothing is left to do.
+            let mut now = Timestamp(2000);
+            let mut quiet = false;
+            for _ in 0..200 {
+                advance(&mut o);
+                let p = plan(&d, &o, now);
+                if p.actions.is_empty() {
+                    quiet = true;
+                    break;
+                }
+                apply(&mut o, &p, now);
+                now = now + Duration::from_millis(500);
+            }
+            prop_assert!(quiet, "no fixed point after 200 steps");
+            // At the fixed point every pool is at target, or the cap is reached.
+            for dp in &d.pools {
+                let s = supply(&o, &dp.key);
+                prop_assert!(s == dp.target || (s < dp.target && live(&o) >= d.max_instances), "pool {} at {s} of {}", dp.key, dp.target);
+            }
+            prop_assert!(plan(&d, &o, now).actions.is_empty());
+        }
+    }
+}
