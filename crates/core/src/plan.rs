@@ -104,7 +104,7 @@ struct Supply {
 ///   acted upon: a starting or an unexpired allocated container is never touched.
 pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     let mut out = Plan::default();
-    let mut wake = |t: Timestamp, out: &mut Plan| {
+    let wake = |t: Timestamp, out: &mut Plan| {
         out.wake_at = Some(out.wake_at.map_or(t, |w| w.min(t)));
     };
 

@@ -1,0 +1,251 @@
+//! The single writer: one thread owns the write connection and commits groups of
+//! queued changes in one transaction each.
+
+use std::sync::mpsc;
+
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use tokio::sync::oneshot;
+use warmpool_core::{transition, ContainerId, ContainerState, PoolKey, Timestamp};
+
+use crate::StoreError;
+
+/// A new container record, written before the runtime is asked to create it.
+#[derive(Clone, Debug)]
+pub struct NewContainer {
+    pub id: ContainerId,
+    pub key: PoolKey,
+    pub runtime: String,
+    pub on_demand: bool,
+    pub created_at: Timestamp,
+}
+
+/// A state change of one container, applied only if it is still in `from`.
+#[derive(Clone, Debug)]
+pub struct Change {
+    pub id: ContainerId,
+    pub from: ContainerState,
+    pub to: ContainerState,
+    pub at: Timestamp,
+    /// Why (kept as `stop_reason` for stopping, stopped and failed; the first
+    /// reason given wins).
+    pub reason: Option<String>,
+    /// Set on claim.
+    pub expires_at: Option<Timestamp>,
+    pub exit_code: Option<i32>,
+}
+
+impl Change {
+    pub fn new(id: ContainerId, from: ContainerState, to: ContainerState, at: Timestamp) -> Self {
+        Self {
+            id,
+            from,
+            to,
+            at,
+            reason: None,
+            expires_at: None,
+            exit_code: None,
+        }
+    }
+
+    pub fn reason(mut self, reason: impl Into<String>) -> Self {
+        self.reason = Some(reason.into());
+        self
+    }
+}
+
+/// One write.
+#[derive(Clone, Debug)]
+pub enum Op {
+    Insert(NewContainer),
+    /// Records what the runtime answered for a starting container.
+    SetRuntime {
+        id: ContainerId,
+        handle: String,
+        address: Option<String>,
+    },
+    Transition(Change),
+}
+
+struct Job {
+    op: Op,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+#[derive(Clone)]
+pub(crate) struct WriterHandle {
+    tx: mpsc::Sender<Job>,
+}
+
+impl WriterHandle {
+    pub(crate) async fn submit(&self, op: Op) -> Result<(), StoreError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Job { op, reply })
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// Most changes grouped into one commit.
+const MAX_GROUP: usize = 512;
+
+pub(crate) fn spawn(conn: Connection) -> Result<WriterHandle, StoreError> {
+    let (tx, rx) = mpsc::channel::<Job>();
+    std::thread::Builder::new()
+        .name("warmpool-store-writer".into())
+        .spawn(move || run(conn, rx))
+        .map_err(|e| StoreError::Corrupt(format!("cannot start the store writer thread: {e}")))?;
+    Ok(WriterHandle { tx })
+}
+
+fn run(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let results = match commit_group(&mut conn, &jobs) {
+            Ok(results) => results,
+            // The group's commit failed (disk full, read-only, I/O): nothing of it
+            // was written. Apply each alone, so that each caller gets its own error.
+            Err(error) => {
+                tracing::warn!(error = %error, jobs = jobs.len(), "store group commit failed; retrying one by one");
+                jobs.iter()
+                    .map(|j| {
+                        commit_group(&mut conn, std::slice::from_ref(j))
+                            .and_then(|mut r| r.remove(0))
+                    })
+                    .collect()
+            }
+        };
+        for (job, result) in jobs.into_iter().zip(results) {
+            let _ = job.reply.send(result);
+        }
+    }
+}
+
+/// Applies every job in one transaction, each inside its own savepoint so that one
+/// refused change does not undo the others. `Err` means nothing was committed.
+fn commit_group(
+    conn: &mut Connection,
+    jobs: &[Job],
+) -> Result<Vec<Result<(), StoreError>>, StoreError> {
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let mut sp = tx.savepoint()?;
+        let r = apply(&sp, &job.op);
+        if r.is_ok() {
+            sp.commit()?;
+        } else {
+            sp.rollback()?;
+        }
+        results.push(r);
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
+fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
+    match op {
+        Op::Insert(c) => {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO containers (id, pool, location, state, runtime, on_demand, created_at)
+                     VALUES (?1, ?2, ?3, 'starting', ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
+                )?
+                .execute(params![
+                    c.id.to_string(),
+                    c.key.pool,
+                    c.key.location.as_str(),
+                    c.runtime,
+                    c.on_demand,
+                    c.created_at.0
+                ])?;
+            if inserted == 0 {
+                return Err(StoreError::Exists { id: c.id });
+            }
+            let reason = if c.on_demand { "on-demand" } else { "pool" };
+            event(
+                conn,
+                c.created_at,
+                c.id,
+                None,
+                ContainerState::Starting,
+                Some(reason),
+            )
+        }
+        Op::SetRuntime {
+            id,
+            handle,
+            address,
+        } => {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE containers SET runtime_handle = ?2, address = ?3 WHERE id = ?1",
+                )?
+                .execute(params![id.to_string(), handle, address])?;
+            if n == 0 {
+                return Err(StoreError::NotFound(*id));
+            }
+            Ok(())
+        }
+        Op::Transition(c) => {
+            transition(c.from, c.to)?;
+            let n = conn
+                .prepare_cached(
+                    "UPDATE containers SET state = ?3,
+                        ready_at = CASE WHEN ?3 = 'ready' THEN ?4 ELSE ready_at END,
+                        allocated_at = CASE WHEN ?3 = 'allocated' THEN ?4 ELSE allocated_at END,
+                        stopped_at = CASE WHEN ?3 = 'stopped' THEN ?4 ELSE stopped_at END,
+                        expires_at = COALESCE(?5, expires_at),
+                        stop_reason = CASE WHEN ?3 IN ('stopping', 'stopped', 'failed')
+                                      THEN COALESCE(stop_reason, ?6) ELSE stop_reason END,
+                        exit_code = COALESCE(?7, exit_code)
+                     WHERE id = ?1 AND state = ?2",
+                )?
+                .execute(params![
+                    c.id.to_string(),
+                    c.from.as_str(),
+                    c.to.as_str(),
+                    c.at.0,
+                    c.expires_at.map(|t| t.0),
+                    c.reason,
+                    c.exit_code,
+                ])?;
+            if n == 0 {
+                let found: Option<String> = conn
+                    .prepare_cached("SELECT state FROM containers WHERE id = ?1")?
+                    .query_row(params![c.id.to_string()], |r| r.get(0))
+                    .optional()?;
+                return Err(match found {
+                    None => StoreError::NotFound(c.id),
+                    Some(s) => StoreError::Conflict {
+                        id: c.id,
+                        expected: c.from,
+                        found: s.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))?,
+                    },
+                });
+            }
+            event(conn, c.at, c.id, Some(c.from), c.to, c.reason.as_deref())
+        }
+    }
+}
+
+fn event(
+    conn: &Connection,
+    at: Timestamp,
+    id: ContainerId,
+    from: Option<ContainerState>,
+    to: ContainerState,
+    reason: Option<&str>,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO events (at, container_id, from_state, to_state, reason) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![at.0, id.to_string(), from.map(|s| s.as_str()), to.as_str(), reason])?;
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! Store tests against real SQLite files: migrations, transitions, events, recovery.
+
+use warmpool_core::{ContainerId, ContainerState::*, Location, PoolKey, Timestamp};
+use warmpool_store::{
+    expected_schema, schema_of, Change, ContainerFilter, NewContainer, Op, Store, StoreError,
+    DB_FILE, SCHEMA_VERSION,
+};
+
+fn new(id: ContainerId, at: i64) -> NewContainer {
+    NewContainer {
+        id,
+        key: PoolKey::new("default", Location::Weur),
+        runtime: "process".into(),
+        on_demand: false,
+        created_at: Timestamp(at),
+    }
+}
+
+#[test]
+fn migrated_schema_is_what_the_code_expects() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let conn = rusqlite::Connection::open(store.path()).unwrap();
+    assert_eq!(schema_of(&conn).unwrap(), expected_schema());
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, SCHEMA_VERSION);
+    let mode: String = conn
+        .pragma_query_value(None, "journal_mode", |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn reopening_keeps_data_and_instance_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Store::open(dir.path()).unwrap();
+    let id = first.instance_id().to_owned();
+    drop(first);
+    let again = Store::open(dir.path()).unwrap();
+    assert_eq!(again.instance_id(), id);
+}
+
+#[test]
+fn newer_schema_is_refused_not_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.execute_batch("CREATE TABLE precious (x); PRAGMA user_version = 99;")
+            .unwrap();
+    }
+    let err = Store::open(dir.path()).err().unwrap();
+    assert!(
+        matches!(err, StoreError::SchemaTooNew { found: 99, .. }),
+        "{err}"
+    );
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let n: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name = 'precious'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(n, 1, "the newer database was touched");
+}
+
+#[test]
+fn foreign_or_corrupt_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.execute_batch("CREATE TABLE other (x);").unwrap();
+    }
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(StoreError::Corrupt(_))
+    ));
+
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(DB_FILE), vec![0x42u8; 8192]).unwrap();
+    assert!(Store::open(dir.path()).is_err());
+}
+
+#[tokio::test]
+async fn lifecycle_is_recorded_with_events_and_checked_transitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let id = ContainerId::random();
+    store.insert(new(id, 1)).await.unwrap();
+    assert!(matches!(
+        store.insert(new(id, 1)).await,
+        Err(StoreError::Exists { .. })
+    ));
+    store
+        .apply(Op::SetRuntime {
+            id,
+            handle: "pid:1:2".into(),
+            address: Some("127.0.0.1:9".into()),
+        })
+        .await
+        .unwrap();
+    store
+        .change(Change::new(id, Starting, Ready, Timestamp(2)))
+        .await
+        .unwrap();
+    let mut claim = Change::new(id, Ready, Allocated, Timestamp(3));
+    claim.expires_at = Some(Timestamp(100));
+    store.change(claim.clone()).await.unwrap();
+    // A second claim of the same container is refused by the compare-and-set.
+    assert!(matches!(
+        store.change(claim).await,
+        Err(StoreError::Conflict {
+            found: Allocated,
+            ..
+        })
+    ));
+    // Invalid transitions never reach SQL.
+    assert!(matches!(
+        store
+            .change(Change::new(id, Allocated, Ready, Timestamp(4)))
+            .await,
+        Err(StoreError::Transition(_))
+    ));
+    store
+        .change(Change::new(id, Allocated, Stopping, Timestamp(5)).reason("expired"))
+        .await
+        .unwrap();
+    store
+        .change(Change::new(id, Stopping, Stopped, Timestamp(6)).reason("stopped"))
+        .await
+        .unwrap();
+
+    let row = store.container(id).await.unwrap().unwrap();
+    assert_eq!(row.state, Stopped);
+    assert_eq!(row.runtime_handle.as_deref(), Some("pid:1:2"));
+    assert_eq!(row.address.as_deref(), Some("127.0.0.1:9"));
+    assert_eq!(row.ready_at, Some(Timestamp(2)));
+    assert_eq!(row.allocated_at, Some(Timestamp(3)));
+    assert_eq!(row.expires_at, Some(Timestamp(100)));
+    assert_eq!(row.stopped_at, Some(Timestamp(6)));
+    assert_eq!(
+        row.stop_reason.as_deref(),
+        Some("expired"),
+        "first reason wins"
+    );
+
+    let events = store.events(0, 100, Some(id)).await.unwrap();
+    let path: Vec<_> = events.iter().map(|e| (e.from, e.to)).collect();
+    assert_eq!(
+        path,
+        vec![
+            (None, Starting),
+            (Some(Starting), Ready),
+            (Some(Ready), Allocated),
+            (Some(Allocated), Stopping),
+            (Some(Stopping), Stopped)
+        ]
+    );
+    assert!(store.load_live_blocking().unwrap().is_empty());
+    assert_eq!(
+        store.load_ended_since_blocking(Timestamp(0)).unwrap().len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn concurrent_claims_of_one_container_let_exactly_one_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let id = ContainerId::random();
+    store.insert(new(id, 1)).await.unwrap();
+    store
+        .change(Change::new(id, Starting, Ready, Timestamp(2)))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..50)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .change(Change::new(id, Ready, Allocated, Timestamp(10 + i)))
+                    .await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        if t.await.unwrap().is_ok() {
+            won += 1;
+        }
+    }
+    assert_eq!(won, 1);
+}
+
+#[tokio::test]
+async fn many_writers_are_grouped_and_all_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let ids: Vec<_> = (0..500).map(|_| ContainerId::random()).collect();
+    let tasks: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let store = store.clone();
+            let id = *id;
+            tokio::spawn(async move { store.insert(new(id, 1)).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    let rows = store
+        .containers(ContainerFilter {
+            state: Some(Starting),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 500);
+    assert_eq!(store.count_by_state().await.unwrap(), vec![(Starting, 500)]);
+}
