@@ -1,1 +1,296 @@
-//! placeholder
+//! The sample app run inside each pooled container: serves a text file, lets
+//! `/admin/update-text` replace it, echoes every other method as JSON, echoes
+//! WebSocket messages at `/ws`, and tags every response with container headers.
+
+mod config;
+
+pub use config::{Config, ConfigError, DEFAULT_PORT, DEFAULT_TEXT_FILE, UNKNOWN};
+
+use std::ffi::OsString;
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::{Body, HttpBody};
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Request, State};
+use axum::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use axum::http::StatusCode;
+use axum::middleware::map_response_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post, MethodRouter};
+use axum::{Json, Router};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Largest body `POST /admin/update-text` accepts (1 MiB).
+pub const MAX_TEXT_BYTES: u64 = 1024 * 1024;
+/// Largest body the method echo counts (64 MiB).
+pub const MAX_ECHO_BYTES: u64 = 64 * 1024 * 1024;
+
+const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+
+/// The container metadata headers added to every response.
+type ContainerHeaders = Arc<[(HeaderName, HeaderValue); 4]>;
+
+/// Builds the app: every route, plus the container headers on every response.
+pub fn router(config: &Config) -> Router {
+    let text_file: Arc<Path> = config.text_file.clone().into();
+    let headers: ContainerHeaders = Arc::new([
+        container_header("x-container-id", &config.container_id),
+        container_header("x-container-country", &config.country),
+        container_header("x-container-location", &config.location),
+        container_header("x-container-region", &config.region),
+    ]);
+    Router::new()
+        .route("/healthz", get(healthz).fallback(echo))
+        .route("/ws", get(websocket_or_text).fallback(echo))
+        .route("/admin/update-text", post(update_text).fallback(not_found))
+        .route("/admin", any(not_found))
+        .route("/admin/", any(not_found))
+        .route("/admin/{*rest}", any(not_found))
+        .fallback(text_or_echo())
+        .with_state(text_file)
+        .layer(map_response_with_state(headers, add_container_headers))
+}
+
+/// Serves the app on `listener` until `shutdown` completes, then lets the
+/// requests in flight finish before returning.
+///
+/// # Errors
+///
+/// Fails only when serving itself fails; errors on single connections are not reported.
+pub async fn serve(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> io::Result<()> {
+    axum::serve(listener, router(&config))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Listens on the configured host and port and serves the app until SIGTERM
+/// or SIGINT, then lets the requests in flight finish before returning.
+///
+/// # Errors
+///
+/// Fails when the address cannot be listened on, or when [`serve`] fails.
+pub async fn run(config: Config) -> io::Result<()> {
+    let addr = SocketAddr::new(config.host, config.port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|err| io::Error::new(err.kind(), format!("cannot listen on {addr}: {err}")))?;
+    tracing::info!(addr = %listener.local_addr()?, "sample app listening");
+    serve(listener, config, shutdown_signal()).await
+}
+
+/// Completes when the process receives SIGTERM or SIGINT. A signal that cannot
+/// be listened for is logged and never completes this future.
+pub async fn shutdown_signal() {
+    async fn wait_for(kind: SignalKind, name: &str) {
+        match signal(kind) {
+            Ok(mut stream) => {
+                stream.recv().await;
+                tracing::info!("received {name}, shutting down");
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for {name}");
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+    tokio::select! {
+        () = wait_for(SignalKind::terminate(), "SIGTERM") => {}
+        () = wait_for(SignalKind::interrupt(), "SIGINT") => {}
+    }
+}
+
+/// A container header, with control characters (invalid in headers) dropped
+/// and an empty value replaced by `unknown`.
+fn container_header(name: &'static str, value: &str) -> (HeaderName, HeaderValue) {
+    let value: String = value.chars().filter(|c| !c.is_control()).collect();
+    let value = if value.is_empty() {
+        UNKNOWN.to_owned()
+    } else {
+        value
+    };
+    let value = HeaderValue::try_from(value).unwrap_or(HeaderValue::from_static(UNKNOWN));
+    (HeaderName::from_static(name), value)
+}
+
+async fn add_container_headers(
+    State(headers): State<ContainerHeaders>,
+    mut response: Response,
+) -> Response {
+    for (name, value) in headers.iter() {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    response
+}
+
+/// `GET`/`HEAD` serve the text file; every other method is echoed.
+fn text_or_echo() -> MethodRouter<Arc<Path>> {
+    get(serve_text).fallback(echo)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found").into_response()
+}
+
+/// Answers the text file's contents, read afresh, or `No Content` without one.
+async fn serve_text(State(text_file): State<Arc<Path>>) -> Response {
+    let body = match tokio::fs::read(&*text_file).await {
+        Ok(contents) => contents,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => b"No Content".to_vec(),
+        Err(err) => {
+            tracing::error!(%err, path = %text_file.display(), "cannot read text file");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "cannot read text file").into_response();
+        }
+    };
+    ([(CONTENT_TYPE, HeaderValue::from_static(TEXT_PLAIN))], body).into_response()
+}
+
+/// Upgrades `GET /ws` to an echoing WebSocket, or serves the text file when
+/// the request is not a WebSocket upgrade.
+async fn websocket_or_text(
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    state: State<Arc<Path>>,
+) -> Response {
+    match upgrade {
+        Ok(upgrade) => upgrade.on_upgrade(echo_websocket),
+        Err(_) => serve_text(state).await,
+    }
+}
+
+async fn echo_websocket(mut socket: WebSocket) {
+    while let Some(Ok(message)) = socket.recv().await {
+        match message {
+            Message::Text(_) | Message::Binary(_) => {
+                if socket.send(message).await.is_err() {
+                    break;
+                }
+            }
+            Message::Close(_) => break,
+            // Pings are answered by the WebSocket layer itself.
+            Message::Ping(_) | Message::Pong(_) => {}
+        }
+    }
+}
+
+/// Replaces the text file with the request body (at most [`MAX_TEXT_BYTES`]).
+async fn update_text(State(text_file): State<Arc<Path>>, request: Request) -> Response {
+    // Keep one byte beyond the limit, to tell "at the limit" from "over it".
+    let (text, length) = match read_body(request.into_body(), MAX_TEXT_BYTES + 1).await {
+        Ok(read) => read,
+        Err(response) => return response,
+    };
+    if length > MAX_TEXT_BYTES {
+        return payload_too_large(MAX_TEXT_BYTES);
+    }
+    match write_atomically(&text_file, &text).await {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(err) => {
+            tracing::error!(%err, path = %text_file.display(), "cannot write text file");
+            (StatusCode::INTERNAL_SERVER_ERROR, "cannot write text file").into_response()
+        }
+    }
+}
+
+/// What the method echo answers.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Echo {
+    method: String,
+    path: String,
+    query: Option<String>,
+    body_length: u64,
+}
+
+/// Answers the request's method, path, query and body length as JSON.
+async fn echo(request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let body_length = match read_body(body, 0).await {
+        Ok((_, length)) => length,
+        Err(response) => return response,
+    };
+    Json(Echo {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        body_length,
+    })
+    .into_response()
+}
+
+/// Reads `body` to its end, or until it exceeds [`MAX_ECHO_BYTES`], and
+/// answers its first `keep` bytes and its length. Reading on past `keep`
+/// (rather than stopping there) lets the server answer a too-large body
+/// without resetting a client that is still sending it.
+async fn read_body(mut body: Body, keep: u64) -> Result<(Vec<u8>, u64), Response> {
+    let mut kept = Vec::new();
+    let mut length: u64 = 0;
+    while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let frame = frame.map_err(|err| {
+            let message = format!("cannot read request body: {err}");
+            (StatusCode::BAD_REQUEST, message).into_response()
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        let room = usize::try_from(keep.saturating_sub(length))
+            .unwrap_or(usize::MAX)
+            .min(data.len());
+        kept.extend_from_slice(&data[..room]);
+        length += data.len() as u64;
+        if length > MAX_ECHO_BYTES {
+            return Err(payload_too_large(MAX_ECHO_BYTES));
+        }
+    }
+    Ok((kept, length))
+}
+
+fn payload_too_large(limit: u64) -> Response {
+    let message = format!("request body too large: the limit is {limit} bytes");
+    (StatusCode::PAYLOAD_TOO_LARGE, message).into_response()
+}
+
+/// Replaces `path` with `contents` by writing a temporary file next to it and
+/// renaming it over `path`, so readers see either the old or the new text.
+async fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+    static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
+    let name = path.file_name().ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "text file path has no file name",
+        )
+    })?;
+    let mut temp_name = OsString::from(".");
+    temp_name.push(name);
+    temp_name.push(format!(
+        ".{}.{}.tmp",
+        std::process::id(),
+        NEXT_TEMP.fetch_add(1, Ordering::Relaxed)
+    ));
+    let temp: PathBuf = path.with_file_name(temp_name);
+    let result = async {
+        tokio::fs::write(&temp, contents).await?;
+        tokio::fs::rename(&temp, path).await
+    }
+    .await;
+    if result.is_err() {
+        // Best effort: the temporary file may not even exist.
+        let _ = tokio::fs::remove_file(&temp).await;
+    }
+    result
+}
