@@ -1,1 +1,158 @@
-//! placeholder
+//! The `Runtime` trait (what actually runs containers), the process runtime (the
+//! embedded default) and a simulated runtime for deterministic tests.
+//!
+//! Runtimes with heavy dependencies (Docker, Kubernetes) live in crates of their own
+//! and implement the same trait.
+
+mod probe;
+mod process;
+mod sim;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+use warmpool_core::{ContainerId, PoolKey};
+
+pub use probe::HttpProbe;
+pub use process::{ProcessConfig, ProcessRuntime};
+pub use sim::{SimMode, SimRuntime};
+
+/// Env var naming the warmpool instance that started a container: the tag by which
+/// a restarted warmpool tells its own containers from anybody else's.
+pub const INSTANCE_ENV: &str = "WARMPOOL_INSTANCE_ID";
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct ContainerSpec {
+    pub id: ContainerId,
+    pub key: PoolKey,
+    /// Extra env of the pool, set after warmpool's own variables.
+    pub env: Vec<(String, String)>,
+}
+
+impl ContainerSpec {
+    /// The env every runtime gives the app: its port, its id and its location.
+    pub fn app_env(&self, instance_id: &str, port: u16) -> Vec<(String, String)> {
+        let (region, country) = self.key.location.region_and_country();
+        let mut env = vec![
+            ("PORT".to_owned(), port.to_string()),
+            ("WARMPOOL_CONTAINER_ID".to_owned(), self.id.to_string()),
+            ("WARMPOOL_POOL".to_owned(), self.key.pool.clone()),
+            (
+                "WARMPOOL_LOCATION".to_owned(),
+                self.key.location.to_string(),
+            ),
+            ("WARMPOOL_REGION".to_owned(), region.to_owned()),
+            ("WARMPOOL_COUNTRY".to_owned(), country.to_owned()),
+            (INSTANCE_ENV.to_owned(), instance_id.to_owned()),
+        ];
+        env.extend(self.env.iter().cloned());
+        env
+    }
+}
+
+/// What the runtime answered to a start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Started {
+    /// The runtime's own name for the object (pid, container id, pod name).
+    pub handle: String,
+    /// Where the proxy reaches the app, as `host:port`.
+    pub address: String,
+}
+
+/// A container of ours, as listed by the runtime.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnedContainer {
+    pub id: ContainerId,
+    pub handle: String,
+    pub address: Option<String>,
+    pub running: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inspection {
+    Running,
+    Exited { code: Option<i32> },
+    Gone,
+}
+
+/// Something the runtime noticed on its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RuntimeEvent {
+    /// A container stopped running (crashed, was killed, or finished stopping).
+    Exited {
+        id: ContainerId,
+        code: Option<i32>,
+        /// Human-readable: `exited with code 1`, `killed by signal 9`, `out of memory`.
+        detail: String,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot start container: {what}")]
+    Spawn {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("container exited before it became ready ({detail})")]
+    ExitedEarly { code: Option<i32>, detail: String },
+    #[error("container did not become ready within {0:?}")]
+    StartTimeout(Duration),
+    #[error("invalid runtime handle {0:?}")]
+    BadHandle(String),
+    #[error("runtime unavailable: {0}")]
+    Unavailable(String),
+    #[error("injected failure: {0}")]
+    Injected(String),
+    #[error("runtime error: {0}")]
+    Other(String),
+}
+
+/// What actually runs containers. Implementations must be safe to call
+/// concurrently, and every operation is idempotent where it can be: stopping or
+/// removing something already gone is success.
+#[async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// Short name (`process`, `sim`, `docker`, `kubernetes`), recorded per container.
+    fn name(&self) -> &'static str;
+
+    /// Creates and starts the container. Returns once it runs (not once it is ready).
+    async fn start(&self, spec: &ContainerSpec) -> Result<Started, RuntimeError>;
+
+    /// Waits until the container answers its readiness probe, failing on timeout or
+    /// if it exits first.
+    async fn wait_ready(
+        &self,
+        id: ContainerId,
+        started: &Started,
+        timeout: Duration,
+    ) -> Result<(), RuntimeError>;
+
+    /// Stops gracefully: SIGTERM (or the runtime's equivalent), then a kill after
+    /// `grace`. Returns once it no longer runs.
+    async fn stop(
+        &self,
+        id: ContainerId,
+        handle: &str,
+        grace: Duration,
+    ) -> Result<(), RuntimeError>;
+
+    /// Removes what is left of a stopped container.
+    async fn remove(&self, id: ContainerId, handle: &str) -> Result<(), RuntimeError>;
+
+    async fn inspect(&self, id: ContainerId, handle: &str) -> Result<Inspection, RuntimeError>;
+
+    /// Every container this warmpool instance owns, found by its tags, not by names.
+    async fn list_owned(&self) -> Result<Vec<OwnedContainer>, RuntimeError>;
+
+    /// Takes over a container found by [`Runtime::list_owned`] after a restart, so that
+    /// its exit is noticed like that of any other.
+    async fn adopt(&self, owned: &OwnedContainer) -> Result<(), RuntimeError>;
+
+    /// Events the runtime notices on its own (exits). A lagging receiver should
+    /// re-list and compare.
+    fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent>;
+}

@@ -1,0 +1,393 @@
+//! The process runtime: each container is a local child process in its own process
+//! group, with its own working directory, listening on a free loopback port.
+//!
+//! Children are tagged with [`INSTANCE_ENV`] in their environment, so that after a
+//! `kill -9` of warmpool a restarted instance finds them in `/proc` and adopts or
+//! destroys them.
+
+use std::collections::HashMap;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::sync::{broadcast, watch};
+use tokio::time::Instant;
+use warmpool_core::ContainerId;
+
+use crate::{
+    ContainerSpec, HttpProbe, Inspection, OwnedContainer, Runtime, RuntimeError, RuntimeEvent,
+    Started, INSTANCE_ENV,
+};
+
+#[derive(Clone, Debug)]
+pub struct ProcessConfig {
+    /// Program and arguments.
+    pub command: Vec<String>,
+    /// Readiness probe path.
+    pub health_path: String,
+    /// This warmpool's instance id (the tag).
+    pub instance_id: String,
+    /// Each container gets `work_root/<id>` as its working directory.
+    pub work_root: PathBuf,
+    /// Whether children inherit warmpool's stderr (their logs show in warmpool's).
+    pub inherit_stderr: bool,
+}
+
+/// A flag per watched process that turns true when it is gone.
+type Watched = watch::Receiver<bool>;
+
+pub struct ProcessRuntime {
+    cfg: ProcessConfig,
+    probe: HttpProbe,
+    events: broadcast::Sender<RuntimeEvent>,
+    watched: Arc<Mutex<HashMap<ContainerId, Watched>>>,
+}
+
+/// How often adopted processes (not our children, so not waitable) are checked.
+const ADOPTED_POLL: Duration = Duration::from_millis(200);
+
+impl ProcessRuntime {
+    pub fn new(cfg: ProcessConfig) -> Self {
+        let (events, _) = broadcast::channel(4096);
+        Self {
+            probe: HttpProbe::new(&cfg.health_path),
+            cfg,
+            events,
+            watched: Arc::default(),
+        }
+    }
+
+    fn work_dir(&self, id: ContainerId) -> PathBuf {
+        self.cfg.work_root.join(id.to_string())
+    }
+
+    fn gone_flag(&self, id: ContainerId) -> Option<watch::Receiver<bool>> {
+        self.watched.lock().unwrap().get(&id).cloned()
+    }
+
+    /// Records `id` as gone: forgets it and tells subscribers.
+    fn exited(
+        watched: &Mutex<HashMap<ContainerId, Watched>>,
+        events: &broadcast::Sender<RuntimeEvent>,
+        id: ContainerId,
+        code: Option<i32>,
+        detail: String,
+    ) {
+        watched.lock().unwrap().remove(&id);
+        let _ = events.send(RuntimeEvent::Exited { id, code, detail });
+    }
+
+    fn watch_adopted(&self, id: ContainerId, pid: i32, start_time: u64) {
+        let (tx, rx) = watch::channel(false);
+        self.watched.lock().unwrap().insert(id, rx);
+        let watched = self.watched.clone();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ADOPTED_POLL).await;
+                if !proc_alive(pid, start_time) {
+                    let _ = tx.send(true);
+                    Self::exited(
+                        &watched,
+                        &events,
+                        id,
+                        None,
+                        "exited (adopted process, status unknown)".into(),
+                    );
+                    return;
+                }
+            }
+        });
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Fields of `/proc/<pid>/stat` after the command name: (state, pgrp, starttime).
+fn proc_stat(pid: i32) -> Option<(char, i32, u64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let state = fields.first()?.chars().next()?;
+    let pgrp = fields.get(2)?.parse().ok()?;
+    let start_time = fields.get(19)?.parse().ok()?;
+    Some((state, pgrp, start_time))
+}
+
+/// The process `pid` that started at `start_time` still runs (a zombie does not).
+fn proc_alive(pid: i32, start_time: u64) -> bool {
+    matches!(proc_stat(pid), Some((state, _, st)) if st == start_time && state != 'Z' && state != 'X')
+}
+
+fn parse_handle(handle: &str) -> Result<(i32, u64), RuntimeError> {
+    let bad = || RuntimeError::BadHandle(handle.to_owned());
+    let rest = handle.strip_prefix("pid:").ok_or_else(bad)?;
+    let (pid, st) = rest.split_once(':').ok_or_else(bad)?;
+    let pid: i32 = pid.parse().map_err(|_| bad())?;
+    if pid <= 1 {
+        return Err(bad());
+    }
+    Ok((pid, st.parse().map_err(|_| bad())?))
+}
+
+fn describe(status: std::process::ExitStatus) -> (Option<i32>, String) {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => (Some(code), format!("exited with code {code}")),
+        (None, Some(sig)) => (Some(128 + sig), format!("killed by signal {sig}")),
+        _ => (None, "exited".to_owned()),
+    }
+}
+
+/// The `KEY=value` pairs of a process's initial environment.
+fn proc_environ(pid: i32) -> Option<HashMap<String, String>> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    Some(
+        raw.split(|b| *b == 0)
+            .filter_map(|kv| {
+                let kv = std::str::from_utf8(kv).ok()?;
+                let (k, v) = kv.split_once('=')?;
+                Some((k.to_owned(), v.to_owned()))
+            })
+            .collect(),
+    )
+}
+
+#[async_trait]
+impl Runtime for ProcessRuntime {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    async fn start(&self, spec: &ContainerSpec) -> Result<Started, RuntimeError> {
+        let (program, args) = self
+            .cfg
+            .command
+            .split_first()
+            .ok_or_else(|| RuntimeError::Other("empty command".into()))?;
+        let spawn_err = |what: String| move |source| RuntimeError::Spawn { what, source };
+        let port = free_port().map_err(spawn_err("no free port".into()))?;
+        let dir = self.work_dir(spec.id);
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(spawn_err(format!("cannot create {}", dir.display())))?;
+
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .current_dir(&dir)
+            // Only what the app needs: warmpool's own secrets stay out of children.
+            .env_clear()
+            .env(
+                "PATH",
+                std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
+            )
+            .env("HOST", "127.0.0.1")
+            .envs(spec.app_env(&self.cfg.instance_id, port))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(if self.cfg.inherit_stderr {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .process_group(0)
+            .kill_on_drop(false);
+        let mut child = cmd
+            .spawn()
+            .map_err(spawn_err(format!("cannot run {program:?}")))?;
+        let pid = child
+            .id()
+            .ok_or_else(|| RuntimeError::Other("child exited at once".into()))?
+            as i32;
+        let start_time = proc_stat(pid).map(|(_, _, st)| st).unwrap_or(0);
+
+        let (tx, rx) = watch::channel(false);
+        self.watched.lock().unwrap().insert(spec.id, rx);
+        let watched = self.watched.clone();
+        let events = self.events.clone();
+        let id = spec.id;
+        tokio::spawn(async move {
+            let (code, detail) = match child.wait().await {
+                Ok(status) => describe(status),
+                Err(e) => (None, format!("wait failed: {e}")),
+            };
+            let _ = tx.send(true);
+            Self::exited(&watched, &events, id, code, detail);
+        });
+        Ok(Started {
+            handle: format!("pid:{pid}:{start_time}"),
+            address: format!("127.0.0.1:{port}"),
+        })
+    }
+
+    async fn wait_ready(
+        &self,
+        id: ContainerId,
+        started: &Started,
+        timeout: Duration,
+    ) -> Result<(), RuntimeError> {
+        let gone = self.gone_flag(id);
+        let deadline = Instant::now() + timeout;
+        self.probe
+            .wait(&started.address, deadline, || {
+                let exited = gone.as_ref().is_none_or(|g| *g.borrow());
+                exited.then(|| RuntimeError::ExitedEarly {
+                    code: None,
+                    detail: "the process exited".into(),
+                })
+            })
+            .await
+            .map_err(|e| e.unwrap_or(RuntimeError::StartTimeout(timeout)))
+    }
+
+    async fn stop(
+        &self,
+        id: ContainerId,
+        handle: &str,
+        grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        let (pid, start_time) = parse_handle(handle)?;
+        if !proc_alive(pid, start_time) {
+            return Ok(());
+        }
+        let gone = self.gone_flag(id);
+        let wait_gone = |limit: Duration| {
+            let mut gone = gone.clone();
+            async move {
+                let deadline = Instant::now() + limit;
+                match gone.as_mut() {
+                    Some(g) => {
+                        let _ = tokio::time::timeout_at(deadline, g.wait_for(|v| *v)).await;
+                    }
+                    None => {
+                        while proc_alive(pid, start_time) && Instant::now() < deadline {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                    }
+                }
+                !proc_alive(pid, start_time)
+            }
+        };
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGTERM);
+        if wait_gone(grace).await {
+            return Ok(());
+        }
+        tracing::warn!(container_id = %id, pid, "container did not stop within its grace period; killing it");
+        let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+        if wait_gone(Duration::from_secs(5)).await {
+            Ok(())
+        } else {
+            Err(RuntimeError::Other(format!(
+                "process {pid} survived SIGKILL"
+            )))
+        }
+    }
+
+    async fn remove(&self, id: ContainerId, _handle: &str) -> Result<(), RuntimeError> {
+        match tokio::fs::remove_dir_all(self.work_dir(id)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(RuntimeError::Other(format!("cannot remove work dir: {e}"))),
+        }
+    }
+
+    async fn inspect(&self, _id: ContainerId, handle: &str) -> Result<Inspection, RuntimeError> {
+        let (pid, start_time) = parse_handle(handle)?;
+        Ok(if proc_alive(pid, start_time) {
+            Inspection::Running
+        } else {
+            Inspection::Gone
+        })
+    }
+
+    async fn list_owned(&self) -> Result<Vec<OwnedContainer>, RuntimeError> {
+        let instance = self.cfg.instance_id.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let dir = std::fs::read_dir("/proc")
+                .map_err(|e| RuntimeError::Unavailable(format!("cannot read /proc: {e}")))?;
+            for entry in dir.flatten() {
+                let Some(pid) = entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|s| s.parse::<i32>().ok())
+                else {
+                    continue;
+                };
+                // Only process-group leaders: what the app itself forks inherits the
+                // tag too, and is stopped with its group.
+                let Some((state, pgrp, start_time)) = proc_stat(pid) else {
+                    continue;
+                };
+                if pgrp != pid || state == 'Z' {
+                    continue;
+                }
+                let Some(env) = proc_environ(pid) else {
+                    continue;
+                };
+                if env.get(INSTANCE_ENV) != Some(&instance) {
+                    continue;
+                }
+                let Some(id) = env
+                    .get("WARMPOOL_CONTAINER_ID")
+                    .and_then(|s| s.parse::<ContainerId>().ok())
+                else {
+                    continue;
+                };
+                out.push(OwnedContainer {
+                    id,
+                    handle: format!("pid:{pid}:{start_time}"),
+                    address: env.get("PORT").map(|p| format!("127.0.0.1:{p}")),
+                    running: true,
+                });
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(|e| RuntimeError::Other(format!("list task failed: {e}")))?
+    }
+
+    async fn adopt(&self, owned: &OwnedContainer) -> Result<(), RuntimeError> {
+        let (pid, start_time) = parse_handle(&owned.handle)?;
+        if self.watched.lock().unwrap().contains_key(&owned.id) {
+            return Ok(());
+        }
+        self.watch_adopted(owned.id, pid, start_time);
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent> {
+        self.events.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_parse_strictly() {
+        assert_eq!(parse_handle("pid:42:1234").unwrap(), (42, 1234));
+        for bad in [
+            "", "pid:", "pid:42", "42:1", "pid:x:1", "pid:1:5", "pid:0:5", "pid:-3:5",
+        ] {
+            assert!(parse_handle(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn own_process_is_alive_and_a_wrong_start_time_is_not() {
+        let me = std::process::id() as i32;
+        let (_, _, st) = proc_stat(me).unwrap();
+        assert!(proc_alive(me, st));
+        assert!(!proc_alive(me, st + 1));
+    }
+}

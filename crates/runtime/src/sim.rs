@@ -1,0 +1,271 @@
+//! A simulated runtime sharing the real trait: containers are entries in a map, and
+//! tests either let them become ready at once or step each one explicitly, and can
+//! inject failures.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::sync::{broadcast, Notify};
+use tokio::time::Instant;
+use warmpool_core::ContainerId;
+
+use crate::{
+    ContainerSpec, Inspection, OwnedContainer, Runtime, RuntimeError, RuntimeEvent, Started,
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SimMode {
+    /// Every started container is ready at once.
+    Instant,
+    /// A started container becomes ready only when the test calls
+    /// [`SimRuntime::make_ready`].
+    Manual,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Status {
+    Starting,
+    Running,
+    Exited(Option<i32>),
+}
+
+struct State {
+    mode: SimMode,
+    containers: HashMap<ContainerId, Status>,
+    fail_starts: u32,
+    fail_readies: u32,
+    next_handle: u64,
+    starts: u64,
+}
+
+pub struct SimRuntime {
+    state: Mutex<State>,
+    changed: Notify,
+    events: broadcast::Sender<RuntimeEvent>,
+    /// The address every container reports (point it at a real server to proxy).
+    address: String,
+}
+
+impl SimRuntime {
+    pub fn new(mode: SimMode, address: impl Into<String>) -> Self {
+        let (events, _) = broadcast::channel(65536);
+        Self {
+            state: Mutex::new(State {
+                mode,
+                containers: HashMap::new(),
+                fail_starts: 0,
+                fail_readies: 0,
+                next_handle: 0,
+                starts: 0,
+            }),
+            changed: Notify::new(),
+            events,
+            address: address.into(),
+        }
+    }
+
+    pub fn set_mode(&self, mode: SimMode) {
+        self.state.lock().unwrap().mode = mode;
+        self.changed.notify_waiters();
+    }
+
+    /// The next `n` starts fail.
+    pub fn fail_next_starts(&self, n: u32) {
+        self.state.lock().unwrap().fail_starts = n;
+    }
+
+    /// The next `n` containers exit instead of becoming ready.
+    pub fn fail_next_readies(&self, n: u32) {
+        self.state.lock().unwrap().fail_readies = n;
+    }
+
+    /// Containers started and waiting to be made ready (manual mode).
+    pub fn starting(&self) -> Vec<ContainerId> {
+        self.with_status(Status::Starting)
+    }
+
+    /// Containers running.
+    pub fn running(&self) -> Vec<ContainerId> {
+        self.with_status(Status::Running)
+    }
+
+    /// Total starts ever asked for (including failed ones).
+    pub fn starts(&self) -> u64 {
+        self.state.lock().unwrap().starts
+    }
+
+    fn with_status(&self, want: Status) -> Vec<ContainerId> {
+        let mut v: Vec<_> = self
+            .state
+            .lock()
+            .unwrap()
+            .containers
+            .iter()
+            .filter(|(_, s)| **s == want)
+            .map(|(id, _)| *id)
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Makes a starting container ready. False if it was not starting.
+    pub fn make_ready(&self, id: ContainerId) -> bool {
+        let mut st = self.state.lock().unwrap();
+        let ok = match st.containers.get_mut(&id) {
+            Some(s @ Status::Starting) => {
+                *s = Status::Running;
+                true
+            }
+            _ => false,
+        };
+        drop(st);
+        self.changed.notify_waiters();
+        ok
+    }
+
+    /// The container dies with `code`, as if it crashed.
+    pub fn kill(&self, id: ContainerId, code: i32) -> bool {
+        let mut st = self.state.lock().unwrap();
+        let ok = match st.containers.get_mut(&id) {
+            Some(s @ (Status::Starting | Status::Running)) => {
+                *s = Status::Exited(Some(code));
+                true
+            }
+            _ => false,
+        };
+        drop(st);
+        if ok {
+            let _ = self.events.send(RuntimeEvent::Exited {
+                id,
+                code: Some(code),
+                detail: format!("exited with code {code}"),
+            });
+            self.changed.notify_waiters();
+        }
+        ok
+    }
+}
+
+#[async_trait]
+impl Runtime for SimRuntime {
+    fn name(&self) -> &'static str {
+        "sim"
+    }
+
+    async fn start(&self, spec: &ContainerSpec) -> Result<Started, RuntimeError> {
+        let mut st = self.state.lock().unwrap();
+        st.starts += 1;
+        if st.fail_starts > 0 {
+            st.fail_starts -= 1;
+            return Err(RuntimeError::Injected("start refused".into()));
+        }
+        st.next_handle += 1;
+        let handle = format!("sim-{}", st.next_handle);
+        st.containers.insert(spec.id, Status::Starting);
+        Ok(Started {
+            handle,
+            address: self.address.clone(),
+        })
+    }
+
+    async fn wait_ready(
+        &self,
+        id: ContainerId,
+        _started: &Started,
+        timeout: Duration,
+    ) -> Result<(), RuntimeError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let changed = self.changed.notified();
+            {
+                let mut st = self.state.lock().unwrap();
+                let fail = st.fail_readies > 0;
+                let mode = st.mode;
+                match st.containers.get(&id).copied() {
+                    Some(Status::Running) => return Ok(()),
+                    Some(Status::Starting) if fail => {
+                        st.fail_readies -= 1;
+                        st.containers.insert(id, Status::Exited(Some(1)));
+                        return Err(RuntimeError::ExitedEarly {
+                            code: Some(1),
+                            detail: "injected".into(),
+                        });
+                    }
+                    Some(Status::Starting) if mode == SimMode::Instant => {
+                        st.containers.insert(id, Status::Running);
+                        return Ok(());
+                    }
+                    Some(Status::Starting) => {}
+                    Some(Status::Exited(code)) => {
+                        return Err(RuntimeError::ExitedEarly {
+                            code,
+                            detail: "exited".into(),
+                        })
+                    }
+                    None => {
+                        return Err(RuntimeError::ExitedEarly {
+                            code: None,
+                            detail: "removed".into(),
+                        })
+                    }
+                }
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return Err(RuntimeError::StartTimeout(timeout));
+            }
+        }
+    }
+
+    async fn stop(
+        &self,
+        id: ContainerId,
+        _handle: &str,
+        _grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        if let Some(s) = self.state.lock().unwrap().containers.get_mut(&id) {
+            *s = Status::Exited(Some(0));
+        }
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    async fn remove(&self, id: ContainerId, _handle: &str) -> Result<(), RuntimeError> {
+        self.state.lock().unwrap().containers.remove(&id);
+        self.changed.notify_waiters();
+        Ok(())
+    }
+
+    async fn inspect(&self, id: ContainerId, _handle: &str) -> Result<Inspection, RuntimeError> {
+        Ok(match self.state.lock().unwrap().containers.get(&id) {
+            Some(Status::Starting | Status::Running) => Inspection::Running,
+            Some(Status::Exited(code)) => Inspection::Exited { code: *code },
+            None => Inspection::Gone,
+        })
+    }
+
+    async fn list_owned(&self) -> Result<Vec<OwnedContainer>, RuntimeError> {
+        Ok(self
+            .state
+            .lock()
+            .unwrap()
+            .containers
+            .iter()
+            .map(|(id, s)| OwnedContainer {
+                id: *id,
+                handle: "sim".into(),
+                address: Some(self.address.clone()),
+                running: matches!(s, Status::Starting | Status::Running),
+            })
+            .collect())
+    }
+
+    async fn adopt(&self, _owned: &OwnedContainer) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent> {
+        self.events.subscribe()
+    }
+}
