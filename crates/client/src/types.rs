@@ -1,0 +1,127 @@
+//! The API's wire types (JSON, camelCase), shared by server and client.
+
+use serde::{Deserialize, Serialize};
+
+/// Body of `POST /container` (all fields optional).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClaimRequest {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub location: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_lifetime_in_seconds: Option<u64>,
+}
+
+/// Answer of `POST /container`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimResponse {
+    pub id: String,
+    pub location: String,
+    /// RFC 3339.
+    pub expires_at: String,
+    /// Whether the container came from the warm pool (false: started on demand).
+    pub warm: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerQuery {
+    pub state: Option<String>,
+    pub location: Option<String>,
+    pub pool: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// One container, as the API shows it. Times are RFC 3339.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerView {
+    pub id: String,
+    pub pool: String,
+    pub location: String,
+    pub state: String,
+    pub runtime: String,
+    pub address: Option<String>,
+    pub on_demand: bool,
+    pub created_at: String,
+    pub ready_at: Option<String>,
+    pub allocated_at: Option<String>,
+    pub expires_at: Option<String>,
+    pub stopped_at: Option<String>,
+    pub stop_reason: Option<String>,
+    pub exit_code: Option<i32>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerList {
+    pub containers: Vec<ContainerView>,
+}
+
+/// One pool key and its numbers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolView {
+    pub pool: String,
+    pub location: String,
+    pub target: u32,
+    pub ready: u32,
+    pub starting: u32,
+    pub allocated: u32,
+    pub stopping: u32,
+    pub failed: u32,
+    /// Claims answered from the warm pool.
+    pub hits: u64,
+    /// Claims that found no ready container.
+    pub misses: u64,
+    /// Starts that failed (runtime error, exit or timeout before ready).
+    pub failed_starts: u64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PoolList {
+    pub pools: Vec<PoolView>,
+    /// Live containers (every state but stopped) across pools.
+    pub live: u32,
+    pub max_instances: u32,
+}
+
+/// A state change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventView {
+    pub seq: i64,
+    pub at: String,
+    pub container_id: String,
+    pub from: Option<String>,
+    pub to: String,
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventList {
+    pub events: Vec<EventView>,
+    /// Pass as `after` to get the next page.
+    pub next: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+}
+
+/// An RFC 9457 problem document (`application/problem+json`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// The offending input field, for validation errors.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub field: Option<String>,
+}
