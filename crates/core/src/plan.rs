@@ -179,6 +179,10 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
                     key: pool.key.clone(),
                     count,
                 });
+                if have + count < pool.target {
+                    // The next batch is due one spacing from now.
+                    wake(now + pool.spacing, &mut out);
+                }
             }
         }
     }
@@ -239,6 +243,8 @@ mod tests {
                 count: 10
             }]
         );
+        // The next batch is due one spacing later: plan again then.
+        assert_eq!(p.wake_at, Some(Timestamp(10_000)));
     }
 
     #[test]

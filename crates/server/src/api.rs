@@ -1,0 +1,373 @@
+//! The management API: claim, list, get, release, pools, events, health.
+//! Handlers are thin: validate, call the domain, convert to a view.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use serde_json::Value;
+use warmpool_client::{
+    ClaimResponse, ContainerList, ContainerView, EventList, Health, PoolList, PoolView,
+};
+use warmpool_core::{ContainerId, ContainerState, Location};
+use warmpool_store::ContainerFilter;
+
+use crate::claim::{claim, ClaimError};
+use crate::problem::ApiError;
+use crate::server::Shared;
+use crate::views::{self, rfc3339};
+
+/// Largest accepted management request body.
+pub const MAX_BODY: usize = 64 * 1024;
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+fn store_error(e: warmpool_store::StoreError) -> ApiError {
+    tracing::warn!(error = %crate::app::error_chain(&e), "store read failed");
+    ApiError::unavailable(
+        "store-unavailable",
+        "Store Unavailable",
+        "the store cannot be read right now",
+        1,
+    )
+}
+
+/// Reads a JSON object body: empty means `{}`; wrong content type 415; too large
+/// 413; not JSON 400; not an object 422.
+fn json_object(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let body = body.map_err(|e| match e {
+        BytesRejection::FailedToBufferBody(_) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Payload Too Large",
+                format!("request bodies are limited to {MAX_BODY} bytes"),
+            )
+        }
+        other => ApiError::bad_request(format!("cannot read the request body: {other}")),
+    })?;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Default::default());
+    }
+    if let Some(ct) = headers.get(header::CONTENT_TYPE) {
+        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+        let essence = ct.split(';').next().unwrap_or("").trim();
+        if essence != "application/json" && !essence.ends_with("+json") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported-media-type",
+                "Unsupported Media Type",
+                format!("expected application/json, got {essence:?}"),
+            ));
+        }
+    }
+    match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(m)) => Ok(m),
+        Ok(_) => Err(ApiError::invalid("", "the body must be a JSON object")),
+        Err(e) => Err(ApiError::bad_request(format!("invalid JSON: {e}"))),
+    }
+}
+
+/// `POST /container`: claim a ready container (or start one on demand).
+pub async fn post_container(
+    State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<ClaimResponse> {
+    let obj = json_object(&headers, body)?;
+    let max = s.app.config.max_lifetime.as_secs().max(1);
+    let mut location = Location::Default;
+    let mut lifetime = s.app.config.max_lifetime;
+    for (k, v) in obj {
+        match (k.as_str(), v) {
+            (_, Value::Null) => {}
+            ("location", Value::String(l)) => {
+                location = l.parse().map_err(|e: warmpool_core::InvalidLocation| {
+                    ApiError::invalid("location", e.to_string())
+                })?;
+            }
+            ("location", _) => return Err(ApiError::invalid("location", "expected a string")),
+            ("maxLifetimeInSeconds", Value::Number(n)) => {
+                let secs = n
+                    .as_u64()
+                    .filter(|s| (1..=max).contains(s))
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "maxLifetimeInSeconds",
+                            format!("expected a whole number from 1 to {max}, got {n}"),
+                        )
+                    })?;
+                lifetime = Duration::from_secs(secs);
+            }
+            ("maxLifetimeInSeconds", _) => {
+                return Err(ApiError::invalid(
+                    "maxLifetimeInSeconds",
+                    "expected a whole number of seconds",
+                ))
+            }
+            (other, _) => {
+                return Err(ApiError::invalid(
+                    other,
+                    format!("unknown field {other:?}: expected location or maxLifetimeInSeconds"),
+                ))
+            }
+        }
+    }
+    match claim(&s.app, location, lifetime).await {
+        Ok(c) => Ok(Json(ClaimResponse {
+            id: c.id.to_string(),
+            location: c.location.to_string(),
+            expires_at: rfc3339(c.expires_at),
+            warm: c.warm,
+        })),
+        Err(e) => {
+            let detail = crate::app::error_chain(&e);
+            Err(match e {
+                ClaimError::AtCapacity { .. } => {
+                    ApiError::unavailable("at-capacity", "At Capacity", detail, 5)
+                }
+                ClaimError::Timeout(_) => {
+                    ApiError::unavailable("no-container-ready", "No Container Ready", detail, 2)
+                }
+                ClaimError::StartFailed(_) => {
+                    ApiError::unavailable("start-failed", "Container Start Failed", detail, 5)
+                }
+                ClaimError::Store(_) => {
+                    ApiError::unavailable("store-unavailable", "Store Unavailable", detail, 1)
+                }
+                ClaimError::ShuttingDown => {
+                    ApiError::unavailable("shutting-down", "Shutting Down", detail, 5)
+                }
+            })
+        }
+    }
+}
+
+fn parse_id(raw: &str) -> Result<ContainerId, ApiError> {
+    raw.parse()
+        .map_err(|e: warmpool_core::InvalidContainerId| ApiError::not_found(e.to_string()))
+}
+
+/// `GET /v1/containers?state=&location=&pool=&limit=`
+pub async fn list_containers(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<ContainerList> {
+    let mut f = ContainerFilter {
+        limit: Some(1000),
+        ..Default::default()
+    };
+    for (k, v) in q {
+        match k.as_str() {
+            "state" => {
+                f.state = Some(v.parse().map_err(|e: warmpool_core::InvalidState| {
+                    ApiError::invalid("state", e.to_string())
+                })?)
+            }
+            "location" => {
+                f.location = Some(v.parse().map_err(|e: warmpool_core::InvalidLocation| {
+                    ApiError::invalid("location", e.to_string())
+                })?)
+            }
+            "pool" => f.pool = Some(v),
+            "limit" => {
+                f.limit = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|l| (1..=10_000).contains(l))
+                        .ok_or_else(|| {
+                            ApiError::invalid(
+                                "limit",
+                                format!("expected a whole number from 1 to 10000, got {v:?}"),
+                            )
+                        })?,
+                )
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    other,
+                    format!(
+                    "unknown query parameter {other:?}: expected state, location, pool or limit"
+                ),
+                ))
+            }
+        }
+    }
+    let rows = s.app.store.containers(f).await.map_err(store_error)?;
+    Ok(Json(ContainerList {
+        containers: rows.into_iter().map(views::container).collect(),
+    }))
+}
+
+async fn view(s: &Shared, id: ContainerId) -> ApiResult<ContainerView> {
+    match s.app.store.container(id).await.map_err(store_error)? {
+        Some(row) => Ok(Json(views::container(row))),
+        None => Err(ApiError::not_found(format!("no container {id}"))),
+    }
+}
+
+/// `GET /v1/containers/{id}`
+pub async fn get_container(
+    State(s): State<Arc<Shared>>,
+    Path(raw): Path<String>,
+) -> ApiResult<ContainerView> {
+    view(&s, parse_id(&raw)?).await
+}
+
+/// `DELETE /v1/containers/{id}`: stop and release early. Idempotent: releasing a
+/// container that is already stopping or stopped answers its current view.
+pub async fn delete_container(
+    State(s): State<Arc<Shared>>,
+    Path(raw): Path<String>,
+) -> ApiResult<ContainerView> {
+    let id = parse_id(&raw)?;
+    if let Some(e) = s.app.registry.try_begin(id) {
+        match e.state {
+            ContainerState::Starting | ContainerState::Ready | ContainerState::Allocated => {
+                s.app.stop_container(id, e.state, "released").await;
+            }
+            _ => s.app.registry.set_busy(id, false),
+        }
+    }
+    view(&s, id).await
+}
+
+/// `GET /v1/pools`
+pub async fn pools(State(s): State<Arc<Shared>>) -> Json<PoolList> {
+    let app = &s.app;
+    let keys: Vec<_> = app.desired.pools.iter().map(|p| p.key.clone()).collect();
+    let (counts, live) = app.registry.pool_counts(&keys);
+    let pools = counts
+        .into_iter()
+        .map(|(key, c)| {
+            let target = app
+                .desired
+                .pools
+                .iter()
+                .find(|p| p.key == key)
+                .map_or(0, |p| p.target);
+            PoolView {
+                pool: key.pool.clone(),
+                location: key.location.to_string(),
+                target,
+                ready: c.ready,
+                starting: c.starting,
+                allocated: c.allocated,
+                stopping: c.stopping,
+                failed: c.failed,
+                hits: c.stats.hits,
+                misses: c.stats.misses,
+                failed_starts: c.stats.failed_starts,
+                last_error_at: c.stats.last_error.as_ref().map(|(t, _)| rfc3339(*t)),
+                last_error: c.stats.last_error.map(|(_, e)| e),
+            }
+        })
+        .collect();
+    Json(PoolList {
+        pools,
+        live,
+        max_instances: app.config.max_instances,
+    })
+}
+
+/// `GET /v1/events?after=&limit=&container=`
+pub async fn events(
+    State(s): State<Arc<Shared>>,
+    Query(q): Query<HashMap<String, String>>,
+) -> ApiResult<EventList> {
+    let mut after = 0i64;
+    let mut limit = 100u32;
+    let mut container = None;
+    for (k, v) in q {
+        match k.as_str() {
+            "after" => {
+                after = v.parse().ok().filter(|a| *a >= 0).ok_or_else(|| {
+                    ApiError::invalid(
+                        "after",
+                        format!("expected a non-negative event number, got {v:?}"),
+                    )
+                })?
+            }
+            "limit" => {
+                limit = v
+                    .parse()
+                    .ok()
+                    .filter(|l| (1..=1000).contains(l))
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "limit",
+                            format!("expected a whole number from 1 to 1000, got {v:?}"),
+                        )
+                    })?
+            }
+            "container" => {
+                container = Some(v.parse().map_err(|e: warmpool_core::InvalidContainerId| {
+                    ApiError::invalid("container", e.to_string())
+                })?)
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    other,
+                    format!(
+                        "unknown query parameter {other:?}: expected after, limit or container"
+                    ),
+                ))
+            }
+        }
+    }
+    let rows = s
+        .app
+        .store
+        .events(after, limit, container)
+        .await
+        .map_err(store_error)?;
+    let next = rows.last().map_or(after, |e| e.seq);
+    Ok(Json(EventList {
+        events: rows.into_iter().map(views::event).collect(),
+        next,
+    }))
+}
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// `GET /readyz`: the store is open and the reconciler has run once.
+pub async fn readyz(State(s): State<Arc<Shared>>) -> ApiResult<Health> {
+    if s.app.has_reconciled() && !s.app.is_shutting_down() {
+        Ok(Json(Health {
+            status: "ready".into(),
+        }))
+    } else {
+        Err(ApiError::unavailable(
+            "not-ready",
+            "Not Ready",
+            "the reconciler has not run yet or warmpool is shutting down",
+            1,
+        ))
+    }
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method Not Allowed",
+        "this route does not accept that method",
+    )
+}

@@ -1,0 +1,298 @@
+//! The application state and the container lifecycle operations shared by the
+//! claim path, the reconciler, recovery and shutdown.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Notify;
+use warmpool_core::{ContainerId, ContainerState, Desired, DesiredPool, PoolKey, Timestamp};
+use warmpool_runtime::{ContainerSpec, Runtime, RuntimeError, Started};
+use warmpool_store::{Change, NewContainer, Op, Store, StoreError};
+
+use crate::config::Config;
+use crate::registry::Registry;
+
+/// The wall clock, as the core's [`Timestamp`].
+pub fn now() -> Timestamp {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp(d.as_millis() as i64)
+}
+
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub runtime: Arc<dyn Runtime>,
+    pub registry: Registry,
+    pub desired: Desired,
+    activation: Notify,
+    reconciled: AtomicBool,
+    shutting_down: AtomicBool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("cannot record the new container")]
+    Store(#[source] StoreError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("warmpool is shutting down")]
+    ShuttingDown,
+}
+
+/// Renders an error with its chain of sources: `a: b: c`.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+impl App {
+    pub fn new(config: Config, store: Store, runtime: Arc<dyn Runtime>) -> Self {
+        let desired = Desired {
+            pools: config
+                .locations
+                .iter()
+                .map(|l| DesiredPool {
+                    key: PoolKey::new(config.pool_name.clone(), *l),
+                    target: config.target,
+                    batch_size: config.batch_size,
+                    spacing: config.batch_spacing,
+                })
+                .collect(),
+            max_instances: config.max_instances,
+        };
+        Self {
+            config,
+            store,
+            runtime,
+            registry: Registry::default(),
+            desired,
+            activation: Notify::new(),
+            reconciled: AtomicBool::new(false),
+            shutting_down: AtomicBool::new(false),
+        }
+    }
+
+    /// Wakes the reconciler now (after a claim, an exit, a config change).
+    pub fn activate(&self) {
+        self.activation.notify_one();
+    }
+
+    pub async fn activated(&self) {
+        self.activation.notified().await
+    }
+
+    pub fn mark_reconciled(&self) {
+        self.reconciled.store(true, Ordering::Release);
+    }
+
+    pub fn has_reconciled(&self) -> bool {
+        self.reconciled.load(Ordering::Acquire)
+    }
+
+    pub fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+        self.activate();
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::Acquire)
+    }
+
+    pub fn key(&self, location: warmpool_core::Location) -> PoolKey {
+        PoolKey::new(self.config.pool_name.clone(), location)
+    }
+
+    /// Writes a state change to the store, then applies it in memory.
+    pub async fn change(&self, c: Change) -> Result<(), StoreError> {
+        let (id, from, to, exp, at) = (c.id, c.from, c.to, c.expires_at, c.at);
+        let reason = c.reason.clone();
+        self.store.change(c).await?;
+        self.registry
+            .apply(id, from, to, exp, reason.as_deref(), at);
+        Ok(())
+    }
+
+    /// Starts a container already registered in memory as `starting`, and waits for
+    /// it to become ready. The store record is written before the runtime is asked.
+    pub async fn launch(
+        &self,
+        id: ContainerId,
+        key: PoolKey,
+        on_demand: bool,
+    ) -> Result<(), LaunchError> {
+        let created_at = now();
+        if let Err(e) = self
+            .store
+            .insert(NewContainer {
+                id,
+                key: key.clone(),
+                runtime: self.runtime.name().to_owned(),
+                on_demand,
+                created_at,
+            })
+            .await
+        {
+            self.registry.discard(id);
+            let e = LaunchError::Store(e);
+            self.registry
+                .record_error(&key, error_chain(&e), now(), true);
+            return Err(e);
+        }
+        if self.is_shutting_down() {
+            let _ = self
+                .change(
+                    Change::new(id, ContainerState::Starting, ContainerState::Stopped, now())
+                        .reason("shutdown"),
+                )
+                .await;
+            return Err(LaunchError::ShuttingDown);
+        }
+        let spec = ContainerSpec {
+            id,
+            key: key.clone(),
+            env: Vec::new(),
+        };
+        let result = self.start_and_wait(&spec).await;
+        match result {
+            Ok(()) => {
+                let c = Change::new(id, ContainerState::Starting, ContainerState::Ready, now());
+                self.change(c).await.map_err(LaunchError::Store)
+            }
+            Err(e) => {
+                let reason = format!("start failed: {}", error_chain(&e));
+                tracing::warn!(container_id = %id, pool = %key, error = %reason, "container failed to start");
+                self.registry
+                    .record_error(&key, reason.clone(), now(), true);
+                let mut c =
+                    Change::new(id, ContainerState::Starting, ContainerState::Failed, now())
+                        .reason(reason);
+                if let LaunchError::Runtime(RuntimeError::ExitedEarly { code, .. }) = &e {
+                    c.exit_code = *code;
+                }
+                // Conflict: shutdown got there first; the record is already closing.
+                let _ = self.change(c).await;
+                self.activate();
+                Err(e)
+            }
+        }
+    }
+
+    async fn start_and_wait(&self, spec: &ContainerSpec) -> Result<(), LaunchError> {
+        let started: Started = self.runtime.start(spec).await?;
+        self.store
+            .apply(Op::SetRuntime {
+                id: spec.id,
+                handle: started.handle.clone(),
+                address: Some(started.address.clone()),
+            })
+            .await
+            .map_err(LaunchError::Store)?;
+        self.registry
+            .set_runtime(spec.id, &started.handle, &started.address);
+        if let Err(e) = self
+            .runtime
+            .wait_ready(spec.id, &started, self.config.start_timeout)
+            .await
+        {
+            // Never leave behind a process that did not become ready.
+            let _ = self
+                .runtime
+                .stop(spec.id, &started.handle, Duration::ZERO)
+                .await;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Stops a live container gracefully and closes its record.
+    pub async fn stop_container(&self, id: ContainerId, from: ContainerState, reason: &str) {
+        let c = Change::new(id, from, ContainerState::Stopping, now()).reason(reason);
+        if let Err(e) = self.change(c).await {
+            tracing::debug!(container_id = %id, error = %e, "stop skipped");
+            self.registry.set_busy(id, false);
+            return;
+        }
+        let handle = self.registry.get(&id).and_then(|e| e.handle);
+        if let Some(h) = &handle {
+            let stopped = self
+                .runtime
+                .stop(id, h, self.config.stop_grace)
+                .await
+                .and(self.runtime.remove(id, h).await);
+            if let Err(e) = stopped {
+                let reason = format!("stop failed: {}", error_chain(&e));
+                tracing::warn!(container_id = %id, error = %reason, "container did not stop cleanly");
+                let c = Change::new(id, ContainerState::Stopping, ContainerState::Failed, now())
+                    .reason(reason);
+                let _ = self.change(c).await;
+                self.registry.set_busy(id, false);
+                return;
+            }
+        }
+        let c = Change::new(id, ContainerState::Stopping, ContainerState::Stopped, now())
+            .reason(reason);
+        if let Err(e) = self.change(c).await {
+            tracing::warn!(container_id = %id, error = %e, "cannot record stopped container");
+            self.registry.set_busy(id, false);
+        }
+        self.activate();
+    }
+
+    /// Removes what is left of a failed container and closes its record.
+    pub async fn remove_failed(&self, id: ContainerId) {
+        if let Some(h) = self.registry.get(&id).and_then(|e| e.handle) {
+            let removed = self
+                .runtime
+                .stop(id, &h, Duration::ZERO)
+                .await
+                .and(self.runtime.remove(id, &h).await);
+            if let Err(e) = removed {
+                tracing::warn!(container_id = %id, error = %error_chain(&e), "cannot remove failed container; will retry");
+                self.registry.set_busy(id, false);
+                return;
+            }
+        }
+        let c = Change::new(id, ContainerState::Failed, ContainerState::Stopped, now());
+        if let Err(e) = self.change(c).await {
+            tracing::warn!(container_id = %id, error = %e, "cannot record removed container; will retry");
+            self.registry.set_busy(id, false);
+        }
+    }
+
+    /// A ready or allocated container died: take it out of the pool (ready) or make
+    /// its id answer 410 (allocated). Starting and stopping ones are handled by the
+    /// task that is starting or stopping them.
+    pub async fn mark_failed(&self, id: ContainerId, reason: &str, code: Option<i32>) {
+        for _ in 0..4 {
+            let Some(e) = self.registry.get(&id) else {
+                return;
+            };
+            if !matches!(e.state, ContainerState::Ready | ContainerState::Allocated) {
+                return;
+            }
+            let mut c = Change::new(id, e.state, ContainerState::Failed, now()).reason(reason);
+            c.exit_code = code;
+            match self.change(c).await {
+                Ok(()) => {
+                    tracing::info!(container_id = %id, from = %e.state, reason, "container failed");
+                    self.activate();
+                    return;
+                }
+                Err(StoreError::Conflict { .. }) => continue,
+                Err(e) => {
+                    tracing::warn!(container_id = %id, error = %e, "cannot record failed container");
+                    return;
+                }
+            }
+        }
+    }
+}

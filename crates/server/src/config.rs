@@ -1,0 +1,279 @@
+//! Server configuration: a pure function over a key-value source (env vars or the
+//! `serve` flags), so tests never touch the process environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use warmpool_core::Location;
+
+/// Which runtime runs containers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuntimeKind {
+    Process,
+    /// The simulated runtime (containers are entries in memory); for tests and
+    /// benchmarks of warmpool's own overhead.
+    Sim,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub runtime: RuntimeKind,
+    /// Program and arguments of each container (process runtime). Empty: this
+    /// binary's own `sample-app`.
+    pub command: Vec<String>,
+    pub health_path: String,
+    pub pool_name: String,
+    pub target: u32,
+    pub batch_size: u32,
+    pub batch_spacing: Duration,
+    pub locations: Vec<Location>,
+    pub max_instances: u32,
+    pub max_lifetime: Duration,
+    pub start_timeout: Duration,
+    pub claim_timeout: Duration,
+    pub stop_grace: Duration,
+    pub drain_timeout: Duration,
+    pub reconcile_interval: Duration,
+    /// How long ids of ended containers keep answering 410 rather than 404.
+    pub tombstone_retention: Duration,
+    /// Where the simulated runtime says its containers listen.
+    pub sim_address: String,
+}
+
+/// One setting: its env var, its `serve` flag, its default and what it means.
+pub struct Setting {
+    pub env: &'static str,
+    pub flag: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+}
+
+macro_rules! settings {
+    ($($env:literal, $flag:literal, $default:literal, $help:literal;)*) => {
+        /// Every setting, in the order the README's table lists them.
+        pub const SETTINGS: &[Setting] = &[$(Setting { env: $env, flag: $flag, default: $default, help: $help }),*];
+    };
+}
+
+settings! {
+    "WARMPOOL_LISTEN", "listen", "127.0.0.1:8787", "address the API and proxy listen on";
+    "WARMPOOL_DATA_DIR", "data-dir", "./.warmpool", "directory of the SQLite store (warmpool.db) and container work dirs";
+    "WARMPOOL_RUNTIME", "runtime", "process", "what runs containers: process (local child processes) or sim (simulated, for tests)";
+    "WARMPOOL_COMMAND", "command", "", "command of each container, shell-style words (default: this binary's own sample-app)";
+    "WARMPOOL_HEALTH_PATH", "health-path", "/healthz", "readiness probe path";
+    "WARMPOOL_POOL", "pool", "default", "name of the pool";
+    "POOL_TARGET_INSTANCES", "target", "30", "ready containers to keep per location";
+    "POOL_BATCH_SIZE", "batch-size", "10", "containers started at most per batch";
+    "POOL_BATCH_SPACING_IN_SECONDS", "batch-spacing", "10", "minimum seconds between two batches of one pool";
+    "WARMPOOL_LOCATIONS", "locations", "default", "comma list of locations that keep a warm pool";
+    "WARMPOOL_MAX_INSTANCES", "max-instances", "1000", "global cap on live containers";
+    "WARMPOOL_MAX_LIFETIME_SECONDS", "max-lifetime", "3600", "longest lifetime a claim may ask for (and the default)";
+    "WARMPOOL_START_TIMEOUT_SECONDS", "start-timeout", "30", "seconds a container has to become ready";
+    "WARMPOOL_CLAIM_TIMEOUT_SECONDS", "claim-timeout", "30", "seconds a claim waits for an on-demand start before 503";
+    "WARMPOOL_STOP_GRACE_SECONDS", "stop-grace", "5", "seconds between SIGTERM and SIGKILL when stopping a container";
+    "WARMPOOL_DRAIN_SECONDS", "drain-timeout", "10", "seconds to drain in-flight requests at shutdown";
+    "WARMPOOL_RECONCILE_INTERVAL_SECONDS", "reconcile-interval", "5", "safety-net period of the reconciler";
+    "WARMPOOL_TOMBSTONE_HOURS", "tombstone-hours", "24", "hours an ended container's id answers 410 instead of 404";
+    "WARMPOOL_SIM_ADDRESS", "sim-address", "127.0.0.1:9", "address the simulated runtime reports for its containers";
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {key}={value:?}: {reason}")]
+pub struct ConfigError {
+    pub key: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl Config {
+    /// Builds the configuration from `lookup(env var name)`; unset or empty values
+    /// take their defaults.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |key: &'static str| -> (&'static str, String) {
+            let default = SETTINGS
+                .iter()
+                .find(|s| s.env == key)
+                .map(|s| s.default)
+                .unwrap_or_default();
+            let v = lookup(key)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| default.to_owned());
+            (key, v)
+        };
+        let err = |key: &'static str, value: &str, reason: &str| ConfigError {
+            key,
+            value: value.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let num = |key: &'static str, min: u32, max: u32| -> Result<u32, ConfigError> {
+            let (k, v) = get(key);
+            let n: u32 = v
+                .parse()
+                .map_err(|_| err(k, &v, "expected a whole number"))?;
+            if n < min || n > max {
+                return Err(err(k, &v, &format!("expected {min} to {max}")));
+            }
+            Ok(n)
+        };
+        let secs = |key: &'static str, min: f64, max: f64| -> Result<Duration, ConfigError> {
+            let (k, v) = get(key);
+            let s: f64 = v
+                .parse()
+                .map_err(|_| err(k, &v, "expected a number of seconds"))?;
+            if !s.is_finite() || s < min || s > max {
+                return Err(err(k, &v, &format!("expected {min} to {max} seconds")));
+            }
+            Ok(Duration::from_secs_f64(s))
+        };
+
+        let (k, v) = get("WARMPOOL_LISTEN");
+        let listen = v
+            .parse()
+            .map_err(|_| err(k, &v, "expected an address such as 127.0.0.1:8787"))?;
+        let (_, data_dir) = get("WARMPOOL_DATA_DIR");
+        let (k, v) = get("WARMPOOL_RUNTIME");
+        let runtime = match v.as_str() {
+            "process" => RuntimeKind::Process,
+            "sim" => RuntimeKind::Sim,
+            _ => return Err(err(k, &v, "expected process or sim")),
+        };
+        let (k, v) = get("WARMPOOL_COMMAND");
+        let command = shell_words::split(&v).map_err(|e| err(k, &v, &e.to_string()))?;
+        let (k, health_path) = get("WARMPOOL_HEALTH_PATH");
+        if !health_path.starts_with('/') {
+            return Err(err(k, &health_path, "expected a path starting with /"));
+        }
+        let (k, pool_name) = get("WARMPOOL_POOL");
+        if pool_name.len() > 63
+            || !pool_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(err(
+                k,
+                &pool_name,
+                "expected up to 63 letters, digits, - or _",
+            ));
+        }
+        let (k, v) = get("WARMPOOL_LOCATIONS");
+        let mut locations = Vec::new();
+        for l in v.split(',').map(str::trim).filter(|l| !l.is_empty()) {
+            let l: Location = l
+                .parse()
+                .map_err(|e: warmpool_core::InvalidLocation| err(k, &v, &e.to_string()))?;
+            if !locations.contains(&l) {
+                locations.push(l);
+            }
+        }
+        let (k, sim_address) = get("WARMPOOL_SIM_ADDRESS");
+        if sim_address.parse::<http::uri::Authority>().is_err() {
+            return Err(err(k, &sim_address, "expected host:port"));
+        }
+
+        Ok(Config {
+            listen,
+            data_dir: PathBuf::from(data_dir),
+            runtime,
+            command,
+            health_path,
+            pool_name,
+            target: num("POOL_TARGET_INSTANCES", 0, 100_000)?,
+            batch_size: num("POOL_BATCH_SIZE", 1, 10_000)?,
+            batch_spacing: secs("POOL_BATCH_SPACING_IN_SECONDS", 0.0, 86_400.0)?,
+            locations,
+            max_instances: num("WARMPOOL_MAX_INSTANCES", 1, 1_000_000)?,
+            max_lifetime: secs("WARMPOOL_MAX_LIFETIME_SECONDS", 1.0, 31_536_000.0)?,
+            start_timeout: secs("WARMPOOL_START_TIMEOUT_SECONDS", 0.1, 3600.0)?,
+            claim_timeout: secs("WARMPOOL_CLAIM_TIMEOUT_SECONDS", 0.0, 3600.0)?,
+            stop_grace: secs("WARMPOOL_STOP_GRACE_SECONDS", 0.0, 3600.0)?,
+            drain_timeout: secs("WARMPOOL_DRAIN_SECONDS", 0.0, 3600.0)?,
+            reconcile_interval: secs("WARMPOOL_RECONCILE_INTERVAL_SECONDS", 0.05, 3600.0)?,
+            tombstone_retention: secs("WARMPOOL_TOMBSTONE_HOURS", 0.0, 8760.0)? * 3600,
+            sim_address,
+        })
+    }
+
+    /// The default configuration (what `warmpool serve` runs with no settings).
+    pub fn defaults() -> Config {
+        Config::from_lookup(|_| None).expect("defaults are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn check(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_original_design() {
+        let c = Config::defaults();
+        assert_eq!(c.listen, "127.0.0.1:8787".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("./.warmpool"));
+        assert_eq!(c.runtime, RuntimeKind::Process);
+        assert!(c.command.is_empty());
+        assert_eq!((c.target, c.batch_size), (30, 10));
+        assert_eq!(c.batch_spacing, Duration::from_secs(10));
+        assert_eq!(c.locations, vec![Location::Default]);
+        assert_eq!(c.max_instances, 1000);
+        assert_eq!(c.max_lifetime, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn values_are_parsed() {
+        let c = check(&[
+            ("POOL_TARGET_INSTANCES", "5"),
+            ("POOL_BATCH_SPACING_IN_SECONDS", "0.25"),
+            ("WARMPOOL_LOCATIONS", "wnam, weur,wnam"),
+            ("WARMPOOL_COMMAND", "python3 -m 'http.server' 8080"),
+            ("WARMPOOL_RUNTIME", "sim"),
+        ])
+        .unwrap();
+        assert_eq!(c.target, 5);
+        assert_eq!(c.batch_spacing, Duration::from_millis(250));
+        assert_eq!(c.locations, vec![Location::Wnam, Location::Weur]);
+        assert_eq!(c.command, vec!["python3", "-m", "http.server", "8080"]);
+        assert_eq!(c.runtime, RuntimeKind::Sim);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (k, v) in [
+            ("POOL_TARGET_INSTANCES", "-1"),
+            ("POOL_TARGET_INSTANCES", "many"),
+            ("POOL_BATCH_SIZE", "0"),
+            ("POOL_BATCH_SPACING_IN_SECONDS", "NaN"),
+            ("WARMPOOL_LOCATIONS", "wnam,mars"),
+            ("WARMPOOL_LISTEN", "localhost"),
+            ("WARMPOOL_RUNTIME", "vm"),
+            ("WARMPOOL_COMMAND", "echo 'unclosed"),
+            ("WARMPOOL_HEALTH_PATH", "healthz"),
+            ("WARMPOOL_MAX_INSTANCES", "0"),
+            ("WARMPOOL_POOL", "a b"),
+        ] {
+            let e = check(&[(k, v)]).unwrap_err();
+            assert_eq!(e.key, k, "{k}={v}");
+            assert!(e.to_string().starts_with(&format!("invalid {k}=")), "{e}");
+        }
+    }
+
+    #[test]
+    fn every_setting_has_a_valid_default() {
+        for s in SETTINGS {
+            assert!(s.env.starts_with("WARMPOOL_") || s.env.starts_with("POOL_"));
+            assert!(!s.help.is_empty());
+        }
+        Config::defaults();
+    }
+}

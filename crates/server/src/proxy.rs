@@ -1,0 +1,298 @@
+//! The reverse proxy: `ANY /container/{id}/{*path}` to the container's app.
+//!
+//! The hot path reads the in-memory route table only (never SQLite), streams bodies
+//! both ways, keeps pooled keep-alive connections per container, and passes
+//! WebSocket (and any HTTP/1.1) upgrades through.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use percent_encoding::percent_decode_str;
+use warmpool_core::ContainerId;
+
+use crate::app::now;
+use crate::problem::ApiError;
+use crate::registry::Route;
+use crate::server::Shared;
+
+/// How long the proxy waits for a container's response headers before 504.
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The pooled HTTP client to containers.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, Body>,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        Self { client }
+    }
+}
+
+/// Headers that describe one hop, never forwarded (RFC 9110 7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Whether `path` (the part after `/container/{id}`) reaches the app's `/admin`
+/// surface once percent-decoded (repeatedly), with backslashes read as slashes,
+/// empty and dot segments removed, in any letter case.
+pub fn is_admin_path(path: &str) -> bool {
+    let mut p = path.to_owned();
+    for _ in 0..4 {
+        let decoded = percent_decode_str(&p).decode_utf8_lossy().into_owned();
+        if decoded == p {
+            break;
+        }
+        p = decoded;
+    }
+    let p = p.replace('\\', "/");
+    let mut segments: Vec<&str> = Vec::new();
+    for seg in p.split('/') {
+        match seg {
+            "" | "." => {}
+            ".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let normalised = format!("/{}", segments.join("/"));
+    normalised.to_ascii_lowercase().starts_with("/admin")
+}
+
+/// Splits `/container/{id}{rest}` into the id and the rest (`""` or `/...`).
+fn split_path(path: &str) -> Option<(&str, &str)> {
+    let after = path.strip_prefix("/container/")?;
+    Some(match after.find('/') {
+        Some(i) => (&after[..i], &after[i..]),
+        None => (after, ""),
+    })
+}
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for h in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(h);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+fn gone(id: &str, reason: &str) -> Response {
+    ApiError::new(
+        StatusCode::GONE,
+        "container-gone",
+        "Container Gone",
+        format!("container {id} is no longer available: {reason}"),
+    )
+    .into_response()
+}
+
+pub async fn handle(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    mut req: Request,
+) -> Response {
+    let Some((raw_id, rest)) = split_path(req.uri().path()) else {
+        return ApiError::not_found("no such route").into_response();
+    };
+    let Ok(id) = raw_id.parse::<ContainerId>() else {
+        return ApiError::not_found(format!("no container {raw_id:?}")).into_response();
+    };
+    if is_admin_path(rest) {
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            "admin-forbidden",
+            "Forbidden",
+            "the /admin paths of containers are not reachable through the proxy",
+        )
+        .into_response();
+    }
+    let upstream = match shared.app.registry.route(&id) {
+        Some(Route::Live {
+            upstream,
+            expires_at,
+        }) => {
+            if expires_at <= now() {
+                return gone(raw_id, "expired");
+            }
+            upstream
+        }
+        Some(Route::Gone { reason, .. }) => return gone(raw_id, &reason),
+        None => return ApiError::not_found(format!("no allocated container {id}")).into_response(),
+    };
+
+    let path_and_query = match req.uri().query() {
+        Some(q) => format!("{}?{q}", if rest.is_empty() { "/" } else { rest }),
+        None if rest.is_empty() => "/".to_owned(),
+        None => rest.to_owned(),
+    };
+    let uri = match Uri::builder()
+        .scheme("http")
+        .authority(upstream)
+        .path_and_query(path_and_query)
+        .build()
+    {
+        Ok(u) => u,
+        Err(_) => {
+            return ApiError::bad_request("the request path cannot be forwarded").into_response()
+        }
+    };
+
+    let upgrade = is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let upgrade_value = req.headers().get(header::UPGRADE).cloned();
+    let host = req.headers().get(header::HOST).cloned();
+    *req.uri_mut() = uri;
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+    headers.remove(header::HOST);
+    if let (true, Some(v)) = (upgrade, upgrade_value) {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, v);
+    }
+    let xff = HeaderName::from_static("x-forwarded-for");
+    let peer_ip = peer.ip().to_string();
+    let forwarded_for = match headers.get(&xff).and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {peer_ip}"),
+        None => peer_ip,
+    };
+    if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(xff, v);
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+    if let Some(h) = host {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), h);
+    }
+
+    let mut resp =
+        match tokio::time::timeout(UPSTREAM_TIMEOUT, shared.upstream.client.request(req)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::debug!(container_id = %id, error = %e, "upstream request failed");
+                return ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "container-unreachable",
+                    "Bad Gateway",
+                    format!("container {id} did not answer"),
+                )
+                .into_response();
+            }
+            Err(_) => {
+                return ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "container-timeout",
+                    "Gateway Timeout",
+                    format!(
+                        "container {id} did not answer within {}s",
+                        UPSTREAM_TIMEOUT.as_secs()
+                    ),
+                )
+                .into_response()
+            }
+        };
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, upstream)) => {
+                        let _ = tokio::io::copy_bidirectional(
+                            &mut TokioIo::new(client),
+                            &mut TokioIo::new(upstream),
+                        )
+                        .await;
+                    }
+                    Err(e) => tracing::debug!(container_id = %id, error = %e, "upgrade failed"),
+                }
+            });
+            let (parts, _) = resp.into_parts();
+            return Response::from_parts(parts, Body::empty());
+        }
+    }
+    strip_hop_by_hop(resp.headers_mut());
+    resp.map(Body::new)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admin_paths_are_recognised_in_every_spelling() {
+        for p in [
+            "/admin",
+            "/admin/",
+            "/admin/update-text",
+            "/ADMIN/update-text",
+            "/%61dmin/update-text",
+            "/%2561dmin/update-text",
+            "/x/../admin/update-text",
+            "/x/%2e%2e/admin",
+            "/x/%2E%2E/admin",
+            "//admin/update-text",
+            "/./admin",
+            "/admin%2fupdate-text",
+            "\\admin\\update-text",
+            "/x/..\\admin",
+            "/../../admin",
+            "/admin;x=1",
+        ] {
+            assert!(is_admin_path(p), "{p} not refused");
+        }
+        for p in ["", "/", "/x", "/x/admin", "/adm", "/ws", "/x/../y"] {
+            assert!(!is_admin_path(p), "{p} refused");
+        }
+    }
+
+    #[test]
+    fn container_paths_split_into_id_and_rest() {
+        assert_eq!(split_path("/container/abc"), Some(("abc", "")));
+        assert_eq!(split_path("/container/abc/"), Some(("abc", "/")));
+        assert_eq!(split_path("/container/abc/a/b"), Some(("abc", "/a/b")));
+        assert_eq!(split_path("/v1/containers"), None);
+    }
+}

@@ -1,0 +1,135 @@
+//! Start-up recovery: adopt what is ours and alive, close the records of what
+//! vanished (`lost`), and destroy runtime objects tagged as ours that the store does
+//! not know (orphans).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use warmpool_core::ContainerState;
+use warmpool_runtime::{OwnedContainer, Started};
+use warmpool_store::Change;
+
+use crate::app::{error_chain, now, App};
+use crate::registry::Entry;
+
+/// What recovery did, for the log and for tests.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    pub adopted: usize,
+    pub lost: usize,
+    pub orphans: usize,
+}
+
+pub async fn recover(app: &Arc<App>) -> anyhow::Result<Recovered> {
+    use anyhow::Context;
+    let store = app.store.clone();
+    let rows = tokio::task::spawn_blocking(move || store.load_live_blocking())
+        .await?
+        .context("cannot read containers from the store")?;
+    let owned = app
+        .runtime
+        .list_owned()
+        .await
+        .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+        .context("cannot list the runtime's containers")?;
+    let mut owned: HashMap<_, OwnedContainer> = owned.into_iter().map(|o| (o.id, o)).collect();
+    let mut out = Recovered::default();
+    let t = now();
+
+    let mut checks = Vec::new();
+    for row in rows {
+        let found = owned.remove(&row.id);
+        let alive = found.as_ref().is_some_and(|o| o.running);
+        let keep = alive
+            && matches!(row.state, ContainerState::Ready | ContainerState::Allocated)
+            && row.address.is_some();
+        if keep {
+            let o = found.expect("alive implies found");
+            let entry = Entry {
+                key: warmpool_core::PoolKey::new(row.pool.clone(), row.location),
+                state: row.state,
+                on_demand: false,
+                created_at: row.created_at,
+                expires_at: row.expires_at,
+                handle: Some(o.handle.clone()),
+                address: row.address.clone(),
+                busy: false,
+            };
+            checks.push((row.id, o, entry));
+            continue;
+        }
+        // Not adoptable: a start or stop that a crash interrupted, a failed one, or
+        // one whose container vanished. Make sure nothing runs, then close the row.
+        if let Some(o) = found {
+            let _ = app.runtime.stop(row.id, &o.handle, Duration::ZERO).await;
+            let _ = app.runtime.remove(row.id, &o.handle).await;
+        }
+        let reason = match row.state {
+            ContainerState::Starting => "lost (start interrupted)",
+            ContainerState::Stopping => "stopped",
+            ContainerState::Failed => "failed",
+            _ => "lost",
+        };
+        let c = Change::new(row.id, row.state, ContainerState::Stopped, t).reason(reason);
+        app.store
+            .change(c)
+            .await
+            .with_context(|| format!("cannot close the record of container {}", row.id))?;
+        out.lost += 1;
+    }
+
+    // Adopted containers must still answer before they are trusted again.
+    let probes = checks.into_iter().map(|(id, o, entry)| {
+        let app = app.clone();
+        async move {
+            app.runtime.adopt(&o).await.ok();
+            let started = Started {
+                handle: o.handle.clone(),
+                address: entry.address.clone().unwrap_or_default(),
+            };
+            let ok = app
+                .runtime
+                .wait_ready(id, &started, Duration::from_secs(2))
+                .await
+                .is_ok();
+            (id, o, entry, ok)
+        }
+    });
+    for (id, o, entry, ok) in futures_util::future::join_all(probes).await {
+        if ok {
+            app.registry.adopt(id, entry);
+            out.adopted += 1;
+        } else {
+            let _ = app.runtime.stop(id, &o.handle, Duration::ZERO).await;
+            let _ = app.runtime.remove(id, &o.handle).await;
+            let c = Change::new(id, entry.state, ContainerState::Stopped, t)
+                .reason("lost (not answering)");
+            app.store.change(c).await?;
+            out.lost += 1;
+        }
+    }
+
+    for (id, o) in owned {
+        tracing::info!(container_id = %id, handle = %o.handle, "destroying orphan container");
+        if let Err(e) = app.runtime.stop(id, &o.handle, Duration::ZERO).await {
+            tracing::warn!(container_id = %id, error = %error_chain(&e), "cannot stop orphan");
+        }
+        let _ = app.runtime.remove(id, &o.handle).await;
+        out.orphans += 1;
+    }
+
+    // Ids handed out earlier (including those just closed) keep answering 410
+    // rather than 404.
+    let store = app.store.clone();
+    let since = t - app.config.tombstone_retention;
+    let ended = tokio::task::spawn_blocking(move || store.load_ended_since_blocking(since))
+        .await?
+        .context("cannot read ended containers")?;
+    for row in ended.into_iter().filter(|r| r.allocated_at.is_some()) {
+        let reason = row.stop_reason.as_deref().unwrap_or("stopped");
+        app.registry
+            .tombstone(row.id, reason, row.stopped_at.unwrap_or(t));
+    }
+    Ok(out)
+}

@@ -1,0 +1,457 @@
+//! The in-memory mirror of the live containers: ready queues per pool key, the
+//! proxy's route table, and per-pool counters.
+//!
+//! Every state change is written to the store first and applied here after, with the
+//! same compare-and-set (`from` must match), so memory never runs ahead of what a
+//! restart would recover. The one exception is a claim, which first takes a ready
+//! container out of its queue here (so that no two claims can pick it) and puts it
+//! back if the store refuses.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+
+use http::uri::Authority;
+use warmpool_core::{
+    plan, Action, ContainerId, ContainerState, Desired, Observed, ObservedContainer, PoolKey,
+    StopReason, Timestamp,
+};
+
+/// What the proxy knows of a container id.
+#[derive(Clone, Debug)]
+pub enum Route {
+    /// Allocated: proxy to `upstream` until `expires_at`.
+    Live {
+        upstream: Authority,
+        expires_at: Timestamp,
+    },
+    /// Ended: answer 410 with `reason`.
+    Gone { reason: Arc<str>, at: Timestamp },
+}
+
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub key: PoolKey,
+    pub state: ContainerState,
+    pub on_demand: bool,
+    pub created_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    pub handle: Option<String>,
+    pub address: Option<String>,
+    /// A claim, stop or removal of this container is in flight.
+    pub busy: bool,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PoolStats {
+    pub hits: u64,
+    pub misses: u64,
+    pub failed_starts: u64,
+    pub last_error: Option<(Timestamp, String)>,
+}
+
+/// Work the reconciler hands to tasks, decided under one lock with the plan.
+#[derive(Debug)]
+pub enum Dispatch {
+    Launch {
+        id: ContainerId,
+        key: PoolKey,
+    },
+    Stop {
+        id: ContainerId,
+        from: ContainerState,
+        reason: StopReason,
+    },
+    Remove {
+        id: ContainerId,
+    },
+}
+
+#[derive(Default)]
+struct Inner {
+    containers: HashMap<ContainerId, Entry>,
+    ready: HashMap<PoolKey, VecDeque<ContainerId>>,
+    pools: BTreeMap<PoolKey, PoolStats>,
+    last_batch: BTreeMap<PoolKey, Timestamp>,
+}
+
+impl Inner {
+    fn live(&self) -> u32 {
+        self.containers.len() as u32
+    }
+}
+
+#[derive(Default)]
+pub struct Registry {
+    inner: Mutex<Inner>,
+    routes: RwLock<HashMap<ContainerId, Route>>,
+}
+
+/// Counts of one pool key, for `GET /v1/pools`.
+#[derive(Clone, Debug, Default)]
+pub struct PoolCounts {
+    pub ready: u32,
+    pub starting: u32,
+    pub allocated: u32,
+    pub stopping: u32,
+    pub failed: u32,
+    pub stats: PoolStats,
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The proxy's lookup: a read lock on the route table, nothing else.
+    pub fn route(&self, id: &ContainerId) -> Option<Route> {
+        self.routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+
+    pub fn get(&self, id: &ContainerId) -> Option<Entry> {
+        self.lock().containers.get(id).cloned()
+    }
+
+    /// Adds a container found in the store at start-up (adopted).
+    pub fn adopt(&self, id: ContainerId, entry: Entry) {
+        let mut inner = self.lock();
+        if entry.state == ContainerState::Ready && !entry.on_demand {
+            inner
+                .ready
+                .entry(entry.key.clone())
+                .or_default()
+                .push_back(id);
+        }
+        if let (ContainerState::Allocated, Some(addr), Some(exp)) =
+            (entry.state, entry.address.as_deref(), entry.expires_at)
+        {
+            if let Ok(upstream) = addr.parse() {
+                self.routes.write().unwrap().insert(
+                    id,
+                    Route::Live {
+                        upstream,
+                        expires_at: exp,
+                    },
+                );
+            }
+        }
+        inner.containers.insert(id, entry);
+    }
+
+    /// Remembers an ended container so its id answers 410.
+    pub fn tombstone(&self, id: ContainerId, reason: &str, at: Timestamp) {
+        self.routes.write().unwrap().insert(
+            id,
+            Route::Gone {
+                reason: reason.into(),
+                at,
+            },
+        );
+    }
+
+    /// Forgets tombstones older than `before`.
+    pub fn prune_tombstones(&self, before: Timestamp) {
+        self.routes
+            .write()
+            .unwrap()
+            .retain(|_, r| !matches!(r, Route::Gone { at, .. } if *at < before));
+    }
+
+    /// Registers an on-demand start for a waiting claim, unless at the global cap.
+    pub fn try_launch_on_demand(
+        &self,
+        key: &PoolKey,
+        now: Timestamp,
+        max_instances: u32,
+    ) -> Option<ContainerId> {
+        let mut inner = self.lock();
+        if inner.live() >= max_instances {
+            return None;
+        }
+        let id = ContainerId::random();
+        inner
+            .containers
+            .insert(id, starting(key.clone(), true, now));
+        Some(id)
+    }
+
+    /// Takes the oldest ready container of `key` for a claim, marking it busy.
+    pub fn pop_ready(&self, key: &PoolKey) -> Option<(ContainerId, Entry)> {
+        let mut inner = self.lock();
+        let Inner {
+            containers, ready, ..
+        } = &mut *inner;
+        let queue = ready.get_mut(key)?;
+        while let Some(id) = queue.pop_front() {
+            if let Some(e) = containers.get_mut(&id) {
+                if e.state == ContainerState::Ready && !e.busy {
+                    e.busy = true;
+                    return Some((id, e.clone()));
+                }
+            }
+        }
+        None
+    }
+
+    /// Puts back a container a claim took but could not record.
+    pub fn return_ready(&self, id: ContainerId) {
+        let mut inner = self.lock();
+        let Some(e) = inner.containers.get_mut(&id) else {
+            return;
+        };
+        e.busy = false;
+        if e.state == ContainerState::Ready {
+            let key = e.key.clone();
+            inner.ready.entry(key).or_default().push_front(id);
+        }
+    }
+
+    /// An on-demand container whose claim gave up waiting joins the pool.
+    pub fn join_pool(&self, id: ContainerId) {
+        let mut inner = self.lock();
+        let Some(e) = inner.containers.get_mut(&id) else {
+            return;
+        };
+        e.on_demand = false;
+        if e.state == ContainerState::Ready && !e.busy {
+            let key = e.key.clone();
+            inner.ready.entry(key).or_default().push_back(id);
+        }
+    }
+
+    /// Marks `id` busy for an operation, unless another is in flight.
+    pub fn try_begin(&self, id: ContainerId) -> Option<Entry> {
+        let mut inner = self.lock();
+        let e = inner.containers.get_mut(&id)?;
+        if e.busy {
+            return None;
+        }
+        e.busy = true;
+        Some(e.clone())
+    }
+
+    pub fn set_busy(&self, id: ContainerId, busy: bool) {
+        if let Some(e) = self.lock().containers.get_mut(&id) {
+            e.busy = busy;
+        }
+    }
+
+    pub fn set_runtime(&self, id: ContainerId, handle: &str, address: &str) {
+        if let Some(e) = self.lock().containers.get_mut(&id) {
+            e.handle = Some(handle.to_owned());
+            e.address = Some(address.to_owned());
+        }
+    }
+
+    /// Forgets a container whose record could not be written.
+    pub fn discard(&self, id: ContainerId) {
+        self.lock().containers.remove(&id);
+    }
+
+    /// Applies a state change the store has committed. Returns false (and changes
+    /// nothing) if the container is not in `from` here.
+    pub fn apply(
+        &self,
+        id: ContainerId,
+        from: ContainerState,
+        to: ContainerState,
+        expires_at: Option<Timestamp>,
+        reason: Option<&str>,
+        now: Timestamp,
+    ) -> bool {
+        let mut inner = self.lock();
+        let Some(e) = inner.containers.get_mut(&id) else {
+            return false;
+        };
+        if e.state != from {
+            return false;
+        }
+        e.state = to;
+        if expires_at.is_some() {
+            e.expires_at = expires_at;
+        }
+        let key = e.key.clone();
+        let joins_pool = to == ContainerState::Ready && !e.on_demand;
+        let live_route = match (
+            to,
+            e.address.as_deref().and_then(|a| a.parse().ok()),
+            e.expires_at,
+        ) {
+            (ContainerState::Allocated, Some(upstream), Some(expires_at)) => Some(Route::Live {
+                upstream,
+                expires_at,
+            }),
+            _ => None,
+        };
+        if from == ContainerState::Ready && to != ContainerState::Allocated {
+            if let Some(q) = inner.ready.get_mut(&key) {
+                q.retain(|x| *x != id);
+            }
+        }
+        if joins_pool {
+            inner.ready.entry(key).or_default().push_back(id);
+        }
+        if to == ContainerState::Stopped {
+            inner.containers.remove(&id);
+        }
+        drop(inner);
+
+        if let Some(route) = live_route {
+            self.routes.write().unwrap().insert(id, route);
+        } else if from == ContainerState::Allocated
+            || (to == ContainerState::Stopped && self.route(&id).is_some())
+        {
+            // Once handed out, an id keeps answering: 410 with why it ended.
+            let reason = reason.unwrap_or(match to {
+                ContainerState::Failed => "failed",
+                _ => "stopped",
+            });
+            let mut routes = self.routes.write().unwrap();
+            if let Some(Route::Live { .. }) | None = routes.get(&id) {
+                routes.insert(
+                    id,
+                    Route::Gone {
+                        reason: reason.into(),
+                        at: now,
+                    },
+                );
+            }
+        }
+        true
+    }
+
+    pub fn hit(&self, key: &PoolKey) {
+        self.lock().pools.entry(key.clone()).or_default().hits += 1;
+    }
+
+    pub fn miss(&self, key: &PoolKey) {
+        self.lock().pools.entry(key.clone()).or_default().misses += 1;
+    }
+
+    pub fn record_error(&self, key: &PoolKey, error: String, now: Timestamp, failed_start: bool) {
+        let mut inner = self.lock();
+        let stats = inner.pools.entry(key.clone()).or_default();
+        if failed_start {
+            stats.failed_starts += 1;
+        }
+        stats.last_error = Some((now, error));
+    }
+
+    /// Plans against the current state and registers the work under the same lock,
+    /// so that no claim or on-demand start can slip between plan and dispatch.
+    pub fn plan_and_dispatch(
+        &self,
+        desired: &Desired,
+        now: Timestamp,
+    ) -> (Vec<Dispatch>, Option<Timestamp>) {
+        let mut inner = self.lock();
+        let observed = Observed {
+            containers: inner
+                .containers
+                .iter()
+                .map(|(id, e)| ObservedContainer {
+                    id: *id,
+                    key: e.key.clone(),
+                    state: e.state,
+                    on_demand: e.on_demand,
+                    created_at: e.created_at,
+                    expires_at: e.expires_at,
+                })
+                .collect(),
+            last_batch: inner.last_batch.clone(),
+        };
+        let p = plan(desired, &observed, now);
+        let mut out = Vec::with_capacity(p.actions.len());
+        for action in p.actions {
+            match action {
+                Action::Create { key, count } => {
+                    inner.last_batch.insert(key.clone(), now);
+                    for _ in 0..count {
+                        let id = ContainerId::random();
+                        inner
+                            .containers
+                            .insert(id, starting(key.clone(), false, now));
+                        out.push(Dispatch::Launch {
+                            id,
+                            key: key.clone(),
+                        });
+                    }
+                }
+                Action::Stop { id, reason } => {
+                    if let Some(e) = inner.containers.get_mut(&id).filter(|e| !e.busy) {
+                        e.busy = true;
+                        out.push(Dispatch::Stop {
+                            id,
+                            from: e.state,
+                            reason,
+                        });
+                    }
+                }
+                Action::Remove { id } => {
+                    if let Some(e) = inner.containers.get_mut(&id).filter(|e| !e.busy) {
+                        e.busy = true;
+                        out.push(Dispatch::Remove { id });
+                    }
+                }
+            }
+        }
+        (out, p.wake_at)
+    }
+
+    /// Counts per pool key, for every key that is desired or has containers.
+    pub fn pool_counts(&self, keys: &[PoolKey]) -> (BTreeMap<PoolKey, PoolCounts>, u32) {
+        let inner = self.lock();
+        let mut out: BTreeMap<PoolKey, PoolCounts> = keys
+            .iter()
+            .map(|k| (k.clone(), PoolCounts::default()))
+            .collect();
+        for e in inner.containers.values() {
+            let c = out.entry(e.key.clone()).or_default();
+            match e.state {
+                ContainerState::Ready => c.ready += 1,
+                ContainerState::Starting => c.starting += 1,
+                ContainerState::Allocated => c.allocated += 1,
+                ContainerState::Stopping => c.stopping += 1,
+                ContainerState::Failed => c.failed += 1,
+                ContainerState::Stopped => {}
+            }
+        }
+        for (k, s) in &inner.pools {
+            out.entry(k.clone()).or_default().stats = s.clone();
+        }
+        (out, inner.live())
+    }
+
+    /// Every live container (for shutdown and resync).
+    pub fn live(&self) -> Vec<(ContainerId, Entry)> {
+        self.lock()
+            .containers
+            .iter()
+            .map(|(id, e)| (*id, e.clone()))
+            .collect()
+    }
+
+    pub fn live_count(&self) -> u32 {
+        self.lock().live()
+    }
+
+    pub fn ready_count(&self, key: &PoolKey) -> usize {
+        self.lock().ready.get(key).map_or(0, |q| q.len())
+    }
+}
+
+fn starting(key: PoolKey, on_demand: bool, now: Timestamp) -> Entry {
+    Entry {
+        key,
+        state: ContainerState::Starting,
+        on_demand,
+        created_at: now,
+        expires_at: None,
+        handle: None,
+        address: None,
+        busy: false,
+    }
+}

@@ -1,0 +1,213 @@
+//! Putting it together: open the store, build the runtime, recover, serve HTTP, run
+//! the reconciler, and shut down in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{any, get, post};
+use axum::Router;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use warmpool_core::ContainerState;
+use warmpool_runtime::{ProcessConfig, ProcessRuntime, Runtime, SimMode, SimRuntime};
+use warmpool_store::Store;
+
+use crate::app::App;
+use crate::config::{Config, RuntimeKind};
+use crate::proxy::Upstream;
+use crate::{api, proxy, reconciler, recovery};
+
+/// State shared by every handler.
+pub struct Shared {
+    pub app: Arc<App>,
+    pub upstream: Upstream,
+}
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new()
+        .route(
+            "/container",
+            post(api::post_container).layer(DefaultBodyLimit::max(api::MAX_BODY)),
+        )
+        .route("/container/{id}", any(proxy::handle))
+        .route("/container/{id}/{*path}", any(proxy::handle))
+        .route("/v1/containers", get(api::list_containers))
+        .route(
+            "/v1/containers/{id}",
+            get(api::get_container).delete(api::delete_container),
+        )
+        .route("/v1/pools", get(api::pools))
+        .route("/v1/events", get(api::events))
+        .route("/healthz", get(api::healthz))
+        .route("/readyz", get(api::readyz))
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .with_state(shared)
+}
+
+/// The runtime the configuration asks for.
+pub fn build_runtime(config: &Config, instance_id: &str) -> anyhow::Result<Arc<dyn Runtime>> {
+    Ok(match config.runtime {
+        RuntimeKind::Process => {
+            let command = if config.command.is_empty() {
+                let exe = std::env::current_exe()
+                    .context("cannot find this binary to run its sample-app")?;
+                vec![exe.to_string_lossy().into_owned(), "sample-app".to_owned()]
+            } else {
+                config.command.clone()
+            };
+            Arc::new(ProcessRuntime::new(ProcessConfig {
+                command,
+                health_path: config.health_path.clone(),
+                instance_id: instance_id.to_owned(),
+                work_root: config.data_dir.join("containers"),
+                inherit_stderr: true,
+            }))
+        }
+        RuntimeKind::Sim => Arc::new(SimRuntime::new(
+            SimMode::Instant,
+            config.sim_address.clone(),
+        )),
+    })
+}
+
+/// A running warmpool.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub app: Arc<App>,
+    pub recovered: recovery::Recovered,
+    shutdown: watch::Sender<bool>,
+    http: JoinHandle<std::io::Result<()>>,
+    background: Vec<JoinHandle<()>>,
+}
+
+/// Starts warmpool. With `runtime`, uses it instead of the configured one (tests
+/// pass a simulated runtime they keep a handle on).
+pub async fn start(config: Config, runtime: Option<Arc<dyn Runtime>>) -> anyhow::Result<Running> {
+    let data_dir = config.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
+        .await?
+        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let runtime = match runtime {
+        Some(r) => r,
+        None => build_runtime(&config, store.instance_id())?,
+    };
+    tracing::info!(instance_id = store.instance_id(), runtime = runtime.name(), data_dir = %config.data_dir.display(), "starting warmpool");
+    let listen = config.listen;
+    let app = Arc::new(App::new(config, store, runtime));
+    let recovered = recovery::recover(&app)
+        .await
+        .context("start-up recovery failed")?;
+    tracing::info!(
+        adopted = recovered.adopted,
+        lost = recovered.lost,
+        orphans = recovered.orphans,
+        "recovered state"
+    );
+
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    let (shutdown, rx) = watch::channel(false);
+    let background = vec![
+        tokio::spawn(reconciler::run(app.clone(), rx.clone())),
+        tokio::spawn(reconciler::watch_runtime(app.clone(), rx.clone())),
+    ];
+    let shared = Arc::new(Shared {
+        app: app.clone(),
+        upstream: Upstream::default(),
+    });
+    let mut http_rx = rx;
+    let http = tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router(shared).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = http_rx.wait_for(|v| *v).await;
+        })
+        .await
+    });
+    tracing::info!(%addr, "warmpool listening");
+    Ok(Running {
+        addr,
+        app,
+        recovered,
+        shutdown,
+        http,
+        background,
+    })
+}
+
+impl Running {
+    /// Stops accepting, drains in-flight requests (bounded), then stops every
+    /// container this instance runs and records it.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        let app = self.app;
+        app.begin_shutdown();
+        let _ = self.shutdown.send(true);
+        let mut http = self.http;
+        match tokio::time::timeout(app.config.drain_timeout, &mut http).await {
+            Ok(r) => r?.context("http server failed")?,
+            Err(_) => {
+                tracing::warn!("in-flight requests did not finish within the drain timeout");
+                http.abort();
+            }
+        }
+        for t in self.background {
+            let _ = t.await;
+        }
+        stop_all(&app).await;
+        tracing::info!("warmpool stopped");
+        Ok(())
+    }
+}
+
+/// Stops every live container, including starts still in flight.
+async fn stop_all(app: &Arc<App>) {
+    let deadline = tokio::time::Instant::now() + app.config.stop_grace + Duration::from_secs(10);
+    let mut tasks = tokio::task::JoinSet::new();
+    loop {
+        let live = app.registry.live();
+        if live.is_empty() || tokio::time::Instant::now() >= deadline {
+            if !live.is_empty() {
+                tracing::warn!(left = live.len(), "containers still live at shutdown");
+            }
+            break;
+        }
+        for (id, e) in live {
+            // A start whose runtime call is in flight is stopped once it has a handle.
+            if e.state == ContainerState::Starting && e.handle.is_none() {
+                continue;
+            }
+            let Some(e) = app.registry.try_begin(id) else {
+                continue;
+            };
+            let app = app.clone();
+            tasks.spawn(async move {
+                match e.state {
+                    ContainerState::Failed => app.remove_failed(id).await,
+                    ContainerState::Stopping => app.registry.set_busy(id, false),
+                    s => app.stop_container(id, s, "shutdown").await,
+                }
+            });
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(50), async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Runs until SIGTERM or SIGINT, then shuts down.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let running = start(config, None).await?;
+    warmpool_sample_app::shutdown_signal().await;
+    tracing::info!("shutdown signal received");
+    running.shutdown().await
+}

@@ -1,0 +1,57 @@
+//! Conversions from store rows to the API's wire types.
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use warmpool_client::{ContainerView, EventView};
+use warmpool_core::Timestamp;
+use warmpool_store::{ContainerRow, EventRow};
+
+/// RFC 3339 with milliseconds, UTC.
+pub fn rfc3339(t: Timestamp) -> String {
+    let st = UNIX_EPOCH + Duration::from_millis(t.0.max(0) as u64);
+    humantime::format_rfc3339_millis(st).to_string()
+}
+
+pub fn container(r: ContainerRow) -> ContainerView {
+    ContainerView {
+        id: r.id.to_string(),
+        pool: r.pool,
+        location: r.location.to_string(),
+        state: r.state.to_string(),
+        runtime: r.runtime,
+        address: r.address,
+        on_demand: r.on_demand,
+        created_at: rfc3339(r.created_at),
+        ready_at: r.ready_at.map(rfc3339),
+        allocated_at: r.allocated_at.map(rfc3339),
+        expires_at: r.expires_at.map(rfc3339),
+        stopped_at: r.stopped_at.map(rfc3339),
+        stop_reason: r.stop_reason,
+        exit_code: r.exit_code,
+    }
+}
+
+pub fn event(e: EventRow) -> EventView {
+    EventView {
+        seq: e.seq,
+        at: rfc3339(e.at),
+        container_id: e.container_id.to_string(),
+        from: e.from.map(|s| s.to_string()),
+        to: e.to.to_string(),
+        reason: e.reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_render_as_rfc3339() {
+        assert_eq!(rfc3339(Timestamp(0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(Timestamp(1_700_000_000_123)),
+            "2023-11-14T22:13:20.123Z"
+        );
+    }
+}
