@@ -41,6 +41,8 @@ pub struct ContainerView {
     pub location: String,
     pub state: String,
     pub runtime: String,
+    /// The runtime's own name for it (`pid:<pid>:<start time>` for processes).
+    pub runtime_handle: Option<String>,
     pub address: Option<String>,
     pub on_demand: bool,
     pub created_at: String,

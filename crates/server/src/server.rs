@@ -33,6 +33,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             post(api::post_container).layer(DefaultBodyLimit::max(api::MAX_BODY)),
         )
         .route("/container/{id}", any(proxy::handle))
+        .route("/container/{id}/", any(proxy::handle))
         .route("/container/{id}/{*path}", any(proxy::handle))
         .route("/v1/containers", get(api::list_containers))
         .route(
@@ -207,6 +208,8 @@ async fn stop_all(app: &Arc<App>) {
 /// Runs until SIGTERM or SIGINT, then shuts down.
 pub async fn run(config: Config) -> anyhow::Result<()> {
     let running = start(config, None).await?;
+    // One line on stdout, for people and for scripts that started us on port 0.
+    println!("warmpool listening on http://{}", running.addr);
     warmpool_sample_app::shutdown_signal().await;
     tracing::info!("shutdown signal received");
     running.shutdown().await

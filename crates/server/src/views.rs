@@ -19,6 +19,7 @@ pub fn container(r: ContainerRow) -> ContainerView {
         location: r.location.to_string(),
         state: r.state.to_string(),
         runtime: r.runtime,
+        runtime_handle: r.runtime_handle,
         address: r.address,
         on_demand: r.on_demand,
         created_at: rfc3339(r.created_at),

@@ -1,0 +1,256 @@
+//! Test harness: real warmpool servers (in-process or as the real binary) on
+//! 127.0.0.1:0 with temp data dirs, and polling with deadlines.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use warmpool_client::Client;
+use warmpool_runtime::Runtime;
+use warmpool_server::config::Config;
+use warmpool_server::server::{start, Running};
+
+/// The warmpool binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_warmpool")
+}
+
+/// Settings for a small, quick test pool running the real sample app.
+pub fn settings(extra: &[(&str, &str)]) -> HashMap<String, String> {
+    let mut m: HashMap<String, String> = [
+        ("WARMPOOL_LISTEN", "127.0.0.1:0"),
+        ("WARMPOOL_COMMAND", &format!("{} sample-app", bin())),
+        ("POOL_TARGET_INSTANCES", "3"),
+        ("POOL_BATCH_SIZE", "10"),
+        ("POOL_BATCH_SPACING_IN_SECONDS", "0"),
+        ("WARMPOOL_START_TIMEOUT_SECONDS", "20"),
+        ("WARMPOOL_CLAIM_TIMEOUT_SECONDS", "20"),
+        ("WARMPOOL_STOP_GRACE_SECONDS", "2"),
+        ("WARMPOOL_RECONCILE_INTERVAL_SECONDS", "1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    for (k, v) in extra {
+        m.insert(k.to_string(), v.to_string());
+    }
+    m
+}
+
+/// A warmpool running inside the test process.
+pub struct InProc {
+    pub running: Option<Running>,
+    pub dir: tempfile::TempDir,
+    pub client: Client,
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl InProc {
+    pub async fn start(extra: &[(&str, &str)]) -> InProc {
+        Self::start_with(extra, None).await
+    }
+
+    pub async fn start_with(extra: &[(&str, &str)], runtime: Option<Arc<dyn Runtime>>) -> InProc {
+        let dir = tempfile::tempdir().unwrap();
+        let mut m = settings(extra);
+        m.insert("WARMPOOL_DATA_DIR".into(), dir.path().display().to_string());
+        let config = Config::from_lookup(|k| m.get(k).cloned()).unwrap();
+        let running = start(config, runtime).await.unwrap();
+        let base = format!("http://{}", running.addr);
+        InProc {
+            client: Client::new(&base),
+            base,
+            http: reqwest::Client::new(),
+            running: Some(running),
+            dir,
+        }
+    }
+
+    pub fn app(&self) -> &Arc<warmpool_server::app::App> {
+        &self.running.as_ref().unwrap().app
+    }
+
+    pub async fn shutdown(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.shutdown().await.unwrap();
+        }
+    }
+
+    /// Waits until the pool of `location` has `n` ready containers.
+    pub async fn wait_ready(&self, location: &str, n: u32, within: Duration) {
+        wait_ready(&self.client, location, n, within).await
+    }
+}
+
+impl Drop for InProc {
+    /// A test that panicked did not shut down: kill its children so none outlive it.
+    fn drop(&mut self) {
+        if let Some(r) = &self.running {
+            for (_, e) in r.app.registry.live() {
+                if let Some(h) = e.handle.as_deref().filter(|h| h.starts_with("pid:")) {
+                    let _ = nix::sys::signal::killpg(
+                        nix::unistd::Pid::from_raw(pid_of(h)),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+            }
+        }
+    }
+}
+
+pub async fn ready_count(client: &Client, location: &str) -> u32 {
+    client
+        .pools()
+        .await
+        .map(|p| {
+            p.pools
+                .iter()
+                .filter(|p| p.location == location)
+                .map(|p| p.ready)
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+pub async fn wait_ready(client: &Client, location: &str, n: u32, within: Duration) {
+    let c = client.clone();
+    let loc = location.to_owned();
+    poll(within, &format!("{n} ready containers in {location}"), move || {
+        let c = c.clone();
+        let loc = loc.clone();
+        async move { (ready_count(&c, &loc).await >= n).then_some(()) }
+    })
+    .await
+}
+
+/// Calls `f` until it returns `Some`, or panics with `what` after `within`.
+pub async fn poll<T, F, Fut>(within: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!("timed out after {within:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A warmpool running as the real binary, so that it can be `kill -9`ed.
+pub struct Proc {
+    pub child: Child,
+    pub base: String,
+    pub client: Client,
+}
+
+impl Proc {
+    pub fn spawn(data_dir: &Path, extra: &[(&str, &str)]) -> Proc {
+        let mut m = settings(extra);
+        m.insert("WARMPOOL_DATA_DIR".into(), data_dir.display().to_string());
+        let mut child = Command::new(bin())
+            .arg("serve")
+            .envs(&m)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line
+            .trim()
+            .strip_prefix("warmpool listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        Proc {
+            client: Client::new(&base),
+            base,
+            child,
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    pub fn sigterm(&mut self) -> std::process::ExitStatus {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        )
+        .unwrap();
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Processes (pid, container id) tagged with warmpool `instance`, from /proc.
+pub fn tagged_processes(instance: &str) -> Vec<(i32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        // Zombies keep no environment; a running process does.
+        let vars: HashMap<String, String> = env
+            .split(|b| *b == 0)
+            .filter_map(|kv| {
+                let kv = std::str::from_utf8(kv).ok()?;
+                let (k, v) = kv.split_once('=')?;
+                Some((k.to_owned(), v.to_owned()))
+            })
+            .collect();
+        if vars.get("WARMPOOL_INSTANCE_ID").map(String::as_str) == Some(instance) {
+            if let Some(id) = vars.get("WARMPOOL_CONTAINER_ID") {
+                out.push((pid, id.clone()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The instance id of the warmpool whose data dir is `dir` (from a child's env).
+pub fn instance_of_child(pid: i32) -> String {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    env.split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok())
+        .find_map(|kv| kv.strip_prefix("WARMPOOL_INSTANCE_ID=").map(str::to_owned))
+        .unwrap()
+}
+
+/// Pid from a process handle `pid:<pid>:<start>`.
+pub fn pid_of(handle: &str) -> i32 {
+    handle.split(':').nth(1).unwrap().parse().unwrap()
+}
+
+pub fn data_dir(p: &tempfile::TempDir) -> PathBuf {
+    p.path().to_owned()
+}

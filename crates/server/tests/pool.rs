@@ -1,0 +1,378 @@
+//! End-to-end tests of the pool with the process runtime: real sample-app children
+//! behind the real proxy.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{pid_of, poll, InProc};
+use warmpool_client::{ClaimRequest, ContainerQuery};
+
+const T: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_fills_in_spaced_batches() {
+    let mut wp = InProc::start(&[
+        ("POOL_TARGET_INSTANCES", "6"),
+        ("POOL_BATCH_SIZE", "2"),
+        ("POOL_BATCH_SPACING_IN_SECONDS", "0.6"),
+        ("WARMPOOL_RECONCILE_INTERVAL_SECONDS", "30"),
+    ])
+    .await;
+    wp.wait_ready("default", 6, T).await;
+    let mut created: Vec<i64> = wp
+        .app()
+        .store
+        .containers(Default::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.created_at.0)
+        .collect();
+    assert_eq!(created.len(), 6, "never more than the target");
+    created.sort();
+    // Three batches of two: within a batch the records are written together; the
+    // batches start at least one spacing apart (the timer alone, 30 s, cannot have
+    // driven them).
+    let batches: Vec<&[i64]> = created.chunks(2).collect();
+    for b in &batches {
+        assert!(b[1] - b[0] < 300, "batch spread over {} ms: {created:?}", b[1] - b[0]);
+    }
+    for w in batches.windows(2) {
+        let gap = w[1][0] - w[0][0];
+        assert!((590..5000).contains(&gap), "batches {gap} ms apart: {created:?}");
+    }
+    wp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_proxies_to_the_sample_app_and_refills_at_once() {
+    // The timer is an hour: only the claim's activation can trigger the refill.
+    let mut wp = InProc::start(&[("POOL_TARGET_INSTANCES", "2"), ("WARMPOOL_RECONCILE_INTERVAL_SECONDS", "3600")]).await;
+    wp.wait_ready("default", 2, T).await;
+
+    let claimed = wp.client.claim(&ClaimRequest::default()).await.unwrap();
+    assert!(claimed.warm);
+    assert_eq!(claimed.location, "default");
+    let id = claimed.id.clone();
+    assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 4);
+
+    let resp = wp.http.get(format!("{}/container/{id}", wp.base)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers().clone();
+    assert_eq!(h["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(h["x-container-id"], id.as_str());
+    assert_eq!(h["x-container-location"], "default");
+    assert!(h.contains_key("x-container-country"));
+    assert!(h.contains_key("x-container-region"));
+    assert_eq!(resp.text().await.unwrap(), "No Content");
+
+    // Every method and sub-path reaches the app, with the prefix stripped.
+    let echo: serde_json::Value = wp
+        .http
+        .put(format!("{}/container/{id}/a/b?x=1", wp.base))
+        .body("hello")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echo["method"], "PUT");
+    assert_eq!(echo["path"], "/a/b");
+    assert_eq!(echo["query"], "x=1");
+    assert_eq!(echo["bodyLength"], 5);
+
+    // Refill without waiting for the (hour-long) timer.
+    wp.wait_ready("default", 2, T).await;
+    let view = wp.client.container(&id).await.unwrap();
+    assert_eq!(view.state, "allocated");
+    wp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_claims_never_share_a_container() {
+    let mut wp = InProc::start(&[
+        ("POOL_TARGET_INSTANCES", "50"),
+        ("POOL_BATCH_SIZE", "50"),
+        ("WARMPOOL_MAX_INSTANCES", "60"),
+        ("WARMPOOL_RECONCILE_INTERVAL_SECONDS", "3600"),
+        ("POOL_BATCH_SPACING_IN_SECONDS", "3600"),
+    ])
+    .await;
+    wp.wait_ready("default", 50, Duration::from_secs(60)).await;
+
+    let tasks: Vec<_> = (0..200)
+        .map(|_| {
+            let c = wp.client.clone();
+            tokio::spawn(async move { c.claim(&ClaimRequest::default()).await })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    let (mut warm, mut cold, mut unavailable) = (0, 0, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(c) => {
+                if c.warm {
+                    warm += 1
+                } else {
+                    cold += 1
+                }
+                ids.push(c.id);
+            }
+            Err(e) => {
+                assert_eq!(e.status(), Some(503), "{e}");
+                unavailable += 1;
+            }
+        }
+    }
+    let distinct: HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len(), "a container was handed out twice");
+    assert_eq!(warm, 50, "every warm container claimed exactly once");
+    assert!(cold <= 10, "on-demand starts stay under the global cap: {cold}");
+    assert_eq!(warm + cold + unavailable, 200);
+    for id in &ids {
+        assert_eq!(wp.client.container(id).await.unwrap().state, "allocated");
+    }
+    wp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_container_answers_410_and_its_process_is_gone() {
+    let mut wp = InProc::start(&[("POOL_TARGET_INSTANCES", "1")]).await;
+    wp.wait_ready("default", 1, T).await;
+    let c = wp
+        .client
+        .claim(&ClaimRequest {
+            location: None,
+            max_lifetime_in_seconds: Some(1),
+        })
+        .await
+        .unwrap();
+    let view = wp.client.container(&c.id).await.unwrap();
+    let pid = pid_of(view.runtime_handle.as_deref().unwrap());
+    let url = format!("{}/container/{}/", wp.base, c.id);
+    let http = wp.http.clone();
+    let body: serde_json::Value = poll(T, "410 after expiry", || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let r = http.get(&url).send().await.ok()?;
+            if r.status() == 410 {
+                assert_eq!(r.headers()["content-type"], "application/problem+json");
+                r.json().await.ok()
+            } else {
+                None
+            }
+        }
+    })
+    .await;
+    assert!(body["detail"].as_str().unwrap().contains("expired"), "{body}");
+    let client = wp.client.clone();
+    let id = c.id.clone();
+    poll(T, "expired container stopped", || {
+        let (client, id) = (client.clone(), id.clone());
+        async move { (client.container(&id).await.ok()?.state == "stopped").then_some(()) }
+    })
+    .await;
+    let row = wp.client.container(&c.id).await.unwrap();
+    assert_eq!(row.stop_reason.as_deref(), Some("expired"));
+    assert!(
+        !std::path::Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z"),
+        "process {pid} still runs"
+    );
+    wp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_children_are_replaced_and_never_handed_out() {
+    let mut wp = InProc::start(&[("POOL_TARGET_INSTANCES", "3"), ("WARMPOOL_RECONCILE_INTERVAL_SECONDS", "3600")]).await;
+    wp.wait_ready("default", 3, T).await;
+    let ready = wp
+        .client
+        .containers(&ContainerQuery {
+            state: Some("ready".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .containers;
+    let victim = ready[0].clone();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid_of(victim.runtime_handle.as_deref().unwrap())),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+
+    // Noticed at once (not at the hour-long tick), recorded, and replaced.
+    let client = wp.client.clone();
+    let vid = victim.id.clone();
+    let gone = poll(T, "killed container recorded", || {
+        let (client, vid) = (client.clone(), vid.clone());
+        async move {
+            let v = client.container(&vid).await.ok()?;
+            matches!(v.state.as_str(), "failed" | "stopped").then_some(v)
+        }
+    })
+    .await;
+    assert!(gone.stop_reason.unwrap().contains("killed by signal 9"));
+    assert_eq!(gone.exit_code, Some(137));
+    wp.wait_ready("default", 3, T).await;
+
+    // Claim everything that is ready: the dead one never comes back.
+    for _ in 0..3 {
+        let c = wp.client.claim(&ClaimRequest::default()).await.unwrap();
+        assert_ne!(c.id, victim.id);
+    }
+    wp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allocated_container_that_dies_answers_410_with_its_exit() {
+    let mut wp = InProc::start(&[("POOL_TARGET_INSTANCES", "1")]).await;
+    wp.wait_ready("default", 1, T).await;
+    let c = wp.client.claim(&ClaimRequest::default()).await.unwrap();
+    let view = wp.client.container(&c.id).await.unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid_of(view.runtime_handle.as_deref().unwrap())),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let url = format!("{}/container/{}/", wp.base, c.id);
+    let http = wp.http.clone();
+    let detail: String = poll(T, "410 after death", || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let r = http.get(&url).send().await.ok()?;
+            if r.status() != 410 {
+                return None;
+            }
+            let p: serde_json::Value = r.json().await.ok()?;
+            Some(p["detail"].as_str()?.to_owned())
+        }
+    })
+    .await;
+    assert!(detail.contains("exited") && detail.contains("signal 9"), "{detail}");
+    wp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_paths_are_refused_in_every_spelling() {
+    let mut wp = InProc::start(&[("POOL_TARGET_INSTANCES", "1")]).await;
+    wp.wait_ready("default", 1, T).await;
+    let c = wp.client.claim(&ClaimRequest::default()).await.unwrap();
+    for path in [
+        "/admin/update-text",
+        "/admin/",
+        "/admin",
+        "/%61dmin/update-text",
+        "/%2561dmin/update-text",
+        "/x/../admin/update-text",
+        "/x/%2e%2e/admin/update-text",
+        "//admin/update-text",
+        "/./admin/update-text",
+        "/ADMIN/update-text",
+        "/admin%2Fupdate-text",
+        "/%5cadmin/update-text",
+    ] {
+        // A raw request line, so that no client library normalises the path first.
+        let raw = format!(
+            "POST /container/{}{path} HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\npwned",
+            c.id
+        );
+        let resp = raw_request(&wp.base, &raw).await;
+        assert!(resp.starts_with("HTTP/1.1 403"), "{path}: {resp}");
+        assert!(resp.contains("application/problem+json"), "{path}: {resp}");
+    }
+    let text = wp.http.get(format!("{}/container/{}/", wp.base, c.id)).send().await.unwrap().text().await.unwrap();
+    assert_eq!(text, "No Content", "the text was changed through the proxy");
+    wp.shutdown().await;
+}
+
+async fn raw_request(base: &str, raw: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = base.strip_prefix("http://").unwrap();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(raw.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_pass_through_the_proxy() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let mut wp = InProc::start(&[("POOL_TARGET_INSTANCES", "1")]).await;
+    wp.wait_ready("default", 1, T).await;
+    let c = wp.client.claim(&ClaimRequest::default()).await.unwrap();
+    let url = format!("{}/container/{}/ws", wp.base.replace("http://", "ws://"), c.id);
+    let (mut ws, resp) = tokio_tungstenite::connect_async(url).await.unwrap();
+    assert_eq!(resp.headers()["x-container-id"], c.id.as_str());
+    ws.send(Message::text("ping through warmpool")).await.unwrap();
+    let echoed = ws.next().await.unwrap().unwrap();
+    assert_eq!(echoed.into_text().unwrap().as_str(), "ping through warmpool");
+    ws.close(None).await.unwrap();
+    wp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_stream_both_ways() {
+    let mut wp = InProc::start(&[("POOL_TARGET_INSTANCES", "1")]).await;
+    wp.wait_ready("default", 1, T).await;
+    let c = wp.client.claim(&ClaimRequest::default()).await.unwrap();
+    let body = vec![b'x'; 8 * 1024 * 1024];
+    let echo: serde_json::Value = wp
+        .http
+        .post(format!("{}/container/{}/upload", wp.base, c.id))
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(echo["bodyLength"], 8 * 1024 * 1024);
+    wp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_stops_the_container_and_is_idempotent() {
+    let mut wp = InProc::start(&[("POOL_TARGET_INSTANCES", "1")]).await;
+    wp.wait_ready("default", 1, T).await;
+    let c = wp.client.claim(&ClaimRequest::default()).await.unwrap();
+    let v = wp.client.release(&c.id).await.unwrap();
+    assert_eq!(v.state, "stopped");
+    assert_eq!(v.stop_reason.as_deref(), Some("released"));
+    let again = wp.client.release(&c.id).await.unwrap();
+    assert_eq!(again.state, "stopped");
+    let r = wp.http.get(format!("{}/container/{}/", wp.base, c.id)).send().await.unwrap();
+    assert_eq!(r.status(), 410);
+    wp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_every_child_and_records_it() {
+    let mut wp = InProc::start(&[("POOL_TARGET_INSTANCES", "3")]).await;
+    wp.wait_ready("default", 3, T).await;
+    wp.client.claim(&ClaimRequest::default()).await.unwrap();
+    let pids: Vec<i32> = wp
+        .client
+        .containers(&ContainerQuery::default())
+        .await
+        .unwrap()
+        .containers
+        .iter()
+        .filter_map(|c| c.runtime_handle.as_deref().map(pid_of))
+        .collect();
+    let store = wp.app().store.clone();
+    wp.shutdown().await;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(stat.is_empty() || stat.contains(") Z"), "child {pid} survived shutdown");
+    }
+    for (state, _) in store.count_by_state().await.unwrap() {
+        assert_eq!(state, warmpool_core::ContainerState::Stopped);
+    }
+}
