@@ -280,7 +280,9 @@ impl Runtime for ProcessRuntime {
         if wait_gone(grace).await {
             return Ok(());
         }
-        tracing::warn!(container_id = %id, pid, "container did not stop within its grace period; killing it");
+        if !grace.is_zero() {
+            tracing::warn!(container_id = %id, pid, "container did not stop within its grace period; killing it");
+        }
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
         if wait_gone(Duration::from_secs(5)).await {
             Ok(())

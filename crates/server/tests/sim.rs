@@ -1,0 +1,198 @@
+//! Deterministic reconciler and claim tests against the simulated runtime, which
+//! shares the real `Runtime` trait: the test steps each start and injects failures.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::{poll, InProc};
+use warmpool_client::ClaimRequest;
+use warmpool_runtime::{SimMode, SimRuntime};
+use warmpool_server::reconciler::reconcile_once;
+
+const T: Duration = Duration::from_secs(10);
+
+async fn with_sim(mode: SimMode, extra: &[(&str, &str)]) -> (InProc, Arc<SimRuntime>) {
+    let sim = Arc::new(SimRuntime::new(mode, "127.0.0.1:9"));
+    let mut settings = vec![("WARMPOOL_RECONCILE_INTERVAL_SECONDS", "3600")];
+    settings.extend_from_slice(extra);
+    let wp = InProc::start_with(&settings, Some(sim.clone())).await;
+    (wp, sim)
+}
+
+async fn pool(wp: &InProc) -> warmpool_client::PoolView {
+    wp.client.pools().await.unwrap().pools.into_iter().find(|p| p.location == "default").unwrap()
+}
+
+#[tokio::test]
+async fn starting_containers_count_toward_the_target() {
+    let (mut wp, sim) = with_sim(SimMode::Manual, &[("POOL_TARGET_INSTANCES", "4"), ("POOL_BATCH_SIZE", "2")]).await;
+    let s = sim.clone();
+    poll(T, "two batches started", || {
+        let s = s.clone();
+        async move { (s.starting().len() == 4).then_some(()) }
+    })
+    .await;
+    // However often it re-plans, nothing more is started while four are starting.
+    for _ in 0..10 {
+        reconcile_once(wp.app());
+    }
+    assert_eq!(sim.starts(), 4);
+    let p = pool(&wp).await;
+    assert_eq!((p.starting, p.ready), (4, 0));
+
+    for id in sim.starting() {
+        assert!(sim.make_ready(id));
+    }
+    wp.wait_ready("default", 4, T).await;
+    for _ in 0..10 {
+        reconcile_once(wp.app());
+    }
+    assert_eq!(sim.starts(), 4, "never more than the target");
+    wp.shutdown().await;
+}
+
+#[tokio::test]
+async fn failed_starts_are_recorded_counted_and_retried() {
+    let sim = Arc::new(SimRuntime::new(SimMode::Instant, "127.0.0.1:9"));
+    sim.fail_next_starts(3);
+    let mut wp = InProc::start_with(
+        &[("POOL_TARGET_INSTANCES", "2"), ("WARMPOOL_RECONCILE_INTERVAL_SECONDS", "0.05")],
+        Some(sim.clone()),
+    )
+    .await;
+    wp.wait_ready("default", 2, T).await;
+    let p = pool(&wp).await;
+    assert_eq!(p.failed_starts, 3);
+    assert!(p.last_error.unwrap().contains("injected failure"));
+    // Each failure was recorded as a container that failed, then closed.
+    let failed = wp
+        .app()
+        .store
+        .containers(Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.stop_reason.as_deref().is_some_and(|r| r.starts_with("start failed")))
+        .count();
+    assert_eq!(failed, 3);
+    wp.shutdown().await;
+}
+
+#[tokio::test]
+async fn dead_ready_containers_are_replaced_and_dead_allocated_ones_answer_410() {
+    let (mut wp, sim) = with_sim(SimMode::Instant, &[("POOL_TARGET_INSTANCES", "2")]).await;
+    wp.wait_ready("default", 2, T).await;
+    let ready = sim.running();
+    assert!(sim.kill(ready[0], 3));
+    let (client, dead) = (wp.client.clone(), ready[0].to_string());
+    poll(T, "the dead one recorded and replaced", || {
+        let (client, dead) = (client.clone(), dead.clone());
+        async move {
+            let v = client.container(&dead).await.ok()?;
+            let p = client.pools().await.ok()?;
+            (v.state != "ready" && p.pools[0].ready == 2).then_some(())
+        }
+    })
+    .await;
+
+    let c = wp.client.claim(&ClaimRequest::default()).await.unwrap();
+    assert_ne!(c.id, dead);
+    assert!(sim.kill(c.id.parse().unwrap(), 3));
+    let url = format!("{}/container/{}/x", wp.base, c.id);
+    let http = wp.http.clone();
+    let detail = poll(T, "410 for the dead allocated container", || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let r = http.get(&url).send().await.ok()?;
+            if r.status() != 410 {
+                return None;
+            }
+            let v: serde_json::Value = r.json().await.ok()?;
+            Some(v["detail"].as_str()?.to_owned())
+        }
+    })
+    .await;
+    assert!(detail.contains("exited with code 3"), "{detail}");
+    let v = wp.client.container(&c.id).await.unwrap();
+    assert_eq!(v.exit_code, Some(3));
+    wp.shutdown().await;
+}
+
+#[tokio::test]
+async fn empty_pool_starts_on_demand_and_the_claim_waits() {
+    let (mut wp, sim) = with_sim(SimMode::Manual, &[("POOL_TARGET_INSTANCES", "0")]).await;
+    let client = wp.client.clone();
+    let claim = tokio::spawn(async move {
+        client
+            .claim(&ClaimRequest {
+                location: Some("weur".into()),
+                max_lifetime_in_seconds: Some(60),
+            })
+            .await
+    });
+    let s = sim.clone();
+    let id = poll(T, "an on-demand start", || {
+        let s = s.clone();
+        async move { s.starting().first().copied() }
+    })
+    .await;
+    assert!(sim.make_ready(id));
+    let c = claim.await.unwrap().unwrap();
+    assert_eq!(c.id, id.to_string());
+    assert!(!c.warm);
+    assert_eq!(c.location, "weur");
+    let v = wp.client.container(&c.id).await.unwrap();
+    assert!(v.on_demand);
+    assert_eq!(v.state, "allocated");
+    let p = wp.client.pools().await.unwrap();
+    let weur = p.pools.iter().find(|p| p.location == "weur").unwrap();
+    assert_eq!((weur.misses, weur.hits, weur.allocated), (1, 0, 1));
+    wp.shutdown().await;
+}
+
+#[tokio::test]
+async fn claim_at_the_global_cap_is_503_with_retry_after_at_once() {
+    let (mut wp, _sim) = with_sim(SimMode::Instant, &[("POOL_TARGET_INSTANCES", "2"), ("WARMPOOL_MAX_INSTANCES", "2")]).await;
+    wp.wait_ready("default", 2, T).await;
+    for _ in 0..2 {
+        assert!(wp.client.claim(&ClaimRequest::default()).await.unwrap().warm);
+    }
+    let r = wp.http.post(format!("{}/container", wp.base)).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "5");
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
+    let p: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(p["type"], "https://warmpool.dev/problems/at-capacity");
+    assert_eq!(p["status"], 503);
+    wp.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_claim_that_times_out_leaves_its_container_to_the_pool() {
+    let (mut wp, sim) = with_sim(
+        SimMode::Manual,
+        &[("POOL_TARGET_INSTANCES", "0"), ("WARMPOOL_CLAIM_TIMEOUT_SECONDS", "0.2")],
+    )
+    .await;
+    let r = wp.http.post(format!("{}/container", wp.base)).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "2");
+    let p: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(p["type"], "https://warmpool.dev/problems/no-container-ready");
+    // The start goes on; once ready it is surplus to a pool of target 0, so the
+    // reconciler stops it rather than leaking it.
+    let id = sim.starting()[0];
+    assert!(sim.make_ready(id));
+    let (client, id) = (wp.client.clone(), id.to_string());
+    poll(T, "the unclaimed on-demand container to be stopped as surplus", || {
+        let (client, id) = (client.clone(), id.clone());
+        async move {
+            let v = client.container(&id).await.ok()?;
+            (v.state == "stopped").then_some(v.stop_reason)
+        }
+    })
+    .await;
+    wp.shutdown().await;
+}
