@@ -18,7 +18,13 @@ struct Case {
     field: Option<&'static str>,
 }
 
-fn case(method: &'static str, path: &str, body: &str, status: u16, field: Option<&'static str>) -> Case {
+fn case(
+    method: &'static str,
+    path: &str,
+    body: &str,
+    status: u16,
+    field: Option<&'static str>,
+) -> Case {
     Case {
         method,
         path: path.to_owned(),
@@ -32,10 +38,20 @@ fn case(method: &'static str, path: &str, body: &str, status: u16, field: Option
 #[tokio::test]
 async fn bad_input_gets_problem_documents_and_changes_nothing() {
     let sim = Arc::new(SimRuntime::new(SimMode::Instant, "127.0.0.1:9"));
-    let mut wp = InProc::start_with(&[("POOL_TARGET_INSTANCES", "1"), ("WARMPOOL_RECONCILE_INTERVAL_SECONDS", "3600")], Some(sim)).await;
+    let mut wp = InProc::start_with(
+        &[
+            ("POOL_TARGET_INSTANCES", "1"),
+            ("WARMPOOL_RECONCILE_INTERVAL_SECONDS", "3600"),
+        ],
+        Some(sim),
+    )
+    .await;
     wp.wait_ready("default", 1, Duration::from_secs(10)).await;
     let store = wp.app().store.clone();
-    let before = (store.count_by_state().await.unwrap(), store.events(0, 1000, None).await.unwrap());
+    let before = (
+        store.count_by_state().await.unwrap(),
+        store.events(0, 1000, None).await.unwrap(),
+    );
 
     let id = uuid::Uuid::new_v4();
     let mut cases = vec![
@@ -43,19 +59,91 @@ async fn bad_input_gets_problem_documents_and_changes_nothing() {
         case("POST", "/container", "not json", 400, None),
         case("POST", "/container", "[]", 422, Some("")),
         case("POST", "/container", "42", 422, Some("")),
-        case("POST", "/container", r#"{"location": 5}"#, 422, Some("location")),
-        case("POST", "/container", r#"{"location": "mars"}"#, 422, Some("location")),
-        case("POST", "/container", r#"{"location": "WNAM"}"#, 422, Some("location")),
-        case("POST", "/container", r#"{"maxLifetimeInSeconds": 0}"#, 422, Some("maxLifetimeInSeconds")),
-        case("POST", "/container", r#"{"maxLifetimeInSeconds": -1}"#, 422, Some("maxLifetimeInSeconds")),
-        case("POST", "/container", r#"{"maxLifetimeInSeconds": 1.5}"#, 422, Some("maxLifetimeInSeconds")),
-        case("POST", "/container", r#"{"maxLifetimeInSeconds": "60"}"#, 422, Some("maxLifetimeInSeconds")),
-        case("POST", "/container", r#"{"maxLifetimeInSeconds": 3601}"#, 422, Some("maxLifetimeInSeconds")),
-        case("POST", "/container", r#"{"maxLifetimeInSeconds": 1e400}"#, 400, None),
-        case("POST", "/container", r#"{"lifetime": 60}"#, 422, Some("lifetime")),
-        case("POST", "/container", r#"{"location": "weur", "extra": true}"#, 422, Some("extra")),
+        case(
+            "POST",
+            "/container",
+            r#"{"location": 5}"#,
+            422,
+            Some("location"),
+        ),
+        case(
+            "POST",
+            "/container",
+            r#"{"location": "mars"}"#,
+            422,
+            Some("location"),
+        ),
+        case(
+            "POST",
+            "/container",
+            r#"{"location": "WNAM"}"#,
+            422,
+            Some("location"),
+        ),
+        case(
+            "POST",
+            "/container",
+            r#"{"maxLifetimeInSeconds": 0}"#,
+            422,
+            Some("maxLifetimeInSeconds"),
+        ),
+        case(
+            "POST",
+            "/container",
+            r#"{"maxLifetimeInSeconds": -1}"#,
+            422,
+            Some("maxLifetimeInSeconds"),
+        ),
+        case(
+            "POST",
+            "/container",
+            r#"{"maxLifetimeInSeconds": 1.5}"#,
+            422,
+            Some("maxLifetimeInSeconds"),
+        ),
+        case(
+            "POST",
+            "/container",
+            r#"{"maxLifetimeInSeconds": "60"}"#,
+            422,
+            Some("maxLifetimeInSeconds"),
+        ),
+        case(
+            "POST",
+            "/container",
+            r#"{"maxLifetimeInSeconds": 3601}"#,
+            422,
+            Some("maxLifetimeInSeconds"),
+        ),
+        case(
+            "POST",
+            "/container",
+            r#"{"maxLifetimeInSeconds": 1e400}"#,
+            400,
+            None,
+        ),
+        case(
+            "POST",
+            "/container",
+            r#"{"lifetime": 60}"#,
+            422,
+            Some("lifetime"),
+        ),
+        case(
+            "POST",
+            "/container",
+            r#"{"location": "weur", "extra": true}"#,
+            422,
+            Some("extra"),
+        ),
         case("GET", "/v1/containers?state=bogus", "", 422, Some("state")),
-        case("GET", "/v1/containers?location=mars", "", 422, Some("location")),
+        case(
+            "GET",
+            "/v1/containers?location=mars",
+            "",
+            422,
+            Some("location"),
+        ),
         case("GET", "/v1/containers?limit=0", "", 422, Some("limit")),
         case("GET", "/v1/containers?limit=abc", "", 422, Some("limit")),
         case("GET", "/v1/containers?colour=red", "", 422, Some("colour")),
@@ -65,7 +153,13 @@ async fn bad_input_gets_problem_documents_and_changes_nothing() {
         case("DELETE", &format!("/v1/containers/{id}"), "", 404, None),
         case("GET", "/v1/events?after=-1", "", 422, Some("after")),
         case("GET", "/v1/events?limit=100000", "", 422, Some("limit")),
-        case("GET", "/v1/events?container=nope", "", 422, Some("container")),
+        case(
+            "GET",
+            "/v1/events?container=nope",
+            "",
+            422,
+            Some("container"),
+        ),
         case("GET", "/nope", "", 404, None),
         case("PUT", "/v1/pools", "", 405, None),
         case("GET", "/container", "", 405, None),
@@ -90,23 +184,41 @@ async fn bad_input_gets_problem_documents_and_changes_nothing() {
     });
 
     for c in cases {
-        let mut req = wp.http.request(c.method.parse().unwrap(), format!("{}{}", wp.base, c.path)).body(c.body.clone());
+        let mut req = wp
+            .http
+            .request(c.method.parse().unwrap(), format!("{}{}", wp.base, c.path))
+            .body(c.body.clone());
         if let Some(ct) = c.content_type.filter(|_| !c.body.is_empty()) {
             req = req.header("content-type", ct);
         }
         let r = req.send().await.unwrap();
-        let what = format!("{} {} {:?}", c.method, c.path, String::from_utf8_lossy(&c.body[..c.body.len().min(60)]));
+        let what = format!(
+            "{} {} {:?}",
+            c.method,
+            c.path,
+            String::from_utf8_lossy(&c.body[..c.body.len().min(60)])
+        );
         assert_eq!(r.status().as_u16(), c.status, "{what}");
-        assert_eq!(r.headers()["content-type"], "application/problem+json", "{what}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{what}"
+        );
         let p: serde_json::Value = r.json().await.unwrap();
         assert_eq!(p["status"], c.status, "{what}");
         for k in ["type", "title", "detail"] {
-            assert!(p[k].as_str().is_some_and(|s| !s.is_empty()), "{what}: {k} missing in {p}");
+            assert!(
+                p[k].as_str().is_some_and(|s| !s.is_empty()),
+                "{what}: {k} missing in {p}"
+            );
         }
         assert_eq!(p["field"].as_str(), c.field, "{what}: {p}");
     }
 
-    let after = (store.count_by_state().await.unwrap(), store.events(0, 1000, None).await.unwrap());
+    let after = (
+        store.count_by_state().await.unwrap(),
+        store.events(0, 1000, None).await.unwrap(),
+    );
     assert_eq!(before, after, "bad input changed the store");
     wp.shutdown().await;
 }
@@ -115,7 +227,12 @@ async fn bad_input_gets_problem_documents_and_changes_nothing() {
 async fn health_and_readiness() {
     let sim = Arc::new(SimRuntime::new(SimMode::Instant, "127.0.0.1:9"));
     let mut wp = InProc::start_with(&[("POOL_TARGET_INSTANCES", "0")], Some(sim)).await;
-    let r = wp.http.get(format!("{}/healthz", wp.base)).send().await.unwrap();
+    let r = wp
+        .http
+        .get(format!("{}/healthz", wp.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let (client, _) = (wp.client.clone(), ());
     common::poll(Duration::from_secs(10), "readyz", || {

@@ -37,11 +37,18 @@ async fn pool_fills_in_spaced_batches() {
     // driven them).
     let batches: Vec<&[i64]> = created.chunks(2).collect();
     for b in &batches {
-        assert!(b[1] - b[0] < 300, "batch spread over {} ms: {created:?}", b[1] - b[0]);
+        assert!(
+            b[1] - b[0] < 300,
+            "batch spread over {} ms: {created:?}",
+            b[1] - b[0]
+        );
     }
     for w in batches.windows(2) {
         let gap = w[1][0] - w[0][0];
-        assert!((590..5000).contains(&gap), "batches {gap} ms apart: {created:?}");
+        assert!(
+            (590..5000).contains(&gap),
+            "batches {gap} ms apart: {created:?}"
+        );
     }
     wp.shutdown().await;
 }
@@ -49,7 +56,11 @@ async fn pool_fills_in_spaced_batches() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn claim_proxies_to_the_sample_app_and_refills_at_once() {
     // The timer is an hour: only the claim's activation can trigger the refill.
-    let mut wp = InProc::start(&[("POOL_TARGET_INSTANCES", "2"), ("WARMPOOL_RECONCILE_INTERVAL_SECONDS", "3600")]).await;
+    let mut wp = InProc::start(&[
+        ("POOL_TARGET_INSTANCES", "2"),
+        ("WARMPOOL_RECONCILE_INTERVAL_SECONDS", "3600"),
+    ])
+    .await;
     wp.wait_ready("default", 2, T).await;
 
     let claimed = wp.client.claim(&ClaimRequest::default()).await.unwrap();
@@ -58,7 +69,12 @@ async fn claim_proxies_to_the_sample_app_and_refills_at_once() {
     let id = claimed.id.clone();
     assert_eq!(uuid::Uuid::parse_str(&id).unwrap().get_version_num(), 4);
 
-    let resp = wp.http.get(format!("{}/container/{id}", wp.base)).send().await.unwrap();
+    let resp = wp
+        .http
+        .get(format!("{}/container/{id}", wp.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let h = resp.headers().clone();
     assert_eq!(h["content-type"], "text/plain; charset=utf-8");
@@ -128,9 +144,16 @@ async fn concurrent_claims_never_share_a_container() {
         }
     }
     let distinct: HashSet<_> = ids.iter().collect();
-    assert_eq!(distinct.len(), ids.len(), "a container was handed out twice");
+    assert_eq!(
+        distinct.len(),
+        ids.len(),
+        "a container was handed out twice"
+    );
     assert_eq!(warm, 50, "every warm container claimed exactly once");
-    assert!(cold <= 10, "on-demand starts stay under the global cap: {cold}");
+    assert!(
+        cold <= 10,
+        "on-demand starts stay under the global cap: {cold}"
+    );
     assert_eq!(warm + cold + unavailable, 200);
     for id in &ids {
         assert_eq!(wp.client.container(id).await.unwrap().state, "allocated");
@@ -167,7 +190,10 @@ async fn expired_container_answers_410_and_its_process_is_gone() {
         }
     })
     .await;
-    assert!(body["detail"].as_str().unwrap().contains("expired"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
     let client = wp.client.clone();
     let id = c.id.clone();
     poll(T, "expired container stopped", || {
@@ -179,7 +205,9 @@ async fn expired_container_answers_410_and_its_process_is_gone() {
     assert_eq!(row.stop_reason.as_deref(), Some("expired"));
     assert!(
         !std::path::Path::new(&format!("/proc/{pid}")).exists()
-            || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z"),
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap_or_default()
+                .contains(") Z"),
         "process {pid} still runs"
     );
     wp.shutdown().await;
@@ -187,7 +215,11 @@ async fn expired_container_answers_410_and_its_process_is_gone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_children_are_replaced_and_never_handed_out() {
-    let mut wp = InProc::start(&[("POOL_TARGET_INSTANCES", "3"), ("WARMPOOL_RECONCILE_INTERVAL_SECONDS", "3600")]).await;
+    let mut wp = InProc::start(&[
+        ("POOL_TARGET_INSTANCES", "3"),
+        ("WARMPOOL_RECONCILE_INTERVAL_SECONDS", "3600"),
+    ])
+    .await;
     wp.wait_ready("default", 3, T).await;
     let ready = wp
         .client
@@ -253,7 +285,10 @@ async fn allocated_container_that_dies_answers_410_with_its_exit() {
         }
     })
     .await;
-    assert!(detail.contains("exited") && detail.contains("signal 9"), "{detail}");
+    assert!(
+        detail.contains("exited") && detail.contains("signal 9"),
+        "{detail}"
+    );
     wp.shutdown().await;
 }
 
@@ -285,7 +320,15 @@ async fn admin_paths_are_refused_in_every_spelling() {
         assert!(resp.starts_with("HTTP/1.1 403"), "{path}: {resp}");
         assert!(resp.contains("application/problem+json"), "{path}: {resp}");
     }
-    let text = wp.http.get(format!("{}/container/{}/", wp.base, c.id)).send().await.unwrap().text().await.unwrap();
+    let text = wp
+        .http
+        .get(format!("{}/container/{}/", wp.base, c.id))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert_eq!(text, "No Content", "the text was changed through the proxy");
     wp.shutdown().await;
 }
@@ -307,12 +350,21 @@ async fn websocket_upgrades_pass_through_the_proxy() {
     let mut wp = InProc::start(&[("POOL_TARGET_INSTANCES", "1")]).await;
     wp.wait_ready("default", 1, T).await;
     let c = wp.client.claim(&ClaimRequest::default()).await.unwrap();
-    let url = format!("{}/container/{}/ws", wp.base.replace("http://", "ws://"), c.id);
+    let url = format!(
+        "{}/container/{}/ws",
+        wp.base.replace("http://", "ws://"),
+        c.id
+    );
     let (mut ws, resp) = tokio_tungstenite::connect_async(url).await.unwrap();
     assert_eq!(resp.headers()["x-container-id"], c.id.as_str());
-    ws.send(Message::text("ping through warmpool")).await.unwrap();
+    ws.send(Message::text("ping through warmpool"))
+        .await
+        .unwrap();
     let echoed = ws.next().await.unwrap().unwrap();
-    assert_eq!(echoed.into_text().unwrap().as_str(), "ping through warmpool");
+    assert_eq!(
+        echoed.into_text().unwrap().as_str(),
+        "ping through warmpool"
+    );
     ws.close(None).await.unwrap();
     wp.shutdown().await;
 }
@@ -347,7 +399,12 @@ async fn release_stops_the_container_and_is_idempotent() {
     assert_eq!(v.stop_reason.as_deref(), Some("released"));
     let again = wp.client.release(&c.id).await.unwrap();
     assert_eq!(again.state, "stopped");
-    let r = wp.http.get(format!("{}/container/{}/", wp.base, c.id)).send().await.unwrap();
+    let r = wp
+        .http
+        .get(format!("{}/container/{}/", wp.base, c.id))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 410);
     wp.shutdown().await;
 }
@@ -370,9 +427,58 @@ async fn shutdown_stops_every_child_and_records_it() {
     wp.shutdown().await;
     for pid in pids {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        assert!(stat.is_empty() || stat.contains(") Z"), "child {pid} survived shutdown");
+        assert!(
+            stat.is_empty() || stat.contains(") Z"),
+            "child {pid} survived shutdown"
+        );
     }
     for (state, _) in store.count_by_state().await.unwrap() {
         assert_eq!(state, warmpool_core::ContainerState::Stopped);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_an_in_flight_proxied_request() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut wp = InProc::start(&[("POOL_TARGET_INSTANCES", "1")]).await;
+    wp.wait_ready("default", 1, T).await;
+    let c = wp.client.claim(&ClaimRequest::default()).await.unwrap();
+
+    // Headers now, body later: once warmpool answers 100 Continue, the proxy is
+    // streaming this request to the container.
+    let mut s = tokio::net::TcpStream::connect(wp.base.strip_prefix("http://").unwrap())
+        .await
+        .unwrap();
+    let head = format!(
+        "POST /container/{}/slow HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+        c.id
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 256];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+
+    let running = wp.running.take().unwrap();
+    let app = running.app.clone();
+    let shutdown = tokio::spawn(running.shutdown());
+    poll(T, "shutdown to begin", || {
+        let app = app.clone();
+        async move { app.is_shutting_down().then_some(()) }
+    })
+    .await;
+    assert!(
+        !shutdown.is_finished(),
+        "shutdown did not wait for the request"
+    );
+    s.write_all(b"hello").await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains(r#""bodyLength":5"#), "{out}");
+    shutdown.await.unwrap().unwrap();
 }

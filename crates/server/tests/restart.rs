@@ -40,15 +40,41 @@ async fn kill_9_and_restart_adopts_keeps_ids_and_leaves_no_orphan() {
         })
         .await
         .unwrap();
-    let handle = first.client.container(&long.id).await.unwrap().runtime_handle.unwrap();
+    let handle = first
+        .client
+        .container(&long.id)
+        .await
+        .unwrap()
+        .runtime_handle
+        .unwrap();
     let instance = instance_of_child(pid_of(&handle));
     wait_ready(&first.client, "default", 3, T).await;
+    let doomed = first
+        .client
+        .containers(&ContainerQuery {
+            state: Some("ready".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .containers
+        .remove(0);
 
     first.kill9();
+    // While warmpool is down, one of its ready containers dies too.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid_of(doomed.runtime_handle.as_deref().unwrap())),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
 
     // An orphan: a process carrying our tag that the store has never heard of.
     let orphan_id = uuid::Uuid::new_v4().to_string();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let mut orphan = Command::new(common::bin())
         .arg("sample-app")
         .env("PORT", port.to_string())
@@ -60,15 +86,22 @@ async fn kill_9_and_restart_adopts_keeps_ids_and_leaves_no_orphan() {
         .spawn()
         .unwrap();
     use std::os::unix::process::CommandExt as _;
-    assert!(tagged_processes(&instance).iter().any(|(_, id)| *id == orphan_id));
+    assert!(tagged_processes(&instance)
+        .iter()
+        .any(|(_, id)| *id == orphan_id));
 
     let second = Proc::spawn(dir.path(), &settings);
     // The orphan is destroyed at start-up.
     let status = orphan.wait().unwrap();
-    assert!(!status.success(), "orphan should have been killed: {status}");
+    assert!(
+        !status.success(),
+        "orphan should have been killed: {status}"
+    );
 
     // Every id handed out before the crash still answers: 200, or 410 once expired.
-    let r = reqwest::get(format!("{}/container/{}/", second.base, long.id)).await.unwrap();
+    let r = reqwest::get(format!("{}/container/{}/", second.base, long.id))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-container-id"], long.id.as_str());
     let url = format!("{}/container/{}/", second.base, short.id);
@@ -86,12 +119,23 @@ async fn kill_9_and_restart_adopts_keeps_ids_and_leaves_no_orphan() {
     poll(T, "runtime and store to agree", || {
         let inst = inst.clone();
         async move {
-            let running: BTreeSet<String> = tagged_processes(&inst).into_iter().map(|(_, id)| id).collect();
+            let running: BTreeSet<String> = tagged_processes(&inst)
+                .into_iter()
+                .map(|(_, id)| id)
+                .collect();
             let live = live_ids(second_ref).await;
             (running == live).then_some(())
         }
     })
     .await;
+    // The one that died while warmpool was down is closed as lost, not adopted.
+    let lost = second.client.container(&doomed.id).await.unwrap();
+    assert_eq!(lost.state, "stopped");
+    assert_eq!(lost.stop_reason.as_deref(), Some("lost"));
+    assert_eq!(
+        second.client.pools().await.unwrap().live,
+        live_ids(&second).await.len() as u32
+    );
     // No cold start was needed for what survived: the allocated one was adopted.
     let view = second.client.container(&long.id).await.unwrap();
     assert_eq!(view.state, "allocated");
@@ -104,18 +148,29 @@ async fn sigterm_drains_stops_children_and_exits_cleanly() {
     let mut p = Proc::spawn(dir.path(), &[("POOL_TARGET_INSTANCES", "2")]);
     wait_ready(&p.client, "default", 2, T).await;
     let c = p.client.claim(&ClaimRequest::default()).await.unwrap();
-    let handle = p.client.container(&c.id).await.unwrap().runtime_handle.unwrap();
+    let handle = p
+        .client
+        .container(&c.id)
+        .await
+        .unwrap()
+        .runtime_handle
+        .unwrap();
     let instance = instance_of_child(pid_of(&handle));
     let status = p.sigterm();
     assert!(status.success(), "{status}");
-    assert!(tagged_processes(&instance).is_empty(), "children outlived warmpool");
+    assert!(
+        tagged_processes(&instance).is_empty(),
+        "children outlived warmpool"
+    );
 
     // The records say so, and a restart finds nothing to adopt.
     let again = Proc::spawn(dir.path(), &[("POOL_TARGET_INSTANCES", "0")]);
     let v = again.client.container(&c.id).await.unwrap();
     assert_eq!(v.state, "stopped");
     assert_eq!(v.stop_reason.as_deref(), Some("shutdown"));
-    let r = reqwest::get(format!("{}/container/{}/", again.base, c.id)).await.unwrap();
+    let r = reqwest::get(format!("{}/container/{}/", again.base, c.id))
+        .await
+        .unwrap();
     assert_eq!(r.status(), 410);
 }
 
@@ -132,5 +187,9 @@ async fn a_corrupt_or_newer_database_stops_start_up_with_a_clear_error() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot open the store"), "{err}");
-    assert_eq!(std::fs::read(dir.path().join("warmpool.db")).unwrap(), vec![7u8; 4096], "the file was touched");
+    assert_eq!(
+        std::fs::read(dir.path().join("warmpool.db")).unwrap(),
+        vec![7u8; 4096],
+        "the file was touched"
+    );
 }

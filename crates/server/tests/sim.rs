@@ -22,12 +22,23 @@ async fn with_sim(mode: SimMode, extra: &[(&str, &str)]) -> (InProc, Arc<SimRunt
 }
 
 async fn pool(wp: &InProc) -> warmpool_client::PoolView {
-    wp.client.pools().await.unwrap().pools.into_iter().find(|p| p.location == "default").unwrap()
+    wp.client
+        .pools()
+        .await
+        .unwrap()
+        .pools
+        .into_iter()
+        .find(|p| p.location == "default")
+        .unwrap()
 }
 
 #[tokio::test]
 async fn starting_containers_count_toward_the_target() {
-    let (mut wp, sim) = with_sim(SimMode::Manual, &[("POOL_TARGET_INSTANCES", "4"), ("POOL_BATCH_SIZE", "2")]).await;
+    let (mut wp, sim) = with_sim(
+        SimMode::Manual,
+        &[("POOL_TARGET_INSTANCES", "4"), ("POOL_BATCH_SIZE", "2")],
+    )
+    .await;
     let s = sim.clone();
     poll(T, "two batches started", || {
         let s = s.clone();
@@ -58,7 +69,10 @@ async fn failed_starts_are_recorded_counted_and_retried() {
     let sim = Arc::new(SimRuntime::new(SimMode::Instant, "127.0.0.1:9"));
     sim.fail_next_starts(3);
     let mut wp = InProc::start_with(
-        &[("POOL_TARGET_INSTANCES", "2"), ("WARMPOOL_RECONCILE_INTERVAL_SECONDS", "0.05")],
+        &[
+            ("POOL_TARGET_INSTANCES", "2"),
+            ("WARMPOOL_RECONCILE_INTERVAL_SECONDS", "0.05"),
+        ],
         Some(sim.clone()),
     )
     .await;
@@ -74,7 +88,11 @@ async fn failed_starts_are_recorded_counted_and_retried() {
         .await
         .unwrap()
         .into_iter()
-        .filter(|r| r.stop_reason.as_deref().is_some_and(|r| r.starts_with("start failed")))
+        .filter(|r| {
+            r.stop_reason
+                .as_deref()
+                .is_some_and(|r| r.starts_with("start failed"))
+        })
         .count();
     assert_eq!(failed, 3);
     wp.shutdown().await;
@@ -154,12 +172,30 @@ async fn empty_pool_starts_on_demand_and_the_claim_waits() {
 
 #[tokio::test]
 async fn claim_at_the_global_cap_is_503_with_retry_after_at_once() {
-    let (mut wp, _sim) = with_sim(SimMode::Instant, &[("POOL_TARGET_INSTANCES", "2"), ("WARMPOOL_MAX_INSTANCES", "2")]).await;
+    let (mut wp, _sim) = with_sim(
+        SimMode::Instant,
+        &[
+            ("POOL_TARGET_INSTANCES", "2"),
+            ("WARMPOOL_MAX_INSTANCES", "2"),
+        ],
+    )
+    .await;
     wp.wait_ready("default", 2, T).await;
     for _ in 0..2 {
-        assert!(wp.client.claim(&ClaimRequest::default()).await.unwrap().warm);
+        assert!(
+            wp.client
+                .claim(&ClaimRequest::default())
+                .await
+                .unwrap()
+                .warm
+        );
     }
-    let r = wp.http.post(format!("{}/container", wp.base)).send().await.unwrap();
+    let r = wp
+        .http
+        .post(format!("{}/container", wp.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "5");
     assert_eq!(r.headers()["content-type"], "application/problem+json");
@@ -173,26 +209,41 @@ async fn claim_at_the_global_cap_is_503_with_retry_after_at_once() {
 async fn a_claim_that_times_out_leaves_its_container_to_the_pool() {
     let (mut wp, sim) = with_sim(
         SimMode::Manual,
-        &[("POOL_TARGET_INSTANCES", "0"), ("WARMPOOL_CLAIM_TIMEOUT_SECONDS", "0.2")],
+        &[
+            ("POOL_TARGET_INSTANCES", "0"),
+            ("WARMPOOL_CLAIM_TIMEOUT_SECONDS", "0.2"),
+        ],
     )
     .await;
-    let r = wp.http.post(format!("{}/container", wp.base)).send().await.unwrap();
+    let r = wp
+        .http
+        .post(format!("{}/container", wp.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 503);
     assert_eq!(r.headers()["retry-after"], "2");
     let p: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(p["type"], "https://warmpool.dev/problems/no-container-ready");
+    assert_eq!(
+        p["type"],
+        "https://warmpool.dev/problems/no-container-ready"
+    );
     // The start goes on; once ready it is surplus to a pool of target 0, so the
     // reconciler stops it rather than leaking it.
     let id = sim.starting()[0];
     assert!(sim.make_ready(id));
     let (client, id) = (wp.client.clone(), id.to_string());
-    poll(T, "the unclaimed on-demand container to be stopped as surplus", || {
-        let (client, id) = (client.clone(), id.clone());
-        async move {
-            let v = client.container(&id).await.ok()?;
-            (v.state == "stopped").then_some(v.stop_reason)
-        }
-    })
+    poll(
+        T,
+        "the unclaimed on-demand container to be stopped as surplus",
+        || {
+            let (client, id) = (client.clone(), id.clone());
+            async move {
+                let v = client.container(&id).await.ok()?;
+                (v.state == "stopped").then_some(v.stop_reason)
+            }
+        },
+    )
     .await;
     wp.shutdown().await;
 }

@@ -123,11 +123,15 @@ pub async fn ready_count(client: &Client, location: &str) -> u32 {
 pub async fn wait_ready(client: &Client, location: &str, n: u32, within: Duration) {
     let c = client.clone();
     let loc = location.to_owned();
-    poll(within, &format!("{n} ready containers in {location}"), move || {
-        let c = c.clone();
-        let loc = loc.clone();
-        async move { (ready_count(&c, &loc).await >= n).then_some(()) }
-    })
+    poll(
+        within,
+        &format!("{n} ready containers in {location}"),
+        move || {
+            let c = c.clone();
+            let loc = loc.clone();
+            async move { (ready_count(&c, &loc).await >= n).then_some(()) }
+        },
+    )
     .await
 }
 

@@ -1,0 +1,124 @@
+//! The `warmpool` command line against a real server.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::InProc;
+use warmpool_runtime::{SimMode, SimRuntime};
+
+fn cli(base: &str, args: &[&str]) -> Output {
+    Command::new(common::bin())
+        .args(args)
+        .env("WARMPOOL_URL", base)
+        .env_remove("WARMPOOL_API_TOKEN")
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_commands_print_tables_and_json() {
+    let sim = Arc::new(SimRuntime::new(SimMode::Instant, "127.0.0.1:9"));
+    let mut wp = InProc::start_with(&[("POOL_TARGET_INSTANCES", "2")], Some(sim)).await;
+    let base = wp.base.clone();
+    let b = base.clone();
+    let out =
+        tokio::task::spawn_blocking(move || cli(&b, &["wait", "--ready", "2", "--timeout", "20"]))
+            .await
+            .unwrap();
+    stdout(&out);
+
+    let b = base.clone();
+    let outputs = tokio::task::spawn_blocking(move || {
+        let id = stdout(&cli(&b, &["claim", "--location", "default", "--ttl", "60"]))
+            .trim()
+            .to_owned();
+        let ls = stdout(&cli(&b, &["ls", "--state", "allocated"]));
+        let get = stdout(&cli(&b, &["get", &id]));
+        let pools_json = stdout(&cli(&b, &["pools", "--json"]));
+        let pools = stdout(&cli(&b, &["pools"]));
+        let events = stdout(&cli(&b, &["events", "--limit", "50"]));
+        let release = stdout(&cli(&b, &["release", &id]));
+        let bad = cli(&b, &["claim", "--location", "mars"]);
+        (id, ls, get, pools_json, pools, events, release, bad)
+    })
+    .await
+    .unwrap();
+    let (id, ls, get, pools_json, pools, events, release, bad) = outputs;
+    assert!(uuid::Uuid::parse_str(&id).is_ok(), "{id}");
+    assert!(ls.starts_with("ID"), "{ls}");
+    assert!(ls.contains(&id) && ls.contains("allocated"), "{ls}");
+    let got: serde_json::Value = serde_json::from_str(&get).unwrap();
+    assert_eq!(got["id"], id.as_str());
+    let p: serde_json::Value = serde_json::from_str(&pools_json).unwrap();
+    assert_eq!(p["pools"][0]["target"], 2);
+    assert_eq!(p["pools"][0]["hits"], 1);
+    assert!(
+        pools.contains("TARGET") && pools.contains("default"),
+        "{pools}"
+    );
+    assert!(
+        events.contains(&id) && events.contains("allocated"),
+        "{events}"
+    );
+    assert_eq!(release.trim(), format!("{id} stopped"));
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown location"));
+    wp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wait_gives_up_at_its_deadline_with_exit_code_1() {
+    let sim = Arc::new(SimRuntime::new(SimMode::Manual, "127.0.0.1:9"));
+    let mut wp = InProc::start_with(&[("POOL_TARGET_INSTANCES", "1")], Some(sim)).await;
+    let b = wp.base.clone();
+    let started = std::time::Instant::now();
+    let out =
+        tokio::task::spawn_blocking(move || cli(&b, &["wait", "--ready", "1", "--timeout", "1"]))
+            .await
+            .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only 0 of 1"));
+    wp.shutdown().await;
+}
+
+#[test]
+fn check_config_validates_and_names_the_bad_setting() {
+    let ok = Command::new(common::bin())
+        .args(["serve", "--check-config", "--target", "5"])
+        .env("POOL_BATCH_SIZE", "3")
+        .output()
+        .unwrap();
+    assert!(ok.status.success());
+    let out = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        out.contains("target: 5") && out.contains("batch_size: 3"),
+        "{out}"
+    );
+
+    let bad = Command::new(common::bin())
+        .args(["serve", "--check-config"])
+        .env("POOL_BATCH_SPACING_IN_SECONDS", "soon")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr)
+        .contains("invalid POOL_BATCH_SPACING_IN_SECONDS=\"soon\""));
+}
+
+#[test]
+fn unreachable_server_is_a_clear_error() {
+    let o = cli("http://127.0.0.1:1", &["pools"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("cannot reach warmpool at http://127.0.0.1:1")
+    );
+}
