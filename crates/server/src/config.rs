@@ -277,3 +277,22 @@ mod tests {
         Config::defaults();
     }
 }
+
+#[cfg(test)]
+mod readme {
+    /// The README's configuration table lists every setting with its default.
+    #[test]
+    fn readme_documents_every_setting() {
+        let readme = include_str!("../../../README.md");
+        for s in super::SETTINGS {
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}` |", s.env)))
+                .unwrap_or_else(|| panic!("{} missing from the README", s.env));
+            assert!(row.contains(&format!("`--{}`", s.flag)), "{row}");
+            if !s.default.is_empty() {
+                assert!(row.contains(&format!("`{}`", s.default)), "{row}");
+            }
+        }
+    }
+}
