@@ -36,7 +36,7 @@ pub struct ObservedContainer {
     pub key: PoolKey,
     pub state: ContainerState,
     /// Started on demand for a waiting claim: it belongs to that claim, not to the
-    /// pool, so it does not count toward the pool's target.
+    /// pool, so it neither counts toward the pool's target nor is ever surplus.
     pub on_demand: bool,
     pub created_at: Timestamp,
     pub expires_at: Option<Timestamp>,
@@ -124,7 +124,7 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
                 None => {}
             },
             ContainerState::Failed => out.actions.push(Action::Remove { id: c.id }),
-            ContainerState::Ready => supply
+            ContainerState::Ready if !c.on_demand => supply
                 .entry(&c.key)
                 .or_default()
                 .ready
@@ -429,8 +429,7 @@ mod tests {
             .iter()
             .filter(|c| &c.key == k)
             .filter(|c| {
-                c.state == ContainerState::Ready
-                    || (c.state == ContainerState::Starting && !c.on_demand)
+                matches!(c.state, ContainerState::Ready | ContainerState::Starting) && !c.on_demand
             })
             .count() as u32
     }
@@ -496,7 +495,7 @@ mod tests {
                         let c = o.containers.iter().find(|c| c.id == *id).unwrap();
                         match reason {
                             StopReason::Expired => prop_assert!(c.state == ContainerState::Allocated && c.expires_at.unwrap() <= now),
-                            StopReason::Surplus => prop_assert_eq!(c.state, ContainerState::Ready),
+                            StopReason::Surplus => prop_assert!(c.state == ContainerState::Ready && !c.on_demand),
                         }
                     }
                     Action::Remove { id } => {

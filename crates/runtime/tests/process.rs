@@ -26,12 +26,22 @@ fn spec() -> ContainerSpec {
     }
 }
 
+/// Polls (with a deadline) until the child has written `path`.
+async fn wait_for_file(path: &std::path::Path) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !path.exists() {
+        assert!(std::time::Instant::now() < deadline, "{} never written", path.display());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[tokio::test]
 async fn stop_escalates_to_sigkill_when_sigterm_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(dir.path(), "trap '' TERM; while :; do sleep 1; done");
+    let rt = runtime(dir.path(), "trap '' TERM; touch trapped; while :; do sleep 1; done");
     let s = spec();
     let started = rt.start(&s).await.unwrap();
+    wait_for_file(&dir.path().join(s.id.to_string()).join("trapped")).await;
     assert!(started.address.starts_with("127.0.0.1:"));
     assert_eq!(
         rt.inspect(s.id, &started.handle).await.unwrap(),
@@ -130,19 +140,12 @@ async fn readiness_times_out_when_nothing_answers() {
 #[tokio::test]
 async fn children_get_a_clean_environment_with_their_identity() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(dir.path(), "env > env.txt; while :; do sleep 1; done");
+    let rt = runtime(dir.path(), "env > env.txt; touch done; while :; do sleep 1; done");
     let s = spec();
     let started = rt.start(&s).await.unwrap();
-    let file = dir.path().join(s.id.to_string()).join("env.txt");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    let env = loop {
-        let text = std::fs::read_to_string(&file).unwrap_or_default();
-        if text.contains("EXTRA=1") {
-            break text;
-        }
-        assert!(std::time::Instant::now() < deadline, "env never written");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let dir_of = dir.path().join(s.id.to_string());
+    wait_for_file(&dir_of.join("done")).await;
+    let env = std::fs::read_to_string(dir_of.join("env.txt")).unwrap();
     for want in [
         format!("WARMPOOL_CONTAINER_ID={}", s.id),
         "WARMPOOL_LOCATION=weur".into(),

@@ -25,7 +25,8 @@ pub struct App {
     pub config: Config,
     pub store: Store,
     pub runtime: Arc<dyn Runtime>,
-    pub registry: Registry,
+    /// The in-memory mirror of the store, kept current by the store's commit hook.
+    pub registry: Arc<Registry>,
     pub desired: Desired,
     activation: Notify,
     reconciled: AtomicBool,
@@ -55,7 +56,12 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 }
 
 impl App {
-    pub fn new(config: Config, store: Store, runtime: Arc<dyn Runtime>) -> Self {
+    pub fn new(
+        config: Config,
+        store: Store,
+        registry: Arc<Registry>,
+        runtime: Arc<dyn Runtime>,
+    ) -> Self {
         let desired = Desired {
             pools: config
                 .locations
@@ -73,7 +79,7 @@ impl App {
             config,
             store,
             runtime,
-            registry: Registry::default(),
+            registry,
             desired,
             activation: Notify::new(),
             reconciled: AtomicBool::new(false),
@@ -111,14 +117,10 @@ impl App {
         PoolKey::new(self.config.pool_name.clone(), location)
     }
 
-    /// Writes a state change to the store, then applies it in memory.
+    /// Writes a state change to the store; the commit hook applies it in memory
+    /// before this returns.
     pub async fn change(&self, c: Change) -> Result<(), StoreError> {
-        let (id, from, to, exp, at) = (c.id, c.from, c.to, c.expires_at, c.at);
-        let reason = c.reason.clone();
-        self.store.change(c).await?;
-        self.registry
-            .apply(id, from, to, exp, reason.as_deref(), at);
-        Ok(())
+        self.store.change(c).await
     }
 
     /// Starts a container already registered in memory as `starting`, and waits for
@@ -161,11 +163,17 @@ impl App {
             key: key.clone(),
             env: Vec::new(),
         };
-        let result = self.start_and_wait(&spec).await;
-        match result {
-            Ok(()) => {
+        match self.start_and_wait(&spec).await {
+            Ok(started) => {
                 let c = Change::new(id, ContainerState::Starting, ContainerState::Ready, now());
-                self.change(c).await.map_err(LaunchError::Store)
+                if let Err(e) = self.change(c).await {
+                    // Released or shut down while starting: nothing may keep running
+                    // behind a record that is closing.
+                    let _ = self.runtime.stop(id, &started.handle, Duration::ZERO).await;
+                    let _ = self.runtime.remove(id, &started.handle).await;
+                    return Err(LaunchError::Store(e));
+                }
+                Ok(())
             }
             Err(e) => {
                 let reason = format!("start failed: {}", error_chain(&e));
@@ -186,7 +194,7 @@ impl App {
         }
     }
 
-    async fn start_and_wait(&self, spec: &ContainerSpec) -> Result<(), LaunchError> {
+    async fn start_and_wait(&self, spec: &ContainerSpec) -> Result<Started, LaunchError> {
         let started: Started = self.runtime.start(spec).await?;
         self.store
             .apply(Op::SetRuntime {
@@ -196,8 +204,6 @@ impl App {
             })
             .await
             .map_err(LaunchError::Store)?;
-        self.registry
-            .set_runtime(spec.id, &started.handle, &started.address);
         if let Err(e) = self
             .runtime
             .wait_ready(spec.id, &started, self.config.start_timeout)
@@ -210,7 +216,7 @@ impl App {
                 .await;
             return Err(e.into());
         }
-        Ok(())
+        Ok(started)
     }
 
     /// Stops a live container gracefully and closes its record.
@@ -272,22 +278,23 @@ impl App {
     /// its id answer 410 (allocated). Starting and stopping ones are handled by the
     /// task that is starting or stopping them.
     pub async fn mark_failed(&self, id: ContainerId, reason: &str, code: Option<i32>) {
+        let Some(mut state) = self.registry.get(&id).map(|e| e.state) else {
+            return;
+        };
+        // A concurrent change (a claim) can win the race; then fail it from there.
         for _ in 0..4 {
-            let Some(e) = self.registry.get(&id) else {
-                return;
-            };
-            if !matches!(e.state, ContainerState::Ready | ContainerState::Allocated) {
+            if !matches!(state, ContainerState::Ready | ContainerState::Allocated) {
                 return;
             }
-            let mut c = Change::new(id, e.state, ContainerState::Failed, now()).reason(reason);
+            let mut c = Change::new(id, state, ContainerState::Failed, now()).reason(reason);
             c.exit_code = code;
             match self.change(c).await {
                 Ok(()) => {
-                    tracing::info!(container_id = %id, from = %e.state, reason, "container failed");
+                    tracing::info!(container_id = %id, from = %state, reason, "container failed");
                     self.activate();
                     return;
                 }
-                Err(StoreError::Conflict { .. }) => continue,
+                Err(StoreError::Conflict { found, .. }) => state = found,
                 Err(e) => {
                     tracing::warn!(container_id = %id, error = %e, "cannot record failed container");
                     return;

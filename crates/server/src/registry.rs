@@ -15,6 +15,7 @@ use warmpool_core::{
     plan, Action, ContainerId, ContainerState, Desired, Observed, ObservedContainer, PoolKey,
     StopReason, Timestamp,
 };
+use warmpool_store::Op;
 
 /// What the proxy knows of a container id.
 #[derive(Clone, Debug)]
@@ -239,21 +240,36 @@ impl Registry {
         }
     }
 
-    pub fn set_runtime(&self, id: ContainerId, handle: &str, address: &str) {
-        if let Some(e) = self.lock().containers.get_mut(&id) {
-            e.handle = Some(handle.to_owned());
-            e.address = Some(address.to_owned());
-        }
-    }
-
     /// Forgets a container whose record could not be written.
     pub fn discard(&self, id: ContainerId) {
         self.lock().containers.remove(&id);
     }
 
-    /// Applies a state change the store has committed. Returns false (and changes
-    /// nothing) if the container is not in `from` here.
-    pub fn apply(
+    /// Mirrors an op the store has just committed (called on the store's writer
+    /// thread, so in commit order).
+    pub fn committed(&self, op: &Op) {
+        match op {
+            Op::Transition(c) => {
+                self.apply(c.id, c.from, c.to, c.expires_at, c.reason.as_deref(), c.at);
+            }
+            Op::SetRuntime {
+                id,
+                handle,
+                address,
+            } => {
+                if let Some(e) = self.lock().containers.get_mut(id) {
+                    e.handle = Some(handle.clone());
+                    e.address = address.clone();
+                }
+            }
+            // Registered in memory before it was written (so that planning sees it).
+            Op::Insert(_) => {}
+        }
+    }
+
+    /// Applies a committed state change. Returns false (and changes nothing) if the
+    /// container is not in `from` here (recovery closes rows it never loaded).
+    fn apply(
         &self,
         id: ContainerId,
         from: ContainerState,

@@ -13,11 +13,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use warmpool_core::ContainerState;
 use warmpool_runtime::{ProcessConfig, ProcessRuntime, Runtime, SimMode, SimRuntime};
-use warmpool_store::Store;
+use warmpool_store::{CommitHook, Store};
 
 use crate::app::App;
 use crate::config::{Config, RuntimeKind};
 use crate::proxy::Upstream;
+use crate::registry::Registry;
 use crate::{api, proxy, reconciler, recovery};
 
 /// State shared by every handler.
@@ -89,7 +90,10 @@ pub struct Running {
 /// pass a simulated runtime they keep a handle on).
 pub async fn start(config: Config, runtime: Option<Arc<dyn Runtime>>) -> anyhow::Result<Running> {
     let data_dir = config.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir))
+    let registry = Arc::new(Registry::default());
+    let mirror = registry.clone();
+    let hook: CommitHook = Arc::new(move |op| mirror.committed(op));
+    let store = tokio::task::spawn_blocking(move || Store::open_with_hook(&data_dir, Some(hook)))
         .await?
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     let runtime = match runtime {
@@ -98,7 +102,7 @@ pub async fn start(config: Config, runtime: Option<Arc<dyn Runtime>>) -> anyhow:
     };
     tracing::info!(instance_id = store.instance_id(), runtime = runtime.name(), data_dir = %config.data_dir.display(), "starting warmpool");
     let listen = config.listen;
-    let app = Arc::new(App::new(config, store, runtime));
+    let app = Arc::new(App::new(config, store, registry, runtime));
     let recovered = recovery::recover(&app)
         .await
         .context("start-up recovery failed")?;

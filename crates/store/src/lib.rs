@@ -19,7 +19,7 @@ use warmpool_core::{ContainerId, ContainerState, Timestamp};
 pub use error::StoreError;
 pub use migrations::{expected_schema, schema_of, SCHEMA_VERSION};
 pub use rows::{ContainerFilter, ContainerRow, EventRow};
-pub use writer::{Change, NewContainer, Op};
+pub use writer::{Change, CommitHook, NewContainer, Op};
 
 /// Name of the database file inside the data dir.
 pub const DB_FILE: &str = "warmpool.db";
@@ -46,6 +46,14 @@ impl Store {
     /// A database written by a newer warmpool, or a file that is not a warmpool
     /// database, is an error: the store is never silently reset.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
+        Self::open_with_hook(data_dir, None)
+    }
+
+    /// Like [`Store::open`], and calls `hook` on the writer thread with every op
+    /// right after it is committed and before its caller is answered. Whatever
+    /// mirrors the store in memory through the hook sees the changes in commit
+    /// order, and is up to date by the time any writer learns its own result.
+    pub fn open_with_hook(data_dir: &Path, hook: Option<CommitHook>) -> Result<Store, StoreError> {
         std::fs::create_dir_all(data_dir).map_err(|source| StoreError::DataDir {
             path: data_dir.to_owned(),
             source,
@@ -79,7 +87,7 @@ impl Store {
         configure(&reader).map_err(open_err)?;
 
         Ok(Store {
-            writer: writer::spawn(conn)?,
+            writer: writer::spawn(conn, hook)?,
             reader: Arc::new(Mutex::new(reader)),
             path: Arc::new(path),
             instance_id: instance_id.into(),

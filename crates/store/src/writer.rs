@@ -66,6 +66,9 @@ pub enum Op {
     Transition(Change),
 }
 
+/// Called with each op once it is committed (see [`crate::Store::open_with_hook`]).
+pub type CommitHook = std::sync::Arc<dyn Fn(&Op) + Send + Sync>;
+
 struct Job {
     op: Op,
     reply: oneshot::Sender<Result<(), StoreError>>,
@@ -89,16 +92,19 @@ impl WriterHandle {
 /// Most changes grouped into one commit.
 const MAX_GROUP: usize = 512;
 
-pub(crate) fn spawn(conn: Connection) -> Result<WriterHandle, StoreError> {
+pub(crate) fn spawn(
+    conn: Connection,
+    hook: Option<CommitHook>,
+) -> Result<WriterHandle, StoreError> {
     let (tx, rx) = mpsc::channel::<Job>();
     std::thread::Builder::new()
         .name("warmpool-store-writer".into())
-        .spawn(move || run(conn, rx))
+        .spawn(move || run(conn, rx, hook))
         .map_err(|e| StoreError::Corrupt(format!("cannot start the store writer thread: {e}")))?;
     Ok(WriterHandle { tx })
 }
 
-fn run(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, hook: Option<CommitHook>) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -122,6 +128,9 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Job>) {
             }
         };
         for (job, result) in jobs.into_iter().zip(results) {
+            if let (Some(hook), Ok(())) = (&hook, &result) {
+                hook(&job.op);
+            }
             let _ = job.reply.send(result);
         }
     }
