@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// A placement hint, as in the original design, plus `default`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -85,15 +86,16 @@ impl FromStr for Location {
     }
 }
 
-/// The key of a pool: its name and its location.
+/// The key of a pool: its name and its location. Cheap to clone (the name is
+/// shared), since keys travel with every container.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PoolKey {
-    pub pool: String,
+    pub pool: Arc<str>,
     pub location: Location,
 }
 
 impl PoolKey {
-    pub fn new(pool: impl Into<String>, location: Location) -> Self {
+    pub fn new(pool: impl Into<Arc<str>>, location: Location) -> Self {
         Self {
             pool: pool.into(),
             location,

@@ -38,7 +38,7 @@ impl ContainerSpec {
         let mut env = vec![
             ("PORT".to_owned(), port.to_string()),
             ("WARMPOOL_CONTAINER_ID".to_owned(), self.id.to_string()),
-            ("WARMPOOL_POOL".to_owned(), self.key.pool.clone()),
+            ("WARMPOOL_POOL".to_owned(), self.key.pool.to_string()),
             (
                 "WARMPOOL_LOCATION".to_owned(),
                 self.key.location.to_string(),

@@ -30,7 +30,11 @@ fn spec() -> ContainerSpec {
 async fn wait_for_file(path: &std::path::Path) {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while !path.exists() {
-        assert!(std::time::Instant::now() < deadline, "{} never written", path.display());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never written",
+            path.display()
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -38,7 +42,10 @@ async fn wait_for_file(path: &std::path::Path) {
 #[tokio::test]
 async fn stop_escalates_to_sigkill_when_sigterm_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(dir.path(), "trap '' TERM; touch trapped; while :; do sleep 1; done");
+    let rt = runtime(
+        dir.path(),
+        "trap '' TERM; touch trapped; while :; do sleep 1; done",
+    );
     let s = spec();
     let started = rt.start(&s).await.unwrap();
     wait_for_file(&dir.path().join(s.id.to_string()).join("trapped")).await;
@@ -140,7 +147,10 @@ async fn readiness_times_out_when_nothing_answers() {
 #[tokio::test]
 async fn children_get_a_clean_environment_with_their_identity() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(dir.path(), "env > env.txt; touch done; while :; do sleep 1; done");
+    let rt = runtime(
+        dir.path(),
+        "env > env.txt; touch done; while :; do sleep 1; done",
+    );
     let s = spec();
     let started = rt.start(&s).await.unwrap();
     let dir_of = dir.path().join(s.id.to_string());

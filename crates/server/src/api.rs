@@ -255,7 +255,7 @@ pub async fn pools(State(s): State<Arc<Shared>>) -> Json<PoolList> {
                 .find(|p| p.key == key)
                 .map_or(0, |p| p.target);
             PoolView {
-                pool: key.pool.clone(),
+                pool: key.pool.to_string(),
                 location: key.location.to_string(),
                 target,
                 ready: c.ready,

@@ -28,6 +28,7 @@ pub struct App {
     /// The in-memory mirror of the store, kept current by the store's commit hook.
     pub registry: Arc<Registry>,
     pub desired: Desired,
+    pool_name: Arc<str>,
     activation: Notify,
     reconciled: AtomicBool,
     shutting_down: AtomicBool,
@@ -62,12 +63,13 @@ impl App {
         registry: Arc<Registry>,
         runtime: Arc<dyn Runtime>,
     ) -> Self {
+        let pool_name: Arc<str> = config.pool_name.as_str().into();
         let desired = Desired {
             pools: config
                 .locations
                 .iter()
                 .map(|l| DesiredPool {
-                    key: PoolKey::new(config.pool_name.clone(), *l),
+                    key: PoolKey::new(pool_name.clone(), *l),
                     target: config.target,
                     batch_size: config.batch_size,
                     spacing: config.batch_spacing,
@@ -81,6 +83,7 @@ impl App {
             runtime,
             registry,
             desired,
+            pool_name,
             activation: Notify::new(),
             reconciled: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
@@ -114,7 +117,7 @@ impl App {
     }
 
     pub fn key(&self, location: warmpool_core::Location) -> PoolKey {
-        PoolKey::new(self.config.pool_name.clone(), location)
+        PoolKey::new(self.pool_name.clone(), location)
     }
 
     /// Writes a state change to the store; the commit hook applies it in memory

@@ -52,7 +52,7 @@ pub async fn claim(
     }
     let key = app.key(location);
     for _ in 0..MAX_PICKS {
-        let Some((id, _)) = app.registry.pop_ready(&key) else {
+        let Some(id) = app.registry.pop_ready(&key) else {
             break;
         };
         match allocate(app, id, lifetime).await {

@@ -47,7 +47,7 @@ pub async fn recover(app: &Arc<App>) -> anyhow::Result<Recovered> {
         if keep {
             let o = found.expect("alive implies found");
             let entry = Entry {
-                key: warmpool_core::PoolKey::new(row.pool.clone(), row.location),
+                key: warmpool_core::PoolKey::new(row.pool.as_str(), row.location),
                 state: row.state,
                 on_demand: false,
                 created_at: row.created_at,

@@ -180,7 +180,7 @@ impl Registry {
     }
 
     /// Takes the oldest ready container of `key` for a claim, marking it busy.
-    pub fn pop_ready(&self, key: &PoolKey) -> Option<(ContainerId, Entry)> {
+    pub fn pop_ready(&self, key: &PoolKey) -> Option<ContainerId> {
         let mut inner = self.lock();
         let Inner {
             containers, ready, ..
@@ -190,7 +190,7 @@ impl Registry {
             if let Some(e) = containers.get_mut(&id) {
                 if e.state == ContainerState::Ready && !e.busy {
                     e.busy = true;
-                    return Some((id, e.clone()));
+                    return Some(id);
                 }
             }
         }
@@ -267,8 +267,8 @@ impl Registry {
         }
     }
 
-    /// Applies a committed state change. Returns false (and changes nothing) if the
-    /// container is not in `from` here (recovery closes rows it never loaded).
+    /// Applies a committed state change; changes nothing if the container is not
+    /// in `from` here (recovery closes rows it never loaded).
     fn apply(
         &self,
         id: ContainerId,
@@ -277,13 +277,13 @@ impl Registry {
         expires_at: Option<Timestamp>,
         reason: Option<&str>,
         now: Timestamp,
-    ) -> bool {
+    ) {
         let mut inner = self.lock();
         let Some(e) = inner.containers.get_mut(&id) else {
-            return false;
+            return;
         };
         if e.state != from {
-            return false;
+            return;
         }
         e.state = to;
         if expires_at.is_some() {
@@ -336,7 +336,6 @@ impl Registry {
                 );
             }
         }
-        true
     }
 
     pub fn hit(&self, key: &PoolKey) {
@@ -356,34 +355,60 @@ impl Registry {
         stats.last_error = Some((now, error));
     }
 
-    /// Plans against the current state and registers the work under the same lock,
-    /// so that no claim or on-demand start can slip between plan and dispatch.
+    /// Plans against a snapshot of the current state, then registers the planned
+    /// work, re-checking it against the state of that moment: the lock is held to
+    /// copy and to dispatch, not while planning, so claims are not held up by a
+    /// pass over a large pool.
+    ///
+    /// What may have changed in between is checked again: a stop or removal is
+    /// dispatched only if its container is still in the planned state and not busy,
+    /// and creations are trimmed to the global cap as it stands (on-demand starts may
+    /// have taken room). Only the reconciler creates pool containers, so the
+    /// per-pool targets cannot be overtaken meanwhile.
     pub fn plan_and_dispatch(
         &self,
         desired: &Desired,
         now: Timestamp,
     ) -> (Vec<Dispatch>, Option<Timestamp>) {
-        let mut inner = self.lock();
-        let observed = Observed {
-            containers: inner
-                .containers
-                .iter()
-                .map(|(id, e)| ObservedContainer {
-                    id: *id,
-                    key: e.key.clone(),
-                    state: e.state,
-                    on_demand: e.on_demand,
-                    created_at: e.created_at,
-                    expires_at: e.expires_at,
-                })
-                .collect(),
-            last_batch: inner.last_batch.clone(),
+        let observed = {
+            let inner = self.lock();
+            Observed {
+                containers: inner
+                    .containers
+                    .iter()
+                    .map(|(id, e)| ObservedContainer {
+                        id: *id,
+                        key: e.key.clone(),
+                        state: e.state,
+                        on_demand: e.on_demand,
+                        created_at: e.created_at,
+                        expires_at: e.expires_at,
+                    })
+                    .collect(),
+                last_batch: inner.last_batch.clone(),
+            }
         };
         let p = plan(desired, &observed, now);
+        if p.actions.is_empty() {
+            return (Vec::new(), p.wake_at);
+        }
+        let planned_state: HashMap<ContainerId, ContainerState> = observed
+            .containers
+            .iter()
+            .map(|c| (c.id, c.state))
+            .collect();
+
+        let mut inner = self.lock();
+        let mut room = desired.max_instances.saturating_sub(inner.live());
         let mut out = Vec::with_capacity(p.actions.len());
         for action in p.actions {
             match action {
                 Action::Create { key, count } => {
+                    let count = count.min(room);
+                    if count == 0 {
+                        continue;
+                    }
+                    room -= count;
                     inner.last_batch.insert(key.clone(), now);
                     for _ in 0..count {
                         let id = ContainerId::random();
@@ -397,7 +422,12 @@ impl Registry {
                     }
                 }
                 Action::Stop { id, reason } => {
-                    if let Some(e) = inner.containers.get_mut(&id).filter(|e| !e.busy) {
+                    let planned = planned_state.get(&id).copied();
+                    if let Some(e) = inner
+                        .containers
+                        .get_mut(&id)
+                        .filter(|e| !e.busy && Some(e.state) == planned)
+                    {
                         e.busy = true;
                         out.push(Dispatch::Stop {
                             id,
@@ -407,7 +437,11 @@ impl Registry {
                     }
                 }
                 Action::Remove { id } => {
-                    if let Some(e) = inner.containers.get_mut(&id).filter(|e| !e.busy) {
+                    if let Some(e) = inner
+                        .containers
+                        .get_mut(&id)
+                        .filter(|e| !e.busy && e.state == ContainerState::Failed)
+                    {
                         e.busy = true;
                         out.push(Dispatch::Remove { id });
                     }
@@ -448,14 +482,6 @@ impl Registry {
             .iter()
             .map(|(id, e)| (*id, e.clone()))
             .collect()
-    }
-
-    pub fn live_count(&self) -> u32 {
-        self.lock().live()
-    }
-
-    pub fn ready_count(&self, key: &PoolKey) -> usize {
-        self.lock().ready.get(key).map_or(0, |q| q.len())
     }
 }
 

@@ -78,6 +78,12 @@ impl Store {
             .map_err(open_err)?;
         migrations::migrate(&mut conn)?;
         let instance_id = instance_id(&conn)?;
+        // Checkpoints (the only fsyncs in WAL mode with synchronous=NORMAL) run on a
+        // thread of their own, so that no commit of the writer waits for one.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)
+            .map_err(open_err)?;
+        let checkpointer = Connection::open(&path).map_err(open_err)?;
+        configure(&checkpointer).map_err(open_err)?;
 
         let reader = Connection::open_with_flags(
             &path,
@@ -86,8 +92,10 @@ impl Store {
         .map_err(open_err)?;
         configure(&reader).map_err(open_err)?;
 
+        let writer = writer::spawn(conn, hook)?;
+        writer::spawn_checkpointer(checkpointer, &writer)?;
         Ok(Store {
-            writer: writer::spawn(conn, hook)?,
+            writer,
             reader: Arc::new(Mutex::new(reader)),
             path: Arc::new(path),
             instance_id: instance_id.into(),

@@ -77,6 +77,8 @@ struct Job {
 #[derive(Clone)]
 pub(crate) struct WriterHandle {
     tx: mpsc::Sender<Job>,
+    /// Dropped with the last handle: tells the checkpointer to finish.
+    alive: std::sync::Arc<()>,
 }
 
 impl WriterHandle {
@@ -101,7 +103,36 @@ pub(crate) fn spawn(
         .name("warmpool-store-writer".into())
         .spawn(move || run(conn, rx, hook))
         .map_err(|e| StoreError::Corrupt(format!("cannot start the store writer thread: {e}")))?;
-    Ok(WriterHandle { tx })
+    Ok(WriterHandle {
+        tx,
+        alive: std::sync::Arc::new(()),
+    })
+}
+
+/// How often the WAL is checkpointed into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Checkpoints the WAL (passively: it never blocks the writer) until the writer is
+/// gone, and once more at the end.
+pub(crate) fn spawn_checkpointer(
+    conn: Connection,
+    writer: &WriterHandle,
+) -> Result<(), StoreError> {
+    let alive = std::sync::Arc::downgrade(&writer.alive);
+    std::thread::Builder::new()
+        .name("warmpool-store-checkpoint".into())
+        .spawn(move || loop {
+            std::thread::sleep(CHECKPOINT_EVERY);
+            let last = alive.upgrade().is_none();
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "wal checkpoint failed");
+            }
+            if last {
+                return;
+            }
+        })
+        .map_err(|e| StoreError::Corrupt(format!("cannot start the checkpoint thread: {e}")))?;
+    Ok(())
 }
 
 fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, hook: Option<CommitHook>) {
@@ -168,7 +199,7 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
                 )?
                 .execute(params![
                     c.id.to_string(),
-                    c.key.pool,
+                    &*c.key.pool,
                     c.key.location.as_str(),
                     c.runtime,
                     c.on_demand,

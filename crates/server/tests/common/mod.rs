@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
@@ -266,8 +266,4 @@ pub fn instance_of_child(pid: i32) -> String {
 /// Pid from a process handle `pid:<pid>:<start>`.
 pub fn pid_of(handle: &str) -> i32 {
     handle.split(':').nth(1).unwrap().parse().unwrap()
-}
-
-pub fn data_dir(p: &tempfile::TempDir) -> PathBuf {
-    p.path().to_owned()
 }
