@@ -211,10 +211,17 @@ async fn stop_all(app: &Arc<App>) {
 
 /// Runs until SIGTERM or SIGINT, then shuts down.
 pub async fn run(config: Config) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Handlers first: a signal that arrives while starting must still shut down
+    // in order rather than kill the process and strand its containers.
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let running = start(config, None).await?;
     // One line on stdout, for people and for scripts that started us on port 0.
     println!("warmpool listening on http://{}", running.addr);
-    warmpool_sample_app::shutdown_signal().await;
-    tracing::info!("shutdown signal received");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+        _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+    }
     running.shutdown().await
 }

@@ -91,11 +91,10 @@ async fn kill_9_and_restart_adopts_keeps_ids_and_leaves_no_orphan() {
         .any(|(_, id)| *id == orphan_id));
 
     let second = Proc::spawn(dir.path(), &settings);
-    // The orphan is destroyed at start-up.
-    let status = orphan.wait().unwrap();
+    // The orphan is destroyed during start-up recovery, before warmpool listens.
     assert!(
-        !status.success(),
-        "orphan should have been killed: {status}"
+        orphan.try_wait().unwrap().is_some(),
+        "the orphan still runs after start-up"
     );
 
     // Every id handed out before the crash still answers: 200, or 410 once expired.
