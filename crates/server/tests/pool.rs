@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::{pid_of, poll, InProc};
+use common::{kill9_handle, pid_of, poll, poll_gone, process_gone, InProc};
 use warmpool_client::{ClaimRequest, ContainerQuery};
 
 const T: Duration = Duration::from_secs(30);
@@ -175,25 +175,8 @@ async fn expired_container_answers_410_and_its_process_is_gone() {
         .unwrap();
     let view = wp.client.container(&c.id).await.unwrap();
     let pid = pid_of(view.runtime_handle.as_deref().unwrap());
-    let url = format!("{}/container/{}/", wp.base, c.id);
-    let http = wp.http.clone();
-    let body: serde_json::Value = poll(T, "410 after expiry", || {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            let r = http.get(&url).send().await.ok()?;
-            if r.status() == 410 {
-                assert_eq!(r.headers()["content-type"], "application/problem+json");
-                r.json().await.ok()
-            } else {
-                None
-            }
-        }
-    })
-    .await;
-    assert!(
-        body["detail"].as_str().unwrap().contains("expired"),
-        "{body}"
-    );
+    let detail = poll_gone(&format!("{}/container/{}/", wp.base, c.id), T).await;
+    assert!(detail.contains("expired"), "{detail}");
     let client = wp.client.clone();
     let id = c.id.clone();
     poll(T, "expired container stopped", || {
@@ -203,13 +186,7 @@ async fn expired_container_answers_410_and_its_process_is_gone() {
     .await;
     let row = wp.client.container(&c.id).await.unwrap();
     assert_eq!(row.stop_reason.as_deref(), Some("expired"));
-    assert!(
-        !std::path::Path::new(&format!("/proc/{pid}")).exists()
-            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .unwrap_or_default()
-                .contains(") Z"),
-        "process {pid} still runs"
-    );
+    assert!(process_gone(pid), "process {pid} still runs");
     wp.shutdown().await;
 }
 
@@ -231,11 +208,7 @@ async fn killed_children_are_replaced_and_never_handed_out() {
         .unwrap()
         .containers;
     let victim = ready[0].clone();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid_of(victim.runtime_handle.as_deref().unwrap())),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    kill9_handle(victim.runtime_handle.as_deref());
 
     // Noticed at once (not at the hour-long tick), recorded, and replaced.
     let client = wp.client.clone();
@@ -266,25 +239,8 @@ async fn allocated_container_that_dies_answers_410_with_its_exit() {
     wp.wait_ready("default", 1, T).await;
     let c = wp.client.claim(&ClaimRequest::default()).await.unwrap();
     let view = wp.client.container(&c.id).await.unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid_of(view.runtime_handle.as_deref().unwrap())),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let url = format!("{}/container/{}/", wp.base, c.id);
-    let http = wp.http.clone();
-    let detail: String = poll(T, "410 after death", || {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            let r = http.get(&url).send().await.ok()?;
-            if r.status() != 410 {
-                return None;
-            }
-            let p: serde_json::Value = r.json().await.ok()?;
-            Some(p["detail"].as_str()?.to_owned())
-        }
-    })
-    .await;
+    kill9_handle(view.runtime_handle.as_deref());
+    let detail = poll_gone(&format!("{}/container/{}/", wp.base, c.id), T).await;
     assert!(
         detail.contains("exited") && detail.contains("signal 9"),
         "{detail}"
@@ -426,11 +382,7 @@ async fn shutdown_stops_every_child_and_records_it() {
     let store = wp.app().store.clone();
     wp.shutdown().await;
     for pid in pids {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        assert!(
-            stat.is_empty() || stat.contains(") Z"),
-            "child {pid} survived shutdown"
-        );
+        assert!(process_gone(pid), "child {pid} survived shutdown");
     }
     for (state, _) in store.count_by_state().await.unwrap() {
         assert_eq!(state, warmpool_core::ContainerState::Stopped);

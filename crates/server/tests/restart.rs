@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{instance_of_child, pid_of, poll, tagged_processes, wait_ready, Proc};
+use common::{
+    instance_of_child, kill9_handle, pid_of, poll, poll_gone, tagged_processes, wait_ready, Proc,
+};
 use warmpool_client::{ClaimRequest, ContainerQuery};
 
 const T: Duration = Duration::from_secs(30);
@@ -62,11 +64,7 @@ async fn kill_9_and_restart_adopts_keeps_ids_and_leaves_no_orphan() {
 
     first.kill9();
     // While warmpool is down, one of its ready containers dies too.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid_of(doomed.runtime_handle.as_deref().unwrap())),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    kill9_handle(doomed.runtime_handle.as_deref());
 
     // An orphan: a process carrying our tag that the store has never heard of.
     let orphan_id = uuid::Uuid::new_v4().to_string();
@@ -103,12 +101,8 @@ async fn kill_9_and_restart_adopts_keeps_ids_and_leaves_no_orphan() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-container-id"], long.id.as_str());
-    let url = format!("{}/container/{}/", second.base, short.id);
-    poll(T, "the short-lived id to answer 410", || {
-        let url = url.clone();
-        async move { (reqwest::get(&url).await.ok()?.status() == 410).then_some(()) }
-    })
-    .await;
+    let detail = poll_gone(&format!("{}/container/{}/", second.base, short.id), T).await;
+    assert!(detail.contains("expired"), "{detail}");
 
     // The pool is back at target, and the books balance: what runs with our tag is
     // exactly what the store says is live.

@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{poll, InProc};
+use common::{poll, poll_gone, InProc};
 use warmpool_client::ClaimRequest;
 use warmpool_runtime::{SimMode, SimRuntime};
 use warmpool_server::reconciler::reconcile_once;
@@ -118,20 +118,7 @@ async fn dead_ready_containers_are_replaced_and_dead_allocated_ones_answer_410()
     let c = wp.client.claim(&ClaimRequest::default()).await.unwrap();
     assert_ne!(c.id, dead);
     assert!(sim.kill(c.id.parse().unwrap(), 3));
-    let url = format!("{}/container/{}/x", wp.base, c.id);
-    let http = wp.http.clone();
-    let detail = poll(T, "410 for the dead allocated container", || {
-        let (http, url) = (http.clone(), url.clone());
-        async move {
-            let r = http.get(&url).send().await.ok()?;
-            if r.status() != 410 {
-                return None;
-            }
-            let v: serde_json::Value = r.json().await.ok()?;
-            Some(v["detail"].as_str()?.to_owned())
-        }
-    })
-    .await;
+    let detail = poll_gone(&format!("{}/container/{}/x", wp.base, c.id), T).await;
     assert!(detail.contains("exited with code 3"), "{detail}");
     let v = wp.client.container(&c.id).await.unwrap();
     assert_eq!(v.exit_code, Some(3));

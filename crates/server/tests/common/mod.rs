@@ -263,6 +263,40 @@ pub fn instance_of_child(pid: i32) -> String {
         .unwrap()
 }
 
+/// Polls `url` until it answers 410, checks it is a problem document, and
+/// returns its detail.
+pub async fn poll_gone(url: &str, within: Duration) -> String {
+    let http = reqwest::Client::new();
+    let url = url.to_owned();
+    poll(within, &format!("410 from {url}"), move || {
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let r = http.get(&url).send().await.ok()?;
+            if r.status() != 410 {
+                return None;
+            }
+            assert_eq!(r.headers()["content-type"], "application/problem+json");
+            let p: serde_json::Value = r.json().await.ok()?;
+            Some(p["detail"].as_str()?.to_owned())
+        }
+    })
+    .await
+}
+
+/// `kill -9` of the process behind a process-runtime handle.
+pub fn kill9_handle(handle: Option<&str>) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid_of(handle.expect("a process handle"))),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+}
+
+/// The process no longer runs (gone, or a zombie waiting to be reaped).
+pub fn process_gone(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| s.contains(") Z"))
+}
+
 /// Pid from a process handle `pid:<pid>:<start>`.
 pub fn pid_of(handle: &str) -> i32 {
     handle.split(':').nth(1).unwrap().parse().unwrap()
