@@ -126,18 +126,8 @@ impl Registry {
                 .or_default()
                 .push_back(id);
         }
-        if let (ContainerState::Allocated, Some(addr), Some(exp)) =
-            (entry.state, entry.address.as_deref(), entry.expires_at)
-        {
-            if let Ok(upstream) = addr.parse() {
-                self.routes.write().unwrap().insert(
-                    id,
-                    Route::Live {
-                        upstream,
-                        expires_at: exp,
-                    },
-                );
-            }
+        if let Some(route) = live_route(&entry) {
+            self.routes.write().unwrap().insert(id, route);
         }
         inner.containers.insert(id, entry);
     }
@@ -291,17 +281,7 @@ impl Registry {
         }
         let key = e.key.clone();
         let joins_pool = to == ContainerState::Ready && !e.on_demand;
-        let live_route = match (
-            to,
-            e.address.as_deref().and_then(|a| a.parse().ok()),
-            e.expires_at,
-        ) {
-            (ContainerState::Allocated, Some(upstream), Some(expires_at)) => Some(Route::Live {
-                upstream,
-                expires_at,
-            }),
-            _ => None,
-        };
+        let live_route = live_route(e);
         if from == ContainerState::Ready && to != ContainerState::Allocated {
             if let Some(q) = inner.ready.get_mut(&key) {
                 q.retain(|x| *x != id);
@@ -482,6 +462,17 @@ impl Registry {
             .iter()
             .map(|(id, e)| (*id, e.clone()))
             .collect()
+    }
+}
+
+/// The proxy route of an allocated container with a known address.
+fn live_route(e: &Entry) -> Option<Route> {
+    match (e.state, e.address.as_deref()?.parse().ok()?, e.expires_at?) {
+        (ContainerState::Allocated, upstream, expires_at) => Some(Route::Live {
+            upstream,
+            expires_at,
+        }),
+        _ => None,
     }
 }
 
