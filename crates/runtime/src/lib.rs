@@ -4,6 +4,7 @@
 //! Runtimes with heavy dependencies (Docker, Kubernetes) live in crates of their own
 //! and implement the same trait.
 
+pub mod conformance;
 mod probe;
 mod process;
 mod sim;

@@ -36,7 +36,6 @@ struct State {
     containers: HashMap<ContainerId, Status>,
     fail_starts: u32,
     fail_readies: u32,
-    next_handle: u64,
     starts: u64,
 }
 
@@ -57,7 +56,6 @@ impl SimRuntime {
                 containers: HashMap::new(),
                 fail_starts: 0,
                 fail_readies: 0,
-                next_handle: 0,
                 starts: 0,
             }),
             changed: Notify::new(),
@@ -148,6 +146,11 @@ impl SimRuntime {
     }
 }
 
+/// A simulated container's handle: derived from its id, so listing gives it back.
+fn handle_of(id: ContainerId) -> String {
+    format!("sim-{id}")
+}
+
 #[async_trait]
 impl Runtime for SimRuntime {
     fn name(&self) -> &'static str {
@@ -161,8 +164,7 @@ impl Runtime for SimRuntime {
             st.fail_starts -= 1;
             return Err(RuntimeError::Injected("start refused".into()));
         }
-        st.next_handle += 1;
-        let handle = format!("sim-{}", st.next_handle);
+        let handle = handle_of(spec.id);
         st.containers.insert(spec.id, Status::Starting);
         Ok(Started {
             handle,
@@ -254,7 +256,7 @@ impl Runtime for SimRuntime {
             .iter()
             .map(|(id, s)| OwnedContainer {
                 id: *id,
-                handle: "sim".into(),
+                handle: handle_of(*id),
                 address: Some(self.address.clone()),
                 running: matches!(s, Status::Starting | Status::Running),
             })

@@ -52,6 +52,10 @@ pub fn router(config: &Config) -> Router {
         .route("/healthz", get(healthz).fallback(echo))
         .route("/ws", get(websocket_or_text).fallback(echo))
         .route("/admin/update-text", post(update_text).fallback(not_found))
+        .route(
+            "/admin/allocate-mib/{mib}",
+            post(allocate).fallback(not_found),
+        )
         .route("/admin", any(not_found))
         .route("/admin/", any(not_found))
         .route("/admin/{*rest}", any(not_found))
@@ -138,6 +142,21 @@ async fn add_container_headers(
 /// `GET`/`HEAD` serve the text file; every other method is echoed.
 fn text_or_echo() -> MethodRouter<Arc<Path>> {
     get(serve_text).fallback(echo)
+}
+
+/// `POST /admin/allocate-mib/{n}`: allocates and touches `n` MiB and keeps it, so
+/// that tests can check a runtime's memory limit (an admin path: never reachable
+/// through warmpool's proxy).
+async fn allocate(axum::extract::Path(mib): axum::extract::Path<usize>) -> Response {
+    static HELD: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+    if mib > 64 * 1024 {
+        return (StatusCode::UNPROCESSABLE_ENTITY, "at most 65536 MiB").into_response();
+    }
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..mib {
+        held.push(vec![1u8; 1024 * 1024]);
+    }
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn healthz() -> &'static str {

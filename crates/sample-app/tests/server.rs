@@ -353,3 +353,23 @@ async fn shutdown_lets_the_request_in_flight_finish() {
         .unwrap()
         .unwrap();
 }
+
+#[tokio::test]
+async fn allocate_holds_memory_and_bounds_its_input() {
+    let server = TestServer::start().await;
+    let ok = server
+        .client
+        .post(server.url("/admin/allocate-mib/2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::NO_CONTENT);
+    let too_much = server
+        .client
+        .post(server.url("/admin/allocate-mib/70000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(too_much.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    server.stop().await;
+}

@@ -164,7 +164,7 @@ impl App {
         let spec = ContainerSpec {
             id,
             key: key.clone(),
-            env: Vec::new(),
+            env: self.config.app_env.clone(),
         };
         match self.start_and_wait(&spec).await {
             Ok(started) => {

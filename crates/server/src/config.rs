@@ -14,6 +14,8 @@ pub enum RuntimeKind {
     /// The simulated runtime (containers are entries in memory); for tests and
     /// benchmarks of warmpool's own overhead.
     Sim,
+    /// Docker Engine containers from `image`.
+    Docker,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -41,6 +43,18 @@ pub struct Config {
     pub tombstone_retention: Duration,
     /// Where the simulated runtime says its containers listen.
     pub sim_address: String,
+    /// Extra `KEY=value` env of every container.
+    pub app_env: Vec<(String, String)>,
+    /// Image of each container (Docker runtime).
+    pub image: String,
+    pub docker_network: String,
+    pub docker_publish: bool,
+    /// Port the app listens on inside a container (Docker runtime).
+    pub container_port: u16,
+    pub vcpu: Option<f64>,
+    pub memory_mib: Option<u64>,
+    pub pids_limit: Option<i64>,
+    pub disk_mb: Option<u64>,
 }
 
 /// One setting: its env var, its `serve` flag, its default and what it means.
@@ -61,7 +75,7 @@ macro_rules! settings {
 settings! {
     "WARMPOOL_LISTEN", "listen", "127.0.0.1:8787", "address the API and proxy listen on";
     "WARMPOOL_DATA_DIR", "data-dir", "./.warmpool", "directory of the SQLite store (warmpool.db) and container work dirs";
-    "WARMPOOL_RUNTIME", "runtime", "process", "what runs containers: process (local child processes) or sim (simulated, for tests)";
+    "WARMPOOL_RUNTIME", "runtime", "process", "what runs containers: process (local child processes), docker (Docker Engine) or sim (simulated, for tests)";
     "WARMPOOL_COMMAND", "command", "", "command of each container, shell-style words (default: this binary's own sample-app)";
     "WARMPOOL_HEALTH_PATH", "health-path", "/healthz", "readiness probe path";
     "WARMPOOL_POOL", "pool", "default", "name of the pool";
@@ -78,6 +92,15 @@ settings! {
     "WARMPOOL_RECONCILE_INTERVAL_SECONDS", "reconcile-interval", "5", "safety-net period of the reconciler";
     "WARMPOOL_TOMBSTONE_HOURS", "tombstone-hours", "24", "hours an ended container's id answers 410 instead of 404";
     "WARMPOOL_SIM_ADDRESS", "sim-address", "127.0.0.1:9", "address the simulated runtime reports for its containers";
+    "WARMPOOL_APP_ENV", "app-env", "", "extra env of every container, shell-style KEY=value words";
+    "WARMPOOL_IMAGE", "image", "warmpool/sample-app:latest", "image of each container (docker runtime)";
+    "WARMPOOL_DOCKER_NETWORK", "docker-network", "warmpool", "bridge network containers join (created if missing)";
+    "WARMPOOL_DOCKER_PUBLISH", "docker-publish", "false", "publish container ports on 127.0.0.1 instead of using bridge IPs (hosts that cannot reach them)";
+    "WARMPOOL_CONTAINER_PORT", "container-port", "8080", "port the app listens on inside a container (docker runtime)";
+    "WARMPOOL_VCPU", "vcpu", "0.25", "CPUs per container (docker runtime; 0 for no limit)";
+    "WARMPOOL_MEMORY_MIB", "memory-mib", "256", "hard memory limit per container, no swap (docker runtime; 0 for none)";
+    "WARMPOOL_PIDS_LIMIT", "pids-limit", "256", "processes per container (docker runtime; 0 for no limit)";
+    "WARMPOOL_DISK_MB", "disk-mb", "512", "writable layer size per container, where the storage driver supports it (docker runtime; 0 for none)";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -139,7 +162,8 @@ impl Config {
         let runtime = match v.as_str() {
             "process" => RuntimeKind::Process,
             "sim" => RuntimeKind::Sim,
-            _ => return Err(err(k, &v, "expected process or sim")),
+            "docker" => RuntimeKind::Docker,
+            _ => return Err(err(k, &v, "expected process, docker or sim")),
         };
         let (k, v) = get("WARMPOOL_COMMAND");
         let command = shell_words::split(&v).map_err(|e| err(k, &v, &e.to_string()))?;
@@ -174,6 +198,49 @@ impl Config {
             return Err(err(k, &sim_address, "expected host:port"));
         }
 
+        let (k, v) = get("WARMPOOL_APP_ENV");
+        let mut app_env = Vec::new();
+        for word in shell_words::split(&v).map_err(|e| err(k, &v, &e.to_string()))? {
+            match word.split_once('=') {
+                Some((name, value)) if !name.is_empty() && !name.contains(char::is_whitespace) => {
+                    app_env.push((name.to_owned(), value.to_owned()))
+                }
+                _ => {
+                    return Err(err(
+                        k,
+                        &v,
+                        &format!("expected KEY=value words, got {word:?}"),
+                    ))
+                }
+            }
+        }
+        let (k, v) = get("WARMPOOL_DOCKER_PUBLISH");
+        let docker_publish = match v.as_str() {
+            "1" | "true" | "yes" => true,
+            "0" | "false" | "no" => false,
+            _ => return Err(err(k, &v, "expected true or false")),
+        };
+        let (k, v) = get("WARMPOOL_VCPU");
+        let vcpu: f64 = v
+            .parse()
+            .map_err(|_| err(k, &v, "expected a number of CPUs"))?;
+        if !vcpu.is_finite() || !(0.0..=1024.0).contains(&vcpu) {
+            return Err(err(k, &v, "expected 0 to 1024 CPUs"));
+        }
+        let (_, image) = get("WARMPOOL_IMAGE");
+        let (k, docker_network) = get("WARMPOOL_DOCKER_NETWORK");
+        if !docker_network
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            return Err(err(
+                k,
+                &docker_network,
+                "expected letters, digits, -, _ or .",
+            ));
+        }
+        let nonzero = |n: u32| (n > 0).then_some(n);
+
         Ok(Config {
             listen,
             data_dir: PathBuf::from(data_dir),
@@ -194,6 +261,15 @@ impl Config {
             reconcile_interval: secs("WARMPOOL_RECONCILE_INTERVAL_SECONDS", 0.05, 3600.0)?,
             tombstone_retention: secs("WARMPOOL_TOMBSTONE_HOURS", 0.0, 8760.0)? * 3600,
             sim_address,
+            app_env,
+            image,
+            docker_network,
+            docker_publish,
+            container_port: num("WARMPOOL_CONTAINER_PORT", 1, 65535)? as u16,
+            vcpu: (vcpu > 0.0).then_some(vcpu),
+            memory_mib: nonzero(num("WARMPOOL_MEMORY_MIB", 0, 1_048_576)?).map(u64::from),
+            pids_limit: nonzero(num("WARMPOOL_PIDS_LIMIT", 0, 4_194_304)?).map(i64::from),
+            disk_mb: nonzero(num("WARMPOOL_DISK_MB", 0, 1_048_576_000)?).map(u64::from),
         })
     }
 
@@ -238,8 +314,19 @@ mod tests {
             ("WARMPOOL_LOCATIONS", "wnam, weur,wnam"),
             ("WARMPOOL_COMMAND", "python3 -m 'http.server' 8080"),
             ("WARMPOOL_RUNTIME", "sim"),
+            ("WARMPOOL_APP_ENV", "GREETING='hello world' EMPTY="),
+            ("WARMPOOL_VCPU", "0"),
         ])
         .unwrap();
+        assert_eq!(
+            c.app_env,
+            vec![
+                ("GREETING".into(), "hello world".into()),
+                ("EMPTY".into(), "".into())
+            ]
+        );
+        assert_eq!(c.vcpu, None);
+        assert_eq!(c.memory_mib, Some(256));
         assert_eq!(c.target, 5);
         assert_eq!(c.batch_spacing, Duration::from_millis(250));
         assert_eq!(c.locations, vec![Location::Wnam, Location::Weur]);
@@ -261,6 +348,11 @@ mod tests {
             ("WARMPOOL_HEALTH_PATH", "healthz"),
             ("WARMPOOL_MAX_INSTANCES", "0"),
             ("WARMPOOL_POOL", "a b"),
+            ("WARMPOOL_APP_ENV", "NOEQUALS"),
+            ("WARMPOOL_DOCKER_PUBLISH", "maybe"),
+            ("WARMPOOL_VCPU", "-1"),
+            ("WARMPOOL_MEMORY_MIB", "lots"),
+            ("WARMPOOL_CONTAINER_PORT", "70000"),
         ] {
             let e = check(&[(k, v)]).unwrap_err();
             assert_eq!(e.key, k, "{k}={v}");

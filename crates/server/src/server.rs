@@ -12,6 +12,7 @@ use axum::Router;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use warmpool_core::ContainerState;
+use warmpool_docker::{DockerConfig, DockerRuntime};
 use warmpool_runtime::{ProcessConfig, ProcessRuntime, Runtime, SimMode, SimRuntime};
 use warmpool_store::{CommitHook, Store};
 
@@ -51,7 +52,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
 }
 
 /// The runtime the configuration asks for.
-pub fn build_runtime(config: &Config, instance_id: &str) -> anyhow::Result<Arc<dyn Runtime>> {
+pub async fn build_runtime(config: &Config, instance_id: &str) -> anyhow::Result<Arc<dyn Runtime>> {
     Ok(match config.runtime {
         RuntimeKind::Process => {
             let command = if config.command.is_empty() {
@@ -73,6 +74,21 @@ pub fn build_runtime(config: &Config, instance_id: &str) -> anyhow::Result<Arc<d
             SimMode::Instant,
             config.sim_address.clone(),
         )),
+        RuntimeKind::Docker => DockerRuntime::connect(DockerConfig {
+            image: config.image.clone(),
+            instance_id: instance_id.to_owned(),
+            network: config.docker_network.clone(),
+            container_port: config.container_port,
+            health_path: config.health_path.clone(),
+            vcpu: config.vcpu,
+            memory_mib: config.memory_mib,
+            pids_limit: config.pids_limit,
+            disk_mb: config.disk_mb,
+            publish: config.docker_publish,
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!(crate::app::error_chain(&e)))
+        .context("cannot use the Docker Engine")?,
     })
 }
 
@@ -98,7 +114,7 @@ pub async fn start(config: Config, runtime: Option<Arc<dyn Runtime>>) -> anyhow:
         .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
     let runtime = match runtime {
         Some(r) => r,
-        None => build_runtime(&config, store.instance_id())?,
+        None => build_runtime(&config, store.instance_id()).await?,
     };
     tracing::info!(instance_id = store.instance_id(), runtime = runtime.name(), data_dir = %config.data_dir.display(), "starting warmpool");
     let listen = config.listen;

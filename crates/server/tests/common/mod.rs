@@ -91,19 +91,112 @@ impl InProc {
 }
 
 impl Drop for InProc {
-    /// A test that panicked did not shut down: kill its children so none outlive it.
+    /// A test that panicked did not shut down: kill its containers (processes or
+    /// Docker containers) so none outlive it.
     fn drop(&mut self) {
         if let Some(r) = &self.running {
+            let mut docker = Vec::new();
             for (_, e) in r.app.registry.live() {
-                if let Some(h) = e.handle.as_deref().filter(|h| h.starts_with("pid:")) {
-                    let _ = nix::sys::signal::killpg(
-                        nix::unistd::Pid::from_raw(pid_of(h)),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
+                match e.handle.as_deref() {
+                    Some(h) if h.starts_with("pid:") => {
+                        let _ = nix::sys::signal::killpg(
+                            nix::unistd::Pid::from_raw(pid_of(h)),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                    Some(h) => docker.push(h.to_owned()),
+                    None => {}
                 }
+            }
+            if !docker.is_empty() {
+                let _ = Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(&docker)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
     }
+}
+
+/// The image the Docker tests run.
+pub const IMAGE: &str = "warmpool/sample-app:latest";
+
+/// Whether the Docker tests can run: a daemon answers and the sample image is
+/// built. Otherwise they skip with a printed reason, or fail when
+/// `WARMPOOL_REQUIRE_DOCKER=1` (as in CI).
+pub fn docker_ready(test: &str) -> bool {
+    let ok = |args: &[&str]| {
+        Command::new("docker")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let reason = if !ok(&["info"]) {
+        Some("no Docker daemon is reachable".to_owned())
+    } else if !ok(&["image", "inspect", IMAGE]) {
+        Some(format!(
+            "image {IMAGE} is missing (build it with scripts/build-sample-image.sh)"
+        ))
+    } else {
+        None
+    };
+    match reason {
+        None => true,
+        Some(r) if std::env::var("WARMPOOL_REQUIRE_DOCKER").as_deref() == Ok("1") => {
+            panic!("{test}: {r}, and WARMPOOL_REQUIRE_DOCKER=1")
+        }
+        Some(r) => {
+            eprintln!("skipping {test}: {r}");
+            false
+        }
+    }
+}
+
+/// `docker inspect` of one object, as JSON (`None` if it does not exist).
+pub fn docker_inspect(what: &str) -> Option<serde_json::Value> {
+    let out = Command::new("docker")
+        .args(["inspect", what])
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return None;
+    }
+    let mut v: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    v.pop()
+}
+
+/// Runs a docker CLI command that must succeed; returns its trimmed stdout.
+pub fn docker(args: &[&str]) -> String {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Ids of the containers labelled with warmpool `instance` (running or not).
+pub fn docker_owned(instance: &str) -> Vec<String> {
+    let out = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=dev.warmpool.instance={instance}"),
+        "--format",
+        "{{.Label \"dev.warmpool.container-id\"}}",
+    ]);
+    let mut ids: Vec<String> = out
+        .lines()
+        .map(str::to_owned)
+        .filter(|l| !l.is_empty())
+        .collect();
+    ids.sort();
+    ids
 }
 
 pub async fn ready_count(client: &Client, location: &str) -> u32 {

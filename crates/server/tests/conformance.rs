@@ -1,0 +1,79 @@
+//! The runtime conformance suite (`warmpool_runtime::conformance`) run against every
+//! runtime: the process runtime running the real sample app, the simulated runtime,
+//! and Docker running the sample image.
+
+mod common;
+
+use std::sync::Arc;
+
+use warmpool_core::{ContainerId, Location, PoolKey};
+use warmpool_docker::{DockerConfig, DockerRuntime};
+use warmpool_runtime::{
+    conformance, ContainerSpec, ProcessConfig, ProcessRuntime, SimMode, SimRuntime,
+};
+
+fn spec() -> ContainerSpec {
+    ContainerSpec {
+        id: ContainerId::random(),
+        key: PoolKey::new("conformance", Location::Default),
+        env: Vec::new(),
+    }
+}
+
+fn instance() -> String {
+    format!("conformance-{}", &ContainerId::random().to_string()[..8])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn process_runtime_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = ProcessRuntime::new(ProcessConfig {
+        command: vec![common::bin().into(), "sample-app".into()],
+        health_path: "/healthz".into(),
+        instance_id: instance(),
+        work_root: dir.path().to_owned(),
+        inherit_stderr: false,
+    });
+    conformance::check(&rt, spec, true, |_, started| async move {
+        common::kill9_handle(Some(&started.handle));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sim_runtime_conforms() {
+    let rt = Arc::new(SimRuntime::new(SimMode::Instant, "127.0.0.1:9"));
+    let sim = rt.clone();
+    conformance::check(rt.as_ref(), spec, false, move |id, _| {
+        let sim = sim.clone();
+        async move {
+            assert!(sim.kill(id, 137));
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_runtime_conforms() {
+    if !common::docker_ready("docker_runtime_conforms") {
+        return;
+    }
+    let rt = DockerRuntime::connect(DockerConfig {
+        image: common::IMAGE.into(),
+        instance_id: instance(),
+        network: "warmpool-test".into(),
+        container_port: 8080,
+        health_path: "/healthz".into(),
+        vcpu: Some(0.5),
+        memory_mib: Some(64),
+        pids_limit: Some(64),
+        disk_mb: None,
+        publish: false,
+    })
+    .await
+    .unwrap();
+    conformance::check(rt.as_ref(), spec, true, |_, started| async move {
+        common::docker(&["kill", &started.handle]);
+    })
+    .await;
+}

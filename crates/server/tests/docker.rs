@@ -1,0 +1,283 @@
+//! The core scenarios against a real Docker Engine running the sample image: fill
+//! in batches, claim and proxy, refill, expiry, `docker kill`/`docker rm -f`,
+//! `kill -9` of warmpool with adoption and orphan removal, and the memory limit.
+//! Each test skips with a reason when Docker is not there, unless
+//! `WARMPOOL_REQUIRE_DOCKER=1`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::{
+    docker, docker_inspect, docker_owned, docker_ready, poll, poll_gone, wait_ready, InProc, Proc,
+};
+use warmpool_client::{ClaimRequest, ContainerQuery};
+
+const T: Duration = Duration::from_secs(60);
+
+fn docker_settings<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut s = vec![
+        ("WARMPOOL_RUNTIME", "docker"),
+        ("WARMPOOL_DOCKER_NETWORK", "warmpool-test"),
+        ("WARMPOOL_STOP_GRACE_SECONDS", "2"),
+    ];
+    s.extend_from_slice(extra);
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_pool_fills_in_batches_with_limits_labels_and_proxy() {
+    if !docker_ready("docker_pool_fills_in_batches_with_limits_labels_and_proxy") {
+        return;
+    }
+    let mut wp = InProc::start(&docker_settings(&[
+        ("POOL_TARGET_INSTANCES", "3"),
+        ("POOL_BATCH_SIZE", "2"),
+        ("POOL_BATCH_SPACING_IN_SECONDS", "0.5"),
+        ("WARMPOOL_RECONCILE_INTERVAL_SECONDS", "3600"),
+    ]))
+    .await;
+    wp.wait_ready("default", 3, T).await;
+    let mut created: Vec<i64> = wp
+        .app()
+        .store
+        .containers(Default::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.created_at.0)
+        .collect();
+    created.sort();
+    assert_eq!(created.len(), 3);
+    assert!(
+        created[1] - created[0] < 300 && created[2] - created[1] >= 490,
+        "{created:?}"
+    );
+
+    let ready = wp
+        .client
+        .containers(&ContainerQuery::default())
+        .await
+        .unwrap()
+        .containers;
+    let c = &ready[0];
+    let inspect = docker_inspect(&format!("warmpool-{}", c.id)).expect("named warmpool-<id>");
+    let labels = &inspect["Config"]["Labels"];
+    assert_eq!(labels["dev.warmpool.container-id"], c.id.as_str());
+    assert_eq!(labels["dev.warmpool.pool"], "default");
+    assert_eq!(labels["dev.warmpool.location"], "default");
+    assert!(labels["dev.warmpool.instance"]
+        .as_str()
+        .is_some_and(|s| !s.is_empty()));
+    let hc = &inspect["HostConfig"];
+    assert_eq!(hc["NanoCpus"], 250_000_000);
+    assert_eq!(hc["Memory"], 256 * 1024 * 1024);
+    assert_eq!(hc["MemorySwap"], 256 * 1024 * 1024, "no swap");
+    assert_eq!(hc["PidsLimit"], 256);
+    assert_eq!(hc["NetworkMode"], "warmpool-test");
+    assert!(
+        inspect["NetworkSettings"]["Ports"]["8080/tcp"].is_null(),
+        "no host port published"
+    );
+    let ip = inspect["NetworkSettings"]["Networks"]["warmpool-test"]["IPAddress"]
+        .as_str()
+        .unwrap();
+    assert_eq!(c.address.as_deref(), Some(format!("{ip}:8080").as_str()));
+
+    let claimed = wp.client.claim(&ClaimRequest::default()).await.unwrap();
+    let r = wp
+        .http
+        .get(format!("{}/container/{}/hello", wp.base, claimed.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-container-id"], claimed.id.as_str());
+    assert_eq!(r.headers()["x-container-location"], "default");
+    assert!(
+        r.headers().contains_key("x-container-region")
+            && r.headers().contains_key("x-container-country")
+    );
+    assert_eq!(r.text().await.unwrap(), "No Content");
+    wp.wait_ready("default", 3, T).await;
+    wp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_expiry_kill_and_removal_are_handled() {
+    if !docker_ready("docker_expiry_kill_and_removal_are_handled") {
+        return;
+    }
+    let mut wp = InProc::start(&docker_settings(&[
+        ("POOL_TARGET_INSTANCES", "2"),
+        ("WARMPOOL_RECONCILE_INTERVAL_SECONDS", "3600"),
+    ]))
+    .await;
+    wp.wait_ready("default", 2, T).await;
+
+    // An expired container answers 410 and is removed from Docker.
+    let short = wp
+        .client
+        .claim(&ClaimRequest {
+            location: None,
+            max_lifetime_in_seconds: Some(1),
+        })
+        .await
+        .unwrap();
+    let detail = poll_gone(&format!("{}/container/{}/", wp.base, short.id), T).await;
+    assert!(detail.contains("expired"), "{detail}");
+    let name = format!("warmpool-{}", short.id);
+    poll(T, "the expired container to be removed", || {
+        let name = name.clone();
+        async move { docker_inspect(&name).is_none().then_some(()) }
+    })
+    .await;
+
+    // `docker kill` of an allocated container: 410 with its exit code.
+    wp.wait_ready("default", 2, T).await;
+    let c = wp.client.claim(&ClaimRequest::default()).await.unwrap();
+    docker(&["kill", &format!("warmpool-{}", c.id)]);
+    let detail = poll_gone(&format!("{}/container/{}/", wp.base, c.id), T).await;
+    assert!(detail.contains("exited with code 137"), "{detail}");
+
+    // `docker kill` and `docker rm -f` of ready ones: replaced, never handed out.
+    wp.wait_ready("default", 2, T).await;
+    let ready: Vec<String> = wp
+        .client
+        .containers(&ContainerQuery {
+            state: Some("ready".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .containers
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    docker(&["kill", &format!("warmpool-{}", ready[0])]);
+    docker(&["rm", "-f", &format!("warmpool-{}", ready[1])]);
+    let client = wp.client.clone();
+    let dead = ready.clone();
+    poll(T, "both dead containers recorded", || {
+        let (client, dead) = (client.clone(), dead.clone());
+        async move {
+            for id in &dead {
+                if client.container(id).await.ok()?.state == "ready" {
+                    return None;
+                }
+            }
+            Some(())
+        }
+    })
+    .await;
+    wp.wait_ready("default", 2, T).await;
+    for _ in 0..2 {
+        let c = wp.client.claim(&ClaimRequest::default()).await.unwrap();
+        assert!(!ready.contains(&c.id), "a dead container was handed out");
+    }
+    wp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_kill_9_and_restart_adopt_and_remove_orphans() {
+    if !docker_ready("docker_kill_9_and_restart_adopt_and_remove_orphans") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let settings = docker_settings(&[("POOL_TARGET_INSTANCES", "2")]);
+    let mut first = Proc::spawn(dir.path(), &settings);
+    wait_ready(&first.client, "default", 2, T).await;
+    let claimed = first.client.claim(&ClaimRequest::default()).await.unwrap();
+    wait_ready(&first.client, "default", 2, T).await;
+    let before = first.client.container(&claimed.id).await.unwrap();
+    let inspect = docker_inspect(&format!("warmpool-{}", claimed.id)).unwrap();
+    let instance = inspect["Config"]["Labels"]["dev.warmpool.instance"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    first.kill9();
+
+    // An orphan: labelled as ours, unknown to the store.
+    let orphan = uuid::Uuid::new_v4().to_string();
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &format!("warmpool-{orphan}"),
+        "--label",
+        &format!("dev.warmpool.instance={instance}"),
+        "--label",
+        &format!("dev.warmpool.container-id={orphan}"),
+        "--network",
+        "warmpool-test",
+        common::IMAGE,
+    ]);
+
+    let second = Proc::spawn(dir.path(), &settings);
+    assert!(
+        docker_inspect(&format!("warmpool-{orphan}")).is_none(),
+        "the orphan survived start-up"
+    );
+    // The claimed container was adopted, not restarted: same handle, still routes.
+    let after = second.client.container(&claimed.id).await.unwrap();
+    assert_eq!(after.state, "allocated");
+    assert_eq!(after.runtime_handle, before.runtime_handle);
+    let r = reqwest::get(format!("{}/container/{}/", second.base, claimed.id))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_ready(&second.client, "default", 2, T).await;
+    let second_ref = &second;
+    let inst = instance.clone();
+    poll(T, "docker and the store to agree", || {
+        let inst = inst.clone();
+        async move {
+            let labelled: BTreeSet<String> = docker_owned(&inst).into_iter().collect();
+            let live: BTreeSet<String> = second_ref
+                .client
+                .containers(&ContainerQuery::default())
+                .await
+                .ok()?
+                .containers
+                .into_iter()
+                .filter(|c| c.state != "stopped")
+                .map(|c| c.id)
+                .collect();
+            (labelled == live).then_some(())
+        }
+    })
+    .await;
+    drop(second);
+    assert!(
+        docker_owned(&instance).is_empty(),
+        "containers left after shutdown"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_memory_limit_is_enforced_and_reported_as_oom() {
+    if !docker_ready("docker_memory_limit_is_enforced_and_reported_as_oom") {
+        return;
+    }
+    let mut wp = InProc::start(&docker_settings(&[
+        ("POOL_TARGET_INSTANCES", "1"),
+        ("WARMPOOL_MEMORY_MIB", "32"),
+    ]))
+    .await;
+    wp.wait_ready("default", 1, T).await;
+    let c = wp.client.claim(&ClaimRequest::default()).await.unwrap();
+    let addr = wp.client.container(&c.id).await.unwrap().address.unwrap();
+    // Straight to the container (the proxy refuses /admin): allocate past the limit.
+    let _ = wp
+        .http
+        .post(format!("http://{addr}/admin/allocate-mib/64"))
+        .timeout(Duration::from_secs(20))
+        .send()
+        .await;
+    let detail = poll_gone(&format!("{}/container/{}/", wp.base, c.id), T).await;
+    assert!(detail.contains("out of memory"), "{detail}");
+    let v = wp.client.container(&c.id).await.unwrap();
+    assert!(v.stop_reason.unwrap().contains("OOM"));
+    wp.shutdown().await;
+}
