@@ -80,16 +80,33 @@ pub enum Cmd {
     },
 }
 
-/// `serve`'s flags: one per setting (see [`SETTINGS`]), each also read from its env var.
+/// `serve`'s flags: one per setting (see [`SETTINGS`]), each also read from its env
+/// var, plus `--config FILE` (`WARMPOOL_CONFIG`), whose values come after both.
 #[derive(Debug, Clone, Default)]
 pub struct ServeArgs {
     pub values: HashMap<String, String>,
+    pub config_file: Option<String>,
     pub check_config: bool,
 }
 
 impl ServeArgs {
     pub fn config(&self) -> Result<Config, crate::config::ConfigError> {
-        Config::from_lookup(|k| self.values.get(k).cloned())
+        let file = match &self.config_file {
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| crate::config::ConfigError {
+                        key: "WARMPOOL_CONFIG",
+                        value: path.clone(),
+                        reason: format!("cannot read it: {e}"),
+                    })?;
+                Config::parse_file(&text).map_err(|e| crate::config::ConfigError {
+                    value: path.clone(),
+                    ..e
+                })?
+            }
+            None => HashMap::new(),
+        };
+        Config::from_lookup(|k| self.values.get(k).or_else(|| file.get(k)).cloned())
     }
 }
 
@@ -107,6 +124,7 @@ impl FromArgMatches for ServeArgs {
             }
         }
         self.check_config = m.get_flag("check-config");
+        self.config_file = m.get_one::<String>("WARMPOOL_CONFIG").cloned();
         Ok(())
     }
 }
@@ -128,6 +146,13 @@ impl Args for ServeArgs {
             );
         }
         cmd.arg(
+            Arg::new("WARMPOOL_CONFIG")
+                .long("config")
+                .env("WARMPOOL_CONFIG")
+                .value_name("FILE")
+                .help("TOML file of settings (keys are these flags with _ for -); flags and env vars win over it"),
+        )
+        .arg(
             Arg::new("check-config")
                 .long("check-config")
                 .action(ArgAction::SetTrue)

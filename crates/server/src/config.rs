@@ -273,6 +273,43 @@ impl Config {
         })
     }
 
+    /// Reads a configuration file (`warmpool.toml`). Its keys are the `serve` flags
+    /// with `_` for `-` (`runtime = "docker"`, `batch_size = 10`, `vcpu = 0.5`);
+    /// the answer is keyed by env var, to be looked up after the flags and env.
+    pub fn parse_file(
+        text: &str,
+    ) -> Result<std::collections::HashMap<String, String>, ConfigError> {
+        let bad = |reason: String| ConfigError {
+            key: "WARMPOOL_CONFIG",
+            value: String::new(),
+            reason,
+        };
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| bad(e.message().to_owned()))?;
+        let mut out = std::collections::HashMap::new();
+        for (key, value) in table {
+            let setting = SETTINGS
+                .iter()
+                .find(|s| s.flag.replace('-', "_") == key)
+                .ok_or_else(|| bad(format!("unknown setting {key:?}")))?;
+            let value = match value {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Float(f) => f.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                other => {
+                    return Err(bad(format!(
+                        "{key}: expected a string, number or boolean, got {}",
+                        other.type_str()
+                    )))
+                }
+            };
+            out.insert(setting.env.to_owned(), value);
+        }
+        Ok(out)
+    }
+
     /// The default configuration (what `warmpool serve` runs with no settings).
     pub fn defaults() -> Config {
         Config::from_lookup(|_| None).expect("defaults are valid")
@@ -357,6 +394,24 @@ mod tests {
             let e = check(&[(k, v)]).unwrap_err();
             assert_eq!(e.key, k, "{k}={v}");
             assert!(e.to_string().starts_with(&format!("invalid {k}=")), "{e}");
+        }
+    }
+
+    #[test]
+    fn config_files_use_flag_names_and_refuse_unknown_keys() {
+        let file = Config::parse_file(
+            "runtime = \"docker\"\nbatch_size = 4\nvcpu = 0.5\ndocker_publish = true\nimage = \"x/y:1\"",
+        )
+        .unwrap();
+        let c = Config::from_lookup(|k| file.get(k).cloned()).unwrap();
+        assert_eq!(c.runtime, RuntimeKind::Docker);
+        assert_eq!(c.batch_size, 4);
+        assert_eq!(c.vcpu, Some(0.5));
+        assert!(c.docker_publish);
+        assert_eq!(c.image, "x/y:1");
+        for bad in ["colour = \"red\"", "target = [1]", "runtime = "] {
+            let e = Config::parse_file(bad).unwrap_err();
+            assert_eq!(e.key, "WARMPOOL_CONFIG", "{bad}");
         }
     }
 

@@ -122,3 +122,38 @@ fn unreachable_server_is_a_clear_error() {
         String::from_utf8_lossy(&o.stderr).contains("cannot reach warmpool at http://127.0.0.1:1")
     );
 }
+
+#[test]
+fn a_config_file_sets_values_that_flags_and_env_override() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("warmpool.toml");
+    std::fs::write(&file, "runtime = \"docker\"\ntarget = 7\nbatch_size = 3\n").unwrap();
+    let out = Command::new(common::bin())
+        .args(["serve", "--check-config", "--config"])
+        .arg(&file)
+        .args(["--target", "9"])
+        .env_remove("POOL_BATCH_SIZE")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("runtime: Docker")
+            && text.contains("target: 9")
+            && text.contains("batch_size: 3"),
+        "{text}"
+    );
+
+    std::fs::write(&file, "colour = \"red\"\n").unwrap();
+    let bad = Command::new(common::bin())
+        .args(["serve", "--check-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown setting \"colour\""));
+}

@@ -196,7 +196,19 @@ async fn docker_kill_9_and_restart_adopt_and_remove_orphans() {
         .as_str()
         .unwrap()
         .to_owned();
+    let doomed = first
+        .client
+        .containers(&ContainerQuery {
+            state: Some("ready".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .containers
+        .remove(0);
     first.kill9();
+    // While warmpool is down, one of its ready containers vanishes.
+    docker(&["rm", "-f", &format!("warmpool-{}", doomed.id)]);
 
     // An orphan: labelled as ours, unknown to the store.
     let orphan = uuid::Uuid::new_v4().to_string();
@@ -227,6 +239,11 @@ async fn docker_kill_9_and_restart_adopt_and_remove_orphans() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let lost = second.client.container(&doomed.id).await.unwrap();
+    assert_eq!(
+        (lost.state.as_str(), lost.stop_reason.as_deref()),
+        ("stopped", Some("lost"))
+    );
     wait_ready(&second.client, "default", 2, T).await;
     let second_ref = &second;
     let inst = instance.clone();
@@ -279,5 +296,74 @@ async fn docker_memory_limit_is_enforced_and_reported_as_oom() {
     assert!(detail.contains("out of memory"), "{detail}");
     let v = wp.client.container(&c.id).await.unwrap();
     assert!(v.stop_reason.unwrap().contains("OOM"));
+    wp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_container_that_never_gets_ready_is_removed_and_counted() {
+    if !docker_ready("docker_container_that_never_gets_ready_is_removed_and_counted") {
+        return;
+    }
+    // The sample app answers 404 under /admin: this probe never succeeds.
+    let mut wp = InProc::start(&docker_settings(&[
+        ("POOL_TARGET_INSTANCES", "1"),
+        ("WARMPOOL_HEALTH_PATH", "/admin/never"),
+        ("WARMPOOL_START_TIMEOUT_SECONDS", "1"),
+        ("WARMPOOL_RECONCILE_INTERVAL_SECONDS", "3600"),
+        ("POOL_BATCH_SPACING_IN_SECONDS", "3600"),
+    ]))
+    .await;
+    let client = wp.client.clone();
+    let failed = poll(T, "a failed start to be counted", || {
+        let client = client.clone();
+        async move {
+            let p = client.pools().await.ok()?;
+            (p.pools[0].failed_starts >= 1).then(|| p.pools[0].last_error.clone())
+        }
+    })
+    .await;
+    assert!(failed.unwrap().contains("did not become ready"));
+    let first = wp
+        .client
+        .containers(&ContainerQuery::default())
+        .await
+        .unwrap()
+        .containers
+        .remove(0);
+    let name = format!("warmpool-{}", first.id);
+    poll(
+        T,
+        "the never-ready container to be removed from docker",
+        || {
+            let name = name.clone();
+            async move { docker_inspect(&name).is_none().then_some(()) }
+        },
+    )
+    .await;
+    wp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_publish_mode_proxies_through_a_loopback_port() {
+    if !docker_ready("docker_publish_mode_proxies_through_a_loopback_port") {
+        return;
+    }
+    let mut wp = InProc::start(&docker_settings(&[
+        ("POOL_TARGET_INSTANCES", "1"),
+        ("WARMPOOL_DOCKER_PUBLISH", "true"),
+    ]))
+    .await;
+    wp.wait_ready("default", 1, T).await;
+    let c = wp.client.claim(&ClaimRequest::default()).await.unwrap();
+    let addr = wp.client.container(&c.id).await.unwrap().address.unwrap();
+    assert!(addr.starts_with("127.0.0.1:"), "{addr}");
+    let r = wp
+        .http
+        .get(format!("{}/container/{}/", wp.base, c.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-container-id"], c.id.as_str());
     wp.shutdown().await;
 }
