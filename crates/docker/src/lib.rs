@@ -196,17 +196,17 @@ async fn ensure_network(docker: &Docker, name: &str) -> Result<(), RuntimeError>
     }
 }
 
+/// How often the event watcher also re-lists, as a safety net for events missed
+/// while its stream was (re)connecting.
+const RESYNC_EVERY: Duration = Duration::from_secs(15);
+
 /// Follows the engine's events for this instance's containers, forever: reports
 /// `die` (with `oom`), and containers destroyed behind our back; reconnects when
 /// the stream breaks and then re-lists, so nothing that happened meanwhile is lost.
 async fn watch_events(rt: std::sync::Weak<DockerRuntime>) {
-    let mut first = true;
     loop {
         let Some(this) = rt.upgrade() else { return };
-        if !first {
-            resync(&this).await;
-        }
-        first = false;
+        resync(&this).await;
         let filters = HashMap::from([
             ("type", vec!["container"]),
             ("event", vec!["die", "oom", "destroy"]),
@@ -219,12 +219,26 @@ async fn watch_events(rt: std::sync::Weak<DockerRuntime>) {
             ..Default::default()
         }));
         drop(this);
-        while let Some(ev) = stream.next().await {
+        let mut tick = tokio::time::interval(RESYNC_EVERY);
+        tick.tick().await;
+        loop {
+            let ev = tokio::select! {
+                ev = stream.next() => ev,
+                _ = tick.tick() => {
+                    let Some(this) = rt.upgrade() else { return };
+                    resync(&this).await;
+                    continue;
+                }
+            };
             let Some(this) = rt.upgrade() else { return };
             match ev {
-                Ok(msg) => this.on_event(msg).await,
-                Err(e) => {
+                Some(Ok(msg)) => this.on_event(msg).await,
+                Some(Err(e)) => {
                     tracing::warn!(error = %e, "docker event stream failed; reconnecting");
+                    break;
+                }
+                None => {
+                    tracing::warn!("docker event stream ended; reconnecting");
                     break;
                 }
             }
@@ -233,7 +247,8 @@ async fn watch_events(rt: std::sync::Weak<DockerRuntime>) {
     }
 }
 
-/// After reconnecting: report every known container that no longer runs.
+/// After (re)connecting, and now and then: report every known container that no
+/// longer runs and has not been reported yet.
 async fn resync(rt: &DockerRuntime) {
     let Ok(owned) = rt.list_owned().await else {
         return;
@@ -243,7 +258,7 @@ async fn resync(rt: &DockerRuntime) {
         let st = rt.state.lock().unwrap();
         st.known
             .iter()
-            .filter(|id| !running.contains(id))
+            .filter(|id| !running.contains(id) && !st.exited.contains(id))
             .copied()
             .collect()
     };
@@ -367,7 +382,6 @@ impl Runtime for DockerRuntime {
                 )),
                 _ => unavailable(e),
             })?;
-        self.state.lock().unwrap().known.insert(spec.id);
         if let Err(e) = self
             .docker
             .start_container(&created.id, None::<StartContainerOptions<String>>)
@@ -376,6 +390,8 @@ impl Runtime for DockerRuntime {
             let _ = self.remove(spec.id, &created.id).await;
             return Err(unavailable(e));
         }
+        // Known (so that a re-list can tell it vanished) once it runs.
+        self.state.lock().unwrap().known.insert(spec.id);
         let address = match self.inspect_address(&created.id).await {
             Ok(a) => a,
             Err(e) => {
@@ -433,7 +449,12 @@ impl Runtime for DockerRuntime {
     }
 
     async fn remove(&self, id: ContainerId, handle: &str) -> Result<(), RuntimeError> {
-        self.state.lock().unwrap().known.remove(&id);
+        {
+            let mut st = self.state.lock().unwrap();
+            st.known.remove(&id);
+            st.exited.remove(&id);
+            st.oom.remove(&id);
+        }
         match self
             .docker
             .remove_container(
