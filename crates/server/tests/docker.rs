@@ -36,6 +36,7 @@ async fn docker_pool_fills_in_batches_with_limits_labels_and_proxy() {
         ("POOL_BATCH_SIZE", "2"),
         ("POOL_BATCH_SPACING_IN_SECONDS", "0.5"),
         ("WARMPOOL_RECONCILE_INTERVAL_SECONDS", "3600"),
+        ("WARMPOOL_APP_ENV", "GREETING='hello there'"),
     ]))
     .await;
     wp.wait_ready("default", 3, T).await;
@@ -70,6 +71,22 @@ async fn docker_pool_fills_in_batches_with_limits_labels_and_proxy() {
     assert!(labels["dev.warmpool.instance"]
         .as_str()
         .is_some_and(|s| !s.is_empty()));
+    let env: Vec<&str> = inspect["Config"]["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    for want in [
+        "PORT=8080".to_owned(),
+        format!("WARMPOOL_CONTAINER_ID={}", c.id),
+        "WARMPOOL_LOCATION=default".into(),
+        "WARMPOOL_REGION=local".into(),
+        "WARMPOOL_COUNTRY=unknown".into(),
+        "GREETING=hello there".into(),
+    ] {
+        assert!(env.contains(&want.as_str()), "{want} missing from {env:?}");
+    }
     let hc = &inspect["HostConfig"];
     assert_eq!(hc["NanoCpus"], 250_000_000);
     assert_eq!(hc["Memory"], 256 * 1024 * 1024);
