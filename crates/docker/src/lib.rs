@@ -279,7 +279,9 @@ impl DockerRuntime {
 
     async fn on_event(&self, msg: bollard::models::EventMessage) {
         let action = msg.action.unwrap_or_default();
-        let attrs = msg.actor.and_then(|a| a.attributes).unwrap_or_default();
+        let actor = msg.actor.unwrap_or_default();
+        let handle = actor.id.unwrap_or_default();
+        let attrs = actor.attributes.unwrap_or_default();
         let Some(id) = attrs
             .get(LABEL_CONTAINER)
             .and_then(|v| v.parse::<ContainerId>().ok())
@@ -292,7 +294,15 @@ impl DockerRuntime {
             }
             "die" => {
                 let code = attrs.get("exitCode").and_then(|c| c.parse::<i32>().ok());
-                let oom = self.state.lock().unwrap().oom.remove(&id);
+                // The `oom` event may come after `die`: the container's state says.
+                let oom = self.state.lock().unwrap().oom.remove(&id)
+                    || self
+                        .docker
+                        .inspect_container(&handle, None::<InspectContainerOptions>)
+                        .await
+                        .ok()
+                        .and_then(|c| c.state?.oom_killed)
+                        .unwrap_or(false);
                 let detail = if oom {
                     "out of memory (OOM killed)".to_owned()
                 } else {
