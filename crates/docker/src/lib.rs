@@ -51,6 +51,8 @@ pub struct DockerConfig {
     /// Publish the app's port on 127.0.0.1 (random host port) instead of proxying
     /// to the bridge IP, for hosts that cannot reach bridge IPs.
     pub publish: bool,
+    /// The engine's unix socket; `None`: `DOCKER_HOST` or the default socket.
+    pub socket: Option<String>,
 }
 
 pub struct DockerRuntime {
@@ -94,7 +96,11 @@ impl DockerRuntime {
     /// negotiates the API version, makes sure the network exists, and starts
     /// watching events.
     pub async fn connect(cfg: DockerConfig) -> Result<Arc<Self>, RuntimeError> {
-        let docker = Docker::connect_with_local_defaults()
+        let docker = match &cfg.socket {
+            Some(path) => Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION),
+            None => Docker::connect_with_local_defaults(),
+        };
+        let docker = docker
             .map_err(unavailable)?
             .negotiate_version()
             .await
@@ -266,7 +272,7 @@ async fn resync(rt: &DockerRuntime) {
         rt.report_exit(
             id,
             None,
-            "exited (found stopped after reconnecting to docker)".into(),
+            "exited (found stopped when re-listing containers)".into(),
         );
     }
 }

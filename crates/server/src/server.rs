@@ -85,6 +85,7 @@ pub async fn build_runtime(config: &Config, instance_id: &str) -> anyhow::Result
             pids_limit: config.pids_limit,
             disk_mb: config.disk_mb,
             publish: config.docker_publish,
+            socket: None,
         })
         .await
         .map_err(|e| anyhow::anyhow!(crate::app::error_chain(&e)))

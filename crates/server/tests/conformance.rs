@@ -69,6 +69,7 @@ async fn docker_runtime_conforms() {
         pids_limit: Some(64),
         disk_mb: None,
         publish: false,
+        socket: None,
     })
     .await
     .unwrap();

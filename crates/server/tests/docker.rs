@@ -384,3 +384,107 @@ async fn docker_publish_mode_proxies_through_a_loopback_port() {
     assert_eq!(r.headers()["x-container-id"], c.id.as_str());
     wp.shutdown().await;
 }
+
+/// A unix-socket relay to the Docker Engine that the test can cut, to break the
+/// runtime's event stream the way a daemon restart or a network blip would.
+struct Relay {
+    path: std::path::PathBuf,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Relay {
+    fn start(dir: &std::path::Path) -> Relay {
+        use std::sync::atomic::Ordering;
+        let path = dir.join("docker.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (up2, conns2) = (up.clone(), conns.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up2.load(Ordering::SeqCst) {
+                    continue; // dropped: refused while down
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut engine) =
+                        tokio::net::UnixStream::connect("/var/run/docker.sock").await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut engine).await;
+                    }
+                });
+                conns2.lock().unwrap().push(task);
+            }
+        });
+        Relay { path, up, conns }
+    }
+
+    /// Drops every relayed connection and refuses new ones until [`Relay::restore`].
+    fn cut(&self) {
+        self.up.store(false, std::sync::atomic::Ordering::SeqCst);
+        for t in self.conns.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.up.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_exits_missed_while_the_event_stream_was_down_are_found_on_reconnect() {
+    use warmpool_core::{ContainerId, Location, PoolKey};
+    use warmpool_docker::{DockerConfig, DockerRuntime};
+    use warmpool_runtime::{ContainerSpec, Runtime, RuntimeEvent};
+    if !docker_ready("docker_exits_missed_while_the_event_stream_was_down_are_found_on_reconnect") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let relay = Relay::start(dir.path());
+    let rt = DockerRuntime::connect(DockerConfig {
+        image: common::IMAGE.into(),
+        instance_id: format!(
+            "reconnect-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ),
+        network: "warmpool-test".into(),
+        container_port: 8080,
+        health_path: "/healthz".into(),
+        vcpu: None,
+        memory_mib: Some(64),
+        pids_limit: None,
+        disk_mb: None,
+        publish: false,
+        socket: Some(relay.path.display().to_string()),
+    })
+    .await
+    .unwrap();
+    let spec = ContainerSpec {
+        id: ContainerId::random(),
+        key: PoolKey::new("default", Location::Default),
+        env: Vec::new(),
+    };
+    let started = rt.start(&spec).await.unwrap();
+    rt.wait_ready(spec.id, &started, T).await.unwrap();
+    let mut events = rt.subscribe();
+
+    // The stream breaks; meanwhile the container dies; then the engine is back.
+    relay.cut();
+    docker(&["kill", &started.handle]);
+    relay.restore();
+
+    let got = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            if let Ok(RuntimeEvent::Exited { id, detail, .. }) = events.recv().await {
+                if id == spec.id {
+                    return detail;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the missed exit was not found after reconnecting");
+    assert!(got.contains("re-listing"), "{got}");
+    rt.remove(spec.id, &started.handle).await.unwrap();
+}
