@@ -488,3 +488,68 @@ async fn docker_exits_missed_while_the_event_stream_was_down_are_found_on_reconn
     assert!(got.contains("re-listing"), "{got}");
     rt.remove(spec.id, &started.handle).await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_disk_limit_is_applied_or_warned_about_once() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::{Command, Stdio};
+    if !docker_ready("docker_disk_limit_is_applied_or_warned_about_once") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(common::bin())
+        .arg("serve")
+        .envs(common::settings(&docker_settings(&[
+            ("POOL_TARGET_INSTANCES", "1"),
+            ("WARMPOOL_DISK_MB", "512"),
+        ])))
+        .env("WARMPOOL_DATA_DIR", dir.path())
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let base = line
+        .trim()
+        .strip_prefix("warmpool listening on ")
+        .unwrap()
+        .to_owned();
+    let client = warmpool_client::Client::new(&base);
+    wait_ready(&client, "default", 1, T).await;
+    let c = client
+        .containers(&ContainerQuery::default())
+        .await
+        .unwrap()
+        .containers
+        .remove(0);
+    let storage_opt =
+        docker_inspect(&format!("warmpool-{}", c.id)).unwrap()["HostConfig"]["StorageOpt"].clone();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let warnings = stderr.matches("cannot limit container disk size").count();
+    if storage_opt.is_null() {
+        assert_eq!(
+            warnings, 1,
+            "the unapplied disk limit must be reported once:\n{stderr}"
+        );
+    } else {
+        assert_eq!(storage_opt["size"], "512M");
+        assert_eq!(warnings, 0);
+    }
+}
