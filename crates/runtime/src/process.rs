@@ -106,10 +106,54 @@ impl ProcessRuntime {
     }
 }
 
+/// Ports handed to children recently (in this process), never handed out twice.
+static RECENT_PORTS: Mutex<std::collections::VecDeque<u16>> =
+    Mutex::new(std::collections::VecDeque::new());
+const RECENT_PORTS_KEPT: usize = 4096;
+
+/// The kernel's ephemeral port range (`bind(0)` and outgoing connections draw from it).
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().map(|p| p.parse::<u16>().ok());
+            Some((it.next()??, it.next()??))
+        })
+        .unwrap_or((32768, 60999))
+}
+
+/// A free loopback port for a child to listen on.
+///
+/// Taken below the ephemeral range where there is room, so that no `bind(0)` or
+/// outgoing connection of any process can take it between this check and the
+/// child's own bind; and never one handed to another child recently. Falls back to
+/// `bind(0)` when the range leaves no room below it.
 fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    const LOW: u16 = 10_000;
+    let (ephemeral_lo, _) = ephemeral_range();
+    let mut recent = RECENT_PORTS.lock().unwrap();
+    for _ in 0..64 {
+        let port = if ephemeral_lo > LOW + 1000 {
+            let span = u128::from(ephemeral_lo - LOW);
+            LOW + (uuid::Uuid::new_v4().as_u128() % span) as u16
+        } else {
+            std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port()
+        };
+        if recent.contains(&port) || std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        if recent.len() >= RECENT_PORTS_KEPT {
+            recent.pop_front();
+        }
+        recent.push_back(port);
+        return Ok(port);
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no free port found",
+    ))
 }
 
 /// Fields of `/proc/<pid>/stat` after the command name: (state, pgrp, starttime).
@@ -374,6 +418,17 @@ impl Runtime for ProcessRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn free_ports_are_distinct_and_outside_the_ephemeral_range() {
+        let (lo, _) = ephemeral_range();
+        let ports: std::collections::HashSet<u16> =
+            (0..500).map(|_| free_port().unwrap()).collect();
+        assert_eq!(ports.len(), 500, "a port was handed out twice");
+        if lo > 11_000 {
+            assert!(ports.iter().all(|p| (10_000..lo).contains(p)));
+        }
+    }
 
     #[test]
     fn handles_parse_strictly() {

@@ -40,16 +40,7 @@ async fn docker_pool_fills_in_batches_with_limits_labels_and_proxy() {
     ]))
     .await;
     wp.wait_ready("default", 3, T).await;
-    let mut created: Vec<i64> = wp
-        .app()
-        .store
-        .containers(Default::default())
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.created_at.0)
-        .collect();
-    created.sort();
+    let created = wp.created_times().await;
     assert_eq!(created.len(), 3);
     assert!(
         created[1] - created[0] < 300 && created[2] - created[1] >= 490,
@@ -491,37 +482,20 @@ async fn docker_exits_missed_while_the_event_stream_was_down_are_found_on_reconn
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_disk_limit_is_applied_or_warned_about_once() {
-    use std::io::{BufRead, BufReader, Read};
-    use std::process::{Command, Stdio};
+    use std::io::Read;
+    use std::process::Stdio;
     if !docker_ready("docker_disk_limit_is_applied_or_warned_about_once") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(common::bin())
-        .arg("serve")
-        .envs(common::settings(&docker_settings(&[
-            ("POOL_TARGET_INSTANCES", "1"),
-            ("WARMPOOL_DISK_MB", "512"),
-        ])))
-        .env("WARMPOOL_DATA_DIR", dir.path())
-        .env("RUST_LOG", "warn")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let base = line
-        .trim()
-        .strip_prefix("warmpool listening on ")
-        .unwrap()
-        .to_owned();
-    let client = warmpool_client::Client::new(&base);
-    wait_ready(&client, "default", 1, T).await;
-    let c = client
+    let mut p = Proc::spawn_with_stderr(
+        dir.path(),
+        &docker_settings(&[("POOL_TARGET_INSTANCES", "1"), ("WARMPOOL_DISK_MB", "512")]),
+        Stdio::piped(),
+    );
+    wait_ready(&p.client, "default", 1, T).await;
+    let c = p
+        .client
         .containers(&ContainerQuery::default())
         .await
         .unwrap()
@@ -529,19 +503,11 @@ async fn docker_disk_limit_is_applied_or_warned_about_once() {
         .remove(0);
     let storage_opt =
         docker_inspect(&format!("warmpool-{}", c.id)).unwrap()["HostConfig"]["StorageOpt"].clone();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
-    assert!(child.wait().unwrap().success());
+    // Little is logged at warn level: the pipe cannot fill up before the exit.
+    let mut pipe = p.child.stderr.take().unwrap();
+    assert!(p.sigterm().success());
     let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
+    pipe.read_to_string(&mut stderr).unwrap();
     let warnings = stderr.matches("cannot limit container disk size").count();
     if storage_opt.is_null() {
         assert_eq!(

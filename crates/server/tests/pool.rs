@@ -21,17 +21,8 @@ async fn pool_fills_in_spaced_batches() {
     ])
     .await;
     wp.wait_ready("default", 6, T).await;
-    let mut created: Vec<i64> = wp
-        .app()
-        .store
-        .containers(Default::default())
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.created_at.0)
-        .collect();
+    let created = wp.created_times().await;
     assert_eq!(created.len(), 6, "never more than the target");
-    created.sort();
     // Three batches of two: within a batch the records are written together; the
     // batches start at least one spacing apart (the timer alone, 30 s, cannot have
     // driven them).
@@ -113,11 +104,11 @@ async fn concurrent_claims_never_share_a_container() {
         ("POOL_TARGET_INSTANCES", "50"),
         ("POOL_BATCH_SIZE", "50"),
         ("WARMPOOL_MAX_INSTANCES", "60"),
-        ("WARMPOOL_RECONCILE_INTERVAL_SECONDS", "3600"),
-        ("POOL_BATCH_SPACING_IN_SECONDS", "3600"),
+        // Short enough that a start that failed while filling is replaced.
+        ("POOL_BATCH_SPACING_IN_SECONDS", "0.5"),
     ])
     .await;
-    wp.wait_ready("default", 50, Duration::from_secs(60)).await;
+    wp.wait_ready("default", 50, Duration::from_secs(90)).await;
 
     let tasks: Vec<_> = (0..200)
         .map(|_| {
@@ -149,10 +140,12 @@ async fn concurrent_claims_never_share_a_container() {
         ids.len(),
         "a container was handed out twice"
     );
-    assert_eq!(warm, 50, "every warm container claimed exactly once");
+    // All 50 warm ones are handed out (a refill that is ready in time may add to
+    // them); nothing beyond the global cap of 60 is ever started.
+    assert!(warm >= 50, "only {warm} warm claims");
     assert!(
-        cold <= 10,
-        "on-demand starts stay under the global cap: {cold}"
+        warm + cold <= 60,
+        "claims beyond the global cap: {warm} warm + {cold} on demand"
     );
     assert_eq!(warm + cold + unavailable, 200);
     for id in &ids {

@@ -78,6 +78,21 @@ impl InProc {
         &self.running.as_ref().unwrap().app
     }
 
+    /// When each container's record was created (ms), in order.
+    pub async fn created_times(&self) -> Vec<i64> {
+        let mut t: Vec<i64> = self
+            .app()
+            .store
+            .containers(Default::default())
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.created_at.0)
+            .collect();
+        t.sort();
+        t
+    }
+
     pub async fn shutdown(&mut self) {
         if let Some(r) = self.running.take() {
             r.shutdown().await.unwrap();
@@ -255,14 +270,21 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(data_dir: &Path, extra: &[(&str, &str)]) -> Proc {
+        Self::spawn_with_stderr(data_dir, extra, Stdio::inherit())
+    }
+
+    /// Like [`Proc::spawn`], with warmpool's log (warnings and errors, no colours)
+    /// sent to `stderr`.
+    pub fn spawn_with_stderr(data_dir: &Path, extra: &[(&str, &str)], stderr: Stdio) -> Proc {
         let mut m = settings(extra);
         m.insert("WARMPOOL_DATA_DIR".into(), data_dir.display().to_string());
         let mut child = Command::new(bin())
             .arg("serve")
             .envs(&m)
             .env("RUST_LOG", "warn")
+            .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut line = String::new();
