@@ -133,10 +133,7 @@ impl DockerRuntime {
         Ok(rt)
     }
 
-    pub fn docker(&self) -> &Docker {
-        &self.docker
-    }
-
+    /// Whether the storage driver takes a disk size (`WARMPOOL_DISK_MB` applies).
     pub fn disk_supported(&self) -> bool {
         self.disk_supported
     }
