@@ -18,7 +18,6 @@ use bollard::system::EventsOptions;
 use bollard::Docker;
 use futures_util::StreamExt;
 use tokio::sync::broadcast;
-use tokio::time::Instant;
 use warmpool_core::ContainerId;
 use warmpool_runtime::{
     ContainerSpec, HttpProbe, Inspection, OwnedContainer, Runtime, RuntimeError, RuntimeEvent,
@@ -424,22 +423,11 @@ impl Runtime for DockerRuntime {
         started: &Started,
         timeout: Duration,
     ) -> Result<(), RuntimeError> {
-        let deadline = Instant::now() + timeout;
-        let state = self.state.clone();
         self.probe
-            .wait(&started.address, deadline, || {
-                state
-                    .lock()
-                    .unwrap()
-                    .exited
-                    .contains(&id)
-                    .then(|| RuntimeError::ExitedEarly {
-                        code: None,
-                        detail: "the container exited".into(),
-                    })
+            .wait_ready(&started.address, timeout, || {
+                self.state.lock().unwrap().exited.contains(&id)
             })
             .await
-            .map_err(|e| e.unwrap_or(RuntimeError::StartTimeout(timeout)))
     }
 
     async fn stop(

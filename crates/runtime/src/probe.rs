@@ -8,6 +8,8 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
+use crate::RuntimeError;
+
 /// Probes `http://{address}{path}` until it answers 2xx or 3xx.
 #[derive(Clone)]
 pub struct HttpProbe {
@@ -42,24 +44,33 @@ impl HttpProbe {
         }
     }
 
-    /// Probes until success or `deadline`, calling `gave_up` between attempts: when it
-    /// returns `Some(error)` the wait ends with that error (the container exited).
-    pub async fn wait<E>(
+    /// Probes until the app answers, for at most `timeout`, checking `exited`
+    /// between attempts: a container that exits first fails at once.
+    pub async fn wait_ready(
         &self,
         address: &str,
-        deadline: Instant,
-        mut gave_up: impl FnMut() -> Option<E>,
-    ) -> Result<(), Option<E>> {
+        timeout: Duration,
+        mut exited: impl FnMut() -> bool,
+    ) -> Result<(), RuntimeError> {
+        let deadline = Instant::now() + timeout;
+        let exited_early = || RuntimeError::ExitedEarly {
+            code: None,
+            detail: "it exited before it became ready".into(),
+        };
         let mut pause = Duration::from_millis(5);
         loop {
-            if let Some(e) = gave_up() {
-                return Err(Some(e));
+            if exited() {
+                return Err(exited_early());
             }
             if self.check(address).await {
                 return Ok(());
             }
             if Instant::now() + pause >= deadline {
-                return Err(gave_up());
+                return Err(if exited() {
+                    exited_early()
+                } else {
+                    RuntimeError::StartTimeout(timeout)
+                });
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(100));

@@ -279,17 +279,11 @@ impl Runtime for ProcessRuntime {
         timeout: Duration,
     ) -> Result<(), RuntimeError> {
         let gone = self.gone_flag(id);
-        let deadline = Instant::now() + timeout;
         self.probe
-            .wait(&started.address, deadline, || {
-                let exited = gone.as_ref().is_none_or(|g| *g.borrow());
-                exited.then(|| RuntimeError::ExitedEarly {
-                    code: None,
-                    detail: "the process exited".into(),
-                })
+            .wait_ready(&started.address, timeout, || {
+                gone.as_ref().is_none_or(|g| *g.borrow())
             })
             .await
-            .map_err(|e| e.unwrap_or(RuntimeError::StartTimeout(timeout)))
     }
 
     async fn stop(

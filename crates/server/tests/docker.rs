@@ -10,7 +10,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::{
-    docker, docker_inspect, docker_owned, docker_ready, poll, poll_gone, wait_ready, InProc, Proc,
+    docker, docker_inspect, docker_owned, docker_ready, first_ready, poll, poll_gone, wait_ready,
+    InProc, Proc,
 };
 use warmpool_client::{ClaimRequest, ContainerQuery};
 
@@ -204,16 +205,7 @@ async fn docker_kill_9_and_restart_adopt_and_remove_orphans() {
         .as_str()
         .unwrap()
         .to_owned();
-    let doomed = first
-        .client
-        .containers(&ContainerQuery {
-            state: Some("ready".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .containers
-        .remove(0);
+    let doomed = first_ready(&first.client).await;
     first.kill9();
     // While warmpool is down, one of its ready containers vanishes.
     docker(&["rm", "-f", &format!("warmpool-{}", doomed.id)]);

@@ -8,7 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{
-    instance_of_child, kill9_handle, pid_of, poll, poll_gone, tagged_processes, wait_ready, Proc,
+    first_ready, instance_of_child, kill9_handle, pid_of, poll, poll_gone, tagged_processes,
+    wait_ready, Proc,
 };
 use warmpool_client::{ClaimRequest, ContainerQuery};
 
@@ -51,16 +52,7 @@ async fn kill_9_and_restart_adopts_keeps_ids_and_leaves_no_orphan() {
         .unwrap();
     let instance = instance_of_child(pid_of(&handle));
     wait_ready(&first.client, "default", 3, T).await;
-    let doomed = first
-        .client
-        .containers(&ContainerQuery {
-            state: Some("ready".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .containers
-        .remove(0);
+    let doomed = first_ready(&first.client).await;
 
     first.kill9();
     // While warmpool is down, one of its ready containers dies too.

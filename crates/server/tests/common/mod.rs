@@ -214,6 +214,19 @@ pub fn docker_owned(instance: &str) -> Vec<String> {
     ids
 }
 
+/// The first of the ready containers warmpool lists.
+pub async fn first_ready(client: &Client) -> warmpool_client::ContainerView {
+    client
+        .containers(&warmpool_client::ContainerQuery {
+            state: Some("ready".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .containers
+        .remove(0)
+}
+
 pub async fn ready_count(client: &Client, location: &str) -> u32 {
     client
         .pools()
