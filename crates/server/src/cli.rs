@@ -137,13 +137,16 @@ impl Args for ServeArgs {
             } else {
                 format!("{} [default: {}]", s.help, s.default)
             };
-            cmd = cmd.arg(
-                Arg::new(s.env)
-                    .long(s.flag)
-                    .env(s.env)
-                    .value_name("VALUE")
-                    .help(help),
-            );
+            let mut arg = Arg::new(s.env).long(s.flag).env(s.env).help(help);
+            // On/off settings work as bare flags too: `--insecure-no-auth`.
+            arg = if s.default == "false" {
+                arg.value_name("BOOL")
+                    .num_args(0..=1)
+                    .default_missing_value("true")
+            } else {
+                arg.value_name("VALUE")
+            };
+            cmd = cmd.arg(arg);
         }
         cmd.arg(
             Arg::new("WARMPOOL_CONFIG")

@@ -7,6 +7,28 @@ use std::time::Duration;
 
 use warmpool_core::Location;
 
+/// A bearer token. Compared in constant time; never printed (its `Debug` is
+/// redacted, so `--check-config` and logs cannot show it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    /// Shortest token accepted, so that a guessable one cannot be configured.
+    pub const MIN_LEN: usize = 16;
+
+    /// Whether `presented` is this token, in time independent of where they differ.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.len() == presented.len() && bool::from(self.0.as_bytes().ct_eq(presented))
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
+}
+
 /// Which runtime runs containers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RuntimeKind {
@@ -55,6 +77,21 @@ pub struct Config {
     pub memory_mib: Option<u64>,
     pub pids_limit: Option<i64>,
     pub disk_mb: Option<u64>,
+    /// Tokens of the management API and `POST /container`.
+    pub api_tokens: Vec<Token>,
+    /// Tokens of the admin surfaces (they also open everything the API tokens do).
+    pub admin_tokens: Vec<Token>,
+    /// The proxy also requires an API token (otherwise the id is the capability).
+    pub proxy_require_token: bool,
+    /// Allows listening on a non-loopback address without tokens.
+    pub insecure_no_auth: bool,
+}
+
+impl Config {
+    /// Any token is configured, so requests are checked.
+    pub fn auth_enabled(&self) -> bool {
+        !self.api_tokens.is_empty() || !self.admin_tokens.is_empty()
+    }
 }
 
 /// One setting: its env var, its `serve` flag, its default and what it means.
@@ -93,6 +130,10 @@ settings! {
     "WARMPOOL_TOMBSTONE_HOURS", "tombstone-hours", "24", "hours an ended container's id answers 410 instead of 404";
     "WARMPOOL_SIM_ADDRESS", "sim-address", "127.0.0.1:9", "address the simulated runtime reports for its containers";
     "WARMPOOL_APP_ENV", "app-env", "", "extra env of every container, shell-style KEY=value words";
+    "WARMPOOL_API_TOKEN", "api-token", "", "bearer tokens (comma separated, 16+ characters) for the API and POST /container";
+    "WARMPOOL_ADMIN_TOKEN", "admin-token", "", "bearer tokens (comma separated, 16+ characters) for the admin surfaces (and the API)";
+    "WARMPOOL_PROXY_REQUIRE_TOKEN", "proxy-require-token", "false", "the proxy also requires an API token (otherwise the unguessable id is the capability)";
+    "WARMPOOL_INSECURE_NO_AUTH", "insecure-no-auth", "false", "allow listening on a non-loopback address without any token";
     "WARMPOOL_IMAGE", "image", "warmpool/sample-app:latest", "image of each container (docker runtime)";
     "WARMPOOL_DOCKER_NETWORK", "docker-network", "warmpool", "bridge network containers join (created if missing)";
     "WARMPOOL_DOCKER_PUBLISH", "docker-publish", "false", "publish container ports on 127.0.0.1 instead of using bridge IPs (hosts that cannot reach them)";
@@ -214,12 +255,37 @@ impl Config {
                 }
             }
         }
-        let (k, v) = get("WARMPOOL_DOCKER_PUBLISH");
-        let docker_publish = match v.as_str() {
-            "1" | "true" | "yes" => true,
-            "0" | "false" | "no" => false,
-            _ => return Err(err(k, &v, "expected true or false")),
+        let flag = |key: &'static str| -> Result<bool, ConfigError> {
+            let (k, v) = get(key);
+            match v.as_str() {
+                "1" | "true" | "yes" => Ok(true),
+                "0" | "false" | "no" => Ok(false),
+                _ => Err(err(k, &v, "expected true or false")),
+            }
         };
+        let tokens = |key: &'static str| -> Result<Vec<Token>, ConfigError> {
+            let (k, v) = get(key);
+            v.split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(|t| {
+                    if t.len() < Token::MIN_LEN || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                        // The value is a secret: the error must not repeat it.
+                        Err(err(
+                            k,
+                            "<redacted>",
+                            &format!(
+                                "each token needs at least {} visible characters",
+                                Token::MIN_LEN
+                            ),
+                        ))
+                    } else {
+                        Ok(Token(t.to_owned()))
+                    }
+                })
+                .collect()
+        };
+        let docker_publish = flag("WARMPOOL_DOCKER_PUBLISH")?;
         let (k, v) = get("WARMPOOL_VCPU");
         let vcpu: f64 = v
             .parse()
@@ -270,6 +336,10 @@ impl Config {
             memory_mib: nonzero(num("WARMPOOL_MEMORY_MIB", 0, 1_048_576)?).map(u64::from),
             pids_limit: nonzero(num("WARMPOOL_PIDS_LIMIT", 0, 4_194_304)?).map(i64::from),
             disk_mb: nonzero(num("WARMPOOL_DISK_MB", 0, 1_048_576_000)?).map(u64::from),
+            api_tokens: tokens("WARMPOOL_API_TOKEN")?,
+            admin_tokens: tokens("WARMPOOL_ADMIN_TOKEN")?,
+            proxy_require_token: flag("WARMPOOL_PROXY_REQUIRE_TOKEN")?,
+            insecure_no_auth: flag("WARMPOOL_INSECURE_NO_AUTH")?,
         })
     }
 
@@ -390,6 +460,9 @@ mod tests {
             ("WARMPOOL_VCPU", "-1"),
             ("WARMPOOL_MEMORY_MIB", "lots"),
             ("WARMPOOL_CONTAINER_PORT", "70000"),
+            ("WARMPOOL_API_TOKEN", "short"),
+            ("WARMPOOL_ADMIN_TOKEN", "has a space in it, long enough"),
+            ("WARMPOOL_PROXY_REQUIRE_TOKEN", "sometimes"),
         ] {
             let e = check(&[(k, v)]).unwrap_err();
             assert_eq!(e.key, k, "{k}={v}");
@@ -413,6 +486,31 @@ mod tests {
             let e = Config::parse_file(bad).unwrap_err();
             assert_eq!(e.key, "WARMPOOL_CONFIG", "{bad}");
         }
+    }
+
+    #[test]
+    fn tokens_are_listed_compared_exactly_and_never_printed() {
+        let c = check(&[
+            (
+                "WARMPOOL_API_TOKEN",
+                " aaaaaaaaaaaaaaaa-1 , bbbbbbbbbbbbbbbb-2,",
+            ),
+            ("WARMPOOL_ADMIN_TOKEN", "cccccccccccccccc-3"),
+        ])
+        .unwrap();
+        assert_eq!(c.api_tokens.len(), 2);
+        assert!(c.api_tokens[0].matches(b"aaaaaaaaaaaaaaaa-1"));
+        assert!(!c.api_tokens[0].matches(b"aaaaaaaaaaaaaaaa-"));
+        assert!(!c.api_tokens[0].matches(b"aaaaaaaaaaaaaaaa-12"));
+        assert!(!c.api_tokens[0].matches(b""));
+        let printed = format!("{c:?}");
+        for secret in ["aaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbb", "cccccccccccccccc"] {
+            assert!(!printed.contains(secret), "{printed}");
+        }
+        assert!(c.auth_enabled());
+        assert!(!Config::defaults().auth_enabled());
+        let e = check(&[("WARMPOOL_API_TOKEN", "tooshort-secret")]).unwrap_err();
+        assert!(!e.to_string().contains("tooshort-secret"), "{e}");
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::app::App;
 use crate::config::{Config, RuntimeKind};
 use crate::proxy::Upstream;
 use crate::registry::Registry;
-use crate::{api, proxy, reconciler, recovery};
+use crate::{api, auth, proxy, reconciler, recovery};
 
 /// State shared by every handler.
 pub struct Shared {
@@ -46,6 +46,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/events", get(api::events))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
+        .route_layer(axum::middleware::from_fn_with_state(
+            shared.clone(),
+            auth::check,
+        ))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .with_state(shared)
@@ -93,6 +97,23 @@ pub async fn build_runtime(config: &Config, instance_id: &str) -> anyhow::Result
     })
 }
 
+/// Without tokens warmpool serves only on loopback, unless told it may not.
+fn check_exposure(config: &Config) -> anyhow::Result<()> {
+    if !config.auth_enabled() {
+        if !config.listen.ip().is_loopback() && !config.insecure_no_auth {
+            anyhow::bail!(
+                "refusing to listen on {} without tokens: set WARMPOOL_API_TOKEN and \
+                 WARMPOOL_ADMIN_TOKEN, listen on a loopback address, or pass --insecure-no-auth",
+                config.listen
+            );
+        }
+        tracing::warn!(listen = %config.listen, "no tokens configured: the API is open to whoever can reach this address");
+    } else if config.admin_tokens.is_empty() {
+        tracing::warn!("no admin token configured: the admin surfaces are closed");
+    }
+    Ok(())
+}
+
 /// A running warmpool.
 pub struct Running {
     pub addr: SocketAddr,
@@ -106,6 +127,7 @@ pub struct Running {
 /// Starts warmpool. With `runtime`, uses it instead of the configured one (tests
 /// pass a simulated runtime they keep a handle on).
 pub async fn start(config: Config, runtime: Option<Arc<dyn Runtime>>) -> anyhow::Result<Running> {
+    check_exposure(&config)?;
     let data_dir = config.data_dir.clone();
     let registry = Arc::new(Registry::default());
     let mirror = registry.clone();

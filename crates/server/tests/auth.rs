@@ -1,0 +1,197 @@
+//! Tokens: every route in the access table answers 401 without a token and with a
+//! wrong one, and works with the right one; without tokens warmpool stays on
+//! loopback unless told otherwise.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::InProc;
+use warmpool_runtime::{SimMode, SimRuntime};
+use warmpool_server::auth::{Access, ROUTES};
+
+const API: &str = "api-token-0123456789abcdef";
+const ADMIN: &str = "admin-token-0123456789abcdef";
+
+/// A real sample app for the simulated containers to point at, so that proxied
+/// requests get real answers.
+async fn sample_app() -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let config = warmpool_sample_app::Config::from_lookup(|k| match k {
+        "TEXT_FILE" => Some(dir.path().join("index.txt").display().to_string()),
+        _ => None,
+    })
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        let _dir = dir;
+        warmpool_sample_app::serve(listener, config, std::future::pending()).await
+    });
+    addr
+}
+
+async fn started(proxy_require_token: bool) -> (InProc, String) {
+    let sim = Arc::new(SimRuntime::new(SimMode::Instant, sample_app().await));
+    let wp = InProc::start_with(
+        &[
+            ("POOL_TARGET_INSTANCES", "3"),
+            (
+                "WARMPOOL_API_TOKEN",
+                &format!("other-token-0123456789,{API}"),
+            ),
+            ("WARMPOOL_ADMIN_TOKEN", ADMIN),
+            (
+                "WARMPOOL_PROXY_REQUIRE_TOKEN",
+                if proxy_require_token { "true" } else { "false" },
+            ),
+        ],
+        Some(sim),
+    )
+    .await;
+    let client = wp.client.clone().with_token(API);
+    common::wait_ready(&client, "default", 3, Duration::from_secs(10)).await;
+    let id = client.claim(&Default::default()).await.unwrap().id;
+    (wp, id)
+}
+
+/// A concrete request for each routed pattern.
+fn url(base: &str, pattern: &str, id: &str) -> String {
+    format!(
+        "{base}{}",
+        pattern.replace("{id}", id).replace("{*path}", "some/path")
+    )
+}
+
+async fn status(wp: &InProc, method: &str, url: &str, token: Option<&str>) -> u16 {
+    let method = if method == "*" { "GET" } else { method };
+    let mut req = wp.http.request(method.parse().unwrap(), url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    let s = r.status().as_u16();
+    if s == 401 {
+        assert_eq!(r.headers()["content-type"], "application/problem+json");
+        assert!(r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer"));
+    }
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_protected_route_needs_a_valid_token() {
+    for proxy_require_token in [false, true] {
+        let (mut wp, id) = started(proxy_require_token).await;
+        for (method, pattern, access) in ROUTES {
+            // DELETE last would stop the container the proxy routes use: use
+            // another one.
+            let target = if *method == "DELETE" {
+                wp.client
+                    .clone()
+                    .with_token(API)
+                    .claim(&Default::default())
+                    .await
+                    .unwrap()
+                    .id
+            } else {
+                id.clone()
+            };
+            let u = url(&wp.base, pattern, &target);
+            let protected = match access {
+                Access::Open => false,
+                Access::Proxy => proxy_require_token,
+                Access::Api | Access::Admin => true,
+            };
+            let what = format!("{method} {pattern} (proxy token required: {proxy_require_token})");
+            if protected {
+                assert_eq!(
+                    status(&wp, method, &u, None).await,
+                    401,
+                    "{what} without a token"
+                );
+                assert_eq!(
+                    status(&wp, method, &u, Some("wrong-token-0123456789abcdef")).await,
+                    401,
+                    "{what} with a wrong token"
+                );
+                assert_eq!(
+                    status(&wp, method, &u, Some(&API[..API.len() - 1])).await,
+                    401,
+                    "{what} with a prefix of the token"
+                );
+            }
+            let good = if *access == Access::Admin { ADMIN } else { API };
+            let s = status(&wp, method, &u, Some(good)).await;
+            assert!((200..300).contains(&s), "{what} with the right token: {s}");
+            if *access != Access::Admin {
+                let s = status(&wp, method, &u, Some(ADMIN)).await;
+                assert!(
+                    s != 401 && s != 403,
+                    "{what}: the admin token opens the API too: {s}"
+                );
+            }
+        }
+        wp.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn without_tokens_warmpool_refuses_a_non_loopback_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(common::bin())
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .env("WARMPOOL_DATA_DIR", dir.path())
+        .env_remove("WARMPOOL_API_TOKEN")
+        .env_remove("WARMPOOL_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("refusing to listen on 0.0.0.0:0 without tokens"));
+    assert!(
+        !dir.path().join("warmpool.db").exists(),
+        "nothing may happen before the refusal"
+    );
+
+    // --insecure-no-auth (a bare flag) lets it start.
+    let sim = Arc::new(SimRuntime::new(SimMode::Instant, "127.0.0.1:9"));
+    let mut wp = InProc::start_with(
+        &[
+            ("WARMPOOL_LISTEN", "0.0.0.0:0"),
+            ("WARMPOOL_INSECURE_NO_AUTH", "true"),
+            ("POOL_TARGET_INSTANCES", "0"),
+        ],
+        Some(sim),
+    )
+    .await;
+    wp.shutdown().await;
+    let ok = std::process::Command::new(common::bin())
+        .args([
+            "serve",
+            "--listen",
+            "0.0.0.0:0",
+            "--insecure-no-auth",
+            "--check-config",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("insecure_no_auth: true"));
+}
+
+#[test]
+fn tokens_never_show_in_check_config() {
+    let out = std::process::Command::new(common::bin())
+        .args(["serve", "--check-config"])
+        .env("WARMPOOL_API_TOKEN", API)
+        .env("WARMPOOL_ADMIN_TOKEN", ADMIN)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(!text.contains(API) && !text.contains(ADMIN), "{text}");
+    assert!(text.contains("<redacted>"));
+}
