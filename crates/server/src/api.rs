@@ -278,7 +278,11 @@ pub async fn pools(State(s): State<Arc<Shared>>) -> Json<PoolList> {
     })
 }
 
-/// `GET /v1/events?after=&limit=&container=`
+/// Longest a long-polling `GET /v1/events?wait=` waits.
+pub const MAX_EVENTS_WAIT: u64 = 60;
+
+/// `GET /v1/events?after=&limit=&container=&wait=`: with `wait=S`, an empty answer
+/// is held back up to S seconds until an event comes.
 pub async fn events(
     State(s): State<Arc<Shared>>,
     Query(q): Query<HashMap<String, String>>,
@@ -286,8 +290,22 @@ pub async fn events(
     let mut after = 0i64;
     let mut limit = 100u32;
     let mut container = None;
+    let mut wait = Duration::ZERO;
     for (k, v) in q {
         match k.as_str() {
+            "wait" => {
+                let secs = v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|s| *s <= MAX_EVENTS_WAIT)
+                    .ok_or_else(|| {
+                        ApiError::invalid(
+                            "wait",
+                            format!("expected 0 to {MAX_EVENTS_WAIT} seconds, got {v:?}"),
+                        )
+                    })?;
+                wait = Duration::from_secs(secs);
+            }
             "after" => {
                 after = v.parse().ok().filter(|a| *a >= 0).ok_or_else(|| {
                     ApiError::invalid(
@@ -317,18 +335,38 @@ pub async fn events(
                 return Err(ApiError::invalid(
                     other,
                     format!(
-                        "unknown query parameter {other:?}: expected after, limit or container"
-                    ),
+                    "unknown query parameter {other:?}: expected after, limit, container or wait"
+                ),
                 ))
             }
         }
     }
-    let rows = s
-        .app
-        .store
-        .events(after, limit, container)
-        .await
-        .map_err(store_error)?;
+    // Registered before the first read, so that no event slips between the read
+    // and the wait.
+    let registry = &s.app.registry;
+    let written = registry.events_written.notified();
+    tokio::pin!(written);
+    written.as_mut().enable();
+    let read = || async {
+        s.app
+            .store
+            .events(after, limit, container)
+            .await
+            .map_err(store_error)
+    };
+    let mut rows = read().await?;
+    let deadline = tokio::time::Instant::now() + wait;
+    while rows.is_empty() && tokio::time::Instant::now() < deadline {
+        if tokio::time::timeout_at(deadline, written.as_mut())
+            .await
+            .is_err()
+        {
+            break;
+        }
+        written.set(registry.events_written.notified());
+        written.as_mut().enable();
+        rows = read().await?;
+    }
     let next = rows.last().map_or(after, |e| e.seq);
     Ok(Json(EventList {
         events: rows.into_iter().map(views::event).collect(),

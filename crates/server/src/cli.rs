@@ -402,13 +402,17 @@ pub fn main() -> anyhow::Result<i32> {
                 println!("configuration is valid:\n{config:#?}");
                 return Ok(0);
             }
-            tracing_subscriber::fmt()
+            let logs = tracing_subscriber::fmt()
                 .with_env_filter(
                     tracing_subscriber::EnvFilter::try_from_default_env()
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
                 )
-                .with_writer(std::io::stderr)
-                .init();
+                .with_writer(std::io::stderr);
+            if config.log_json {
+                logs.json().init();
+            } else {
+                logs.init();
+            }
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(crate::server::run(config))
                 .context("warmpool failed")?;

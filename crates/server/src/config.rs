@@ -85,6 +85,8 @@ pub struct Config {
     pub proxy_require_token: bool,
     /// Allows listening on a non-loopback address without tokens.
     pub insecure_no_auth: bool,
+    /// JSON log lines instead of text.
+    pub log_json: bool,
 }
 
 impl Config {
@@ -129,6 +131,7 @@ settings! {
     "WARMPOOL_RECONCILE_INTERVAL_SECONDS", "reconcile-interval", "5", "safety-net period of the reconciler";
     "WARMPOOL_TOMBSTONE_HOURS", "tombstone-hours", "24", "hours an ended container's id answers 410 instead of 404";
     "WARMPOOL_SIM_ADDRESS", "sim-address", "127.0.0.1:9", "address the simulated runtime reports for its containers";
+    "WARMPOOL_LOG_FORMAT", "log-format", "text", "log lines as text or json";
     "WARMPOOL_APP_ENV", "app-env", "", "extra env of every container, shell-style KEY=value words";
     "WARMPOOL_API_TOKEN", "api-token", "", "bearer tokens (comma separated, 16+ characters) for the API and POST /container";
     "WARMPOOL_ADMIN_TOKEN", "admin-token", "", "bearer tokens (comma separated, 16+ characters) for the admin surfaces (and the API)";
@@ -286,6 +289,12 @@ impl Config {
                 .collect()
         };
         let docker_publish = flag("WARMPOOL_DOCKER_PUBLISH")?;
+        let (k, v) = get("WARMPOOL_LOG_FORMAT");
+        let log_json = match v.as_str() {
+            "text" => false,
+            "json" => true,
+            _ => return Err(err(k, &v, "expected text or json")),
+        };
         let (k, v) = get("WARMPOOL_VCPU");
         let vcpu: f64 = v
             .parse()
@@ -340,6 +349,7 @@ impl Config {
             admin_tokens: tokens("WARMPOOL_ADMIN_TOKEN")?,
             proxy_require_token: flag("WARMPOOL_PROXY_REQUIRE_TOKEN")?,
             insecure_no_auth: flag("WARMPOOL_INSECURE_NO_AUTH")?,
+            log_json,
         })
     }
 
@@ -463,6 +473,7 @@ mod tests {
             ("WARMPOOL_API_TOKEN", "short"),
             ("WARMPOOL_ADMIN_TOKEN", "has a space in it, long enough"),
             ("WARMPOOL_PROXY_REQUIRE_TOKEN", "sometimes"),
+            ("WARMPOOL_LOG_FORMAT", "xml"),
         ] {
             let e = check(&[(k, v)]).unwrap_err();
             assert_eq!(e.key, k, "{k}={v}");

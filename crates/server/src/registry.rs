@@ -85,6 +85,8 @@ impl Inner {
 pub struct Registry {
     inner: Mutex<Inner>,
     routes: RwLock<HashMap<ContainerId, Route>>,
+    /// Woken whenever an event row is committed (long-polling readers).
+    pub events_written: tokio::sync::Notify,
 }
 
 /// Counts of one pool key, for `GET /v1/pools`.
@@ -238,6 +240,9 @@ impl Registry {
     /// Mirrors an op the store has just committed (called on the store's writer
     /// thread, so in commit order).
     pub fn committed(&self, op: &Op) {
+        if matches!(op, Op::Insert(_) | Op::Transition(_)) {
+            self.events_written.notify_waiters();
+        }
         match op {
             Op::Transition(c) => {
                 self.apply(c.id, c.from, c.to, c.expires_at, c.reason.as_deref(), c.at);

@@ -22,6 +22,38 @@ use crate::proxy::Upstream;
 use crate::registry::Registry;
 use crate::{api, auth, proxy, reconciler, recovery};
 
+/// Gives every request an id (the client's `X-Request-Id` when it is short and
+/// printable, a random one otherwise), runs it inside a log span carrying the id,
+/// and returns the id in the answer's `X-Request-Id`.
+async fn request_id(
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use tracing::Instrument;
+    let name = axum::http::HeaderName::from_static("x-request-id");
+    let id = req
+        .headers()
+        .get(&name)
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(u8::is_ascii_graphic)
+        })
+        .cloned()
+        .unwrap_or_else(|| {
+            axum::http::HeaderValue::from_str(&uuid::Uuid::new_v4().simple().to_string())
+                .expect("hex is a valid header value")
+        });
+    req.headers_mut().insert(name.clone(), id.clone());
+    let span = tracing::debug_span!(
+        "request",
+        method = %req.method(),
+        path = %req.uri().path(),
+        request_id = %id.to_str().unwrap_or("-"),
+    );
+    let mut resp = next.run(req).instrument(span).await;
+    resp.headers_mut().insert(name, id);
+    resp
+}
+
 /// State shared by every handler.
 pub struct Shared {
     pub app: Arc<App>,
@@ -53,6 +85,8 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .with_state(shared)
+        // Outermost: every request gets an id, logged with it and returned.
+        .layer(axum::middleware::from_fn(request_id))
 }
 
 /// The runtime the configuration asks for.

@@ -242,3 +242,129 @@ async fn health_and_readiness() {
     .await;
     wp.shutdown().await;
 }
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id() {
+    let sim = Arc::new(SimRuntime::new(SimMode::Instant, "127.0.0.1:9"));
+    let mut wp = InProc::start_with(&[("POOL_TARGET_INSTANCES", "0")], Some(sim)).await;
+    for path in ["/v1/pools", "/nope", "/healthz"] {
+        let r = wp
+            .http
+            .get(format!("{}{path}", wp.base))
+            .send()
+            .await
+            .unwrap();
+        let id = r.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert_eq!(id.len(), 32, "{path}: {id}");
+        let again = wp
+            .http
+            .get(format!("{}{path}", wp.base))
+            .send()
+            .await
+            .unwrap();
+        assert_ne!(
+            again.headers()["x-request-id"].to_str().unwrap(),
+            id,
+            "ids are unique"
+        );
+    }
+    let mine = wp
+        .http
+        .get(format!("{}/v1/pools", wp.base))
+        .header("x-request-id", "trace-me-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mine.headers()["x-request-id"], "trace-me-42");
+    let silly = wp
+        .http
+        .get(format!("{}/v1/pools", wp.base))
+        .header("x-request-id", "x".repeat(500))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        silly.headers()["x-request-id"].len(),
+        32,
+        "an unreasonable id is replaced"
+    );
+    wp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_can_be_long_polled() {
+    let sim = Arc::new(SimRuntime::new(SimMode::Instant, "127.0.0.1:9"));
+    let mut wp = InProc::start_with(&[("POOL_TARGET_INSTANCES", "1")], Some(sim)).await;
+    wp.wait_ready("default", 1, Duration::from_secs(10)).await;
+    let latest = wp.client.events(0, 1000).await.unwrap().next;
+
+    // Nothing happens: the answer is held for the wait, then empty.
+    let t = std::time::Instant::now();
+    let empty: serde_json::Value = wp
+        .http
+        .get(format!("{}/v1/events?after={latest}&wait=1", wp.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        t.elapsed() >= Duration::from_millis(950),
+        "{:?}",
+        t.elapsed()
+    );
+    assert_eq!(empty["events"].as_array().unwrap().len(), 0);
+    assert_eq!(empty["next"], latest);
+
+    // Something happens while a reader waits: it is answered at once.
+    let url = format!("{}/v1/events?after={latest}&wait=30", wp.base);
+    let http = wp.http.clone();
+    let reader = tokio::spawn(async move {
+        let t = std::time::Instant::now();
+        let v: serde_json::Value = http.get(url).send().await.unwrap().json().await.unwrap();
+        (v, t.elapsed())
+    });
+    let c = wp.client.claim(&Default::default()).await.unwrap();
+    let (v, took) = reader.await.unwrap();
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert!(
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["containerId"] == c.id.as_str()),
+        "{v}"
+    );
+    let r = wp
+        .http
+        .get(format!("{}/v1/events?wait=61", wp.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    wp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_a_line() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut p = common::Proc::spawn_with_stderr(
+        dir.path(),
+        &[
+            ("WARMPOOL_LOG_FORMAT", "json"),
+            ("POOL_TARGET_INSTANCES", "0"),
+        ],
+        std::process::Stdio::piped(),
+    );
+    let stderr = p.child.stderr.take().unwrap();
+    assert!(p.sigterm().success());
+    let lines: Vec<String> = BufReader::new(stderr).lines().map(Result::unwrap).collect();
+    assert!(!lines.is_empty());
+    for l in &lines {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+        assert!(v["level"].is_string() && v["fields"].is_object(), "{l}");
+    }
+    assert!(lines.iter().any(|l| l.contains("no tokens configured")));
+}
