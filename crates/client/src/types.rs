@@ -10,6 +10,10 @@ pub struct ClaimRequest {
     pub location: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_lifetime_in_seconds: Option<u64>,
+    /// Text the container serves, set through its `/admin/update-text` before the
+    /// claim is answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
 /// Answer of `POST /container`.

@@ -23,7 +23,10 @@ use crate::server::Shared;
 use crate::views::{self, rfc3339};
 
 /// Largest accepted management request body.
-pub const MAX_BODY: usize = 64 * 1024;
+pub const MAX_BODY: usize = 2 * 1024 * 1024;
+
+/// Longest `text` a claim may set (the sample app's own limit).
+pub const MAX_TEXT: usize = 1024 * 1024;
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
@@ -86,6 +89,7 @@ pub async fn post_container(
     let max = s.app.config.max_lifetime.as_secs().max(1);
     let mut location = Location::Default;
     let mut lifetime = s.app.config.max_lifetime;
+    let mut text: Option<String> = None;
     for (k, v) in obj {
         match (k.as_str(), v) {
             (_, Value::Null) => {}
@@ -113,21 +117,36 @@ pub async fn post_container(
                     "expected a whole number of seconds",
                 ))
             }
+            ("text", Value::String(t)) if t.len() <= MAX_TEXT => text = Some(t),
+            ("text", Value::String(_)) => {
+                return Err(ApiError::invalid(
+                    "text",
+                    format!("at most {MAX_TEXT} bytes"),
+                ))
+            }
+            ("text", _) => return Err(ApiError::invalid("text", "expected a string")),
             (other, _) => {
                 return Err(ApiError::invalid(
                     other,
-                    format!("unknown field {other:?}: expected location or maxLifetimeInSeconds"),
+                    format!(
+                        "unknown field {other:?}: expected location, maxLifetimeInSeconds or text"
+                    ),
                 ))
             }
         }
     }
     match claim(&s.app, location, lifetime).await {
-        Ok(c) => Ok(Json(ClaimResponse {
-            id: c.id.to_string(),
-            location: c.location.to_string(),
-            expires_at: rfc3339(c.expires_at),
-            warm: c.warm,
-        })),
+        Ok(c) => {
+            if let Some(text) = text {
+                set_text(&s, c.id, text).await?;
+            }
+            Ok(Json(ClaimResponse {
+                id: c.id.to_string(),
+                location: c.location.to_string(),
+                expires_at: rfc3339(c.expires_at),
+                warm: c.warm,
+            }))
+        }
         Err(e) => {
             let detail = crate::app::error_chain(&e);
             Err(match e {
@@ -149,6 +168,33 @@ pub async fn post_container(
             })
         }
     }
+}
+
+/// Sets a just-claimed container's text through its `/admin/update-text`, before
+/// the claim is answered. If that fails, the container is released (never
+/// leaked) and the claim fails.
+async fn set_text(s: &Shared, id: ContainerId, text: String) -> Result<(), ApiError> {
+    let address = s.app.registry.get(&id).and_then(|e| e.address);
+    let result = match address {
+        Some(a) => s.upstream.post(&a, "/admin/update-text", text.into()).await,
+        None => Err("the container has no address".into()),
+    };
+    let failure = match result {
+        Ok(status) if status.is_success() => return Ok(()),
+        Ok(status) => format!("the container answered {status}"),
+        Err(e) => e,
+    };
+    if s.app.registry.try_begin(id).is_some() {
+        s.app
+            .stop_container(id, ContainerState::Allocated, "text could not be set")
+            .await;
+    }
+    Err(ApiError::new(
+        StatusCode::BAD_GATEWAY,
+        "text-not-set",
+        "Bad Gateway",
+        format!("the claimed container did not take its text ({failure}); it was released"),
+    ))
 }
 
 fn parse_id(raw: &str) -> Result<ContainerId, ApiError> {

@@ -36,6 +36,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/v1/containers", Access::Api),
     ("GET", "/v1/containers/{id}", Access::Api),
     ("DELETE", "/v1/containers/{id}", Access::Api),
+    ("POST", "/v1/containers/{id}/admin/{*path}", Access::Admin),
     ("GET", "/v1/pools", Access::Api),
     ("GET", "/v1/events", Access::Api),
     ("GET", "/healthz", Access::Open),

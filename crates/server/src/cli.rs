@@ -215,6 +215,7 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<i32> {
                 .claim(&ClaimRequest {
                     location: location.clone(),
                     max_lifetime_in_seconds: *ttl,
+                    text: None,
                 })
                 .await?;
             if cli.json {

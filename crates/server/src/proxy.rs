@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
+use axum::http::uri::Authority;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use percent_encoding::percent_decode_str;
-use warmpool_core::ContainerId;
+use warmpool_core::{ContainerId, ContainerState};
 
 use crate::app::now;
 use crate::problem::ApiError;
@@ -130,7 +131,7 @@ fn gone(id: &str, reason: &str) -> Response {
 pub async fn handle(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    mut req: Request,
+    req: Request,
 ) -> Response {
     let Some((raw_id, rest)) = split_path(req.uri().path()) else {
         return ApiError::not_found("no such route").into_response();
@@ -166,6 +167,19 @@ pub async fn handle(
         None if rest.is_empty() => "/".to_owned(),
         None => rest.to_owned(),
     };
+    forward(&shared.upstream, id, upstream, path_and_query, peer, req).await
+}
+
+/// Sends `req` to the container at `upstream` as `path_and_query`, streaming both
+/// ways and passing upgrades through; errors are the proxy's problem documents.
+pub async fn forward(
+    client: &Upstream,
+    id: ContainerId,
+    upstream: Authority,
+    path_and_query: String,
+    peer: SocketAddr,
+    mut req: Request,
+) -> Response {
     let uri = match Uri::builder()
         .scheme("http")
         .authority(upstream)
@@ -207,32 +221,31 @@ pub async fn handle(
         headers.insert(HeaderName::from_static("x-forwarded-host"), h);
     }
 
-    let mut resp =
-        match tokio::time::timeout(UPSTREAM_TIMEOUT, shared.upstream.client.request(req)).await {
-            Ok(Ok(r)) => r,
-            Ok(Err(e)) => {
-                tracing::debug!(container_id = %id, error = %e, "upstream request failed");
-                return ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "container-unreachable",
-                    "Bad Gateway",
-                    format!("container {id} did not answer"),
-                )
-                .into_response();
-            }
-            Err(_) => {
-                return ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "container-timeout",
-                    "Gateway Timeout",
-                    format!(
-                        "container {id} did not answer within {}s",
-                        UPSTREAM_TIMEOUT.as_secs()
-                    ),
-                )
-                .into_response()
-            }
-        };
+    let mut resp = match tokio::time::timeout(UPSTREAM_TIMEOUT, client.client.request(req)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::debug!(container_id = %id, error = %e, "upstream request failed");
+            return ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "container-unreachable",
+                "Bad Gateway",
+                format!("container {id} did not answer"),
+            )
+            .into_response();
+        }
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "container-timeout",
+                "Gateway Timeout",
+                format!(
+                    "container {id} did not answer within {}s",
+                    UPSTREAM_TIMEOUT.as_secs()
+                ),
+            )
+            .into_response()
+        }
+    };
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
@@ -255,6 +268,78 @@ pub async fn handle(
     }
     strip_hop_by_hop(resp.headers_mut());
     resp.map(Body::new)
+}
+
+/// `POST /v1/containers/{id}/admin/{*path}` (admin token): forwards to the
+/// container's own `/admin/{path}`, which the public proxy never reaches.
+pub async fn admin_passthrough(
+    State(shared): State<Arc<Shared>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request,
+) -> Response {
+    let path = req.uri().path();
+    let Some((raw_id, rest)) = path
+        .strip_prefix("/v1/containers/")
+        .and_then(|p| p.split_once("/admin/"))
+    else {
+        return ApiError::not_found("no such route").into_response();
+    };
+    let Ok(id) = raw_id.parse::<ContainerId>() else {
+        return ApiError::not_found(format!("no container {raw_id:?}")).into_response();
+    };
+    let upstream = match shared.app.registry.get(&id) {
+        Some(e) if matches!(e.state, ContainerState::Ready | ContainerState::Allocated) => {
+            match e
+                .address
+                .as_deref()
+                .and_then(|a| a.parse::<Authority>().ok())
+            {
+                Some(a) => a,
+                None => {
+                    return ApiError::not_found(format!("container {id} has no address"))
+                        .into_response()
+                }
+            }
+        }
+        Some(e) => {
+            return ApiError::new(
+                StatusCode::CONFLICT,
+                "container-not-running",
+                "Conflict",
+                format!("container {id} is {}", e.state),
+            )
+            .into_response()
+        }
+        None => return ApiError::not_found(format!("no live container {id}")).into_response(),
+    };
+    let path_and_query = match req.uri().query() {
+        Some(q) => format!("/admin/{rest}?{q}"),
+        None => format!("/admin/{rest}"),
+    };
+    forward(&shared.upstream, id, upstream, path_and_query, peer, req).await
+}
+
+impl Upstream {
+    /// `POST http://{address}{path}` with `body`; the answer's status.
+    pub async fn post(
+        &self,
+        address: &str,
+        path: &str,
+        body: bytes::Bytes,
+    ) -> Result<StatusCode, String> {
+        let uri: Uri = format!("http://{address}{path}")
+            .parse()
+            .map_err(|e| format!("bad address {address:?}: {e}"))?;
+        let req = axum::http::Request::post(uri)
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(Body::from(body))
+            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(Duration::from_secs(10), self.client.request(req)).await {
+            Ok(Ok(resp)) => Ok(resp.status()),
+            Ok(Err(e)) => Err(format!("the container did not answer: {e}")),
+            Err(_) => Err("the container did not answer within 10 s".into()),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -74,6 +74,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
             "/v1/containers/{id}",
             get(api::get_container).delete(api::delete_container),
         )
+        .route(
+            "/v1/containers/{id}/admin/{*path}",
+            post(proxy::admin_passthrough),
+        )
         .route("/v1/pools", get(api::pools))
         .route("/v1/events", get(api::events))
         .route("/healthz", get(api::healthz))

@@ -136,6 +136,7 @@ async fn bad_input_gets_problem_documents_and_changes_nothing() {
             422,
             Some("extra"),
         ),
+        case("POST", "/container", r#"{"text": 42}"#, 422, Some("text")),
         case("GET", "/v1/containers?state=bogus", "", 422, Some("state")),
         case(
             "GET",
@@ -178,7 +179,7 @@ async fn bad_input_gets_problem_documents_and_changes_nothing() {
         method: "POST",
         path: "/container".into(),
         content_type: Some("application/json"),
-        body: format!(r#"{{"location": "{}"}}"#, "x".repeat(100_000)).into_bytes(),
+        body: format!(r#"{{"location": "{}"}}"#, "x".repeat(3 * 1024 * 1024)).into_bytes(),
         status: 413,
         field: None,
     });

@@ -60,7 +60,9 @@ async fn started(proxy_require_token: bool) -> (InProc, String) {
 fn url(base: &str, pattern: &str, id: &str) -> String {
     format!(
         "{base}{}",
-        pattern.replace("{id}", id).replace("{*path}", "some/path")
+        pattern
+            .replace("{id}", id)
+            .replace("{*path}", "update-text")
     )
 }
 

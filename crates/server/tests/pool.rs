@@ -163,6 +163,7 @@ async fn expired_container_answers_410_and_its_process_is_gone() {
         .claim(&ClaimRequest {
             location: None,
             max_lifetime_in_seconds: Some(1),
+            text: None,
         })
         .await
         .unwrap();
@@ -426,4 +427,64 @@ async fn shutdown_drains_an_in_flight_proxied_request() {
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     assert!(out.contains(r#""bodyLength":5"#), "{out}");
     shutdown.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_can_set_the_text_and_admins_can_change_it_later() {
+    let mut wp = InProc::start(&[("POOL_TARGET_INSTANCES", "1")]).await;
+    wp.wait_ready("default", 1, T).await;
+    let c = wp
+        .client
+        .claim(&ClaimRequest {
+            text: Some("hello from the claim".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let get = |path: &str| {
+        wp.http
+            .get(format!("{}/container/{}{path}", wp.base, c.id))
+            .send()
+    };
+    assert_eq!(
+        get("/").await.unwrap().text().await.unwrap(),
+        "hello from the claim"
+    );
+
+    // The admin pass-through reaches /admin; the public proxy still refuses it.
+    let r = wp
+        .http
+        .post(format!(
+            "{}/v1/containers/{}/admin/update-text",
+            wp.base, c.id
+        ))
+        .body("set by an operator")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(
+        get("/any").await.unwrap().text().await.unwrap(),
+        "set by an operator"
+    );
+    let refused = wp
+        .http
+        .post(format!("{}/container/{}/admin/update-text", wp.base, c.id))
+        .body("nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    let unknown = wp
+        .http
+        .post(format!(
+            "{}/v1/containers/{}/admin/update-text",
+            wp.base,
+            uuid::Uuid::new_v4()
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    wp.shutdown().await;
 }

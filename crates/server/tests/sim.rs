@@ -134,6 +134,7 @@ async fn empty_pool_starts_on_demand_and_the_claim_waits() {
             .claim(&ClaimRequest {
                 location: Some("weur".into()),
                 max_lifetime_in_seconds: Some(60),
+                text: None,
             })
             .await
     });
@@ -232,5 +233,33 @@ async fn a_claim_that_times_out_leaves_its_container_to_the_pool() {
         },
     )
     .await;
+    wp.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_claim_whose_text_cannot_be_set_fails_and_releases_the_container() {
+    // Simulated containers "listen" on 127.0.0.1:9, where nothing answers.
+    let (mut wp, _sim) = with_sim(SimMode::Instant, &[("POOL_TARGET_INSTANCES", "1")]).await;
+    wp.wait_ready("default", 1, T).await;
+    let r = wp
+        .http
+        .post(format!("{}/container", wp.base))
+        .json(&serde_json::json!({"text": "hello"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    let p: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(p["type"], "https://warmpool.dev/problems/text-not-set");
+    let released = wp
+        .client
+        .containers(&warmpool_client::ContainerQuery::default())
+        .await
+        .unwrap()
+        .containers
+        .into_iter()
+        .find(|c| c.stop_reason.as_deref() == Some("text could not be set"))
+        .expect("the claimed container was released");
+    assert_eq!(released.state, "stopped");
     wp.shutdown().await;
 }
