@@ -135,7 +135,18 @@ pub async fn post_container(
             }
         }
     }
-    match claim(&s.app, location, lifetime).await {
+    let started = std::time::Instant::now();
+    let result = claim(&s.app, location, lifetime).await;
+    let metrics = &s.app.metrics;
+    metrics
+        .claim_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let key = s.app.key(location);
+    match &result {
+        Ok(c) => metrics.claim(&key, if c.warm { "hit" } else { "miss" }),
+        Err(_) => metrics.claim(&key, "rejected"),
+    }
+    match result {
         Ok(c) => {
             if let Some(text) = text {
                 set_text(&s, c.id, text).await?;
@@ -418,6 +429,41 @@ pub async fn events(
         events: rows.into_iter().map(views::event).collect(),
         next,
     }))
+}
+
+/// `GET /metrics`: Prometheus text exposition.
+pub async fn metrics(State(s): State<Arc<Shared>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let app = &s.app;
+    let keys: Vec<_> = app.desired.pools.iter().map(|p| p.key.clone()).collect();
+    let (counts, _) = app.registry.pool_counts(&keys);
+    app.metrics.containers.clear();
+    for (key, c) in counts {
+        for (state, n) in [
+            ("starting", c.starting),
+            ("ready", c.ready),
+            ("allocated", c.allocated),
+            ("stopping", c.stopping),
+            ("failed", c.failed),
+        ] {
+            app.metrics
+                .containers
+                .get_or_create(&crate::metrics::StateLabels {
+                    pool: key.pool.to_string(),
+                    location: key.location.to_string(),
+                    state: state.into(),
+                })
+                .set(i64::from(n));
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
 }
 
 /// `GET /healthz`: the process is up.

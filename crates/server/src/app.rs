@@ -28,6 +28,7 @@ pub struct App {
     /// The in-memory mirror of the store, kept current by the store's commit hook.
     pub registry: Arc<Registry>,
     pub desired: Desired,
+    pub metrics: crate::metrics::Metrics,
     pool_name: Arc<str>,
     activation: Notify,
     reconciled: AtomicBool,
@@ -83,6 +84,7 @@ impl App {
             runtime,
             registry,
             desired,
+            metrics: Default::default(),
             pool_name,
             activation: Notify::new(),
             reconciled: AtomicBool::new(false),
@@ -148,6 +150,7 @@ impl App {
         {
             self.registry.discard(id);
             let e = LaunchError::Store(e);
+            self.metrics.reconcile_errors.inc();
             self.registry
                 .record_error(&key, error_chain(&e), now(), true);
             return Err(e);
@@ -168,7 +171,13 @@ impl App {
         };
         match self.start_and_wait(&spec).await {
             Ok(started) => {
-                let c = Change::new(id, ContainerState::Starting, ContainerState::Ready, now());
+                let ready_at = now();
+                let c = Change::new(
+                    id,
+                    ContainerState::Starting,
+                    ContainerState::Ready,
+                    ready_at,
+                );
                 if let Err(e) = self.change(c).await {
                     // Released or shut down while starting: nothing may keep running
                     // behind a record that is closing.
@@ -176,11 +185,15 @@ impl App {
                     let _ = self.runtime.remove(id, &started.handle).await;
                     return Err(LaunchError::Store(e));
                 }
+                self.metrics
+                    .start_seconds
+                    .observe(ready_at.since(created_at).as_secs_f64());
                 Ok(())
             }
             Err(e) => {
                 let reason = format!("start failed: {}", error_chain(&e));
                 tracing::warn!(container_id = %id, pool = %key, error = %reason, "container failed to start");
+                self.metrics.reconcile_errors.inc();
                 self.registry
                     .record_error(&key, reason.clone(), now(), true);
                 let mut c =
@@ -238,6 +251,7 @@ impl App {
                 .await
                 .and(self.runtime.remove(id, h).await);
             if let Err(e) = stopped {
+                self.metrics.reconcile_errors.inc();
                 let reason = format!("stop failed: {}", error_chain(&e));
                 tracing::warn!(container_id = %id, error = %reason, "container did not stop cleanly");
                 let c = Change::new(id, ContainerState::Stopping, ContainerState::Failed, now())
@@ -265,6 +279,7 @@ impl App {
                 .await
                 .and(self.runtime.remove(id, &h).await);
             if let Err(e) = removed {
+                self.metrics.reconcile_errors.inc();
                 tracing::warn!(container_id = %id, error = %error_chain(&e), "cannot remove failed container; will retry");
                 self.registry.set_busy(id, false);
                 return;

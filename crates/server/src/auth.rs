@@ -39,6 +39,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("POST", "/v1/containers/{id}/admin/{*path}", Access::Admin),
     ("GET", "/v1/pools", Access::Api),
     ("GET", "/v1/events", Access::Api),
+    ("GET", "/metrics", Access::Api),
     ("GET", "/healthz", Access::Open),
     ("GET", "/readyz", Access::Open),
 ];

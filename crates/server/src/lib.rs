@@ -9,6 +9,7 @@ pub mod auth;
 pub mod claim;
 pub mod cli;
 pub mod config;
+pub mod metrics;
 pub mod problem;
 pub mod proxy;
 pub mod reconciler;

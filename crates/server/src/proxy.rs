@@ -133,6 +133,17 @@ pub async fn handle(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
+    let started = std::time::Instant::now();
+    let resp = route_and_forward(&shared, peer, req).await;
+    let metrics = &shared.app.metrics;
+    metrics.proxied(resp.status().as_u16());
+    metrics
+        .proxy_seconds
+        .observe(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn route_and_forward(shared: &Shared, peer: SocketAddr, req: Request) -> Response {
     let Some((raw_id, rest)) = split_path(req.uri().path()) else {
         return ApiError::not_found("no such route").into_response();
     };

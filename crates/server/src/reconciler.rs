@@ -46,7 +46,12 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
         if *shutdown.borrow() || app.is_shutting_down() {
             return;
         }
+        let started = std::time::Instant::now();
         let wake = reconcile_once(&app);
+        app.metrics.reconcile_passes.inc();
+        app.metrics
+            .reconcile_seconds
+            .observe(started.elapsed().as_secs_f64());
         if last_prune.elapsed() >= PRUNE_EVERY {
             last_prune = Instant::now();
             app.registry

@@ -80,6 +80,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/v1/pools", get(api::pools))
         .route("/v1/events", get(api::events))
+        .route("/metrics", get(api::metrics))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route_layer(axum::middleware::from_fn_with_state(

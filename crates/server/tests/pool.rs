@@ -488,3 +488,75 @@ async fn a_claim_can_set_the_text_and_admins_can_change_it_later() {
     assert_eq!(unknown.status(), 404);
     wp.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_claims_proxying_starts_and_containers() {
+    let mut wp = InProc::start(&[("POOL_TARGET_INSTANCES", "1")]).await;
+    wp.wait_ready("default", 1, T).await;
+    let c = wp.client.claim(&ClaimRequest::default()).await.unwrap();
+    let ok = wp
+        .http
+        .get(format!("{}/container/{}/", wp.base, c.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let unknown = wp
+        .http
+        .get(format!("{}/container/{}/", wp.base, uuid::Uuid::new_v4()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    wp.wait_ready("default", 1, T).await;
+
+    let r = wp
+        .http
+        .get(format!("{}/metrics", wp.base))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/openmetrics-text"));
+    let text = r.text().await.unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{series} missing from:\n{text}"))
+    };
+    let key = r#"location="default",pool="default""#;
+    let claims = |result: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("warmpool_claims_total{")
+                    && l.contains(&format!(r#"result="{result}""#))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    assert_eq!(claims("hit"), 1.0, "{text}");
+    assert_eq!(claims("miss"), 0.0);
+    assert_eq!(value(r#"warmpool_proxy_requests_total{class="2xx"}"#), 1.0);
+    assert_eq!(value(r#"warmpool_proxy_requests_total{class="4xx"}"#), 1.0);
+    assert_eq!(value("warmpool_claim_duration_seconds_count"), 1.0);
+    assert_eq!(value("warmpool_proxy_request_duration_seconds_count"), 2.0);
+    assert!(value("warmpool_container_start_duration_seconds_count") >= 2.0);
+    assert!(value("warmpool_reconcile_passes_total") >= 1.0);
+    assert_eq!(value("warmpool_reconcile_errors_total"), 0.0);
+    let gauge = |state: &str| {
+        text.lines()
+            .find(|l| {
+                l.starts_with("warmpool_containers{")
+                    && l.contains(&format!(r#"state="{state}""#))
+                    && l.contains("location=\"default\"")
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("no {state} gauge ({key}) in:\n{text}"))
+    };
+    assert_eq!(gauge("allocated"), 1.0);
+    assert_eq!(gauge("ready"), 1.0);
+    assert!(text.trim_end().ends_with("# EOF"));
+    wp.shutdown().await;
+}
