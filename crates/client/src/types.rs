@@ -14,6 +14,9 @@ pub struct ClaimRequest {
     /// claim is answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// Stop the container after this long without proxied traffic.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_in_seconds: Option<u64>,
 }
 
 /// Answer of `POST /container`.

@@ -40,6 +40,9 @@ pub struct ObservedContainer {
     pub on_demand: bool,
     pub created_at: Timestamp,
     pub expires_at: Option<Timestamp>,
+    /// An allocated container with an idle timeout and nothing in flight: when it
+    /// becomes idle (last activity + timeout). `None` while busy or without one.
+    pub idle_at: Option<Timestamp>,
 }
 
 /// What the driver observed.
@@ -56,6 +59,8 @@ pub enum StopReason {
     Expired,
     /// A ready container above its pool's target (target lowered or pool removed).
     Surplus,
+    /// An allocated container that had no traffic for its idle timeout.
+    Idle,
 }
 
 impl StopReason {
@@ -63,6 +68,7 @@ impl StopReason {
         match self {
             StopReason::Expired => "expired",
             StopReason::Surplus => "surplus",
+            StopReason::Idle => "idle",
         }
     }
 }
@@ -115,14 +121,24 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
             live = live.saturating_add(1);
         }
         match c.state {
-            ContainerState::Allocated => match c.expires_at {
-                Some(t) if t <= now => out.actions.push(Action::Stop {
-                    id: c.id,
-                    reason: StopReason::Expired,
-                }),
-                Some(t) => wake(t, &mut out),
-                None => {}
-            },
+            ContainerState::Allocated => {
+                let end = |t: Option<Timestamp>, reason| t.map(|t| (t, reason));
+                // The earlier of its lifetime's end and its idle deadline.
+                let due = [
+                    end(c.expires_at, StopReason::Expired),
+                    end(c.idle_at, StopReason::Idle),
+                ]
+                .into_iter()
+                .flatten()
+                .min_by_key(|(t, _)| *t);
+                match due {
+                    Some((t, reason)) if t <= now => {
+                        out.actions.push(Action::Stop { id: c.id, reason })
+                    }
+                    Some((t, _)) => wake(t, &mut out),
+                    None => {}
+                }
+            }
             ContainerState::Failed => out.actions.push(Action::Remove { id: c.id }),
             ContainerState::Ready if !c.on_demand => supply
                 .entry(&c.key)
@@ -216,6 +232,7 @@ mod tests {
             on_demand: false,
             created_at: Timestamp(at),
             expires_at: None,
+            idle_at: None,
         }
     }
 
@@ -372,6 +389,46 @@ mod tests {
         assert_eq!(p.wake_at, Some(Timestamp(500)));
     }
 
+    #[test]
+    fn idle_allocated_containers_stop_at_their_idle_deadline() {
+        let d = Desired {
+            pools: vec![],
+            max_instances: 1000,
+        };
+        let mut c = container(Location::Default, ContainerState::Allocated, 0);
+        c.expires_at = Some(Timestamp(10_000));
+        c.idle_at = Some(Timestamp(3_000));
+        let o = Observed {
+            containers: vec![c.clone()],
+            ..Default::default()
+        };
+        let early = plan(&d, &o, Timestamp(2_999));
+        assert!(early.actions.is_empty());
+        assert_eq!(
+            early.wake_at,
+            Some(Timestamp(3_000)),
+            "wake when it becomes idle"
+        );
+        assert_eq!(
+            plan(&d, &o, Timestamp(3_000)).actions,
+            vec![Action::Stop {
+                id: c.id,
+                reason: StopReason::Idle
+            }]
+        );
+        // Busy (no idle deadline): only the lifetime counts.
+        let mut busy = c.clone();
+        busy.idle_at = None;
+        let o = Observed {
+            containers: vec![busy],
+            ..Default::default()
+        };
+        assert_eq!(
+            plan(&d, &o, Timestamp(3_000)).wake_at,
+            Some(Timestamp(10_000))
+        );
+    }
+
     fn arb_state() -> impl Strategy<Value = ContainerState> {
         prop::sample::select(ContainerState::ALL.to_vec())
     }
@@ -387,14 +444,16 @@ mod tests {
             any::<bool>(),
             0i64..1000,
             prop::option::of(0i64..2000),
+            prop::option::of(0i64..2000),
         )
-            .prop_map(|(l, state, on_demand, at, exp)| ObservedContainer {
+            .prop_map(|(l, state, on_demand, at, exp, idle)| ObservedContainer {
                 id: ContainerId::random(),
                 key: key(l),
                 state,
                 on_demand,
                 created_at: Timestamp(at),
                 expires_at: exp.map(Timestamp),
+                idle_at: idle.map(Timestamp),
             });
         (
             prop::collection::vec(c, 0..60),
@@ -462,6 +521,7 @@ mod tests {
                             on_demand: false,
                             created_at: now,
                             expires_at: None,
+                            idle_at: None,
                         });
                     }
                 }
@@ -495,6 +555,7 @@ mod tests {
                         let c = o.containers.iter().find(|c| c.id == *id).unwrap();
                         match reason {
                             StopReason::Expired => prop_assert!(c.state == ContainerState::Allocated && c.expires_at.unwrap() <= now),
+                            StopReason::Idle => prop_assert!(c.state == ContainerState::Allocated && c.idle_at.unwrap() <= now),
                             StopReason::Surplus => prop_assert!(c.state == ContainerState::Ready && !c.on_demand),
                         }
                     }

@@ -90,6 +90,7 @@ pub async fn post_container(
     let mut location = Location::Default;
     let mut lifetime = s.app.config.max_lifetime;
     let mut text: Option<String> = None;
+    let mut idle_timeout = s.app.config.idle_timeout;
     for (k, v) in obj {
         match (k.as_str(), v) {
             (_, Value::Null) => {}
@@ -117,6 +118,21 @@ pub async fn post_container(
                     "expected a whole number of seconds",
                 ))
             }
+            ("idleTimeoutInSeconds", Value::Number(n)) => {
+                let secs = n.as_u64().filter(|s| (1..=max).contains(s)).ok_or_else(|| {
+                    ApiError::invalid(
+                        "idleTimeoutInSeconds",
+                        format!("expected a whole number from 1 to {max}, got {n}"),
+                    )
+                })?;
+                idle_timeout = Some(Duration::from_secs(secs));
+            }
+            ("idleTimeoutInSeconds", _) => {
+                return Err(ApiError::invalid(
+                    "idleTimeoutInSeconds",
+                    "expected a whole number of seconds",
+                ))
+            }
             ("text", Value::String(t)) if t.len() <= MAX_TEXT => text = Some(t),
             ("text", Value::String(_)) => {
                 return Err(ApiError::invalid(
@@ -129,14 +145,14 @@ pub async fn post_container(
                 return Err(ApiError::invalid(
                     other,
                     format!(
-                        "unknown field {other:?}: expected location, maxLifetimeInSeconds or text"
+                        "unknown field {other:?}: expected location, maxLifetimeInSeconds, idleTimeoutInSeconds or text"
                     ),
                 ))
             }
         }
     }
     let started = std::time::Instant::now();
-    let result = claim(&s.app, location, lifetime).await;
+    let result = claim(&s.app, location, lifetime, idle_timeout).await;
     let metrics = &s.app.metrics;
     metrics
         .claim_seconds

@@ -46,6 +46,7 @@ pub async fn claim(
     app: &Arc<App>,
     location: Location,
     lifetime: Duration,
+    idle_timeout: Option<Duration>,
 ) -> Result<Claimed, ClaimError> {
     if app.is_shutting_down() {
         return Err(ClaimError::ShuttingDown);
@@ -55,7 +56,7 @@ pub async fn claim(
         let Some(id) = app.registry.pop_ready(&key) else {
             break;
         };
-        match allocate(app, id, lifetime).await {
+        match allocate(app, id, lifetime, idle_timeout).await {
             Ok(expires_at) => {
                 app.registry.hit(&key);
                 app.activate();
@@ -100,7 +101,7 @@ pub async fn claim(
     match tokio::time::timeout(timeout, rx).await {
         Ok(Ok(Ok(()))) => {
             app.registry.set_busy(id, true);
-            match allocate(app, id, lifetime).await {
+            match allocate(app, id, lifetime, idle_timeout).await {
                 Ok(expires_at) => Ok(Claimed {
                     id,
                     location,
@@ -121,12 +122,18 @@ pub async fn claim(
 }
 
 /// Records `ready -> allocated` and publishes the route.
-async fn allocate(app: &App, id: ContainerId, lifetime: Duration) -> Result<Timestamp, StoreError> {
+async fn allocate(
+    app: &App,
+    id: ContainerId,
+    lifetime: Duration,
+    idle_timeout: Option<Duration>,
+) -> Result<Timestamp, StoreError> {
     let at = now();
     let expires_at = at + lifetime;
     let mut c =
         Change::new(id, ContainerState::Ready, ContainerState::Allocated, at).reason("claimed");
     c.expires_at = Some(expires_at);
+    c.idle_timeout = idle_timeout;
     app.change(c).await?;
     app.registry.set_busy(id, false);
     Ok(expires_at)

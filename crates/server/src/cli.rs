@@ -216,6 +216,7 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<i32> {
                     location: location.clone(),
                     max_lifetime_in_seconds: *ttl,
                     text: None,
+                    idle_timeout_in_seconds: None,
                 })
                 .await?;
             if cli.json {

@@ -56,6 +56,8 @@ pub struct Config {
     pub locations: Vec<Location>,
     pub max_instances: u32,
     pub max_lifetime: Duration,
+    /// Default idle timeout of claims (`None`: off).
+    pub idle_timeout: Option<Duration>,
     pub start_timeout: Duration,
     pub claim_timeout: Duration,
     pub stop_grace: Duration,
@@ -124,6 +126,7 @@ settings! {
     "WARMPOOL_LOCATIONS", "locations", "default", "comma list of locations that keep a warm pool";
     "WARMPOOL_MAX_INSTANCES", "max-instances", "1000", "global cap on live containers";
     "WARMPOOL_MAX_LIFETIME_SECONDS", "max-lifetime", "3600", "longest lifetime a claim may ask for (and the default)";
+    "WARMPOOL_IDLE_TIMEOUT_SECONDS", "idle-timeout", "0", "stop an allocated container after this long without traffic, unless its claim says otherwise (0: off)";
     "WARMPOOL_START_TIMEOUT_SECONDS", "start-timeout", "30", "seconds a container has to become ready";
     "WARMPOOL_CLAIM_TIMEOUT_SECONDS", "claim-timeout", "30", "seconds a claim waits for an on-demand start before 503";
     "WARMPOOL_STOP_GRACE_SECONDS", "stop-grace", "5", "seconds between SIGTERM and SIGKILL when stopping a container";
@@ -329,6 +332,8 @@ impl Config {
             locations,
             max_instances: num("WARMPOOL_MAX_INSTANCES", 1, 1_000_000)?,
             max_lifetime: secs("WARMPOOL_MAX_LIFETIME_SECONDS", 1.0, 31_536_000.0)?,
+            idle_timeout: Some(secs("WARMPOOL_IDLE_TIMEOUT_SECONDS", 0.0, 31_536_000.0)?)
+                .filter(|d| !d.is_zero()),
             start_timeout: secs("WARMPOOL_START_TIMEOUT_SECONDS", 0.1, 3600.0)?,
             claim_timeout: secs("WARMPOOL_CLAIM_TIMEOUT_SECONDS", 0.0, 3600.0)?,
             stop_grace: secs("WARMPOOL_STOP_GRACE_SECONDS", 0.0, 3600.0)?,

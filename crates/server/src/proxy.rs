@@ -20,7 +20,7 @@ use warmpool_core::{ContainerId, ContainerState};
 
 use crate::app::now;
 use crate::problem::ApiError;
-use crate::registry::Route;
+use crate::registry::{ActivityGuard, Route};
 use crate::server::Shared;
 
 /// How long the proxy waits for a container's response headers before 504.
@@ -159,15 +159,16 @@ async fn route_and_forward(shared: &Shared, peer: SocketAddr, req: Request) -> R
         )
         .into_response();
     }
-    let upstream = match shared.app.registry.route(&id) {
+    let (upstream, activity) = match shared.app.registry.route(&id) {
         Some(Route::Live {
             upstream,
             expires_at,
+            activity,
         }) => {
             if expires_at <= now() {
                 return gone(raw_id, "expired");
             }
-            upstream
+            (upstream, activity)
         }
         Some(Route::Gone { reason, .. }) => return gone(raw_id, &reason),
         None => return ApiError::not_found(format!("no allocated container {id}")).into_response(),
@@ -178,7 +179,18 @@ async fn route_and_forward(shared: &Shared, peer: SocketAddr, req: Request) -> R
         None if rest.is_empty() => "/".to_owned(),
         None => rest.to_owned(),
     };
-    forward(&shared.upstream, id, upstream, path_and_query, peer, req).await
+    // Open until the answer's headers (or, upgraded, the end of the connection).
+    let open = activity.begin();
+    forward(
+        &shared.upstream,
+        id,
+        upstream,
+        path_and_query,
+        peer,
+        req,
+        Some(open),
+    )
+    .await
 }
 
 /// Sends `req` to the container at `upstream` as `path_and_query`, streaming both
@@ -190,6 +202,7 @@ pub async fn forward(
     path_and_query: String,
     peer: SocketAddr,
     mut req: Request,
+    activity: Option<ActivityGuard>,
 ) -> Response {
     let uri = match Uri::builder()
         .scheme("http")
@@ -262,6 +275,8 @@ pub async fn forward(
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
             tokio::spawn(async move {
+                // An open WebSocket keeps the container busy.
+                let _open = activity;
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok((client, upstream)) => {
                         let _ = tokio::io::copy_bidirectional(
@@ -327,7 +342,16 @@ pub async fn admin_passthrough(
         Some(q) => format!("/admin/{rest}?{q}"),
         None => format!("/admin/{rest}"),
     };
-    forward(&shared.upstream, id, upstream, path_and_query, peer, req).await
+    forward(
+        &shared.upstream,
+        id,
+        upstream,
+        path_and_query,
+        peer,
+        req,
+        None,
+    )
+    .await
 }
 
 impl Upstream {

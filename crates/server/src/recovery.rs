@@ -11,7 +11,7 @@ use warmpool_runtime::{OwnedContainer, Started};
 use warmpool_store::Change;
 
 use crate::app::{error_chain, now, App};
-use crate::registry::Entry;
+use crate::registry::{Activity, Entry};
 
 /// What recovery did, for the log and for tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -55,6 +55,9 @@ pub async fn recover(app: &Arc<App>) -> anyhow::Result<Recovered> {
                 handle: Some(o.handle.clone()),
                 address: row.address.clone(),
                 busy: false,
+                idle_timeout: row.idle_timeout,
+                // A restart grants a fresh idle window.
+                activity: (row.state == ContainerState::Allocated).then(|| Activity::new(t)),
             };
             checks.push((row.id, o, entry));
             continue;

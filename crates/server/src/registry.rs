@@ -17,6 +17,48 @@ use warmpool_core::{
 };
 use warmpool_store::Op;
 
+/// Traffic of an allocated container, kept by the proxy without locks: when it was
+/// last used, and how many requests or WebSockets are open on it right now.
+#[derive(Debug)]
+pub struct Activity {
+    last: std::sync::atomic::AtomicI64,
+    open: std::sync::atomic::AtomicU32,
+}
+
+impl Activity {
+    pub fn new(now: Timestamp) -> Arc<Self> {
+        Arc::new(Self {
+            last: now.0.into(),
+            open: 0.into(),
+        })
+    }
+
+    /// Marks one request (or WebSocket) open until the guard is dropped.
+    pub fn begin(self: &Arc<Self>) -> ActivityGuard {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.open.fetch_add(1, Relaxed);
+        self.last.store(crate::app::now().0, Relaxed);
+        ActivityGuard(self.clone())
+    }
+
+    /// When the container becomes idle, or `None` while something is open.
+    pub fn idle_at(&self, timeout: std::time::Duration) -> Option<Timestamp> {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.open.load(Relaxed) == 0).then(|| Timestamp(self.last.load(Relaxed)) + timeout)
+    }
+}
+
+/// An open request or WebSocket (see [`Activity::begin`]).
+pub struct ActivityGuard(Arc<Activity>);
+
+impl Drop for ActivityGuard {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.0.last.store(crate::app::now().0, Relaxed);
+        self.0.open.fetch_sub(1, Relaxed);
+    }
+}
+
 /// What the proxy knows of a container id.
 #[derive(Clone, Debug)]
 pub enum Route {
@@ -24,6 +66,7 @@ pub enum Route {
     Live {
         upstream: Authority,
         expires_at: Timestamp,
+        activity: Arc<Activity>,
     },
     /// Ended: answer 410 with `reason`.
     Gone { reason: Arc<str>, at: Timestamp },
@@ -40,6 +83,10 @@ pub struct Entry {
     pub address: Option<String>,
     /// A claim, stop or removal of this container is in flight.
     pub busy: bool,
+    /// Stop after this long without traffic (allocated containers).
+    pub idle_timeout: Option<std::time::Duration>,
+    /// Traffic through the proxy (allocated containers).
+    pub activity: Option<Arc<Activity>>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -245,7 +292,7 @@ impl Registry {
         }
         match op {
             Op::Transition(c) => {
-                self.apply(c.id, c.from, c.to, c.expires_at, c.reason.as_deref(), c.at);
+                self.apply(c, c.reason.as_deref());
             }
             Op::SetRuntime {
                 id,
@@ -264,15 +311,9 @@ impl Registry {
 
     /// Applies a committed state change; changes nothing if the container is not
     /// in `from` here (recovery closes rows it never loaded).
-    fn apply(
-        &self,
-        id: ContainerId,
-        from: ContainerState,
-        to: ContainerState,
-        expires_at: Option<Timestamp>,
-        reason: Option<&str>,
-        now: Timestamp,
-    ) {
+    fn apply(&self, c: &warmpool_store::Change, reason: Option<&str>) {
+        let (id, from, to, expires_at, idle_timeout, now) =
+            (c.id, c.from, c.to, c.expires_at, c.idle_timeout, c.at);
         let mut inner = self.lock();
         let Some(e) = inner.containers.get_mut(&id) else {
             return;
@@ -283,6 +324,10 @@ impl Registry {
         e.state = to;
         if expires_at.is_some() {
             e.expires_at = expires_at;
+        }
+        if to == ContainerState::Allocated {
+            e.idle_timeout = idle_timeout;
+            e.activity = Some(Activity::new(now));
         }
         let key = e.key.clone();
         let joins_pool = to == ContainerState::Ready && !e.on_demand;
@@ -368,6 +413,10 @@ impl Registry {
                         on_demand: e.on_demand,
                         created_at: e.created_at,
                         expires_at: e.expires_at,
+                        idle_at: e
+                            .idle_timeout
+                            .zip(e.activity.as_ref())
+                            .and_then(|(t, a)| a.idle_at(t)),
                     })
                     .collect(),
                 last_batch: inner.last_batch.clone(),
@@ -476,6 +525,7 @@ fn live_route(e: &Entry) -> Option<Route> {
         (ContainerState::Allocated, upstream, expires_at) => Some(Route::Live {
             upstream,
             expires_at,
+            activity: e.activity.clone()?,
         }),
         _ => None,
     }
@@ -491,5 +541,7 @@ fn starting(key: PoolKey, on_demand: bool, now: Timestamp) -> Entry {
         handle: None,
         address: None,
         busy: false,
+        idle_timeout: None,
+        activity: None,
     }
 }

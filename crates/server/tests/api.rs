@@ -137,6 +137,20 @@ async fn bad_input_gets_problem_documents_and_changes_nothing() {
             Some("extra"),
         ),
         case("POST", "/container", r#"{"text": 42}"#, 422, Some("text")),
+        case(
+            "POST",
+            "/container",
+            r#"{"idleTimeoutInSeconds": 0}"#,
+            422,
+            Some("idleTimeoutInSeconds"),
+        ),
+        case(
+            "POST",
+            "/container",
+            r#"{"idleTimeoutInSeconds": "1"}"#,
+            422,
+            Some("idleTimeoutInSeconds"),
+        ),
         case("GET", "/v1/containers?state=bogus", "", 422, Some("state")),
         case(
             "GET",

@@ -132,6 +132,7 @@ async fn docker_expiry_kill_and_removal_are_handled() {
             location: None,
             max_lifetime_in_seconds: Some(1),
             text: None,
+            idle_timeout_in_seconds: None,
         })
         .await
         .unwrap();

@@ -164,6 +164,7 @@ async fn expired_container_answers_410_and_its_process_is_gone() {
             location: None,
             max_lifetime_in_seconds: Some(1),
             text: None,
+            idle_timeout_in_seconds: None,
         })
         .await
         .unwrap();
@@ -558,5 +559,64 @@ async fn metrics_count_claims_proxying_starts_and_containers() {
     assert_eq!(gauge("allocated"), 1.0);
     assert_eq!(gauge("ready"), 1.0);
     assert!(text.trim_end().ends_with("# EOF"));
+    wp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_containers_are_stopped_unless_a_websocket_is_open() {
+    let mut wp = InProc::start(&[("POOL_TARGET_INSTANCES", "2")]).await;
+    wp.wait_ready("default", 2, T).await;
+    let idle_claim = || ClaimRequest {
+        idle_timeout_in_seconds: Some(1),
+        ..Default::default()
+    };
+
+    // Waits through the API (a proxied request would be traffic), then checks the
+    // id answers 410 saying why.
+    let stopped_idle = |id: String| {
+        let (client, base) = (wp.client.clone(), wp.base.clone());
+        async move {
+            let c = client.clone();
+            let i = id.clone();
+            poll(T, "the idle container to be stopped", move || {
+                let (c, i) = (c.clone(), i.clone());
+                async move { (c.container(&i).await.ok()?.state == "stopped").then_some(()) }
+            })
+            .await;
+            assert_eq!(
+                client.container(&id).await.unwrap().stop_reason.as_deref(),
+                Some("idle")
+            );
+            let r = reqwest::get(format!("{base}/container/{id}/"))
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 410);
+            let p: serde_json::Value = r.json().await.unwrap();
+            assert!(p["detail"].as_str().unwrap().contains("idle"), "{p}");
+        }
+    };
+
+    // No traffic: stopped after its idle timeout.
+    let quiet = wp.client.claim(&idle_claim()).await.unwrap();
+    stopped_idle(quiet.id).await;
+
+    // An open WebSocket keeps it busy well past the timeout; closing it lets it go.
+    wp.wait_ready("default", 1, T).await;
+    let busy = wp.client.claim(&idle_claim()).await.unwrap();
+    let url = format!(
+        "{}/container/{}/ws",
+        wp.base.replace("http://", "ws://"),
+        busy.id
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    // Time has to pass to show that nothing happens: three idle timeouts.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        wp.client.container(&busy.id).await.unwrap().state,
+        "allocated"
+    );
+    ws.close(None).await.unwrap();
+    drop(ws);
+    stopped_idle(busy.id).await;
     wp.shutdown().await;
 }

@@ -40,6 +40,8 @@ const MIGRATIONS: &[&str] = &[
         reason       TEXT
     ) STRICT;
     CREATE INDEX events_container ON events (container_id, seq);",
+    // 2: the idle timeout a claim asked for.
+    "ALTER TABLE containers ADD COLUMN idle_timeout_ms INTEGER;",
 ];
 
 /// The schema version this build writes.

@@ -21,6 +21,7 @@ pub(crate) const CONTAINER_COLUMNS: &[&str] = &[
     "stopped_at",
     "stop_reason",
     "exit_code",
+    "idle_timeout_ms",
 ];
 
 pub(crate) const EVENT_COLUMNS: &[&str] = &[
@@ -32,7 +33,7 @@ pub(crate) const EVENT_COLUMNS: &[&str] = &[
     "reason",
 ];
 
-const SELECT_CONTAINERS: &str = "SELECT id, pool, location, state, runtime, runtime_handle, address, on_demand, created_at, ready_at, allocated_at, expires_at, stopped_at, stop_reason, exit_code FROM containers";
+const SELECT_CONTAINERS: &str = "SELECT id, pool, location, state, runtime, runtime_handle, address, on_demand, created_at, ready_at, allocated_at, expires_at, stopped_at, stop_reason, exit_code, idle_timeout_ms FROM containers";
 
 /// One row of `containers`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +53,8 @@ pub struct ContainerRow {
     pub stopped_at: Option<Timestamp>,
     pub stop_reason: Option<String>,
     pub exit_code: Option<i32>,
+    /// Stop after this long without traffic (set on claim).
+    pub idle_timeout: Option<std::time::Duration>,
 }
 
 /// One row of `events`: a state change.
@@ -105,6 +108,9 @@ fn container_row(r: &Row<'_>) -> rusqlite::Result<ContainerRow> {
         stopped_at: ts(r.get(12)?),
         stop_reason: r.get(13)?,
         exit_code: r.get(14)?,
+        idle_timeout: r
+            .get::<_, Option<i64>>(15)?
+            .map(|ms| std::time::Duration::from_millis(ms.max(0) as u64)),
     })
 }
 

@@ -31,6 +31,8 @@ pub struct Change {
     pub reason: Option<String>,
     /// Set on claim.
     pub expires_at: Option<Timestamp>,
+    /// Set on claim: stop after this long without traffic.
+    pub idle_timeout: Option<std::time::Duration>,
     pub exit_code: Option<i32>,
 }
 
@@ -43,6 +45,7 @@ impl Change {
             at,
             reason: None,
             expires_at: None,
+            idle_timeout: None,
             exit_code: None,
         }
     }
@@ -244,7 +247,8 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
                         expires_at = COALESCE(?5, expires_at),
                         stop_reason = CASE WHEN ?3 IN ('stopping', 'stopped', 'failed')
                                       THEN COALESCE(stop_reason, ?6) ELSE stop_reason END,
-                        exit_code = COALESCE(?7, exit_code)
+                        exit_code = COALESCE(?7, exit_code),
+                        idle_timeout_ms = COALESCE(?8, idle_timeout_ms)
                      WHERE id = ?1 AND state = ?2",
                 )?
                 .execute(params![
@@ -255,6 +259,7 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
                     c.expires_at.map(|t| t.0),
                     c.reason,
                     c.exit_code,
+                    c.idle_timeout.map(|d| d.as_millis() as i64),
                 ])?;
             if n == 0 {
                 let found: Option<String> = conn
