@@ -40,6 +40,9 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/v1/pools", Access::Api),
     ("GET", "/v1/events", Access::Api),
     ("GET", "/metrics", Access::Api),
+    ("GET", "/openapi", Access::Open),
+    ("GET", "/openapi.json", Access::Open),
+    ("GET", "/docs", Access::Open),
     ("GET", "/healthz", Access::Open),
     ("GET", "/readyz", Access::Open),
 ];

@@ -38,6 +38,8 @@ pub enum Cmd {
     Serve(ServeArgs),
     /// Run the sample app that pooled containers run by default.
     SampleApp,
+    /// Print the OpenAPI document (what docs/openapi.json holds).
+    Openapi,
     /// Claim a container and print its id.
     Claim {
         #[arg(long)]
@@ -341,7 +343,7 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<i32> {
             location,
             timeout,
         } => return wait_ready(&client, *ready, location.as_deref(), *timeout).await,
-        Cmd::Serve(_) | Cmd::SampleApp => unreachable!("not client commands"),
+        Cmd::Serve(_) | Cmd::SampleApp | Cmd::Openapi => unreachable!("not client commands"),
     }
     Ok(0)
 }
@@ -390,6 +392,10 @@ async fn wait_ready(
 pub fn main() -> anyhow::Result<i32> {
     let cli = Cli::parse();
     match &cli.command {
+        Cmd::Openapi => {
+            print!("{}", crate::openapi::json());
+            Ok(0)
+        }
         Cmd::SampleApp => {
             let config = warmpool_sample_app::Config::from_env()?;
             let rt = tokio::runtime::Builder::new_current_thread()

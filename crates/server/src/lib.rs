@@ -10,6 +10,7 @@ pub mod claim;
 pub mod cli;
 pub mod config;
 pub mod metrics;
+pub mod openapi;
 pub mod problem;
 pub mod proxy;
 pub mod reconciler;

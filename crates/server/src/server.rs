@@ -20,7 +20,7 @@ use crate::app::App;
 use crate::config::{Config, RuntimeKind};
 use crate::proxy::Upstream;
 use crate::registry::Registry;
-use crate::{api, auth, proxy, reconciler, recovery};
+use crate::{api, auth, openapi, proxy, reconciler, recovery};
 
 /// Gives every request an id (the client's `X-Request-Id` when it is short and
 /// printable, a random one otherwise), runs it inside a log span carrying the id,
@@ -81,6 +81,9 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/pools", get(api::pools))
         .route("/v1/events", get(api::events))
         .route("/metrics", get(api::metrics))
+        .route("/openapi", get(openapi::serve_json))
+        .route("/openapi.json", get(openapi::serve_json))
+        .route("/docs", get(openapi::serve_docs))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route_layer(axum::middleware::from_fn_with_state(
