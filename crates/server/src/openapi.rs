@@ -91,10 +91,11 @@ const PROBLEM: &str = "application/problem+json";
 )]
 fn claim() {}
 
+/// The proxy routes differ only in their path and its parameters.
 macro_rules! proxy_doc {
-    ($name:ident, $path:literal) => {
+    ($name:ident, $path:literal $(, $param:tt)*) => {
         #[utoipa::path(method(get, post, put, patch, delete, head, options), path = $path, tag = "proxy",
-            params(("id" = String, Path, description = "The container id (a UUID): the capability")),
+            params(("id" = String, Path, description = "The container id (a UUID): the capability") $(, $param)*),
             responses(
                 (status = 200, description = "Whatever the container answers, streamed; WebSocket upgrades pass through"),
                 (status = 401, description = "Missing or wrong token (with WARMPOOL_PROXY_REQUIRE_TOKEN)", body = Problem, content_type = PROBLEM),
@@ -111,24 +112,15 @@ macro_rules! proxy_doc {
 }
 proxy_doc!(proxy_root, "/container/{id}");
 proxy_doc!(proxy_root_slash, "/container/{id}/");
-
-#[utoipa::path(method(get, post, put, patch, delete, head, options), path = "/container/{id}/{path}", tag = "proxy",
-    params(
-        ("id" = String, Path, description = "The container id (a UUID): the capability"),
-        ("path" = String, Path, description = "Forwarded to the container as /{path}, with the query")
-    ),
-    responses(
-        (status = 200, description = "Whatever the container answers, streamed; WebSocket upgrades pass through"),
-        (status = 401, description = "Missing or wrong token (with WARMPOOL_PROXY_REQUIRE_TOKEN)", body = Problem, content_type = PROBLEM),
-        (status = 403, description = "An /admin path, in any spelling", body = Problem, content_type = PROBLEM),
-        (status = 404, description = "Unknown or unclaimed id", body = Problem, content_type = PROBLEM),
-        (status = 410, description = "Expired, released, idle or dead; `detail` says which", body = Problem, content_type = PROBLEM),
-        (status = 502, description = "The container did not answer", body = Problem, content_type = PROBLEM),
-        (status = 504, description = "The container did not answer in time", body = Problem, content_type = PROBLEM),
-    ),
-    security((), ("bearer" = []))
-)]
-fn proxy_path() {}
+proxy_doc!(
+    proxy_path,
+    "/container/{id}/{path}",
+    (
+        "path" = String,
+        Path,
+        description = "Forwarded to the container as /{path}, with the query"
+    )
+);
 
 #[utoipa::path(get, path = "/v1/containers", tag = "manage",
     params(
