@@ -279,7 +279,34 @@ impl DockerRuntime {
         let _ = self.events.send(RuntimeEvent::Exited { id, code, detail });
     }
 
-    async fn on_event(&self, msg: bollard::models::EventMessage) {
+    /// Whether a container that died with `code` was killed for memory: an `oom`
+    /// event, or its state, says so. Only a SIGKILL exit (137) can be one, and for
+    /// those the engine may report the OOM a little after the exit, so it is asked
+    /// a few times.
+    async fn oom_killed(&self, id: ContainerId, handle: &str, code: Option<i32>) -> bool {
+        let attempts = if code == Some(137) { 8 } else { 1 };
+        for attempt in 0..attempts {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if self.state.lock().unwrap().oom.remove(&id) {
+                return true;
+            }
+            let state_says = self
+                .docker
+                .inspect_container(handle, None::<InspectContainerOptions>)
+                .await
+                .ok()
+                .and_then(|c| c.state?.oom_killed)
+                .unwrap_or(false);
+            if state_says {
+                return true;
+            }
+        }
+        false
+    }
+
+    async fn on_event(self: &Arc<Self>, msg: bollard::models::EventMessage) {
         let action = msg.action.unwrap_or_default();
         let actor = msg.actor.unwrap_or_default();
         let handle = actor.id.unwrap_or_default();
@@ -296,24 +323,20 @@ impl DockerRuntime {
             }
             "die" => {
                 let code = attrs.get("exitCode").and_then(|c| c.parse::<i32>().ok());
-                // The `oom` event may come after `die`: the container's state says.
-                let oom = self.state.lock().unwrap().oom.remove(&id)
-                    || self
-                        .docker
-                        .inspect_container(&handle, None::<InspectContainerOptions>)
-                        .await
-                        .ok()
-                        .and_then(|c| c.state?.oom_killed)
-                        .unwrap_or(false);
-                let detail = if oom {
-                    "out of memory (OOM killed)".to_owned()
-                } else {
-                    match code {
-                        Some(c) => format!("exited with code {c}"),
-                        None => "exited".to_owned(),
-                    }
-                };
-                self.report_exit(id, code, detail);
+                // Told apart in a task of its own: the stream must go on meanwhile,
+                // since the `oom` event can come after `die`.
+                let rt = self.clone();
+                tokio::spawn(async move {
+                    let detail = if rt.oom_killed(id, &handle, code).await {
+                        "out of memory (OOM killed)".to_owned()
+                    } else {
+                        match code {
+                            Some(c) => format!("exited with code {c}"),
+                            None => "exited".to_owned(),
+                        }
+                    };
+                    rt.report_exit(id, code, detail);
+                });
             }
             "destroy" => {
                 let was_known = self.state.lock().unwrap().known.remove(&id);
