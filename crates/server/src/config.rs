@@ -63,6 +63,8 @@ pub struct Config {
     pub stop_grace: Duration,
     pub drain_timeout: Duration,
     pub reconcile_interval: Duration,
+    /// How often the runtime is re-listed and compared (orphans destroyed).
+    pub sweep_interval: Duration,
     /// How long ids of ended containers keep answering 410 rather than 404.
     pub tombstone_retention: Duration,
     /// Where the simulated runtime says its containers listen.
@@ -131,6 +133,7 @@ settings! {
     "WARMPOOL_CLAIM_TIMEOUT_SECONDS", "claim-timeout", "30", "seconds a claim waits for an on-demand start before 503";
     "WARMPOOL_STOP_GRACE_SECONDS", "stop-grace", "5", "seconds between SIGTERM and SIGKILL when stopping a container";
     "WARMPOOL_DRAIN_SECONDS", "drain-timeout", "10", "seconds to drain in-flight requests at shutdown";
+    "WARMPOOL_SWEEP_SECONDS", "sweep-interval", "30", "how often the runtime is re-listed: what vanished is failed, unknown containers carrying our tag are destroyed";
     "WARMPOOL_RECONCILE_INTERVAL_SECONDS", "reconcile-interval", "5", "safety-net period of the reconciler";
     "WARMPOOL_TOMBSTONE_HOURS", "tombstone-hours", "24", "hours an ended container's id answers 410 instead of 404";
     "WARMPOOL_SIM_ADDRESS", "sim-address", "127.0.0.1:9", "address the simulated runtime reports for its containers";
@@ -339,6 +342,7 @@ impl Config {
             stop_grace: secs("WARMPOOL_STOP_GRACE_SECONDS", 0.0, 3600.0)?,
             drain_timeout: secs("WARMPOOL_DRAIN_SECONDS", 0.0, 3600.0)?,
             reconcile_interval: secs("WARMPOOL_RECONCILE_INTERVAL_SECONDS", 0.05, 3600.0)?,
+            sweep_interval: secs("WARMPOOL_SWEEP_SECONDS", 0.1, 86_400.0)?,
             tombstone_retention: secs("WARMPOOL_TOMBSTONE_HOURS", 0.0, 8760.0)? * 3600,
             sim_address,
             app_env,

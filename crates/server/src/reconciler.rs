@@ -42,6 +42,7 @@ pub fn reconcile_once(app: &Arc<App>) -> Option<warmpool_core::Timestamp> {
 /// Runs until `shutdown` turns true.
 pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     let mut last_prune = Instant::now();
+    let mut last_sweep = Instant::now();
     loop {
         if *shutdown.borrow() || app.is_shutting_down() {
             return;
@@ -52,6 +53,11 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
         app.metrics
             .reconcile_seconds
             .observe(started.elapsed().as_secs_f64());
+        if last_sweep.elapsed() >= app.config.sweep_interval {
+            last_sweep = Instant::now();
+            let app = app.clone();
+            tokio::spawn(async move { resync(&app).await });
+        }
         if last_prune.elapsed() >= PRUNE_EVERY {
             last_prune = Instant::now();
             app.registry
@@ -95,7 +101,10 @@ pub async fn watch_runtime(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
     }
 }
 
-/// Compares what the runtime runs with what we think is ready or allocated.
+/// Compares what the runtime runs with what we know: a ready or allocated
+/// container that no longer runs is failed, and a runtime object carrying our tag
+/// that we do not know (an orphan: a start cut short, a failed removal) is
+/// destroyed.
 pub async fn resync(app: &Arc<App>) {
     let owned = match app.runtime.list_owned().await {
         Ok(o) => o,
@@ -106,7 +115,19 @@ pub async fn resync(app: &Arc<App>) {
     };
     let running: std::collections::HashSet<_> =
         owned.iter().filter(|o| o.running).map(|o| o.id).collect();
-    for (id, e) in app.registry.live() {
+    // Listed before this snapshot: anything started since has an entry already,
+    // since entries are made before the runtime is asked.
+    let live = app.registry.live();
+    let known: std::collections::HashSet<_> = live.iter().map(|(id, _)| *id).collect();
+    for o in owned.iter().filter(|o| !known.contains(&o.id)) {
+        tracing::info!(container_id = %o.id, handle = %o.handle, "destroying orphan container");
+        let stopped = app.runtime.stop(o.id, &o.handle, Duration::ZERO).await;
+        if let Err(e) = stopped.and(app.runtime.remove(o.id, &o.handle).await) {
+            app.metrics.reconcile_errors.inc();
+            tracing::warn!(container_id = %o.id, error = %error_chain(&e), "cannot destroy orphan");
+        }
+    }
+    for (id, e) in live {
         if matches!(e.state, ContainerState::Ready | ContainerState::Allocated)
             && !running.contains(&id)
         {

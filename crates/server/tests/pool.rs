@@ -620,3 +620,52 @@ async fn idle_containers_are_stopped_unless_a_websocket_is_open() {
     stopped_idle(busy.id).await;
     wp.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orphans_appearing_while_running_are_destroyed_and_the_pool_is_left_alone() {
+    use std::os::unix::process::CommandExt as _;
+    let mut wp = InProc::start(&[
+        ("POOL_TARGET_INSTANCES", "2"),
+        ("WARMPOOL_SWEEP_SECONDS", "0.2"),
+    ])
+    .await;
+    wp.wait_ready("default", 2, T).await;
+    let before: Vec<String> = wp
+        .client
+        .containers(&ContainerQuery::default())
+        .await
+        .unwrap()
+        .containers
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    // A process carrying this warmpool's tag that it never started.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut orphan = std::process::Command::new(common::bin())
+        .arg("sample-app")
+        .env("PORT", port.to_string())
+        .env("HOST", "127.0.0.1")
+        .env("WARMPOOL_INSTANCE_ID", wp.app().store.instance_id())
+        .env("WARMPOOL_CONTAINER_ID", uuid::Uuid::new_v4().to_string())
+        .stdout(std::process::Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + T;
+    while orphan.try_wait().unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the orphan was not destroyed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The pool's own containers were not touched.
+    for id in before {
+        assert_eq!(wp.client.container(&id).await.unwrap().state, "ready");
+    }
+    wp.shutdown().await;
+}
