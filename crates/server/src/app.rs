@@ -181,8 +181,7 @@ impl App {
                 if let Err(e) = self.change(c).await {
                     // Released or shut down while starting: nothing may keep running
                     // behind a record that is closing.
-                    let _ = self.runtime.stop(id, &started.handle, Duration::ZERO).await;
-                    let _ = self.runtime.remove(id, &started.handle).await;
+                    let _ = self.destroy(id, &started.handle).await;
                     return Err(LaunchError::Store(e));
                 }
                 self.metrics
@@ -270,15 +269,19 @@ impl App {
         self.activate();
     }
 
+    /// Kills a container at once (no grace) and removes what is left of it: for
+    /// what must not run (orphans, lost or failed containers, refused starts).
+    /// Both steps are tried; the first error is returned.
+    pub async fn destroy(&self, id: ContainerId, handle: &str) -> Result<(), RuntimeError> {
+        let stopped = self.runtime.stop(id, handle, Duration::ZERO).await;
+        let removed = self.runtime.remove(id, handle).await;
+        stopped.and(removed)
+    }
+
     /// Removes what is left of a failed container and closes its record.
     pub async fn remove_failed(&self, id: ContainerId) {
         if let Some(h) = self.registry.get(&id).and_then(|e| e.handle) {
-            let removed = self
-                .runtime
-                .stop(id, &h, Duration::ZERO)
-                .await
-                .and(self.runtime.remove(id, &h).await);
-            if let Err(e) = removed {
+            if let Err(e) = self.destroy(id, &h).await {
                 self.metrics.reconcile_errors.inc();
                 tracing::warn!(container_id = %id, error = %error_chain(&e), "cannot remove failed container; will retry");
                 self.registry.set_busy(id, false);

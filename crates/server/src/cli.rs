@@ -217,8 +217,7 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<i32> {
                 .claim(&ClaimRequest {
                     location: location.clone(),
                     max_lifetime_in_seconds: *ttl,
-                    text: None,
-                    idle_timeout_in_seconds: None,
+                    ..Default::default()
                 })
                 .await?;
             if cli.json {

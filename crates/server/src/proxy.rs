@@ -84,6 +84,14 @@ pub fn is_admin_path(path: &str) -> bool {
     normalised.to_ascii_lowercase().starts_with("/admin")
 }
 
+/// `path`, with `?query` when there is one.
+fn with_query(path: &str, query: Option<&str>) -> String {
+    match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    }
+}
+
 /// Splits `/container/{id}{rest}` into the id and the rest (`""` or `/...`).
 fn split_path(path: &str) -> Option<(&str, &str)> {
     let after = path.strip_prefix("/container/")?;
@@ -174,11 +182,7 @@ async fn route_and_forward(shared: &Shared, peer: SocketAddr, req: Request) -> R
         None => return ApiError::not_found(format!("no allocated container {id}")).into_response(),
     };
 
-    let path_and_query = match req.uri().query() {
-        Some(q) => format!("{}?{q}", if rest.is_empty() { "/" } else { rest }),
-        None if rest.is_empty() => "/".to_owned(),
-        None => rest.to_owned(),
-    };
+    let path_and_query = with_query(if rest.is_empty() { "/" } else { rest }, req.uri().query());
     // Open until the answer's headers (or, upgraded, the end of the connection).
     let open = activity.begin();
     forward(
@@ -338,10 +342,7 @@ pub async fn admin_passthrough(
         }
         None => return ApiError::not_found(format!("no live container {id}")).into_response(),
     };
-    let path_and_query = match req.uri().query() {
-        Some(q) => format!("/admin/{rest}?{q}"),
-        None => format!("/admin/{rest}"),
-    };
+    let path_and_query = with_query(&format!("/admin/{rest}"), req.uri().query());
     forward(
         &shared.upstream,
         id,

@@ -121,8 +121,7 @@ pub async fn resync(app: &Arc<App>) {
     let known: std::collections::HashSet<_> = live.iter().map(|(id, _)| *id).collect();
     for o in owned.iter().filter(|o| !known.contains(&o.id)) {
         tracing::info!(container_id = %o.id, handle = %o.handle, "destroying orphan container");
-        let stopped = app.runtime.stop(o.id, &o.handle, Duration::ZERO).await;
-        if let Err(e) = stopped.and(app.runtime.remove(o.id, &o.handle).await) {
+        if let Err(e) = app.destroy(o.id, &o.handle).await {
             app.metrics.reconcile_errors.inc();
             tracing::warn!(container_id = %o.id, error = %error_chain(&e), "cannot destroy orphan");
         }

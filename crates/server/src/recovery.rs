@@ -65,8 +65,7 @@ pub async fn recover(app: &Arc<App>) -> anyhow::Result<Recovered> {
         // Not adoptable: a start or stop that a crash interrupted, a failed one, or
         // one whose container vanished. Make sure nothing runs, then close the row.
         if let Some(o) = found {
-            let _ = app.runtime.stop(row.id, &o.handle, Duration::ZERO).await;
-            let _ = app.runtime.remove(row.id, &o.handle).await;
+            let _ = app.destroy(row.id, &o.handle).await;
         }
         let reason = match row.state {
             ContainerState::Starting => "lost (start interrupted)",
@@ -104,8 +103,7 @@ pub async fn recover(app: &Arc<App>) -> anyhow::Result<Recovered> {
             app.registry.adopt(id, entry);
             out.adopted += 1;
         } else {
-            let _ = app.runtime.stop(id, &o.handle, Duration::ZERO).await;
-            let _ = app.runtime.remove(id, &o.handle).await;
+            let _ = app.destroy(id, &o.handle).await;
             let c = Change::new(id, entry.state, ContainerState::Stopped, t)
                 .reason("lost (not answering)");
             app.store.change(c).await?;
@@ -115,10 +113,9 @@ pub async fn recover(app: &Arc<App>) -> anyhow::Result<Recovered> {
 
     for (id, o) in owned {
         tracing::info!(container_id = %id, handle = %o.handle, "destroying orphan container");
-        if let Err(e) = app.runtime.stop(id, &o.handle, Duration::ZERO).await {
-            tracing::warn!(container_id = %id, error = %error_chain(&e), "cannot stop orphan");
+        if let Err(e) = app.destroy(id, &o.handle).await {
+            tracing::warn!(container_id = %id, error = %error_chain(&e), "cannot destroy orphan");
         }
-        let _ = app.runtime.remove(id, &o.handle).await;
         out.orphans += 1;
     }
 

@@ -131,8 +131,7 @@ async fn docker_expiry_kill_and_removal_are_handled() {
         .claim(&ClaimRequest {
             location: None,
             max_lifetime_in_seconds: Some(1),
-            text: None,
-            idle_timeout_in_seconds: None,
+            ..Default::default()
         })
         .await
         .unwrap();

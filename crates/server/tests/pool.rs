@@ -163,8 +163,7 @@ async fn expired_container_answers_410_and_its_process_is_gone() {
         .claim(&ClaimRequest {
             location: None,
             max_lifetime_in_seconds: Some(1),
-            text: None,
-            idle_timeout_in_seconds: None,
+            ..Default::default()
         })
         .await
         .unwrap();

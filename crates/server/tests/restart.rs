@@ -40,8 +40,7 @@ async fn kill_9_and_restart_adopts_keeps_ids_and_leaves_no_orphan() {
         .claim(&ClaimRequest {
             location: None,
             max_lifetime_in_seconds: Some(1),
-            text: None,
-            idle_timeout_in_seconds: None,
+            ..Default::default()
         })
         .await
         .unwrap();

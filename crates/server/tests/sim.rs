@@ -134,8 +134,7 @@ async fn empty_pool_starts_on_demand_and_the_claim_waits() {
             .claim(&ClaimRequest {
                 location: Some("weur".into()),
                 max_lifetime_in_seconds: Some(60),
-                text: None,
-                idle_timeout_in_seconds: None,
+                ..Default::default()
             })
             .await
     });
