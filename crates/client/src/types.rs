@@ -7,6 +7,9 @@ use serde::{Deserialize, Serialize};
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClaimRequest {
+    /// The pool to claim from (default: the default pool).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub location: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -26,6 +29,7 @@ pub struct ClaimRequest {
 #[serde(rename_all = "camelCase")]
 pub struct ClaimResponse {
     pub id: String,
+    pub pool: String,
     pub location: String,
     /// RFC 3339.
     pub expires_at: String,

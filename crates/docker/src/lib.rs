@@ -3,6 +3,7 @@
 //! engine's event stream. The only crate that depends on bollard.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -33,20 +34,11 @@ pub const LABEL_LOCATION: &str = "dev.warmpool.location";
 
 #[derive(Clone, Debug)]
 pub struct DockerConfig {
-    pub image: String,
     pub instance_id: String,
     /// User-defined bridge network the containers join (created if missing).
     pub network: String,
     /// Port the app listens on inside the container (`PORT`).
     pub container_port: u16,
-    pub health_path: String,
-    /// CPUs (0.25 is a quarter of one), as NanoCpus.
-    pub vcpu: Option<f64>,
-    /// Hard memory limit, swap included (no swap).
-    pub memory_mib: Option<u64>,
-    pub pids_limit: Option<i64>,
-    /// Writable layer size, where the storage driver supports a size option.
-    pub disk_mb: Option<u64>,
     /// Publish the app's port on 127.0.0.1 (random host port) instead of proxying
     /// to the bridge IP, for hosts that cannot reach bridge IPs.
     pub publish: bool,
@@ -61,6 +53,8 @@ pub struct DockerRuntime {
     events: broadcast::Sender<RuntimeEvent>,
     state: Arc<Mutex<Watch>>,
     disk_supported: bool,
+    /// The "no disk limit" warning was logged (once per runtime).
+    disk_warned: AtomicBool,
 }
 
 /// What the event watcher knows: containers we started or adopted (to notice
@@ -115,18 +109,19 @@ impl DockerRuntime {
                     .unwrap_or_default()
                     .iter()
                     .any(|kv| kv.iter().any(|v| v == "xfs")));
-        if cfg.disk_mb.is_some() && !disk_supported {
-            tracing::warn!(storage_driver = %driver, "the storage driver cannot limit container disk size; the disk limit is not applied");
+        if !disk_supported {
+            tracing::debug!(storage_driver = %driver, "the storage driver cannot limit container disk size");
         }
         ensure_network(&docker, &cfg.network).await?;
         let (events, _) = broadcast::channel(4096);
         let rt = Arc::new(Self {
-            probe: HttpProbe::new(&cfg.health_path),
+            probe: HttpProbe::new(),
             docker,
             cfg,
             events,
             state: Arc::default(),
             disk_supported,
+            disk_warned: AtomicBool::new(false),
         });
         tokio::spawn(watch_events(Arc::downgrade(&rt)));
         Ok(rt)
@@ -369,15 +364,23 @@ impl Runtime for DockerRuntime {
             (LABEL_LOCATION.to_owned(), spec.key.location.to_string()),
         ]);
         let port_key = format!("{}/tcp", self.cfg.container_port);
-        let memory = self.cfg.memory_mib.map(|m| (m * 1024 * 1024) as i64);
+        let res = spec.template.resources;
+        if res.disk_mb.is_some()
+            && !self.disk_supported
+            && !self.disk_warned.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!("the storage driver cannot limit container disk size; the disk limit is not applied");
+        }
+        // CPU (0.25 is a quarter of one) as NanoCpus; memory is a hard limit with
+        // no swap; disk is the writable layer's size, where the driver takes one.
+        let memory = res.memory_mib.map(|m| (m * 1024 * 1024) as i64);
         let host_config = HostConfig {
             network_mode: Some(self.cfg.network.clone()),
-            nano_cpus: self.cfg.vcpu.map(|v| (v * 1e9) as i64),
+            nano_cpus: res.vcpu.map(|v| (v * 1e9) as i64),
             memory,
             memory_swap: memory,
-            pids_limit: self.cfg.pids_limit,
-            storage_opt: self
-                .cfg
+            pids_limit: res.pids_limit,
+            storage_opt: res
                 .disk_mb
                 .filter(|_| self.disk_supported)
                 .map(|mb| HashMap::from([("size".to_owned(), format!("{mb}M"))])),
@@ -393,7 +396,7 @@ impl Runtime for DockerRuntime {
             ..Default::default()
         };
         let config = Config {
-            image: Some(self.cfg.image.clone()),
+            image: Some(spec.template.image.clone()),
             env: Some(env),
             labels: Some(labels),
             exposed_ports: Some(HashMap::from([(port_key, HashMap::new())])),
@@ -413,7 +416,7 @@ impl Runtime for DockerRuntime {
             .map_err(|e| match status(&e) {
                 Some(404) => RuntimeError::Other(format!(
                     "image {} not found (build it with scripts/build-sample-image.sh)",
-                    self.cfg.image
+                    spec.template.image
                 )),
                 _ => unavailable(e),
             })?;
@@ -442,14 +445,17 @@ impl Runtime for DockerRuntime {
 
     async fn wait_ready(
         &self,
-        id: ContainerId,
+        spec: &ContainerSpec,
         started: &Started,
         timeout: Duration,
     ) -> Result<(), RuntimeError> {
         self.probe
-            .wait_ready(&started.address, timeout, || {
-                self.state.lock().unwrap().exited.contains(&id)
-            })
+            .wait_ready(
+                &started.address,
+                &spec.template.health_path,
+                timeout,
+                || self.state.lock().unwrap().exited.contains(&spec.id),
+            )
             .await
     }
 

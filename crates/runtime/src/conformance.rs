@@ -25,12 +25,14 @@ where
     // Create, ready, reachable, listed.
     let a = spec();
     let started = rt.start(&a).await.expect("start");
-    rt.wait_ready(a.id, &started, ready_within)
+    rt.wait_ready(&a, &started, ready_within)
         .await
         .unwrap_or_else(|e| panic!("{name}: not ready: {e}"));
     if reachable {
         assert!(
-            HttpProbe::new("/healthz").check(&started.address).await,
+            HttpProbe::new()
+                .check(&started.address, &a.template.health_path)
+                .await,
             "{name}: {} does not answer",
             started.address
         );
@@ -77,7 +79,7 @@ where
     let b = spec();
     let mut events = rt.subscribe();
     let started = rt.start(&b).await.expect("start");
-    rt.wait_ready(b.id, &started, ready_within)
+    rt.wait_ready(&b, &started, ready_within)
         .await
         .unwrap_or_else(|e| panic!("{name}: not ready: {e}"));
     kill(b.id, started.clone()).await;

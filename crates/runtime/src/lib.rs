@@ -9,6 +9,7 @@ mod probe;
 mod process;
 mod sim;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,13 +24,36 @@ pub use sim::{SimMode, SimRuntime};
 /// a restarted warmpool tells its own containers from anybody else's.
 pub const INSTANCE_ENV: &str = "WARMPOOL_INSTANCE_ID";
 
-/// What to run.
+/// What every container of one pool runs, and with what; one per pool, shared by
+/// its containers.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Template {
+    /// Program and arguments (process runtime).
+    pub command: Vec<String>,
+    /// Image (Docker runtime).
+    pub image: String,
+    /// Readiness probe path.
+    pub health_path: String,
+    /// Extra env of the pool, set after warmpool's own variables.
+    pub env: Vec<(String, String)>,
+    pub resources: Resources,
+}
+
+/// Limits of one container, where the runtime enforces them (`None`: no limit).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Resources {
+    pub vcpu: Option<f64>,
+    pub memory_mib: Option<u64>,
+    pub pids_limit: Option<i64>,
+    pub disk_mb: Option<u64>,
+}
+
+/// What to run: one container of a pool.
 #[derive(Clone, Debug)]
 pub struct ContainerSpec {
     pub id: ContainerId,
     pub key: PoolKey,
-    /// Extra env of the pool, set after warmpool's own variables.
-    pub env: Vec<(String, String)>,
+    pub template: Arc<Template>,
 }
 
 impl ContainerSpec {
@@ -48,7 +72,7 @@ impl ContainerSpec {
             ("WARMPOOL_COUNTRY".to_owned(), country.to_owned()),
             (INSTANCE_ENV.to_owned(), instance_id.to_owned()),
         ];
-        env.extend(self.env.iter().cloned());
+        env.extend(self.template.env.iter().cloned());
         env
     }
 }
@@ -123,11 +147,11 @@ pub trait Runtime: Send + Sync + 'static {
     /// Creates and starts the container. Returns once it runs (not once it is ready).
     async fn start(&self, spec: &ContainerSpec) -> Result<Started, RuntimeError>;
 
-    /// Waits until the container answers its readiness probe, failing on timeout or
-    /// if it exits first.
+    /// Waits until the container answers its readiness probe (the template's
+    /// health path), failing on timeout or if it exits first.
     async fn wait_ready(
         &self,
-        id: ContainerId,
+        spec: &ContainerSpec,
         started: &Started,
         timeout: Duration,
     ) -> Result<(), RuntimeError>;

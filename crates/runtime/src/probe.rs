@@ -14,28 +14,29 @@ use crate::RuntimeError;
 #[derive(Clone)]
 pub struct HttpProbe {
     client: Client<HttpConnector, Empty<Bytes>>,
-    path: String,
+}
+
+impl Default for HttpProbe {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl HttpProbe {
-    pub fn new(path: &str) -> Self {
+    pub fn new() -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(Duration::from_secs(1)));
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)
             .build(connector);
-        let path = if path.starts_with('/') {
-            path.to_owned()
-        } else {
-            format!("/{path}")
-        };
-        Self { client, path }
+        Self { client }
     }
 
     /// One attempt.
-    pub async fn check(&self, address: &str) -> bool {
-        let Ok(uri) = format!("http://{address}{}", self.path).parse::<http::Uri>() else {
+    pub async fn check(&self, address: &str, path: &str) -> bool {
+        let slash = if path.starts_with('/') { "" } else { "/" };
+        let Ok(uri) = format!("http://{address}{slash}{path}").parse::<http::Uri>() else {
             return false;
         };
         match tokio::time::timeout(Duration::from_secs(2), self.client.get(uri)).await {
@@ -49,6 +50,7 @@ impl HttpProbe {
     pub async fn wait_ready(
         &self,
         address: &str,
+        path: &str,
         timeout: Duration,
         mut exited: impl FnMut() -> bool,
     ) -> Result<(), RuntimeError> {
@@ -62,7 +64,7 @@ impl HttpProbe {
             if exited() {
                 return Err(exited_early());
             }
-            if self.check(address).await {
+            if self.check(address, path).await {
                 return Ok(());
             }
             if Instant::now() + pause >= deadline {

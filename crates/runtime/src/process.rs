@@ -26,10 +26,6 @@ use crate::{
 
 #[derive(Clone, Debug)]
 pub struct ProcessConfig {
-    /// Program and arguments.
-    pub command: Vec<String>,
-    /// Readiness probe path.
-    pub health_path: String,
     /// This warmpool's instance id (the tag).
     pub instance_id: String,
     /// Each container gets `work_root/<id>` as its working directory.
@@ -55,7 +51,7 @@ impl ProcessRuntime {
     pub fn new(cfg: ProcessConfig) -> Self {
         let (events, _) = broadcast::channel(4096);
         Self {
-            probe: HttpProbe::new(&cfg.health_path),
+            probe: HttpProbe::new(),
             cfg,
             events,
             watched: Arc::default(),
@@ -212,8 +208,8 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn start(&self, spec: &ContainerSpec) -> Result<Started, RuntimeError> {
-        let (program, args) = self
-            .cfg
+        let (program, args) = spec
+            .template
             .command
             .split_first()
             .ok_or_else(|| RuntimeError::Other("empty command".into()))?;
@@ -274,15 +270,18 @@ impl Runtime for ProcessRuntime {
 
     async fn wait_ready(
         &self,
-        id: ContainerId,
+        spec: &ContainerSpec,
         started: &Started,
         timeout: Duration,
     ) -> Result<(), RuntimeError> {
-        let gone = self.gone_flag(id);
+        let gone = self.gone_flag(spec.id);
         self.probe
-            .wait_ready(&started.address, timeout, || {
-                gone.as_ref().is_none_or(|g| *g.borrow())
-            })
+            .wait_ready(
+                &started.address,
+                &spec.template.health_path,
+                timeout,
+                || gone.as_ref().is_none_or(|g| *g.borrow()),
+            )
             .await
     }
 

@@ -174,10 +174,11 @@ impl Runtime for SimRuntime {
 
     async fn wait_ready(
         &self,
-        id: ContainerId,
+        spec: &ContainerSpec,
         _started: &Started,
         timeout: Duration,
     ) -> Result<(), RuntimeError> {
+        let id = spec.id;
         let deadline = Instant::now() + timeout;
         loop {
             let changed = self.changed.notified();

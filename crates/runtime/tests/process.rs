@@ -1,29 +1,34 @@
 //! The process runtime against real child processes (plain `sh`, so these tests
 //! depend on nothing but the OS).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use warmpool_core::{ContainerId, Location, PoolKey};
 use warmpool_runtime::{
     ContainerSpec, Inspection, ProcessConfig, ProcessRuntime, Runtime, RuntimeError, RuntimeEvent,
+    Template,
 };
 
-fn runtime(dir: &std::path::Path, script: &str) -> ProcessRuntime {
-    ProcessRuntime::new(ProcessConfig {
-        command: vec!["sh".into(), "-c".into(), script.into()],
-        health_path: "/healthz".into(),
+/// A runtime, and a maker of specs of containers that run `script`.
+fn runtime(dir: &std::path::Path, script: &str) -> (ProcessRuntime, impl Fn() -> ContainerSpec) {
+    let rt = ProcessRuntime::new(ProcessConfig {
         instance_id: format!("test-{}", ContainerId::random()),
         work_root: dir.to_owned(),
         inherit_stderr: false,
-    })
-}
-
-fn spec() -> ContainerSpec {
-    ContainerSpec {
+    });
+    let template = Arc::new(Template {
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        health_path: "/healthz".into(),
+        env: vec![("EXTRA".into(), "1".into())],
+        ..Template::default()
+    });
+    let spec = move || ContainerSpec {
         id: ContainerId::random(),
         key: PoolKey::new("default", Location::Weur),
-        env: vec![("EXTRA".into(), "1".into())],
-    }
+        template: template.clone(),
+    };
+    (rt, spec)
 }
 
 /// Polls (with a deadline) until the child has written `path`.
@@ -42,7 +47,7 @@ async fn wait_for_file(path: &std::path::Path) {
 #[tokio::test]
 async fn stop_escalates_to_sigkill_when_sigterm_is_ignored() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(
+    let (rt, spec) = runtime(
         dir.path(),
         "trap '' TERM; touch trapped; while :; do sleep 1; done",
     );
@@ -95,7 +100,7 @@ async fn stop_escalates_to_sigkill_when_sigterm_is_ignored() {
 #[tokio::test]
 async fn graceful_stop_uses_sigterm() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(
+    let (rt, spec) = runtime(
         dir.path(),
         "trap 'exit 0' TERM; while :; do sleep 0.05; done",
     );
@@ -112,12 +117,12 @@ async fn graceful_stop_uses_sigterm() {
 #[tokio::test]
 async fn a_child_that_exits_is_reported_at_once_and_fails_readiness() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(dir.path(), "exit 3");
+    let (rt, spec) = runtime(dir.path(), "exit 3");
     let s = spec();
     let mut events = rt.subscribe();
     let started = rt.start(&s).await.unwrap();
     let err = rt
-        .wait_ready(s.id, &started, Duration::from_secs(20))
+        .wait_ready(&s, &started, Duration::from_secs(20))
         .await
         .unwrap_err();
     assert!(matches!(err, RuntimeError::ExitedEarly { .. }), "{err}");
@@ -131,11 +136,11 @@ async fn a_child_that_exits_is_reported_at_once_and_fails_readiness() {
 #[tokio::test]
 async fn readiness_times_out_when_nothing_answers() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(dir.path(), "while :; do sleep 1; done");
+    let (rt, spec) = runtime(dir.path(), "while :; do sleep 1; done");
     let s = spec();
     let started = rt.start(&s).await.unwrap();
     let err = rt
-        .wait_ready(s.id, &started, Duration::from_millis(300))
+        .wait_ready(&s, &started, Duration::from_millis(300))
         .await
         .unwrap_err();
     assert!(matches!(err, RuntimeError::StartTimeout(_)), "{err}");
@@ -147,7 +152,7 @@ async fn readiness_times_out_when_nothing_answers() {
 #[tokio::test]
 async fn children_get_a_clean_environment_with_their_identity() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(
+    let (rt, spec) = runtime(
         dir.path(),
         "env > env.txt; touch done; while :; do sleep 1; done",
     );
@@ -181,7 +186,7 @@ async fn children_get_a_clean_environment_with_their_identity() {
 #[tokio::test]
 async fn bad_handles_are_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let rt = runtime(dir.path(), "true");
+    let (rt, _) = runtime(dir.path(), "true");
     for h in ["", "pid:1:0", "docker:abc", "pid:x:1"] {
         assert!(matches!(
             rt.stop(ContainerId::random(), h, Duration::ZERO).await,

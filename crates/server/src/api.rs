@@ -85,12 +85,25 @@ pub async fn post_container(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<ClaimResponse> {
-    let obj = json_object(&headers, body)?;
-    let max = s.app.config.max_lifetime.as_secs().max(1);
+    let mut obj = json_object(&headers, body)?;
+    // The pool first: its settings bound the other fields.
+    let pool = match obj.remove("pool") {
+        None | Some(Value::Null) => s.app.default_pool(),
+        Some(Value::String(name)) => s.app.pool(&name).ok_or_else(|| {
+            let names: Vec<&str> = s.app.pools().iter().map(|p| &*p.name).collect();
+            ApiError::invalid(
+                "pool",
+                format!("no pool named {name:?}; the pools are {}", names.join(", ")),
+            )
+        })?,
+        Some(_) => return Err(ApiError::invalid("pool", "expected a string")),
+    }
+    .clone();
+    let max = pool.config.max_lifetime.as_secs().max(1);
     let mut location = Location::Default;
-    let mut lifetime = s.app.config.max_lifetime;
+    let mut lifetime = pool.config.max_lifetime;
     let mut text: Option<String> = None;
-    let mut idle_timeout = s.app.config.idle_timeout;
+    let mut idle_timeout = pool.config.idle_timeout;
     for (k, v) in obj {
         match (k.as_str(), v) {
             (_, Value::Null) => {}
@@ -145,19 +158,19 @@ pub async fn post_container(
                 return Err(ApiError::invalid(
                     other,
                     format!(
-                        "unknown field {other:?}: expected location, maxLifetimeInSeconds, idleTimeoutInSeconds or text"
+                        "unknown field {other:?}: expected pool, location, maxLifetimeInSeconds, idleTimeoutInSeconds or text"
                     ),
                 ))
             }
         }
     }
     let started = std::time::Instant::now();
-    let result = claim(&s.app, location, lifetime, idle_timeout).await;
+    let result = claim(&s.app, &pool, location, lifetime, idle_timeout).await;
     let metrics = &s.app.metrics;
     metrics
         .claim_seconds
         .observe(started.elapsed().as_secs_f64());
-    let key = s.app.key(location);
+    let key = pool.key(location);
     match &result {
         Ok(c) => metrics.claim(&key, if c.warm { "hit" } else { "miss" }),
         Err(_) => metrics.claim(&key, "rejected"),
@@ -169,6 +182,7 @@ pub async fn post_container(
             }
             Ok(Json(ClaimResponse {
                 id: c.id.to_string(),
+                pool: c.pool.to_string(),
                 location: c.location.to_string(),
                 expires_at: rfc3339(c.expires_at),
                 warm: c.warm,

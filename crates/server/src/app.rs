@@ -7,10 +7,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 use warmpool_core::{ContainerId, ContainerState, Desired, DesiredPool, PoolKey, Timestamp};
-use warmpool_runtime::{ContainerSpec, Runtime, RuntimeError, Started};
+use warmpool_runtime::{ContainerSpec, Resources, Runtime, RuntimeError, Started, Template};
 use warmpool_store::{Change, NewContainer, Op, Store, StoreError};
 
-use crate::config::Config;
+use crate::config::{Config, PoolConfig};
 use crate::registry::Registry;
 
 /// The wall clock, as the core's [`Timestamp`].
@@ -21,6 +21,40 @@ pub fn now() -> Timestamp {
     Timestamp(d.as_millis() as i64)
 }
 
+/// A configured pool, as claims and launches use it.
+#[derive(Debug)]
+pub struct Pool {
+    pub name: Arc<str>,
+    pub config: PoolConfig,
+    /// What its containers run, shared by all of them.
+    pub template: Arc<Template>,
+}
+
+impl Pool {
+    pub fn new(config: &PoolConfig) -> Self {
+        Self {
+            name: config.name.as_str().into(),
+            template: Arc::new(Template {
+                command: config.command.clone(),
+                image: config.image.clone(),
+                health_path: config.health_path.clone(),
+                env: config.env.clone(),
+                resources: Resources {
+                    vcpu: config.vcpu,
+                    memory_mib: config.memory_mib,
+                    pids_limit: config.pids_limit,
+                    disk_mb: config.disk_mb,
+                },
+            }),
+            config: config.clone(),
+        }
+    }
+
+    pub fn key(&self, location: warmpool_core::Location) -> PoolKey {
+        PoolKey::new(self.name.clone(), location)
+    }
+}
+
 pub struct App {
     pub config: Config,
     pub store: Store,
@@ -29,7 +63,8 @@ pub struct App {
     pub registry: Arc<Registry>,
     pub desired: Desired,
     pub metrics: crate::metrics::Metrics,
-    pool_name: Arc<str>,
+    /// The configured pools; the first is the default one.
+    pools: Vec<Arc<Pool>>,
     activation: Notify,
     reconciled: AtomicBool,
     shutting_down: AtomicBool,
@@ -64,16 +99,21 @@ impl App {
         registry: Arc<Registry>,
         runtime: Arc<dyn Runtime>,
     ) -> Self {
-        let pool_name: Arc<str> = config.pool_name.as_str().into();
+        let pools: Vec<Arc<Pool>> = config
+            .pools
+            .iter()
+            .map(|p| Arc::new(Pool::new(p)))
+            .collect();
         let desired = Desired {
-            pools: config
-                .locations
+            pools: pools
                 .iter()
-                .map(|l| DesiredPool {
-                    key: PoolKey::new(pool_name.clone(), *l),
-                    target: config.target,
-                    batch_size: config.batch_size,
-                    spacing: config.batch_spacing,
+                .flat_map(|p| {
+                    p.config.targets.iter().map(|(l, n)| DesiredPool {
+                        key: p.key(*l),
+                        target: *n,
+                        batch_size: p.config.batch_size,
+                        spacing: p.config.batch_spacing,
+                    })
                 })
                 .collect(),
             max_instances: config.max_instances,
@@ -85,7 +125,7 @@ impl App {
             registry,
             desired,
             metrics: Default::default(),
-            pool_name,
+            pools,
             activation: Notify::new(),
             reconciled: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
@@ -118,8 +158,25 @@ impl App {
         self.shutting_down.load(Ordering::Acquire)
     }
 
-    pub fn key(&self, location: warmpool_core::Location) -> PoolKey {
-        PoolKey::new(self.pool_name.clone(), location)
+    /// The configured pools, the default one first.
+    pub fn pools(&self) -> &[Arc<Pool>] {
+        &self.pools
+    }
+
+    /// The pool claims go to unless they name one.
+    pub fn default_pool(&self) -> &Arc<Pool> {
+        &self.pools[0]
+    }
+
+    /// The pool called `name`, if configured.
+    pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
+        self.pools.iter().find(|p| &*p.name == name)
+    }
+
+    /// The pool of a container: its own, or the default pool's settings for one
+    /// no longer configured (recovered from an earlier configuration).
+    pub fn pool_of(&self, key: &PoolKey) -> &Arc<Pool> {
+        self.pool(&key.pool).unwrap_or(self.default_pool())
     }
 
     /// Writes a state change to the store; the commit hook applies it in memory
@@ -167,7 +224,7 @@ impl App {
         let spec = ContainerSpec {
             id,
             key: key.clone(),
-            env: self.config.app_env.clone(),
+            template: self.pool_of(&key).template.clone(),
         };
         match self.start_and_wait(&spec).await {
             Ok(started) => {
@@ -221,7 +278,7 @@ impl App {
             .map_err(LaunchError::Store)?;
         if let Err(e) = self
             .runtime
-            .wait_ready(spec.id, &started, self.config.start_timeout)
+            .wait_ready(spec, &started, self.pool_of(&spec.key).config.start_timeout)
             .await
         {
             // Never leave behind a process that did not become ready.

@@ -7,12 +7,13 @@ use tokio::sync::oneshot;
 use warmpool_core::{ContainerId, ContainerState, Location, Timestamp};
 use warmpool_store::{Change, StoreError};
 
-use crate::app::{error_chain, now, App, LaunchError};
+use crate::app::{error_chain, now, App, LaunchError, Pool};
 
 /// A successful claim.
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub id: ContainerId,
+    pub pool: Arc<str>,
     pub location: Location,
     pub expires_at: Timestamp,
     /// Came from the warm pool (false: started on demand).
@@ -36,7 +37,7 @@ pub enum ClaimError {
 /// Attempts on containers that vanish between being picked and being recorded.
 const MAX_PICKS: usize = 16;
 
-/// Claims a container of `location` for `lifetime`.
+/// Claims a container of `pool` in `location` for `lifetime`.
 ///
 /// The claim is committed to the store before this returns, so after a crash the id
 /// still routes. Two claims never get the same container: a ready container is
@@ -44,6 +45,7 @@ const MAX_PICKS: usize = 16;
 /// compare-and-set (`ready -> allocated`) refuses a second claim regardless.
 pub async fn claim(
     app: &Arc<App>,
+    pool: &Pool,
     location: Location,
     lifetime: Duration,
     idle_timeout: Option<Duration>,
@@ -51,7 +53,7 @@ pub async fn claim(
     if app.is_shutting_down() {
         return Err(ClaimError::ShuttingDown);
     }
-    let key = app.key(location);
+    let key = pool.key(location);
     for _ in 0..MAX_PICKS {
         let Some(id) = app.registry.pop_ready(&key) else {
             break;
@@ -62,6 +64,7 @@ pub async fn claim(
                 app.activate();
                 return Ok(Claimed {
                     id,
+                    pool: pool.name.clone(),
                     location,
                     expires_at,
                     warm: true,
@@ -104,6 +107,7 @@ pub async fn claim(
             match allocate(app, id, lifetime, idle_timeout).await {
                 Ok(expires_at) => Ok(Claimed {
                     id,
+                    pool: pool.name.clone(),
                     location,
                     expires_at,
                     warm: false,

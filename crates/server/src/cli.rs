@@ -42,6 +42,9 @@ pub enum Cmd {
     Openapi,
     /// Claim a container and print its id.
     Claim {
+        /// Pool to claim from (default: the default pool).
+        #[arg(long)]
+        pool: Option<String>,
         #[arg(long)]
         location: Option<String>,
         /// Lifetime in seconds (default: the server's maximum).
@@ -97,7 +100,7 @@ impl ServeArgs {
             Some(path) => {
                 let text =
                     std::fs::read_to_string(path).map_err(|e| crate::config::ConfigError {
-                        key: "WARMPOOL_CONFIG",
+                        key: "WARMPOOL_CONFIG".into(),
                         value: path.clone(),
                         reason: format!("cannot read it: {e}"),
                     })?;
@@ -106,9 +109,9 @@ impl ServeArgs {
                     ..e
                 })?
             }
-            None => HashMap::new(),
+            None => Default::default(),
         };
-        Config::from_lookup(|k| self.values.get(k).or_else(|| file.get(k)).cloned())
+        Config::from_sources(|k| self.values.get(k).cloned(), &file)
     }
 }
 
@@ -212,9 +215,14 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<i32> {
         _ => client,
     };
     match &cli.command {
-        Cmd::Claim { location, ttl } => {
+        Cmd::Claim {
+            pool,
+            location,
+            ttl,
+        } => {
             let c = client
                 .claim(&ClaimRequest {
+                    pool: pool.clone(),
                     location: location.clone(),
                     max_lifetime_in_seconds: *ttl,
                     ..Default::default()
@@ -406,7 +414,7 @@ pub fn main() -> anyhow::Result<i32> {
         Cmd::Serve(args) => {
             let config = args.config()?;
             if args.check_config {
-                println!("configuration is valid:\n{config:#?}");
+                print!("{}", config.to_toml());
                 return Ok(0);
             }
             let logs = tracing_subscriber::fmt()

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use warmpool_core::ContainerState;
-use warmpool_runtime::{OwnedContainer, Started};
+use warmpool_runtime::{ContainerSpec, OwnedContainer, Started};
 use warmpool_store::Change;
 
 use crate::app::{error_chain, now, App};
@@ -90,9 +90,14 @@ pub async fn recover(app: &Arc<App>) -> anyhow::Result<Recovered> {
                 handle: o.handle.clone(),
                 address: entry.address.clone().unwrap_or_default(),
             };
+            let spec = ContainerSpec {
+                id,
+                key: entry.key.clone(),
+                template: app.pool_of(&entry.key).template.clone(),
+            };
             let ok = app
                 .runtime
-                .wait_ready(id, &started, Duration::from_secs(2))
+                .wait_ready(&spec, &started, Duration::from_secs(2))
                 .await
                 .is_ok();
             (id, o, entry, ok)

@@ -100,36 +100,19 @@ pub fn router(shared: Arc<Shared>) -> Router {
 /// The runtime the configuration asks for.
 pub async fn build_runtime(config: &Config, instance_id: &str) -> anyhow::Result<Arc<dyn Runtime>> {
     Ok(match config.runtime {
-        RuntimeKind::Process => {
-            let command = if config.command.is_empty() {
-                let exe = std::env::current_exe()
-                    .context("cannot find this binary to run its sample-app")?;
-                vec![exe.to_string_lossy().into_owned(), "sample-app".to_owned()]
-            } else {
-                config.command.clone()
-            };
-            Arc::new(ProcessRuntime::new(ProcessConfig {
-                command,
-                health_path: config.health_path.clone(),
-                instance_id: instance_id.to_owned(),
-                work_root: config.data_dir.join("containers"),
-                inherit_stderr: true,
-            }))
-        }
+        RuntimeKind::Process => Arc::new(ProcessRuntime::new(ProcessConfig {
+            instance_id: instance_id.to_owned(),
+            work_root: config.data_dir.join("containers"),
+            inherit_stderr: true,
+        })),
         RuntimeKind::Sim => Arc::new(SimRuntime::new(
             SimMode::Instant,
             config.sim_address.clone(),
         )),
         RuntimeKind::Docker => DockerRuntime::connect(DockerConfig {
-            image: config.image.clone(),
             instance_id: instance_id.to_owned(),
             network: config.docker_network.clone(),
             container_port: config.container_port,
-            health_path: config.health_path.clone(),
-            vcpu: config.vcpu,
-            memory_mib: config.memory_mib,
-            pids_limit: config.pids_limit,
-            disk_mb: config.disk_mb,
             publish: config.docker_publish,
             socket: None,
         })
@@ -168,7 +151,10 @@ pub struct Running {
 
 /// Starts warmpool. With `runtime`, uses it instead of the configured one (tests
 /// pass a simulated runtime they keep a handle on).
-pub async fn start(config: Config, runtime: Option<Arc<dyn Runtime>>) -> anyhow::Result<Running> {
+pub async fn start(
+    mut config: Config,
+    runtime: Option<Arc<dyn Runtime>>,
+) -> anyhow::Result<Running> {
     check_exposure(&config)?;
     let data_dir = config.data_dir.clone();
     let registry = Arc::new(Registry::default());
@@ -181,6 +167,14 @@ pub async fn start(config: Config, runtime: Option<Arc<dyn Runtime>>) -> anyhow:
         Some(r) => r,
         None => build_runtime(&config, store.instance_id()).await?,
     };
+    if runtime.name() == "process" && config.pools.iter().any(|p| p.command.is_empty()) {
+        // A pool without a command runs this binary's own sample app.
+        let exe =
+            std::env::current_exe().context("cannot find this binary to run its sample-app")?;
+        for p in config.pools.iter_mut().filter(|p| p.command.is_empty()) {
+            p.command = vec![exe.to_string_lossy().into_owned(), "sample-app".to_owned()];
+        }
+    }
     tracing::info!(instance_id = store.instance_id(), runtime = runtime.name(), data_dir = %config.data_dir.display(), "starting warmpool");
     let listen = config.listen;
     let app = Arc::new(App::new(config, store, registry, runtime));

@@ -181,7 +181,7 @@ async fn without_tokens_warmpool_refuses_a_non_loopback_address() {
         ])
         .output()
         .unwrap();
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("insecure_no_auth: true"));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("\ninsecure_no_auth = true\n"));
 }
 
 #[test]
@@ -195,5 +195,8 @@ fn tokens_never_show_in_check_config() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     assert!(!text.contains(API) && !text.contains(ADMIN), "{text}");
-    assert!(text.contains("<redacted>"));
+    assert!(
+        text.contains("# api_token = <1 token(s), redacted>"),
+        "{text}"
+    );
 }

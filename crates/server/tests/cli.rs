@@ -100,7 +100,7 @@ fn check_config_validates_and_names_the_bad_setting() {
     assert!(ok.status.success());
     let out = String::from_utf8_lossy(&ok.stdout);
     assert!(
-        out.contains("target: 5") && out.contains("batch_size: 3"),
+        out.contains("\ntarget = 5\n") && out.contains("\nbatch_size = 3\n"),
         "{out}"
     );
 
@@ -142,11 +142,40 @@ fn a_config_file_sets_values_that_flags_and_env_override() {
     );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
-        text.contains("runtime: Docker")
-            && text.contains("target: 9")
-            && text.contains("batch_size: 3"),
+        text.contains("\nruntime = \"docker\"\n")
+            && text.contains("\ntarget = 9\n")
+            && text.contains("\nbatch_size = 3\n"),
         "{text}"
     );
+
+    // The example with several pools prints each pool's resolved table, and what
+    // it prints is itself a config file that resolves to the same thing.
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/multi-pool.toml"
+    );
+    let check = |path: &std::path::Path| {
+        let out = Command::new(common::bin())
+            .args(["serve", "--check-config", "--config"])
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let printed = check(std::path::Path::new(example));
+    assert!(
+        printed.contains("\n[pools.python]\n")
+            && printed.contains("\n[pools.jobs]\n")
+            && printed.contains("\ntargets = \"weur=3,wnam=1\"\n"),
+        "{printed}"
+    );
+    std::fs::write(&file, &printed).unwrap();
+    assert_eq!(check(&file), printed);
 
     std::fs::write(&file, "colour = \"red\"\n").unwrap();
     let bad = Command::new(common::bin())

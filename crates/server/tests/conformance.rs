@@ -9,14 +9,26 @@ use std::sync::Arc;
 use warmpool_core::{ContainerId, Location, PoolKey};
 use warmpool_docker::{DockerConfig, DockerRuntime};
 use warmpool_runtime::{
-    conformance, ContainerSpec, ProcessConfig, ProcessRuntime, SimMode, SimRuntime,
+    conformance, ContainerSpec, ProcessConfig, ProcessRuntime, Resources, SimMode, SimRuntime,
+    Template,
 };
 
-fn spec() -> ContainerSpec {
-    ContainerSpec {
+/// A maker of fresh specs of containers that run `template`.
+fn specs(template: Template) -> impl Fn() -> ContainerSpec {
+    let template = Arc::new(template);
+    move || ContainerSpec {
         id: ContainerId::random(),
         key: PoolKey::new("conformance", Location::Default),
-        env: Vec::new(),
+        template: template.clone(),
+    }
+}
+
+/// The sample app, as the process runtime runs it.
+fn sample_app() -> Template {
+    Template {
+        command: vec![common::bin().into(), "sample-app".into()],
+        health_path: "/healthz".into(),
+        ..Template::default()
     }
 }
 
@@ -28,13 +40,11 @@ fn instance() -> String {
 async fn process_runtime_conforms() {
     let dir = tempfile::tempdir().unwrap();
     let rt = ProcessRuntime::new(ProcessConfig {
-        command: vec![common::bin().into(), "sample-app".into()],
-        health_path: "/healthz".into(),
         instance_id: instance(),
         work_root: dir.path().to_owned(),
         inherit_stderr: false,
     });
-    conformance::check(&rt, spec, true, |_, started| async move {
+    conformance::check(&rt, specs(sample_app()), true, |_, started| async move {
         common::kill9_handle(Some(&started.handle));
     })
     .await;
@@ -44,12 +54,17 @@ async fn process_runtime_conforms() {
 async fn sim_runtime_conforms() {
     let rt = Arc::new(SimRuntime::new(SimMode::Instant, "127.0.0.1:9"));
     let sim = rt.clone();
-    conformance::check(rt.as_ref(), spec, false, move |id, _| {
-        let sim = sim.clone();
-        async move {
-            assert!(sim.kill(id, 137));
-        }
-    })
+    conformance::check(
+        rt.as_ref(),
+        specs(Template::default()),
+        false,
+        move |id, _| {
+            let sim = sim.clone();
+            async move {
+                assert!(sim.kill(id, 137));
+            }
+        },
+    )
     .await;
 }
 
@@ -59,21 +74,26 @@ async fn docker_runtime_conforms() {
         return;
     }
     let rt = DockerRuntime::connect(DockerConfig {
-        image: common::IMAGE.into(),
         instance_id: instance(),
         network: "warmpool-test".into(),
         container_port: 8080,
-        health_path: "/healthz".into(),
-        vcpu: Some(0.5),
-        memory_mib: Some(64),
-        pids_limit: Some(64),
-        disk_mb: None,
         publish: false,
         socket: None,
     })
     .await
     .unwrap();
-    conformance::check(rt.as_ref(), spec, true, |_, started| async move {
+    let image = Template {
+        image: common::IMAGE.into(),
+        health_path: "/healthz".into(),
+        resources: Resources {
+            vcpu: Some(0.5),
+            memory_mib: Some(64),
+            pids_limit: Some(64),
+            disk_mb: None,
+        },
+        ..Template::default()
+    };
+    conformance::check(rt.as_ref(), specs(image), true, |_, started| async move {
         common::docker(&["kill", &started.handle]);
     })
     .await;

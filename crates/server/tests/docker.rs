@@ -1,6 +1,7 @@
 //! The core scenarios against a real Docker Engine running the sample image: fill
 //! in batches, claim and proxy, refill, expiry, `docker kill`/`docker rm -f`,
-//! `kill -9` of warmpool with adoption and orphan removal, and the memory limit.
+//! `kill -9` of warmpool with adoption and orphan removal, the memory limit, and named
+//! pools with their own image, resources, env and locations.
 //! Each test skips with a reason when Docker is not there, unless
 //! `WARMPOOL_REQUIRE_DOCKER=1`.
 
@@ -420,25 +421,19 @@ impl Relay {
 async fn docker_exits_missed_while_the_event_stream_was_down_are_found_on_reconnect() {
     use warmpool_core::{ContainerId, Location, PoolKey};
     use warmpool_docker::{DockerConfig, DockerRuntime};
-    use warmpool_runtime::{ContainerSpec, Runtime, RuntimeEvent};
+    use warmpool_runtime::{ContainerSpec, Runtime, RuntimeEvent, Template};
     if !docker_ready("docker_exits_missed_while_the_event_stream_was_down_are_found_on_reconnect") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let relay = Relay::start(dir.path());
     let rt = DockerRuntime::connect(DockerConfig {
-        image: common::IMAGE.into(),
         instance_id: format!(
             "reconnect-{}",
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         ),
         network: "warmpool-test".into(),
         container_port: 8080,
-        health_path: "/healthz".into(),
-        vcpu: None,
-        memory_mib: Some(64),
-        pids_limit: None,
-        disk_mb: None,
         publish: false,
         socket: Some(relay.path.display().to_string()),
     })
@@ -447,10 +442,14 @@ async fn docker_exits_missed_while_the_event_stream_was_down_are_found_on_reconn
     let spec = ContainerSpec {
         id: ContainerId::random(),
         key: PoolKey::new("default", Location::Default),
-        env: Vec::new(),
+        template: std::sync::Arc::new(Template {
+            image: common::IMAGE.into(),
+            health_path: "/healthz".into(),
+            ..Template::default()
+        }),
     };
     let started = rt.start(&spec).await.unwrap();
-    rt.wait_ready(spec.id, &started, T).await.unwrap();
+    rt.wait_ready(&spec, &started, T).await.unwrap();
     let mut events = rt.subscribe();
 
     // The stream breaks; meanwhile the container dies; then the engine is back.
@@ -511,4 +510,110 @@ async fn docker_disk_limit_is_applied_or_warned_about_once() {
         assert_eq!(storage_opt["size"], "512M");
         assert_eq!(warnings, 0);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_named_pools_get_their_own_image_resources_env_and_location() {
+    if !docker_ready("docker_named_pools_get_their_own_image_resources_env_and_location") {
+        return;
+    }
+    // A second name for the sample image, so the pool's own image shows.
+    let image = "warmpool/sample-app:pools-test";
+    docker(&["tag", common::IMAGE, image]);
+    let file = format!(
+        r#"
+        [pools.large]
+        image = "{image}"
+        targets = {{ weur = 1 }}
+        batch_spacing = 0
+        vcpu = 0.5
+        memory_mib = 96
+        pids_limit = 64
+        disk_mb = 0
+        app_env = {{ SIZE = "large" }}
+        "#
+    );
+    let mut wp = InProc::start_with_file(
+        &docker_settings(&[
+            ("POOL_TARGET_INSTANCES", "1"),
+            ("POOL_BATCH_SPACING_IN_SECONDS", "0"),
+        ]),
+        &file,
+        None,
+    )
+    .await;
+    let c = wp.client.clone();
+    poll(T, "one ready container in each pool", || {
+        let c = c.clone();
+        async move {
+            (common::pool_ready(&c, "default", "default").await == 1
+                && common::pool_ready(&c, "large", "weur").await == 1)
+                .then_some(())
+        }
+    })
+    .await;
+    let of_pool = |pool: &str| {
+        let c = c.clone();
+        let pool = pool.to_owned();
+        async move {
+            let list = c
+                .containers(&ContainerQuery {
+                    pool: Some(pool),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .containers;
+            assert_eq!(list.len(), 1, "{list:?}");
+            docker_inspect(&format!("warmpool-{}", list[0].id)).unwrap()
+        }
+    };
+    let env_of = |inspect: &serde_json::Value| -> Vec<String> {
+        inspect["Config"]["Env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    };
+
+    let large = of_pool("large").await;
+    assert_eq!(large["Config"]["Image"], image);
+    assert_eq!(large["Config"]["Labels"]["dev.warmpool.pool"], "large");
+    assert_eq!(large["Config"]["Labels"]["dev.warmpool.location"], "weur");
+    let env = env_of(&large);
+    assert!(
+        env.contains(&"SIZE=large".to_owned())
+            && env.contains(&"WARMPOOL_LOCATION=weur".to_owned()),
+        "{env:?}"
+    );
+    let hc = &large["HostConfig"];
+    assert_eq!(hc["NanoCpus"], 500_000_000);
+    assert_eq!(hc["Memory"], 96 * 1024 * 1024);
+    assert_eq!(hc["PidsLimit"], 64);
+
+    let default = of_pool("default").await;
+    assert_eq!(default["Config"]["Image"], common::IMAGE);
+    assert!(!env_of(&default).iter().any(|e| e.starts_with("SIZE=")));
+    assert_eq!(default["HostConfig"]["Memory"], 256 * 1024 * 1024);
+
+    let claimed = c
+        .claim(&ClaimRequest {
+            pool: Some("large".into()),
+            location: Some("weur".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(claimed.warm);
+    let r = wp
+        .http
+        .get(format!("{}/container/{}/", wp.base, claimed.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-container-location"], "weur");
+    wp.shutdown().await;
+    docker(&["rmi", image]);
 }

@@ -59,10 +59,20 @@ impl InProc {
     }
 
     pub async fn start_with(extra: &[(&str, &str)], runtime: Option<Arc<dyn Runtime>>) -> InProc {
+        Self::start_with_file(extra, "", runtime).await
+    }
+
+    /// Starts with `extra` settings over a config file's text (`[pools.NAME]`...).
+    pub async fn start_with_file(
+        extra: &[(&str, &str)],
+        file: &str,
+        runtime: Option<Arc<dyn Runtime>>,
+    ) -> InProc {
         let dir = tempfile::tempdir().unwrap();
         let mut m = settings(extra);
         m.insert("WARMPOOL_DATA_DIR".into(), dir.path().display().to_string());
-        let config = Config::from_lookup(|k| m.get(k).cloned()).unwrap();
+        let file = Config::parse_file(file).unwrap();
+        let config = Config::from_sources(|k| m.get(k).cloned(), &file).unwrap();
         let running = start(config, runtime).await.unwrap();
         let base = format!("http://{}", running.addr);
         InProc {
@@ -225,6 +235,17 @@ pub async fn first_ready(client: &Client) -> warmpool_client::ContainerView {
         .unwrap()
         .containers
         .remove(0)
+}
+
+/// Ready containers of `pool` in `location`.
+pub async fn pool_ready(client: &Client, pool: &str, location: &str) -> u32 {
+    client.pools().await.map_or(0, |p| {
+        p.pools
+            .iter()
+            .filter(|p| p.pool == pool && p.location == location)
+            .map(|p| p.ready)
+            .sum()
+    })
 }
 
 pub async fn ready_count(client: &Client, location: &str) -> u32 {
