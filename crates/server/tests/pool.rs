@@ -270,15 +270,7 @@ async fn admin_paths_are_refused_in_every_spelling() {
         assert!(resp.starts_with("HTTP/1.1 403"), "{path}: {resp}");
         assert!(resp.contains("application/problem+json"), "{path}: {resp}");
     }
-    let text = wp
-        .http
-        .get(format!("{}/container/{}/", wp.base, c.id))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = wp.proxied_text(&c.id, "/").await;
     assert_eq!(text, "No Content", "the text was changed through the proxy");
     wp.shutdown().await;
 }
