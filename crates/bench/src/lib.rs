@@ -46,7 +46,6 @@ pub struct BenchArgs {
 
 /// State of one run: options, results, and the progress bar.
 pub struct Ctx {
-    pub quick: bool,
     pub rows: Vec<Row>,
     pub notes: Vec<String>,
     /// Latency series for the warm-vs-cold chart (sorted ms).
@@ -130,7 +129,6 @@ async fn run_async(args: &BenchArgs, json: bool) -> anyhow::Result<i32> {
         procs::docker_unavailable().await
     };
     let mut ctx = Ctx {
-        quick: args.quick,
         rows: Vec::new(),
         notes: Vec::new(),
         cdf: Vec::new(),

@@ -6,10 +6,10 @@ use std::fmt::Write;
 const COLORS: [&str; 8] = [
     "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf",
 ];
-const W: f64 = 820.0;
+const W: f64 = 1000.0;
 const H: f64 = 460.0;
 const LEFT: f64 = 70.0;
-const RIGHT: f64 = 230.0;
+const RIGHT: f64 = 330.0;
 const TOP: f64 = 50.0;
 const BOTTOM: f64 = 60.0;
 
@@ -66,7 +66,7 @@ pub fn cdf(title: &str, subtitle: &str, series: &[(String, Vec<f64>)]) -> String
         );
         d *= 10.0;
     }
-    for p in [0.0, 25.0, 50.0, 75.0, 90.0, 99.0, 100.0] {
+    for p in [0.0, 25.0, 50.0, 75.0, 90.0, 100.0] {
         let _ = writeln!(
             s,
             r##"<line x1="{LEFT}" y1="{0:.1}" x2="{1:.1}" y2="{0:.1}" stroke="#eee"/><text x="{2:.1}" y="{3:.1}" text-anchor="end">p{p}</text>"##,
@@ -119,7 +119,7 @@ pub fn cdf(title: &str, subtitle: &str, series: &[(String, Vec<f64>)]) -> String
 pub fn bars(title: &str, subtitle: &str, unit: &str, bars: &[(String, f64, String)]) -> String {
     let max = bars.iter().map(|b| b.1).fold(0.0, f64::max).max(1e-9);
     let left = 150.0;
-    let pw = W - left - 200.0;
+    let pw = W - left - 360.0;
     let bh = 36.0;
     let mut s = head(title, subtitle);
     for (i, (name, v, note)) in bars.iter().enumerate() {
