@@ -189,30 +189,46 @@ pub async fn load(
     Ok(total)
 }
 
-/// `rounds` WebSocket echo round trips of a small text message over one socket.
-pub async fn ws_round_trips(url: &str, rounds: usize) -> anyhow::Result<Samples> {
-    use futures_util::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .with_context(|| format!("cannot open {url}"))?;
-    let mut s = Samples::default();
-    for i in 0..rounds {
+/// An open WebSocket to an echo server.
+pub struct Ws {
+    url: String,
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl Ws {
+    pub async fn connect(url: &str) -> anyhow::Result<Ws> {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .with_context(|| format!("cannot open {url}"))?;
+        Ok(Ws {
+            url: url.to_owned(),
+            ws,
+        })
+    }
+
+    /// One round trip of a small text message.
+    pub async fn round_trip(&mut self, i: usize) -> anyhow::Result<Duration> {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
         let msg = format!("ping {i}");
         let t = Instant::now();
-        ws.send(Message::text(msg.clone())).await?;
+        self.ws.send(Message::text(msg.clone())).await?;
         loop {
-            match ws.next().await {
+            match self.ws.next().await {
                 Some(Ok(Message::Text(t))) if t.as_str() == msg => break,
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => return Err(e.into()),
-                None => bail!("{url}: the WebSocket closed"),
+                None => bail!("{}: the WebSocket closed", self.url),
             }
         }
-        s.push(t.elapsed());
+        Ok(t.elapsed())
     }
-    let _ = ws.close(None).await;
-    Ok(s)
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
 }
 
 /// Polls `GET path` at `addr` until it answers; returns the time from `since`
