@@ -139,6 +139,7 @@ async fn run_async(args: &BenchArgs, json: bool) -> anyhow::Result<i32> {
         started: Instant::now(),
         tty,
     };
+    let machine_at_start = Machine::read();
     let started_at = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -195,7 +196,7 @@ async fn run_async(args: &BenchArgs, json: bool) -> anyhow::Result<i32> {
     let report = Report {
         quick: args.quick,
         started_at,
-        machine: Machine::read(),
+        machine: machine_at_start,
         rows: ctx.rows.clone(),
         notes: ctx.notes.clone(),
         seconds,
@@ -209,11 +210,11 @@ async fn run_async(args: &BenchArgs, json: bool) -> anyhow::Result<i32> {
         };
     }
     say!(
-        "warmpool bench{}: {} on {} CPUs, {:.0} GiB ({:.0} s)",
+        "warmpool bench{}: {} CPUs, {:.0} GiB, load average {} at start; {:.0} s",
         if args.quick { " --quick" } else { "" },
-        if args.quick { "quick run" } else { "full run" },
-        Machine::read().cpus,
-        Machine::read().memory_gib,
+        report.machine.cpus,
+        report.machine.memory_gib,
+        report.machine.load_average,
         seconds
     );
     say!();

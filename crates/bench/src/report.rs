@@ -84,6 +84,8 @@ pub struct Machine {
     pub cpus: usize,
     pub memory_gib: f64,
     pub kernel: String,
+    /// `/proc/loadavg` (1, 5, 15 minutes) when read: how busy the machine was.
+    pub load_average: String,
 }
 
 impl Machine {
@@ -103,6 +105,12 @@ impl Machine {
                 .unwrap_or_default()
                 .trim()
                 .to_owned(),
+            load_average: std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" "),
         }
     }
 }
