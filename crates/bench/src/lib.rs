@@ -148,39 +148,54 @@ async fn run_async(args: &BenchArgs, json: bool) -> anyhow::Result<i32> {
     }
 
     let mut failed = 0;
-    macro_rules! scenario {
-        ($n:expr, $name:expr, $body:expr) => {
-            if only($n) {
-                if let Err(e) = $body {
-                    failed += 1;
-                    ctx.note(format!("scenario {} ({}) FAILED: {e:#}", $n, $name));
-                }
+    // Ctrl-C drops the running scenario, whose servers, nginx and apps are then
+    // stopped by their `Drop`; the Docker containers are removed below.
+    let interrupted = {
+        let all = async {
+            macro_rules! scenario {
+                ($n:expr, $name:expr, $body:expr) => {
+                    if only($n) {
+                        if let Err(e) = $body {
+                            failed += 1;
+                            ctx.note(format!("scenario {} ({}) FAILED: {e:#}", $n, $name));
+                        }
+                    }
+                };
             }
+            scenario!(
+                1,
+                "warm claim, sim",
+                scenarios::warm_claim(&mut ctx, "sim", p.sim_pool, p.sim_claims).await
+            );
+            scenario!(
+                1,
+                "warm claim, process",
+                scenarios::warm_claim(&mut ctx, "process", p.process_pool, p.process_pool - 2)
+                    .await
+            );
+            scenario!(
+                2,
+                "claim throughput",
+                scenarios::throughput(&mut ctx, &p).await
+            );
+            scenario!(
+                3,
+                "warm vs cold",
+                scenarios::warm_vs_cold(&mut ctx, &p).await
+            );
+            scenario!(4, "proxy overhead", scenarios::proxy(&mut ctx, &p).await);
+            scenario!(5, "fill rate", scenarios::fill(&mut ctx, &p).await);
+            scenario!(6, "scale", scenarios::scale(&mut ctx, &p).await);
         };
+        tokio::select! {
+            _ = all => false,
+            _ = tokio::signal::ctrl_c() => true,
+        }
+    };
+    if interrupted {
+        failed += 1;
+        ctx.note("interrupted: the results are incomplete".into());
     }
-    scenario!(
-        1,
-        "warm claim, sim",
-        scenarios::warm_claim(&mut ctx, "sim", p.sim_pool, p.sim_claims).await
-    );
-    scenario!(
-        1,
-        "warm claim, process",
-        scenarios::warm_claim(&mut ctx, "process", p.process_pool, p.process_pool - 2).await
-    );
-    scenario!(
-        2,
-        "claim throughput",
-        scenarios::throughput(&mut ctx, &p).await
-    );
-    scenario!(
-        3,
-        "warm vs cold",
-        scenarios::warm_vs_cold(&mut ctx, &p).await
-    );
-    scenario!(4, "proxy overhead", scenarios::proxy(&mut ctx, &p).await);
-    scenario!(5, "fill rate", scenarios::fill(&mut ctx, &p).await);
-    scenario!(6, "scale", scenarios::scale(&mut ctx, &p).await);
 
     if ctx.docker_skip.is_none() {
         procs::docker_cleanup().await;
