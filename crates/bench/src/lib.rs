@@ -199,6 +199,7 @@ async fn run_async(args: &BenchArgs, json: bool) -> anyhow::Result<i32> {
 
     if ctx.docker_skip.is_none() {
         procs::docker_cleanup().await;
+        procs::docker_network_remove().await;
     } else if let Some(why) = &ctx.docker_skip {
         let n = format!("Docker cases skipped: {why}");
         if !ctx.notes.iter().any(|x| x.contains("Docker")) {

@@ -443,6 +443,13 @@ pub async fn docker_run(name: &str) -> anyhow::Result<(String, SocketAddr)> {
     Ok((id, format!("{ip}:8080").parse()?))
 }
 
+/// Removes the bench's bridge network, if nothing uses it any more.
+pub async fn docker_network_remove() {
+    if docker(&["network", "inspect", NETWORK]).await.is_ok() {
+        let _ = docker(&["network", "rm", NETWORK]).await;
+    }
+}
+
 /// Removes every container the bench started itself (by label).
 pub async fn docker_cleanup() {
     let Ok(ids) = docker(&["ps", "-aq", "--filter", &format!("label={LABEL}")]).await else {
