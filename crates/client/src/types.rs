@@ -9,17 +9,27 @@ use serde::{Deserialize, Serialize};
 pub struct ClaimRequest {
     /// The pool to claim from (default: the default pool).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[A-Za-z0-9_-]{1,63}$"))]
     pub pool: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^(default|wnam|enam|sam|weur|eeur|apac|oc|afr|me)$")
+    )]
     pub location: Option<String>,
+    /// At most the pool's maximum lifetime (its default).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub max_lifetime_in_seconds: Option<u64>,
     /// Text the container serves, set through its `/admin/update-text` before the
     /// claim is answered.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 1048576))]
     pub text: Option<String>,
-    /// Stop the container after this long without proxied traffic.
+    /// Stop the container after this long without proxied traffic (at most the
+    /// pool's maximum lifetime).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub idle_timeout_in_seconds: Option<u64>,
 }
 

@@ -74,6 +74,8 @@ fn json_object(
     }
     match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(m)) => Ok(m),
+        // `null` says what an empty body says: no fields.
+        Ok(Value::Null) => Ok(Default::default()),
         Ok(_) => Err(ApiError::invalid("", "the body must be a JSON object")),
         Err(e) => Err(ApiError::bad_request(format!("invalid JSON: {e}"))),
     }
@@ -89,12 +91,16 @@ pub async fn post_container(
     // The pool first: its settings bound the other fields.
     let pool = match obj.remove("pool") {
         None | Some(Value::Null) => s.app.default_pool(),
+        // A well-formed name of a pool that does not exist: 404, naming the field.
         Some(Value::String(name)) => s.app.pool(&name).ok_or_else(|| {
             let names: Vec<&str> = s.app.pools().iter().map(|p| &*p.name).collect();
-            ApiError::invalid(
-                "pool",
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown-pool",
+                "Unknown Pool",
                 format!("no pool named {name:?}; the pools are {}", names.join(", ")),
             )
+            .field("pool")
         })?,
         Some(_) => return Err(ApiError::invalid("pool", "expected a string")),
     }
@@ -106,7 +112,8 @@ pub async fn post_container(
     let mut idle_timeout = pool.config.idle_timeout;
     for (k, v) in obj {
         match (k.as_str(), v) {
-            (_, Value::Null) => {}
+            // A known field set to null is left out; an unknown one is refused below.
+            ("location" | "maxLifetimeInSeconds" | "idleTimeoutInSeconds" | "text", Value::Null) => {}
             ("location", Value::String(l)) => {
                 location = l.parse().map_err(|e: warmpool_core::InvalidLocation| {
                     ApiError::invalid("location", e.to_string())

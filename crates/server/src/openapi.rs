@@ -82,6 +82,7 @@ const PROBLEM: &str = "application/problem+json";
         (status = 400, description = "Malformed JSON", body = Problem, content_type = PROBLEM),
         (status = 401, description = "Missing or wrong token", body = Problem, content_type = PROBLEM),
         (status = 413, description = "Body too large", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No pool of that name (`field` is `pool`)", body = Problem, content_type = PROBLEM),
         (status = 415, description = "Not JSON", body = Problem, content_type = PROBLEM),
         (status = 422, description = "Invalid or unknown field (named in `field`)", body = Problem, content_type = PROBLEM),
         (status = 502, description = "The container did not take its text; it was released", body = Problem, content_type = PROBLEM),
@@ -124,10 +125,12 @@ proxy_doc!(
 
 #[utoipa::path(get, path = "/v1/containers", tag = "manage",
     params(
-        ("state" = Option<String>, Query, description = "starting, ready, allocated, stopping, stopped or failed"),
-        ("location" = Option<String>, Query, description = "default, wnam, enam, sam, weur, eeur, apac, oc, afr or me"),
+        ("state" = Option<String>, Query, description = "starting, ready, allocated, stopping, stopped or failed",
+            pattern = "^(starting|ready|allocated|stopping|stopped|failed)$"),
+        ("location" = Option<String>, Query, description = "default, wnam, enam, sam, weur, eeur, apac, oc, afr or me",
+            pattern = "^(default|wnam|enam|sam|weur|eeur|apac|oc|afr|me)$"),
         ("pool" = Option<String>, Query, description = "Pool name"),
-        ("limit" = Option<u32>, Query, description = "1 to 10000 (default 1000)")
+        ("limit" = Option<u32>, Query, description = "1 to 10000 (default 1000)", minimum = 1, maximum = 10000)
     ),
     responses(
         (status = 200, description = "Containers, oldest first", body = ContainerList),
@@ -169,7 +172,9 @@ fn release_container() {}
     responses(
         (status = 200, description = "Whatever the container answers"),
         (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = PROBLEM),
-        (status = 404, description = "No such live container", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such live container (a problem document), or the container's own 404 (passed through as it is)",
+            content((Problem = "application/problem+json"), (String = "*/*"))),
+        (status = "default", description = "The container's own answer, any status and content type, passed through"),
         (status = 409, description = "The container is not running", body = Problem, content_type = PROBLEM),
         (status = 502, description = "The container did not answer", body = Problem, content_type = PROBLEM),
     ),
@@ -188,10 +193,11 @@ fn pools() {}
 
 #[utoipa::path(get, path = "/v1/events", tag = "manage",
     params(
-        ("after" = Option<i64>, Query, description = "Events after this sequence number (default 0)"),
-        ("limit" = Option<u32>, Query, description = "1 to 1000 (default 100)"),
-        ("container" = Option<String>, Query, description = "Only this container's events"),
-        ("wait" = Option<u64>, Query, description = "Hold an empty answer up to this many seconds (0 to 60)")
+        ("after" = Option<i64>, Query, description = "Events after this sequence number (default 0)", minimum = 0),
+        ("limit" = Option<u32>, Query, description = "1 to 1000 (default 100)", minimum = 1, maximum = 1000),
+        ("container" = Option<String>, Query, description = "Only this container's events (a UUID)",
+            pattern = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"),
+        ("wait" = Option<u64>, Query, description = "Hold an empty answer up to this many seconds (0 to 60)", maximum = 60)
     ),
     responses(
         (status = 200, description = "Events, oldest first; pass `next` as `after`", body = EventList),

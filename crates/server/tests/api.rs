@@ -59,6 +59,14 @@ async fn bad_input_gets_problem_documents_and_changes_nothing() {
         case("POST", "/container", "not json", 400, None),
         case("POST", "/container", "[]", 422, Some("")),
         case("POST", "/container", "42", 422, Some("")),
+        case("POST", "/container", r#"{"": null}"#, 422, Some("")),
+        case(
+            "POST",
+            "/container",
+            r#"{"colour": null}"#,
+            422,
+            Some("colour"),
+        ),
         case(
             "POST",
             "/container",

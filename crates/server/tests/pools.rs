@@ -130,7 +130,7 @@ async fn named_pools_run_their_own_settings_and_claims_choose_them() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&e, ClientError::Api { problem: p } if p.status == 422 && p.field.as_deref() == Some("pool") && p.detail.contains("broken, greeter")),
+        matches!(&e, ClientError::Api { problem: p } if p.status == 404 && p.kind.ends_with("/unknown-pool") && p.field.as_deref() == Some("pool") && p.detail.contains("broken, greeter")),
         "{e:?}"
     );
     // A pool whose containers never become ready fails its on-demand claims cleanly.
