@@ -318,8 +318,8 @@ function renderContainers() {
         el("td", {}, stateBadge(c.state)),
         el("td", { text: c.pool }),
         el("td", { text: c.location }),
-        el("td", { class: "num", text: duration(age) }),
-        el("td", { class: "num", text: expires }),
+        el("td", { class: "num", "data-since": c.createdAt, text: duration(age) }),
+        el("td", { class: "num", "data-until": c.expiresAt && !c.stoppedAt ? c.expiresAt : null, text: expires }),
         el("td", { class: "mono", text: c.address || "" }),
         el("th", { scope: "row", class: "mono", title: c.id, text: shortId(c.id) }),
       );
@@ -329,6 +329,17 @@ function renderContainers() {
   if (focusedId) {
     const again = body.querySelector(`tr[data-id="${CSS.escape(focusedId)}"]`);
     if (again) again.focus();
+  }
+}
+
+/** Moves ages and expiries on in place (rows are not rebuilt, so clicks land). */
+function tickAges() {
+  const now = Date.now();
+  for (const td of document.querySelectorAll("#containers td[data-since]")) {
+    td.textContent = duration(now - Date.parse(td.dataset.since));
+  }
+  for (const td of document.querySelectorAll("#containers td[data-until]")) {
+    td.textContent = duration(Date.parse(td.dataset.until) - now);
   }
 }
 
@@ -660,7 +671,7 @@ async function start() {
     setLive(false, "Cannot reach warmpool: " + e.message);
   }
   // Ages, expiries and the charts move with time even without events.
-  setInterval(() => renderContainers(), 1000);
+  setInterval(tickAges, 1000);
   setInterval(() => refreshPools().catch(() => {}), 10000);
   followEvents();
 }
