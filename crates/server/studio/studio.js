@@ -186,7 +186,8 @@ function renderPools() {
 
 /** Draws lines over the last hour into `box`: series are {name, cls, values}. */
 function lineChart(box, times, series, label, unit) {
-  const W = 600, H = 150, L = 40, R = 8, T = 8, B = 20;
+  // Drawn at the box's own width, so that text is not stretched.
+  const W = Math.max(320, Math.round(box.clientWidth || 600)), H = 150, L = 46, R = 8, T = 10, B = 20;
   const now = Date.now();
   const x0 = now - 3600 * 1000;
   let max = 0;
@@ -194,7 +195,7 @@ function lineChart(box, times, series, label, unit) {
   max = max > 0 ? niceMax(max) : 1;
   const sx = (t) => L + ((t - x0) / (now - x0)) * (W - L - R);
   const sy = (v) => T + (1 - v / max) * (H - T - B);
-  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, preserveAspectRatio: "none", role: "img", "aria-label": label });
+  const root = svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-label": label });
   const title = svg("title");
   title.textContent = label;
   root.append(title);
@@ -205,7 +206,7 @@ function lineChart(box, times, series, label, unit) {
     t.textContent = s;
     root.append(t);
   };
-  text(L - 4, T + 9, fmtNum(max) + unit, "end");
+  text(L - 4, T + 4, fmtNum(max) + unit, "end");
   text(L - 4, sy(0), "0", "end");
   for (const m of [60, 45, 30, 15]) text(sx(now - m * 60000), H - 5, "-" + m + "m", "middle");
   text(W - R, H - 5, "now", "end");
