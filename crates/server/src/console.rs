@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -148,9 +148,14 @@ pub async fn tables(State(s): State<Arc<Shared>>) -> Result<Json<TableList>, Api
 /// `truncated` says more rows follow.
 pub async fn rows(
     State(s): State<Arc<Shared>>,
-    Path(name): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
+    name: Result<Path<String>, PathRejection>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> Result<Json<SqlResult>, ApiError> {
+    // Every error is a problem document, even for a mangled path or query.
+    let Ok(Path(name)) = name else {
+        return Err(ApiError::not_found("no such table"));
+    };
+    let Query(q) = q.map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))?;
     let mut offset = 0u64;
     let mut limit = 100usize;
     for (k, v) in q {

@@ -217,7 +217,19 @@ fn form_value(body: &[u8], name: &str) -> Option<Vec<u8>> {
 }
 
 /// `POST /studio/login` (form: `token`): a session cookie for an admin token.
-pub async fn login(State(s): State<Arc<Shared>>, body: Bytes) -> Response {
+pub async fn login(
+    State(s): State<Arc<Shared>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let Ok(body) = body else {
+        return crate::problem::ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "Payload Too Large",
+            "the login form is limited to 4096 bytes",
+        )
+        .into_response();
+    };
     let config = &s.app.config;
     if !config.auth_enabled() {
         return see_other(None);

@@ -254,6 +254,9 @@ async fn tables_are_listed_and_paged() {
         assert_eq!(status, 404, "{bad}: {body}");
         assert_eq!(body["type"], "https://warmpool.dev/problems/not-found");
     }
+    // A path that is not UTF-8 is still a problem document.
+    let (status, body) = get("/v1/tables/%FF/rows".into()).await;
+    assert_eq!(status, 404, "{body}");
     for bad in ["limit=0", "limit=501", "offset=-1", "sort=id"] {
         let (status, _) = get(format!("/v1/tables/meta/rows?{bad}")).await;
         assert_eq!(status, 422, "{bad}");
@@ -318,6 +321,15 @@ async fn login_sets_a_session_cookie_that_opens_the_api_until_logout() {
             .body(format!("token={token}"))
             .send()
     };
+    // An oversized form is a problem document too.
+    let r = http
+        .post(format!("{base}/studio/login"))
+        .body(vec![b'a'; 10_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(r.headers()["content-type"], "application/problem+json");
     // A wrong token (or the API token): the form again, 401, no cookie.
     for wrong in ["wrong-token-0123456789abcdef", API, ""] {
         let r = login(wrong).await.unwrap();
