@@ -130,6 +130,9 @@ const READ_PRAGMAS: &[&str] = &[
     "data_version",
 ];
 
+/// Functions a console statement may not call.
+const DENIED_FUNCTIONS: &[&str] = &["load_extension", "fts3_tokenizer", "readfile", "writefile"];
+
 /// What the authorizer refused, in words.
 fn describe(action: &AuthAction<'_>) -> String {
     use AuthAction::*;
@@ -154,6 +157,7 @@ fn describe(action: &AuthAction<'_>) -> String {
             pragma_value: Some(v),
         } => format!("PRAGMA {pragma_name} = {v}"),
         Pragma { pragma_name, .. } => format!("PRAGMA {pragma_name}"),
+        Function { function_name } => format!("the function {function_name}()"),
         other => format!("{other:?}"),
     }
 }
@@ -162,10 +166,11 @@ fn describe(action: &AuthAction<'_>) -> String {
 fn authorizer(denied: Arc<Mutex<Option<String>>>) -> impl FnMut(AuthContext<'_>) -> Authorization {
     move |ctx: AuthContext<'_>| {
         let allowed = match ctx.action {
-            AuthAction::Select
-            | AuthAction::Read { .. }
-            | AuthAction::Function { .. }
-            | AuthAction::Recursive => true,
+            AuthAction::Select | AuthAction::Read { .. } | AuthAction::Recursive => true,
+            // Functions read, except those that reach outside the database.
+            AuthAction::Function { function_name } => !DENIED_FUNCTIONS
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case(function_name)),
             AuthAction::Pragma {
                 pragma_name,
                 pragma_value,

@@ -83,6 +83,8 @@ async fn writes_and_tricks_are_refused() {
         "VACUUM",
         "REINDEX",
         "ANALYZE",
+        "SELECT load_extension('/tmp/x.so')",
+        "SELECT fts3_tokenizer('simple')",
     ] {
         match store
             .console_query(sql.into(), ConsoleLimits::default())
