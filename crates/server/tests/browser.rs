@@ -280,13 +280,17 @@ async fn the_studio_works_in_a_real_browser() {
     let png = c.screenshot().await.unwrap();
     std::fs::write(shots.join("studio-screenshot.png"), &png).unwrap();
 
-    // The database tab: tables, a SELECT, and a refused write.
-    c.find(Locator::Id("tab-database"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    // The database tab (by keyboard: arrows move between tabs): tables, a
+    // SELECT, and a refused write.
+    let tab = c.find(Locator::Id("tab-overview")).await.unwrap();
+    tab.send_keys("\u{E014}").await.unwrap(); // ArrowRight
+    wait_text(
+        &c,
+        "[role=tab][aria-selected=true]",
+        "the database tab",
+        |t| t == "Database",
+    )
+    .await;
     wait_text(
         &c,
         "#tables button[data-table=\"containers\"]",
@@ -335,6 +339,39 @@ async fn the_studio_works_in_a_real_browser() {
             .len(),
         6,
         "nothing was deleted"
+    );
+
+    // Back to the overview (ArrowLeft), and release the claimed container from
+    // its detail pane.
+    let tab = c.find(Locator::Id("tab-database")).await.unwrap();
+    tab.send_keys("\u{E012}").await.unwrap(); // ArrowLeft
+    c.find(Locator::Id("release"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(
+        &c,
+        "#detail-fields [data-field=\"state\"]",
+        "the released container stopped",
+        |t| t == "stopped",
+    )
+    .await;
+    wait_text(
+        &c,
+        &card("default", "weur", "allocated"),
+        "the release in the weur card",
+        |t| t == "0",
+    )
+    .await;
+    assert_eq!(
+        api.container(&claimed.id)
+            .await
+            .unwrap()
+            .stop_reason
+            .as_deref(),
+        Some("released")
     );
 
     // Logging out leads back to the form.
