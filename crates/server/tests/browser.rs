@@ -250,6 +250,13 @@ async fn the_studio_works_in_a_real_browser() {
         |t| t == "2",
     )
     .await;
+    // The events feed has the claim.
+    let short = &claimed.id[..8];
+    wait_text(&c, "#events tbody", "the claim in the events feed", |t| {
+        t.lines()
+            .any(|l| l.contains(short) && l.contains("allocated") && l.contains("claimed"))
+    })
+    .await;
     let still = c
         .execute("return window.__noReload;", vec![])
         .await
