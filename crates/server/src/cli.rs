@@ -40,6 +40,9 @@ pub enum Cmd {
     SampleApp,
     /// Print the OpenAPI document (what docs/openapi.json holds).
     Openapi,
+    /// Measure claim latency and throughput, warm vs cold, proxy overhead, fill
+    /// rate and scale against same-run baselines (see docs/BENCHMARKS.md).
+    Bench(warmpool_bench::BenchArgs),
     /// Claim a container and print its id.
     Claim {
         /// Pool to claim from (default: the default pool).
@@ -350,7 +353,9 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<i32> {
             location,
             timeout,
         } => return wait_ready(&client, *ready, location.as_deref(), *timeout).await,
-        Cmd::Serve(_) | Cmd::SampleApp | Cmd::Openapi => unreachable!("not client commands"),
+        Cmd::Serve(_) | Cmd::SampleApp | Cmd::Openapi | Cmd::Bench(_) => {
+            unreachable!("not client commands")
+        }
     }
     Ok(0)
 }
@@ -403,6 +408,7 @@ pub fn main() -> anyhow::Result<i32> {
             print!("{}", crate::openapi::json());
             Ok(0)
         }
+        Cmd::Bench(args) => warmpool_bench::run(args, cli.json),
         Cmd::SampleApp => {
             let config = warmpool_sample_app::Config::from_env()?;
             let rt = tokio::runtime::Builder::new_current_thread()

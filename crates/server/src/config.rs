@@ -980,6 +980,56 @@ mod tests {
         assert_eq!(Config::defaults().to_toml().matches("\n[pools.").count(), 0);
     }
 
+    /// A TOML value of any type, as it would be written in a config file.
+    fn toml_value() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let scalar = prop_oneof![
+            any::<i64>().prop_map(|i| i.to_string()),
+            any::<f64>().prop_map(|f| format!("{f:?}")),
+            Just("nan".to_owned()),
+            Just("-inf".to_owned()),
+            any::<bool>().prop_map(|b| b.to_string()),
+            "\\PC{0,24}".prop_map(|s| toml::Value::String(s).to_string()),
+            "(weur|wnam|mars|default|[a-z]{1,4})(=[0-9]{1,6})?(,[a-z]{1,4}=-?[0-9]{1,3})?"
+                .prop_map(|s| toml::Value::String(s).to_string()),
+        ];
+        prop_oneof![
+            4 => scalar.clone(),
+            1 => proptest::collection::vec(scalar.clone(), 0..3).prop_map(|v| format!("[{}]", v.join(", "))),
+            1 => proptest::collection::vec(("[a-z]{1,5}", scalar), 0..3).prop_map(|v| {
+                let kv: Vec<String> = v.into_iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                format!("{{ {} }}", kv.join(", "))
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Any text as a config file: an answer, never a panic.
+        #[test]
+        fn arbitrary_config_text_never_panics(text in "\\PC{0,300}") {
+            let _ = from_file(&text, &[]);
+        }
+
+        /// Config files of real keys (top level and in pools) with values of any
+        /// type: accepted, or refused with an error naming where.
+        #[test]
+        fn every_key_with_any_value_is_accepted_or_named(
+            top in proptest::collection::vec((0..SETTINGS.len(), toml_value()), 0..6),
+            pool in proptest::collection::vec((0..SETTINGS.len(), toml_value()), 0..6),
+        ) {
+            let line = |(i, v): &(usize, String)| format!("{} = {v}\n", SETTINGS[*i].file_key());
+            let mut text: String = top.iter().map(line).collect();
+            text.push_str("[pools.p]\n");
+            text.extend(pool.iter().map(line));
+            if let Err(e) = from_file(&text, &[]) {
+                let known = e.key == "WARMPOOL_CONFIG"
+                    || e.key.starts_with("pools.p")
+                    || SETTINGS.iter().any(|s| s.env == e.key);
+                proptest::prop_assert!(known, "{e} for {text}");
+            }
+        }
+    }
+
     /// Every example config in the repository is valid.
     #[test]
     fn example_configs_parse() {

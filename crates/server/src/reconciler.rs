@@ -13,6 +13,12 @@ use warmpool_runtime::RuntimeEvent;
 use crate::app::{error_chain, now, App};
 use crate::registry::Dispatch;
 
+/// Least time between a pass and the next one woken by an activation: a burst of
+/// claims (or exits) is served by one pass, so that a pass's cost, which grows with
+/// the number of tracked containers, is not paid once per claim. Refills and
+/// replacements start at most this much later.
+pub const MIN_PASS_GAP: Duration = Duration::from_millis(10);
+
 /// How often tombstones of ended containers are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
@@ -70,7 +76,15 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
             ));
         }
         tokio::select! {
-            _ = app.activated() => {}
+            _ = app.activated() => {
+                let since = started.elapsed();
+                if since < MIN_PASS_GAP {
+                    tokio::select! {
+                        _ = tokio::time::sleep(MIN_PASS_GAP - since) => {}
+                        _ = shutdown.changed() => {}
+                    }
+                }
+            }
             _ = tokio::time::sleep(sleep) => {}
             _ = shutdown.changed() => {}
         }

@@ -7,7 +7,7 @@
 //! container out of its queue here (so that no two claims can pick it) and puts it
 //! back if the store refuses.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
 use http::uri::Authority;
@@ -120,6 +120,11 @@ pub enum Dispatch {
 struct Inner {
     containers: HashMap<ContainerId, Entry>,
     ready: HashMap<PoolKey, VecDeque<ContainerId>>,
+    /// Per key, about how many ids in `ready` belong to containers that left
+    /// `ready` other than by a claim (stopped, failed): `pop_ready` skips them,
+    /// and a queue is compacted once they could be half of it, so that a state
+    /// change never scans a whole queue (amortised O(1) instead of O(pool)).
+    stale: HashMap<PoolKey, usize>,
     pools: BTreeMap<PoolKey, PoolStats>,
     last_batch: BTreeMap<PoolKey, Timestamp>,
 }
@@ -224,7 +229,10 @@ impl Registry {
     pub fn pop_ready(&self, key: &PoolKey) -> Option<ContainerId> {
         let mut inner = self.lock();
         let Inner {
-            containers, ready, ..
+            containers,
+            ready,
+            stale,
+            ..
         } = &mut *inner;
         let queue = ready.get_mut(key)?;
         while let Some(id) = queue.pop_front() {
@@ -233,6 +241,9 @@ impl Registry {
                     e.busy = true;
                     return Some(id);
                 }
+            }
+            if let Some(n) = stale.get_mut(key) {
+                *n = n.saturating_sub(1);
             }
         }
         None
@@ -335,8 +346,25 @@ impl Registry {
         let joins_pool = to == ContainerState::Ready && !e.on_demand;
         let live_route = live_route(e);
         if from == ContainerState::Ready && to != ContainerState::Allocated {
-            if let Some(q) = inner.ready.get_mut(&key) {
-                q.retain(|x| *x != id);
+            // Its id stays queued (`pop_ready` skips it) until enough are stale
+            // to compact the queue in one pass.
+            let Inner {
+                containers,
+                ready,
+                stale,
+                ..
+            } = &mut *inner;
+            let n = stale.entry(key.clone()).or_default();
+            *n += 1;
+            if let Some(q) = ready.get_mut(&key) {
+                if *n * 2 >= q.len() {
+                    q.retain(|x| {
+                        containers
+                            .get(x)
+                            .is_some_and(|e| e.state == ContainerState::Ready)
+                    });
+                    *n = 0;
+                }
             }
         }
         if to == ContainerState::Failed {
@@ -431,11 +459,27 @@ impl Registry {
         if p.actions.is_empty() {
             return (Vec::new(), p.wake_at);
         }
-        let planned_state: HashMap<ContainerId, ContainerState> = observed
-            .containers
+        // The planned state of what is to be stopped (usually nothing): a map of
+        // those alone, not of every container, which would cost a pass O(n)
+        // hashing for every claim's activation.
+        let stopping: HashSet<ContainerId> = p
+            .actions
             .iter()
-            .map(|c| (c.id, c.state))
+            .filter_map(|a| match a {
+                Action::Stop { id, .. } => Some(*id),
+                _ => None,
+            })
             .collect();
+        let planned_state: HashMap<ContainerId, ContainerState> = if stopping.is_empty() {
+            HashMap::new()
+        } else {
+            observed
+                .containers
+                .iter()
+                .filter(|c| stopping.contains(&c.id))
+                .map(|c| (c.id, c.state))
+                .collect()
+        };
 
         let mut inner = self.lock();
         let mut room = desired.max_instances.saturating_sub(inner.live());

@@ -128,19 +128,24 @@ fn a_config_file_sets_values_that_flags_and_env_override() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("warmpool.toml");
     std::fs::write(&file, "runtime = \"docker\"\ntarget = 7\nbatch_size = 3\n").unwrap();
-    let out = Command::new(common::bin())
-        .args(["serve", "--check-config", "--config"])
-        .arg(&file)
-        .args(["--target", "9"])
-        .env_remove("POOL_BATCH_SIZE")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    // `serve --check-config --config PATH ARGS...`: what it prints.
+    let check = |path: &std::path::Path, args: &[&str]| {
+        let out = Command::new(common::bin())
+            .args(["serve", "--check-config", "--config"])
+            .arg(path)
+            .args(args)
+            .env_remove("POOL_BATCH_SIZE")
+            .env_remove("POOL_TARGET_INSTANCES")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = check(&file, &["--target", "9"]);
     assert!(
         text.contains("\nruntime = \"docker\"\n")
             && text.contains("\ntarget = 9\n")
@@ -154,20 +159,7 @@ fn a_config_file_sets_values_that_flags_and_env_override() {
         env!("CARGO_MANIFEST_DIR"),
         "/../../examples/multi-pool.toml"
     );
-    let check = |path: &std::path::Path| {
-        let out = Command::new(common::bin())
-            .args(["serve", "--check-config", "--config"])
-            .arg(path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    };
-    let printed = check(std::path::Path::new(example));
+    let printed = check(std::path::Path::new(example), &[]);
     assert!(
         printed.contains("\n[pools.python]\n")
             && printed.contains("\n[pools.jobs]\n")
@@ -175,7 +167,7 @@ fn a_config_file_sets_values_that_flags_and_env_override() {
         "{printed}"
     );
     std::fs::write(&file, &printed).unwrap();
-    assert_eq!(check(&file), printed);
+    assert_eq!(check(&file, &[]), printed);
 
     std::fs::write(&file, "colour = \"red\"\n").unwrap();
     let bad = Command::new(common::bin())

@@ -93,15 +93,7 @@ async fn named_pools_run_their_own_settings_and_claims_choose_them() {
         (g.pool.as_str(), g.location.as_str(), g.warm),
         ("greeter", "weur", true)
     );
-    let body = wp
-        .http
-        .get(format!("{}/container/{}/", wp.base, g.id))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = wp.proxied_text(&g.id, "/").await;
     assert_eq!(body, "hello from greeter");
     let view = c.container(&g.id).await.unwrap();
     assert_eq!(view.pool, "greeter");
@@ -115,15 +107,7 @@ async fn named_pools_run_their_own_settings_and_claims_choose_them() {
     // No pool named: the default pool, which runs the plain sample app.
     let d = c.claim(&ClaimRequest::default()).await.unwrap();
     assert_eq!((d.pool.as_str(), d.warm), ("default", true));
-    let body = wp
-        .http
-        .get(format!("{}/container/{}/", wp.base, d.id))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = wp.proxied_text(&d.id, "/").await;
     assert_eq!(body, "No Content");
 
     // Each pool bounds its own claims; unknown pools are named in the error.

@@ -263,3 +263,37 @@ async fn a_claim_whose_text_cannot_be_set_fails_and_releases_the_container() {
     assert_eq!(released.state, "stopped");
     wp.shutdown().await;
 }
+
+/// Claims activate the reconciler, but a burst of them is served by a few passes
+/// (at most one per `MIN_PASS_GAP`), so a pass's cost, which grows with the number
+/// of tracked containers, is not paid per claim; the pool is still refilled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_claims_is_served_by_a_few_reconciler_passes() {
+    let (mut wp, _sim) = with_sim(
+        SimMode::Instant,
+        &[
+            ("POOL_TARGET_INSTANCES", "200"),
+            ("POOL_BATCH_SIZE", "200"),
+            ("POOL_BATCH_SPACING_IN_SECONDS", "0"),
+        ],
+    )
+    .await;
+    wp.wait_ready("default", 200, T).await;
+    let before = wp.app().metrics.reconcile_passes.get();
+    let started = std::time::Instant::now();
+    let req = ClaimRequest::default();
+    let claims = (0..100).map(|_| wp.client.claim(&req));
+    let claimed = futures_util::future::join_all(claims).await;
+    assert!(claimed.iter().all(|c| c.as_ref().is_ok_and(|c| c.warm)));
+    wp.wait_ready("default", 200, T).await;
+    let passes = wp.app().metrics.reconcile_passes.get() - before;
+    // At most one pass per gap, plus the timer's and a pending activation's.
+    let gap = warmpool_server::reconciler::MIN_PASS_GAP;
+    let most = (started.elapsed().as_millis() / gap.as_millis()) as u64 + 3;
+    assert!(
+        passes >= 1 && passes <= most.min(99),
+        "{passes} passes for a burst of 100 claims in {:?}",
+        started.elapsed()
+    );
+    wp.shutdown().await;
+}

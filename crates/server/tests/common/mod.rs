@@ -109,6 +109,18 @@ impl InProc {
         }
     }
 
+    /// `GET`s `path` of container `id` through the proxy; answers the body.
+    pub async fn proxied_text(&self, id: &str, path: &str) -> String {
+        self.http
+            .get(format!("{}/container/{id}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// Waits until the pool of `location` has `n` ready containers.
     pub async fn wait_ready(&self, location: &str, n: u32, within: Duration) {
         wait_ready(&self.client, location, n, within).await

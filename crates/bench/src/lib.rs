@@ -1,0 +1,281 @@
+//! `warmpool bench`: one command that measures what warmpool exists for (claim
+//! latency and throughput, warm vs cold starts, proxy overhead, fill rate, memory
+//! and latency at scale), each next to a baseline measured in the same run.
+//!
+//! It starts its own warmpool servers by running this very binary with `serve`
+//! (so `cargo run --release -- bench` measures the release build), each on
+//! 127.0.0.1:0 with a temp data dir, and stops everything it started.
+
+pub mod load;
+pub mod procs;
+pub mod report;
+pub mod scenarios;
+pub mod stats;
+pub mod svg;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use report::{Machine, Report, Row};
+use scenarios::Params;
+
+/// `warmpool bench`'s flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct BenchArgs {
+    /// A short run (under a minute): smaller pools, fewer samples, one round.
+    #[arg(long)]
+    pub quick: bool,
+    /// With `--json` (warmpool's global flag): write the results as JSON to FILE
+    /// as well as the table; `--json` alone prints the JSON instead of the table.
+    #[arg(value_name = "FILE", requires = "json")]
+    pub json_file: Option<PathBuf>,
+    /// Where to write the SVG charts.
+    #[arg(long, value_name = "DIR", default_value = "target/bench")]
+    pub svg_dir: PathBuf,
+    /// Run only these scenarios (comma separated numbers, e.g. 1,4).
+    #[arg(long, value_delimiter = ',', value_name = "N,...")]
+    pub only: Vec<u8>,
+    /// Skip the Docker cases even when a Docker Engine is available.
+    #[arg(long)]
+    pub no_docker: bool,
+}
+
+/// State of one run: options, results, and the progress bar.
+pub struct Ctx {
+    pub rows: Vec<Row>,
+    pub notes: Vec<String>,
+    /// Latency series for the warm-vs-cold chart (sorted ms).
+    pub cdf: Vec<(String, Vec<f64>)>,
+    /// Throughput bars for the proxy chart.
+    pub proxy_bars: Vec<(String, f64, String)>,
+    /// Why the Docker cases are skipped, if they are.
+    pub docker_skip: Option<String>,
+    pub nginx: Option<PathBuf>,
+    bar: ProgressBar,
+    started: Instant,
+    tty: bool,
+}
+
+impl Ctx {
+    /// Moves the progress indicator on to the next step.
+    pub fn step(&self, what: &str) {
+        self.bar.inc(1);
+        self.bar.set_message(what.to_owned());
+        if !self.tty {
+            eprintln!("[{:>5.1}s] {what}", self.started.elapsed().as_secs_f64());
+        }
+    }
+
+    pub fn note(&mut self, n: String) {
+        self.notes.push(n);
+    }
+}
+
+/// The number of progress steps of a run (an estimate; the bar only moves).
+fn steps(p: &Params, only: &dyn Fn(u8) -> bool) -> u64 {
+    let mut n = 0;
+    if only(1) {
+        n += 4;
+    }
+    if only(2) {
+        n += 3;
+    }
+    if only(3) {
+        n += 2;
+    }
+    if only(4) {
+        n += 3 + p.proxy_rounds as u64;
+    }
+    if only(5) {
+        n += 2 * p.fill_rounds as u64;
+    }
+    if only(6) {
+        n += 2;
+    }
+    n
+}
+
+/// Runs the benchmark (`json`: warmpool's global `--json` flag); the exit code is
+/// 1 if a scenario failed.
+pub fn run(args: &BenchArgs, json: bool) -> anyhow::Result<i32> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run_async(args, json))
+}
+
+async fn run_async(args: &BenchArgs, json: bool) -> anyhow::Result<i32> {
+    let p = Params::new(args.quick);
+    let only = |n: u8| args.only.is_empty() || args.only.contains(&n);
+    let tty = std::io::stderr().is_terminal();
+    let bar = if tty {
+        ProgressBar::new(steps(&p, &only))
+    } else {
+        ProgressBar::hidden()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] [{bar:30}] {pos}/{len} {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(120));
+    let docker_skip = if args.no_docker {
+        Some("--no-docker".to_owned())
+    } else {
+        procs::docker_unavailable().await
+    };
+    let mut ctx = Ctx {
+        rows: Vec::new(),
+        notes: Vec::new(),
+        cdf: Vec::new(),
+        proxy_bars: Vec::new(),
+        docker_skip,
+        nginx: procs::nginx_path(),
+        bar,
+        started: Instant::now(),
+        tty,
+    };
+    let machine_at_start = Machine::read();
+    let started_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if ctx.docker_skip.is_none() {
+        procs::docker_cleanup().await;
+    }
+
+    let mut failed = 0;
+    // Ctrl-C drops the running scenario, whose servers, nginx and apps are then
+    // stopped by their `Drop`; the Docker containers are removed below.
+    let interrupted = {
+        let all = async {
+            macro_rules! scenario {
+                ($n:expr, $name:expr, $body:expr) => {
+                    if only($n) {
+                        if let Err(e) = $body {
+                            failed += 1;
+                            ctx.note(format!("scenario {} ({}) FAILED: {e:#}", $n, $name));
+                        }
+                    }
+                };
+            }
+            scenario!(
+                1,
+                "warm claim, sim",
+                scenarios::warm_claim(&mut ctx, "sim", p.sim_pool, p.sim_claims).await
+            );
+            scenario!(
+                1,
+                "warm claim, process",
+                scenarios::warm_claim(&mut ctx, "process", p.process_pool, p.process_pool - 2)
+                    .await
+            );
+            scenario!(
+                2,
+                "claim throughput",
+                scenarios::throughput(&mut ctx, &p).await
+            );
+            scenario!(
+                3,
+                "warm vs cold",
+                scenarios::warm_vs_cold(&mut ctx, &p).await
+            );
+            scenario!(4, "proxy overhead", scenarios::proxy(&mut ctx, &p).await);
+            scenario!(5, "fill rate", scenarios::fill(&mut ctx, &p).await);
+            scenario!(6, "scale", scenarios::scale(&mut ctx, &p).await);
+        };
+        tokio::select! {
+            _ = all => false,
+            _ = tokio::signal::ctrl_c() => true,
+        }
+    };
+    if interrupted {
+        failed += 1;
+        ctx.note("interrupted: the results are incomplete".into());
+    }
+
+    if ctx.docker_skip.is_none() {
+        procs::docker_cleanup().await;
+        procs::docker_network_remove().await;
+    } else if let Some(why) = &ctx.docker_skip {
+        let n = format!("Docker cases skipped: {why}");
+        if !ctx.notes.iter().any(|x| x.contains("Docker")) {
+            ctx.note(n);
+        }
+    }
+    ctx.bar.finish_and_clear();
+    let seconds = ctx.started.elapsed().as_secs_f64();
+
+    let report = Report {
+        quick: args.quick,
+        started_at,
+        machine: machine_at_start,
+        rows: ctx.rows.clone(),
+        notes: ctx.notes.clone(),
+        seconds,
+    };
+    let report_json = serde_json::to_string_pretty(&report)? + "\n";
+    // `--json` alone: the JSON document is the output; otherwise the table.
+    let json_only = json && args.json_file.is_none();
+    macro_rules! say {
+        ($($t:tt)*) => {
+            if json_only { eprintln!($($t)*) } else { println!($($t)*) }
+        };
+    }
+    say!(
+        "warmpool bench{}: {} CPUs, {:.0} GiB, load average {} at start; {:.0} s",
+        if args.quick { " --quick" } else { "" },
+        report.machine.cpus,
+        report.machine.memory_gib,
+        report.machine.load_average,
+        seconds
+    );
+    say!();
+    say!("{}", report::table(&ctx.rows).trim_end());
+    for n in &ctx.notes {
+        say!("note: {n}");
+    }
+
+    std::fs::create_dir_all(&args.svg_dir)
+        .with_context(|| format!("cannot create {}", args.svg_dir.display()))?;
+    let mut written = Vec::new();
+    if !ctx.cdf.is_empty() {
+        let path = args.svg_dir.join("claim-latency.svg");
+        std::fs::write(
+            &path,
+            svg::cdf(
+                "Claim latency: warm vs cold",
+                "cumulative distribution; claim = POST /container until the id; + first byte = then GET / through the proxy",
+                &ctx.cdf,
+            ),
+        )?;
+        written.push(path);
+    }
+    if !ctx.proxy_bars.is_empty() {
+        let path = args.svg_dir.join("proxy-throughput.svg");
+        std::fs::write(
+            &path,
+            svg::bars(
+                "Proxy throughput: GET / on the sample app",
+                "same load generator, same connections and duration, interleaved rounds (median)",
+                "req/s",
+                &ctx.proxy_bars,
+            ),
+        )?;
+        written.push(path);
+    }
+    for w in written {
+        say!("chart: {}", w.display());
+    }
+    if let Some(path) = &args.json_file {
+        std::fs::write(path, &report_json)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        say!("json: {}", path.display());
+    } else if json_only {
+        print!("{report_json}");
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
+}

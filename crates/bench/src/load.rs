@@ -1,0 +1,253 @@
+//! The load generator: plain HTTP/1.1 keep-alive connections (hyper's client
+//! connection, no pool, no middleware), used identically for every side of a
+//! comparison, and a WebSocket echo round trip.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::stats::Samples;
+
+/// One keep-alive HTTP/1.1 connection.
+pub struct Conn {
+    send: SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+/// What a request got back.
+pub struct Answer {
+    pub status: StatusCode,
+    /// Time from sending until the response head arrived (first byte).
+    pub first_byte: Duration,
+    /// The body, when asked to keep it.
+    pub body: Bytes,
+    /// Bytes of body received.
+    pub length: u64,
+}
+
+impl Conn {
+    pub async fn connect(addr: SocketAddr) -> anyhow::Result<Conn> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        stream.set_nodelay(true)?;
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Conn {
+            send,
+            host: addr.to_string(),
+        })
+    }
+
+    /// Sends one request and reads the whole answer; keeps the body if `keep`.
+    pub async fn request(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        keep: bool,
+    ) -> anyhow::Result<Answer> {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, &self.host)
+            .body(Full::new(body))?;
+        self.send.ready().await?;
+        let started = Instant::now();
+        let resp = self.send.send_request(req).await?;
+        let first_byte = started.elapsed();
+        let status = resp.status();
+        let mut body = resp.into_body();
+        let mut kept = bytes::BytesMut::new();
+        let mut length = 0u64;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame?.into_data() {
+                length += data.len() as u64;
+                if keep {
+                    kept.extend_from_slice(&data);
+                }
+            }
+        }
+        Ok(Answer {
+            status,
+            first_byte,
+            body: kept.freeze(),
+            length,
+        })
+    }
+
+    pub async fn get(&mut self, path: &str) -> anyhow::Result<Answer> {
+        self.request(Method::GET, path, Bytes::new(), false).await
+    }
+}
+
+/// A claim over `conn`: `POST /container`, until the id is received.
+pub struct Claim {
+    pub id: String,
+    pub warm: bool,
+    pub took: Duration,
+}
+
+pub async fn claim(conn: &mut Conn) -> anyhow::Result<Claim> {
+    let started = Instant::now();
+    let a = conn
+        .request(Method::POST, "/container", Bytes::new(), true)
+        .await?;
+    let took = started.elapsed();
+    if a.status != StatusCode::OK && a.status != StatusCode::CREATED {
+        bail!(
+            "claim answered {}: {}",
+            a.status,
+            String::from_utf8_lossy(&a.body)
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&a.body)?;
+    Ok(Claim {
+        id: v["id"]
+            .as_str()
+            .context("claim answer without id")?
+            .to_owned(),
+        warm: v["warm"].as_bool().unwrap_or(false),
+        took,
+    })
+}
+
+/// Result of a closed-loop load run.
+#[derive(Debug, Default)]
+pub struct LoadResult {
+    pub requests: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub latency: Samples,
+}
+
+impl LoadResult {
+    pub fn rps(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+
+    pub fn merge(&mut self, other: LoadResult) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        self.seconds += other.seconds;
+        self.latency.extend(&other.latency);
+    }
+}
+
+/// `conns` connections each sending `GET path` back to back for `duration`.
+pub async fn load(
+    addr: SocketAddr,
+    path: &str,
+    conns: usize,
+    duration: Duration,
+) -> anyhow::Result<LoadResult> {
+    let mut clients = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        clients.push(Conn::connect(addr).await?);
+    }
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut c in clients {
+        let path = path.to_owned();
+        tasks.spawn(async move {
+            let mut r = LoadResult::default();
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match c.get(&path).await {
+                    Ok(a) if a.status.is_success() => {
+                        r.requests += 1;
+                        r.latency.push(t.elapsed());
+                    }
+                    Ok(_) => r.errors += 1,
+                    Err(_) => {
+                        r.errors += 1;
+                        match Conn::connect(addr).await {
+                            Ok(n) => c = n,
+                            Err(_) => break,
+                        }
+                    }
+                }
+            }
+            r
+        });
+    }
+    let mut total = LoadResult::default();
+    while let Some(r) = tasks.join_next().await {
+        total.merge(r?);
+    }
+    total.seconds = started.elapsed().as_secs_f64();
+    Ok(total)
+}
+
+/// An open WebSocket to an echo server.
+pub struct Ws {
+    url: String,
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+}
+
+impl Ws {
+    pub async fn connect(url: &str) -> anyhow::Result<Ws> {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .with_context(|| format!("cannot open {url}"))?;
+        Ok(Ws {
+            url: url.to_owned(),
+            ws,
+        })
+    }
+
+    /// One round trip of a small text message.
+    pub async fn round_trip(&mut self, i: usize) -> anyhow::Result<Duration> {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let msg = format!("ping {i}");
+        let t = Instant::now();
+        self.ws.send(Message::text(msg.clone())).await?;
+        loop {
+            match self.ws.next().await {
+                Some(Ok(Message::Text(t))) if t.as_str() == msg => break,
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => return Err(e.into()),
+                None => bail!("{}: the WebSocket closed", self.url),
+            }
+        }
+        Ok(t.elapsed())
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// Polls `GET path` at `addr` until it answers; returns the time from `since`
+/// to the first byte of the first answer.
+pub async fn wait_first_byte(
+    addr: SocketAddr,
+    path: &str,
+    since: Instant,
+    within: Duration,
+) -> anyhow::Result<Duration> {
+    loop {
+        if let Ok(mut c) = Conn::connect(addr).await {
+            if c.get(path).await.is_ok() {
+                return Ok(since.elapsed());
+            }
+        }
+        if since.elapsed() > within {
+            bail!("{addr} did not answer within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}

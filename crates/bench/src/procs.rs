@@ -1,0 +1,464 @@
+//! The processes the bench starts and always ends: warmpool servers (this very
+//! binary with `serve`), nginx as a plain reverse proxy, bare sample-app
+//! processes, and Docker containers (named `warmpool-bench-*`, labelled
+//! `warmpool-bench=1`, run with `--rm`).
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+use crate::load::Conn;
+
+/// The sample image warmpool's Docker runtime and the raw `docker run`s use.
+pub const IMAGE: &str = "warmpool/sample-app:latest";
+/// The bridge network of the Docker cases.
+pub const NETWORK: &str = "warmpool-bench";
+/// The label of every container the bench starts itself.
+pub const LABEL: &str = "warmpool-bench=1";
+
+fn exe() -> anyhow::Result<PathBuf> {
+    std::env::current_exe().context("cannot find this binary")
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Sends SIGTERM, waits up to `grace`, then SIGKILLs.
+fn terminate(child: &mut Child, grace: Duration) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Resident memory of process `pid` in KiB (`VmRSS`).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// A warmpool server run as a child process with its own temp data dir.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub started: Instant,
+    dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `warmpool serve` on 127.0.0.1:0 with `settings` (env vars) on top of
+    /// the bench's defaults, and waits for its listening line.
+    pub fn spawn(settings: &[(&str, String)]) -> anyhow::Result<Server> {
+        let dir = tempfile::Builder::new()
+            .prefix("warmpool-bench-")
+            .tempdir()?;
+        let log = std::fs::File::create(dir.path().join("warmpool.log"))?;
+        let mut cmd = Command::new(exe()?);
+        cmd.arg("serve");
+        // Settings of the caller's environment must not leak into a measurement.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("WARMPOOL_") || k.starts_with("POOL_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.env("WARMPOOL_LISTEN", "127.0.0.1:0")
+            .env("WARMPOOL_DATA_DIR", dir.path().join("data"))
+            .env("WARMPOOL_STOP_GRACE_SECONDS", "2")
+            .env("WARMPOOL_MAX_INSTANCES", "1000000")
+            .env("RUST_LOG", "error")
+            .env("NO_COLOR", "1");
+        for (k, v) in settings {
+            cmd.env(k, v);
+        }
+        let started = Instant::now();
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .context("cannot start warmpool serve")?;
+        let mut line = String::new();
+        let mut out = BufReader::new(child.stdout.take().expect("piped"));
+        out.read_line(&mut line)?;
+        let Some(base) = line.trim().strip_prefix("warmpool listening on http://") else {
+            terminate(&mut child, Duration::from_secs(5));
+            let log = std::fs::read_to_string(dir.path().join("warmpool.log")).unwrap_or_default();
+            bail!("warmpool serve did not start: {line:?}\n{log}");
+        };
+        let addr = base.parse()?;
+        // Drain stdout so that the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            let _ = std::io::copy(&mut out, &mut std::io::sink());
+        });
+        Ok(Server {
+            child,
+            addr,
+            started,
+            dir,
+        })
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn rss_kib(&self) -> Option<u64> {
+        rss_kib(self.pid())
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Work dir of a process-runtime container (where its `index.txt` lives).
+    pub fn container_dir(&self, id: &str) -> PathBuf {
+        self.data_dir().join("containers").join(id)
+    }
+
+    /// The last lines of warmpool's log (errors only).
+    pub fn log_tail(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(self.dir.path().join("warmpool.log")) {
+            let _ = f.read_to_string(&mut s);
+        }
+        let lines: Vec<&str> = s.lines().collect();
+        lines[lines.len().saturating_sub(10)..].join("\n")
+    }
+
+    /// GET a JSON document of the API.
+    pub async fn json(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let mut c = Conn::connect(self.addr).await?;
+        let a = c
+            .request(http::Method::GET, path, bytes::Bytes::new(), true)
+            .await?;
+        if !a.status.is_success() {
+            bail!("GET {path}: {}", a.status);
+        }
+        Ok(serde_json::from_slice(&a.body)?)
+    }
+
+    pub async fn ready(&self) -> anyhow::Result<u64> {
+        let p = self.json("/v1/pools").await?;
+        Ok(p["pools"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|p| p["ready"].as_u64()).sum())
+            .unwrap_or(0))
+    }
+
+    /// Waits until `n` containers are ready; returns the time since start-up.
+    pub async fn wait_ready(&self, n: u64, within: Duration) -> anyhow::Result<Duration> {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.ready().await? >= n {
+                return Ok(self.started.elapsed());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "only {} of {n} containers ready after {within:?}\n{}",
+                    self.ready().await.unwrap_or(0),
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The address a container answers on (from `GET /v1/containers/{id}`).
+    pub async fn container_addr(&self, id: &str) -> anyhow::Result<SocketAddr> {
+        let c = self.json(&format!("/v1/containers/{id}")).await?;
+        let a = c["address"].as_str().context("container without address")?;
+        Ok(a.parse()?)
+    }
+
+    /// `warmpool_reconcile_duration_seconds` sum and count, from `/metrics`.
+    pub async fn reconcile_metrics(&self) -> anyhow::Result<(f64, f64)> {
+        let mut c = Conn::connect(self.addr).await?;
+        let a = c
+            .request(http::Method::GET, "/metrics", bytes::Bytes::new(), true)
+            .await?;
+        let text = String::from_utf8_lossy(&a.body);
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        Ok((
+            value("warmpool_reconcile_duration_seconds_sum "),
+            value("warmpool_reconcile_duration_seconds_count "),
+        ))
+    }
+
+    /// Shuts warmpool down (SIGTERM: it stops its containers first).
+    pub fn stop(mut self) {
+        terminate(&mut self.child, Duration::from_secs(60));
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        terminate(&mut self.child, Duration::from_secs(60));
+    }
+}
+
+/// A bare sample-app process (the raw baseline of the process runtime).
+pub struct RawApp {
+    child: Child,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl RawApp {
+    pub fn spawn() -> anyhow::Result<RawApp> {
+        let dir = tempfile::Builder::new()
+            .prefix("warmpool-bench-app-")
+            .tempdir()?;
+        let port = free_port()?;
+        let child = Command::new(exe()?)
+            .arg("sample-app")
+            .env_clear()
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        Ok(RawApp {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for RawApp {
+    fn drop(&mut self) {
+        terminate(&mut self.child, Duration::from_secs(5));
+    }
+}
+
+/// nginx as a plain reverse proxy to `upstream`, in the foreground, with its own
+/// temp prefix and config.
+pub struct Nginx {
+    child: Child,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+/// The nginx binary, if installed.
+pub fn nginx_path() -> Option<PathBuf> {
+    ["/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/bin/nginx"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+impl Nginx {
+    pub async fn start(bin: &Path, upstream: SocketAddr) -> anyhow::Result<Nginx> {
+        let dir = tempfile::Builder::new()
+            .prefix("warmpool-bench-nginx-")
+            .tempdir()?;
+        let port = free_port()?;
+        let d = dir.path().display();
+        let root = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+        };
+        let user = if root { "user root root;" } else { "" };
+        // Two workers, like warmpool's two tokio workers on this 2-core machine;
+        // keep-alive to the upstream like warmpool's proxy; no buffering to disk.
+        let conf = format!(
+            r#"{user}
+worker_processes 2;
+daemon off;
+master_process on;
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    # Like the load generator's and warmpool's connections: never closed by count.
+    keepalive_requests 100000000;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    client_max_body_size 0;
+    map $http_upgrade $connection_upgrade {{ default upgrade; '' ''; }}
+    upstream app {{ server {upstream}; keepalive 64; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_buffering off;
+            proxy_request_buffering off;
+        }}
+    }}
+}}
+"#
+        );
+        let path = dir.path().join("nginx.conf");
+        std::fs::write(&path, conf)?;
+        let child = Command::new(bin)
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start nginx")?;
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let mut n = Nginx {
+            child,
+            addr,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Conn::connect(addr).await.is_err() {
+            if let Ok(Some(s)) = n.child.try_wait() {
+                let log =
+                    std::fs::read_to_string(n._dir.path().join("error.log")).unwrap_or_default();
+                bail!("nginx exited ({s}): {log}");
+            }
+            if Instant::now() > deadline {
+                bail!("nginx did not listen on {addr}");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(n)
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        // SIGTERM to the master ends its workers too (fast shutdown).
+        terminate(&mut self.child, Duration::from_secs(10));
+    }
+}
+
+/// Runs `docker args...`; returns its trimmed stdout.
+pub async fn docker(args: &[&str]) -> anyhow::Result<String> {
+    let out = tokio::process::Command::new("docker")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("cannot run docker")?;
+    if !out.status.success() {
+        bail!(
+            "docker {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+/// Why the Docker cases cannot run, if they cannot.
+pub async fn docker_unavailable() -> Option<String> {
+    if docker(&["info", "--format", "{{.ServerVersion}}"])
+        .await
+        .is_err()
+    {
+        return Some("no Docker Engine answers".into());
+    }
+    if docker(&["image", "inspect", "--format", "{{.Id}}", IMAGE])
+        .await
+        .is_err()
+    {
+        return Some(format!(
+            "image {IMAGE} is missing (build it with scripts/build-sample-image.sh)"
+        ));
+    }
+    None
+}
+
+/// Creates the bench's bridge network if missing.
+pub async fn docker_network() -> anyhow::Result<()> {
+    if docker(&["network", "inspect", NETWORK]).await.is_err() {
+        docker(&["network", "create", NETWORK]).await?;
+    }
+    Ok(())
+}
+
+/// A raw `docker run -d --rm` of the sample image with the limits warmpool's
+/// Docker runtime sets by default; returns the container id and its address.
+pub async fn docker_run(name: &str) -> anyhow::Result<(String, SocketAddr)> {
+    let id = docker(&[
+        "run",
+        "-d",
+        "--rm",
+        "--name",
+        name,
+        "--label",
+        LABEL,
+        "--network",
+        NETWORK,
+        "--cpus",
+        "0.25",
+        "--memory",
+        "256m",
+        "--memory-swap",
+        "256m",
+        "--pids-limit",
+        "256",
+        IMAGE,
+    ])
+    .await?;
+    let ip = docker(&[
+        "inspect",
+        "-f",
+        &format!("{{{{(index .NetworkSettings.Networks \"{NETWORK}\").IPAddress}}}}"),
+        &id,
+    ])
+    .await?;
+    Ok((id, format!("{ip}:8080").parse()?))
+}
+
+/// Removes the bench's bridge network, if nothing uses it any more.
+pub async fn docker_network_remove() {
+    if docker(&["network", "inspect", NETWORK]).await.is_ok() {
+        let _ = docker(&["network", "rm", NETWORK]).await;
+    }
+}
+
+/// Removes every container the bench started itself (by label).
+pub async fn docker_cleanup() {
+    let Ok(ids) = docker(&["ps", "-aq", "--filter", &format!("label={LABEL}")]).await else {
+        return;
+    };
+    let ids: Vec<&str> = ids.lines().filter(|l| !l.is_empty()).collect();
+    if !ids.is_empty() {
+        let mut args = vec!["rm", "-f"];
+        args.extend(ids);
+        let _ = docker(&args).await;
+    }
+}

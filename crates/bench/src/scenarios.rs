@@ -1,0 +1,874 @@
+//! The six scenarios of the benchmark. Each starts what it measures, measures it
+//! next to its baseline in the same run, reports rows and stops everything again.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use http::Method;
+
+use crate::load::{self, claim, Conn};
+use crate::procs::{self, Nginx, RawApp, Server};
+use crate::report::Row;
+use crate::stats::{median, Samples};
+use crate::Ctx;
+
+/// Sizes and durations of one run (`--quick` or the default).
+#[derive(Clone, Debug)]
+pub struct Params {
+    pub sim_pool: u64,
+    pub sim_claims: u64,
+    pub process_pool: u64,
+    pub throughput_pool: u64,
+    pub throughput_clients: usize,
+    pub throughput_secs: f64,
+    pub ttfb_warm: u64,
+    pub ttfb_cold: u64,
+    pub ttfb_docker: u64,
+    pub proxy_rounds: usize,
+    pub proxy_secs: f64,
+    pub proxy_conns: usize,
+    pub stream_iters: usize,
+    pub ws_rounds: usize,
+    pub fill_process: u64,
+    pub fill_docker: u64,
+    pub fill_rounds: usize,
+    pub scale_big: u64,
+    pub scale_small: u64,
+    pub scale_claims: u64,
+}
+
+impl Params {
+    pub fn new(quick: bool) -> Params {
+        if quick {
+            Params {
+                sim_pool: 300,
+                sim_claims: 250,
+                process_pool: 20,
+                throughput_pool: 4_000,
+                throughput_clients: 16,
+                throughput_secs: 1.5,
+                ttfb_warm: 5,
+                ttfb_cold: 3,
+                ttfb_docker: 2,
+                proxy_rounds: 1,
+                proxy_secs: 1.0,
+                proxy_conns: 16,
+                stream_iters: 2,
+                ws_rounds: 200,
+                fill_process: 30,
+                fill_docker: 10,
+                fill_rounds: 1,
+                scale_big: 10_000,
+                scale_small: 100,
+                scale_claims: 200,
+            }
+        } else {
+            Params {
+                sim_pool: 1_000,
+                sim_claims: 900,
+                process_pool: 50,
+                throughput_pool: 10_000,
+                throughput_clients: 32,
+                throughput_secs: 4.0,
+                ttfb_warm: 20,
+                ttfb_cold: 10,
+                ttfb_docker: 8,
+                proxy_rounds: 5,
+                proxy_secs: 3.0,
+                proxy_conns: 16,
+                stream_iters: 5,
+                ws_rounds: 2_000,
+                fill_process: 100,
+                fill_docker: 50,
+                fill_rounds: 2,
+                scale_big: 10_000,
+                scale_small: 100,
+                scale_claims: 1_000,
+            }
+        }
+    }
+}
+
+/// A pool filled in one batch and then left alone (no refill during the
+/// measurement: the next batch would be an hour away).
+fn static_pool(runtime: &str, n: u64) -> Vec<(&'static str, String)> {
+    vec![
+        ("WARMPOOL_RUNTIME", runtime.to_owned()),
+        ("POOL_TARGET_INSTANCES", n.to_string()),
+        ("POOL_BATCH_SIZE", n.clamp(1, 10_000).to_string()),
+        ("POOL_BATCH_SPACING_IN_SECONDS", "3600".into()),
+    ]
+}
+
+fn docker_settings(mut s: Vec<(&'static str, String)>) -> Vec<(&'static str, String)> {
+    s.push(("WARMPOOL_DOCKER_NETWORK", procs::NETWORK.into()));
+    s
+}
+
+/// Waits until the reconciler passes that followed a fill are over.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+async fn release(conn: &mut Conn, id: &str) -> anyhow::Result<()> {
+    conn.request(
+        Method::DELETE,
+        &format!("/v1/containers/{id}"),
+        Bytes::new(),
+        false,
+    )
+    .await?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------- scenario 1
+
+/// Claims one at a time over one keep-alive connection, each next to a
+/// `GET /healthz` on the same connection (the floor: HTTP over loopback).
+async fn sequential_claims(
+    server: &Server,
+    claims: u64,
+) -> anyhow::Result<(Samples, Samples, u64)> {
+    let mut conn = Conn::connect(server.addr).await?;
+    for _ in 0..5 {
+        conn.get("/healthz").await?;
+    }
+    let (mut claim_s, mut health_s, mut cold) = (Samples::default(), Samples::default(), 0);
+    for _ in 0..claims {
+        let t = Instant::now();
+        conn.get("/healthz").await?;
+        health_s.push(t.elapsed());
+        let c = claim(&mut conn).await?;
+        claim_s.push(c.took);
+        if !c.warm {
+            cold += 1;
+        }
+    }
+    Ok((claim_s, health_s, cold))
+}
+
+pub async fn warm_claim(
+    ctx: &mut Ctx,
+    runtime: &str,
+    pool: u64,
+    claims: u64,
+) -> anyhow::Result<()> {
+    ctx.step(&format!("1 warm claim: filling a {runtime} pool of {pool}"));
+    let server = Server::spawn(&static_pool(runtime, pool))?;
+    server.wait_ready(pool, Duration::from_secs(120)).await?;
+    settle().await;
+    ctx.step(&format!("1 warm claim: {claims} claims ({runtime})"));
+    let (c, h, cold) = sequential_claims(&server, claims).await?;
+    server.stop();
+    if cold > 0 {
+        ctx.note(format!(
+            "1 warm claim ({runtime}): {cold} of {claims} claims were not warm"
+        ));
+    }
+    let (cs, hs) = (c.summary(), h.summary());
+    let met = cs.median_ms < 1.0 && cs.p99_ms < 5.0;
+    ctx.rows.push(
+        Row::new(
+            "1 warm claim",
+            format!("POST /container, {runtime} runtime, pool {pool}"),
+        )
+        .latency(cs.clone())
+        .ratio(cs.median_ms / hs.median_ms, "x GET /healthz (p50)")
+        .goal("p50 < 1 ms, p99 < 5 ms", met),
+    );
+    ctx.rows.push(
+        Row::new(
+            "1 warm claim",
+            format!("baseline GET /healthz, same connection ({runtime})"),
+        )
+        .latency(hs),
+    );
+    ctx.cdf
+        .push((format!("warm claim ({runtime})"), c.sorted_ms()));
+    Ok(())
+}
+
+// ---------------------------------------------------------------- scenario 2
+
+pub async fn throughput(ctx: &mut Ctx, p: &Params) -> anyhow::Result<()> {
+    let pool = p.throughput_pool;
+    ctx.step(&format!("2 throughput: filling a sim pool of {pool}"));
+    let server = Server::spawn(&static_pool("sim", pool))?;
+    server.wait_ready(pool, Duration::from_secs(120)).await?;
+    settle().await;
+    let duration = Duration::from_secs_f64(p.throughput_secs);
+    ctx.step("2 throughput: GET /healthz baseline");
+    let base = load::load(server.addr, "/healthz", p.throughput_clients, duration).await?;
+    ctx.step(&format!(
+        "2 throughput: claims from {} clients",
+        p.throughput_clients
+    ));
+    // Stop before the pool runs dry, so that every claim is a warm one.
+    let budget = Arc::new(AtomicU64::new(pool * 9 / 10));
+    let mut conns = Vec::new();
+    for _ in 0..p.throughput_clients {
+        conns.push(Conn::connect(server.addr).await?);
+    }
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut conn in conns {
+        let budget = budget.clone();
+        tasks.spawn(async move {
+            let mut ids = Vec::new();
+            let mut lat = Samples::default();
+            let mut errors = 0u64;
+            let mut cold = 0u64;
+            while Instant::now() < deadline
+                && budget
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
+                    .is_ok()
+            {
+                match claim(&mut conn).await {
+                    Ok(c) => {
+                        lat.push(c.took);
+                        cold += u64::from(!c.warm);
+                        ids.push(c.id);
+                    }
+                    Err(_) => errors += 1,
+                }
+            }
+            (ids, lat, errors, cold, Instant::now())
+        });
+    }
+    let (mut ids, mut lat, mut errors, mut cold, mut end) =
+        (Vec::new(), Samples::default(), 0, 0, started);
+    while let Some(r) = tasks.join_next().await {
+        let (i, l, e, c, t) = r?;
+        ids.extend(i);
+        lat.extend(&l);
+        errors += e;
+        cold += c;
+        end = end.max(t);
+    }
+    let secs = (end - started).as_secs_f64();
+    server.stop();
+    let total = ids.len();
+    let unique = ids.iter().collect::<HashSet<_>>().len();
+    let dups = total - unique;
+    let rate = total as f64 / secs;
+    if errors > 0 || cold > 0 {
+        ctx.note(format!(
+            "2 throughput: {errors} claims failed, {cold} were not warm"
+        ));
+    }
+    ctx.rows.push(
+        Row::new(
+            "2 throughput",
+            format!(
+                "{} concurrent claimers, sim pool {pool}, {total} claims, {dups} duplicate ids",
+                p.throughput_clients
+            ),
+        )
+        .latency(lat.summary())
+        .value(rate, "claims/s")
+        .ratio(rate / base.rps(), "x GET /healthz rate")
+        .goal(
+            "> 2000 claims/s, no duplicate id",
+            rate > 2000.0 && dups == 0,
+        ),
+    );
+    ctx.rows.push(
+        Row::new(
+            "2 throughput",
+            format!(
+                "baseline GET /healthz, same {} clients",
+                p.throughput_clients
+            ),
+        )
+        .latency(base.latency.summary())
+        .value(base.rps(), "req/s"),
+    );
+    if dups > 0 {
+        bail!("{dups} duplicate container ids handed out");
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- scenario 3
+
+/// Claim, then `GET /` through the proxy: time until its first byte.
+async fn claim_to_first_byte(conn: &mut Conn) -> anyhow::Result<(Duration, load::Claim)> {
+    let t = Instant::now();
+    let c = claim(conn).await?;
+    let a = conn.get(&format!("/container/{}/", c.id)).await?;
+    if !a.status.is_success() {
+        bail!("GET through the proxy answered {}", a.status);
+    }
+    Ok((t.elapsed(), c))
+}
+
+async fn ttfb_warm(server: &Server, n: u64) -> anyhow::Result<Samples> {
+    let mut conn = Conn::connect(server.addr).await?;
+    let mut s = Samples::default();
+    for _ in 0..n {
+        let (t, c) = claim_to_first_byte(&mut conn).await?;
+        if !c.warm {
+            bail!("a claim of the warm pool was not warm");
+        }
+        s.push(t);
+    }
+    Ok(s)
+}
+
+async fn ttfb_cold_one(server: &Server) -> anyhow::Result<Duration> {
+    let mut conn = Conn::connect(server.addr).await?;
+    let (t, c) = claim_to_first_byte(&mut conn).await?;
+    if c.warm {
+        bail!("a claim of the empty pool was warm");
+    }
+    release(&mut conn, &c.id).await?;
+    Ok(t)
+}
+
+pub async fn warm_vs_cold(ctx: &mut Ctx, p: &Params) -> anyhow::Result<()> {
+    ctx.step("3 warm vs cold: process runtime");
+    let warm = Server::spawn(&static_pool("process", p.ttfb_warm))?;
+    let cold = Server::spawn(&static_pool("process", 0))?;
+    warm.wait_ready(p.ttfb_warm, Duration::from_secs(60))
+        .await?;
+    settle().await;
+    let w = ttfb_warm(&warm, p.ttfb_warm).await?;
+    let mut c = Samples::default();
+    for _ in 0..p.ttfb_cold {
+        c.push(ttfb_cold_one(&cold).await?);
+    }
+    warm.stop();
+    cold.stop();
+    let (ws, cs) = (w.summary(), c.summary());
+    ctx.rows.push(
+        Row::new(
+            "3 warm vs cold",
+            "process: warm claim + first byte via proxy",
+        )
+        .latency(ws.clone()),
+    );
+    ctx.rows.push(
+        Row::new(
+            "3 warm vs cold",
+            "process: on-demand start (empty pool) + first byte",
+        )
+        .latency(cs.clone())
+        .ratio(cs.median_ms / ws.median_ms, "x warm (p50)"),
+    );
+    ctx.cdf
+        .push(("warm claim + first byte (process)".into(), w.sorted_ms()));
+    ctx.cdf
+        .push(("on-demand + first byte (process)".into(), c.sorted_ms()));
+
+    if let Some(why) = ctx.docker_skip.clone() {
+        ctx.note(format!("3 warm vs cold, Docker: skipped: {why}"));
+        return Ok(());
+    }
+    ctx.step("3 warm vs cold: Docker");
+    procs::docker_network().await?;
+    let n = p.ttfb_docker;
+    let warm = Server::spawn(&docker_settings(static_pool("docker", n)))?;
+    let cold = Server::spawn(&docker_settings(static_pool("docker", 0)))?;
+    warm.wait_ready(n, Duration::from_secs(120)).await?;
+    settle().await;
+    let w = ttfb_warm(&warm, n).await?;
+    let (mut c, mut raw) = (Samples::default(), Samples::default());
+    for i in 0..n {
+        c.push(ttfb_cold_one(&cold).await?);
+        let t = Instant::now();
+        let (id, addr) = procs::docker_run(&format!("warmpool-bench-ttfb-{i}")).await?;
+        raw.push(load::wait_first_byte(addr, "/", t, Duration::from_secs(60)).await?);
+        procs::docker(&["rm", "-f", &id]).await?;
+    }
+    warm.stop();
+    cold.stop();
+    let (ws, cs, rs) = (w.summary(), c.summary(), raw.summary());
+    ctx.rows.push(
+        Row::new(
+            "3 warm vs cold",
+            "docker: warm claim + first byte via proxy",
+        )
+        .latency(ws.clone()),
+    );
+    ctx.rows.push(
+        Row::new("3 warm vs cold", "docker: on-demand start + first byte")
+            .latency(cs.clone())
+            .ratio(cs.median_ms / ws.median_ms, "x warm (p50)"),
+    );
+    ctx.rows.push(
+        Row::new(
+            "3 warm vs cold",
+            "docker: plain `docker run` + wait for first byte",
+        )
+        .latency(rs.clone())
+        .ratio(rs.median_ms / ws.median_ms, "x warm (p50)"),
+    );
+    ctx.cdf
+        .push(("warm claim + first byte (docker)".into(), w.sorted_ms()));
+    ctx.cdf
+        .push(("on-demand + first byte (docker)".into(), c.sorted_ms()));
+    ctx.cdf
+        .push(("docker run + first byte".into(), raw.sorted_ms()));
+    Ok(())
+}
+
+// ---------------------------------------------------------------- scenario 4
+
+struct Side {
+    name: &'static str,
+    addr: SocketAddr,
+    /// Path prefix of the app on this side ("" or "/container/{id}").
+    prefix: String,
+}
+
+pub async fn proxy(ctx: &mut Ctx, p: &Params) -> anyhow::Result<()> {
+    ctx.step("4 proxy: starting warmpool, the app and nginx");
+    let server = Server::spawn(&static_pool("process", 1))?;
+    server.wait_ready(1, Duration::from_secs(60)).await?;
+    let mut conn = Conn::connect(server.addr).await?;
+    let c = claim(&mut conn).await?;
+    let app = server.container_addr(&c.id).await?;
+    let nginx = match &ctx.nginx {
+        Some(bin) => Some(Nginx::start(bin, app).await?),
+        None => {
+            ctx.note(
+                "4 proxy: nginx is not installed, so the nginx side is skipped \
+                 (install it with `apt-get install -y nginx`; the bench starts and stops it itself)"
+                    .into(),
+            );
+            None
+        }
+    };
+    let mut sides = vec![
+        Side {
+            name: "direct",
+            addr: app,
+            prefix: String::new(),
+        },
+        Side {
+            name: "warmpool",
+            addr: server.addr,
+            prefix: format!("/container/{}", c.id),
+        },
+    ];
+    if let Some(n) = &nginx {
+        sides.push(Side {
+            name: "nginx",
+            addr: n.addr,
+            prefix: String::new(),
+        });
+    }
+    let secs = Duration::from_secs_f64(p.proxy_secs);
+    // Warm-up: connections, caches, the upstream pools.
+    for s in &sides {
+        load::load(
+            s.addr,
+            &format!("{}/", s.prefix),
+            p.proxy_conns,
+            Duration::from_millis(300),
+        )
+        .await?;
+    }
+    let mut results: Vec<load::LoadResult> = sides.iter().map(|_| Default::default()).collect();
+    let mut per_round: Vec<Vec<f64>> = sides.iter().map(|_| Vec::new()).collect();
+    for round in 0..p.proxy_rounds {
+        ctx.step(&format!(
+            "4 proxy: GET / round {} of {}",
+            round + 1,
+            p.proxy_rounds
+        ));
+        // Interleaved, and the order rotates from round to round.
+        for k in 0..sides.len() {
+            let i = (k + round) % sides.len();
+            let s = &sides[i];
+            let r = load::load(s.addr, &format!("{}/", s.prefix), p.proxy_conns, secs).await?;
+            per_round[i].push(r.rps());
+            results[i].merge(r);
+        }
+    }
+    let rps: Vec<f64> = per_round.iter().map(|v| median(v)).collect();
+    for (i, s) in sides.iter().enumerate() {
+        let mut row = Row::new(
+            "4 proxy",
+            format!(
+                "GET / {}, {} conns, {}x{}s",
+                s.name, p.proxy_conns, p.proxy_rounds, p.proxy_secs
+            ),
+        )
+        .latency(results[i].latency.summary())
+        .value(rps[i], "req/s");
+        if i > 0 {
+            row = row.ratio(rps[i] / rps[0], "x direct req/s");
+        }
+        if results[i].errors > 0 {
+            ctx.note(format!(
+                "4 proxy: {} errors on the {} side",
+                results[i].errors, s.name
+            ));
+        }
+        ctx.rows.push(row);
+        ctx.proxy_bars.push((
+            s.name.to_owned(),
+            rps[i],
+            format!(
+                "(p50 {:.2} ms, p99 {:.2} ms)",
+                results[i].latency.summary().median_ms,
+                results[i].latency.summary().p99_ms
+            ),
+        ));
+    }
+    if sides.len() == 3 {
+        ctx.rows.push(
+            Row::new("4 proxy", "GET / warmpool vs nginx").ratio(rps[1] / rps[2], "x nginx req/s"),
+        );
+    }
+
+    ctx.step("4 proxy: WebSocket echo");
+    // One socket per side, round trips interleaved side by side.
+    let mut sockets = Vec::new();
+    for s in &sides {
+        sockets.push(load::Ws::connect(&format!("ws://{}{}/ws", s.addr, s.prefix)).await?);
+    }
+    let mut rtt: Vec<Samples> = sides.iter().map(|_| Samples::default()).collect();
+    for i in 0..p.ws_rounds {
+        for (k, ws) in sockets.iter_mut().enumerate() {
+            rtt[k].push(ws.round_trip(i).await?);
+        }
+    }
+    for ws in sockets {
+        ws.close().await;
+    }
+    let ws_direct = rtt[0].summary().median_ms;
+    for (i, s) in sides.iter().enumerate() {
+        let ws = rtt[i].summary();
+        let mut row = Row::new("4 proxy", format!("WebSocket echo round trip, {}", s.name))
+            .latency(ws.clone());
+        if i > 0 {
+            row = row.ratio(ws.median_ms / ws_direct, "x direct (p50)");
+        }
+        ctx.rows.push(row);
+    }
+
+    ctx.step("4 proxy: 10 MiB bodies");
+    const MIB10: usize = 10 * 1024 * 1024;
+    std::fs::write(
+        server.container_dir(&c.id).join("index.txt"),
+        vec![b'x'; MIB10],
+    )
+    .context("cannot write the container's 10 MiB text file")?;
+    let upload = Bytes::from(vec![b'y'; MIB10]);
+    let mut down: Vec<Samples> = sides.iter().map(|_| Samples::default()).collect();
+    let mut up: Vec<Samples> = sides.iter().map(|_| Samples::default()).collect();
+    let mut conns = Vec::new();
+    for s in &sides {
+        conns.push(Conn::connect(s.addr).await?);
+    }
+    for _ in 0..p.stream_iters {
+        for (i, s) in sides.iter().enumerate() {
+            let t = Instant::now();
+            let a = conns[i].get(&format!("{}/", s.prefix)).await?;
+            if a.length != MIB10 as u64 {
+                bail!("{}: got {} bytes instead of 10 MiB", s.name, a.length);
+            }
+            down[i].push(t.elapsed());
+            let t = Instant::now();
+            let a = conns[i]
+                .request(
+                    Method::POST,
+                    &format!("{}/upload", s.prefix),
+                    upload.clone(),
+                    false,
+                )
+                .await?;
+            if !a.status.is_success() {
+                bail!("{}: upload answered {}", s.name, a.status);
+            }
+            up[i].push(t.elapsed());
+        }
+    }
+    for (what, samples) in [("download", &down), ("upload", &up)] {
+        let base = samples[0].summary().median_ms;
+        for (i, s) in sides.iter().enumerate() {
+            let sum = samples[i].summary();
+            let mut row = Row::new("4 proxy", format!("10 MiB {what}, {}", s.name))
+                .latency(sum.clone())
+                .value(10.0 / (sum.median_ms / 1000.0), "MiB/s");
+            if i > 0 {
+                row = row.ratio(sum.median_ms / base, "x direct time (p50)");
+            }
+            ctx.rows.push(row);
+        }
+    }
+    drop(nginx);
+    server.stop();
+    Ok(())
+}
+
+// ---------------------------------------------------------------- scenario 5
+
+/// `n` raw starts, `parallel` at a time, each waited for until it answers.
+async fn raw_process_fill(n: u64, parallel: usize) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let sem = Arc::new(tokio::sync::Semaphore::new(parallel));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..n {
+        let permit = sem.clone().acquire_owned().await?;
+        tasks.spawn(async move {
+            let t = Instant::now();
+            let app = RawApp::spawn()?;
+            load::wait_first_byte(app.addr, "/healthz", t, Duration::from_secs(60)).await?;
+            drop(permit);
+            anyhow::Ok(app)
+        });
+    }
+    let mut apps = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        apps.push(r??);
+    }
+    let took = started.elapsed();
+    drop(apps);
+    Ok(took)
+}
+
+async fn raw_docker_fill(n: u64, parallel: usize, round: usize) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    let sem = Arc::new(tokio::sync::Semaphore::new(parallel));
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let permit = sem.clone().acquire_owned().await?;
+        tasks.spawn(async move {
+            let t = Instant::now();
+            let (id, addr) = procs::docker_run(&format!("warmpool-bench-fill-{round}-{i}")).await?;
+            load::wait_first_byte(addr, "/healthz", t, Duration::from_secs(120)).await?;
+            drop(permit);
+            anyhow::Ok(id)
+        });
+    }
+    let mut ids = Vec::new();
+    let mut first_err = None;
+    while let Some(r) = tasks.join_next().await {
+        match r? {
+            Ok(id) => ids.push(id),
+            Err(e) => first_err = first_err.or(Some(e)),
+        }
+    }
+    let took = started.elapsed();
+    procs::docker_cleanup().await;
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(took),
+    }
+}
+
+fn fill_settings(runtime: &str, n: u64) -> Vec<(&'static str, String)> {
+    let mut s = vec![
+        ("WARMPOOL_RUNTIME", runtime.to_owned()),
+        ("POOL_TARGET_INSTANCES", n.to_string()),
+        ("POOL_BATCH_SIZE", "10".into()),
+        ("POOL_BATCH_SPACING_IN_SECONDS", "0".into()),
+        ("WARMPOOL_START_TIMEOUT_SECONDS", "120".into()),
+    ];
+    if runtime == "docker" {
+        s = docker_settings(s);
+    }
+    s
+}
+
+async fn warmpool_fill(runtime: &str, n: u64) -> anyhow::Result<Duration> {
+    let server = Server::spawn(&fill_settings(runtime, n))?;
+    let took = server.wait_ready(n, Duration::from_secs(300)).await?;
+    server.stop();
+    Ok(took)
+}
+
+pub async fn fill(ctx: &mut Ctx, p: &Params) -> anyhow::Result<()> {
+    let mut kinds = vec![("process", p.fill_process)];
+    match ctx.docker_skip.clone() {
+        None => kinds.push(("docker", p.fill_docker)),
+        Some(why) => ctx.note(format!("5 fill, Docker: skipped: {why}")),
+    }
+    for (kind, n) in kinds {
+        if kind == "docker" {
+            procs::docker_network().await?;
+        }
+        let (mut pool, mut raw) = (Vec::new(), Vec::new());
+        for round in 0..p.fill_rounds {
+            ctx.step(&format!(
+                "5 fill: {n} {kind} containers, round {}",
+                round + 1
+            ));
+            pool.push(warmpool_fill(kind, n).await?.as_secs_f64());
+            raw.push(
+                match kind {
+                    "process" => raw_process_fill(n, 10).await?,
+                    _ => raw_docker_fill(n, 10, round).await?,
+                }
+                .as_secs_f64(),
+            );
+        }
+        let (pm, rm) = (median(&pool), median(&raw));
+        ctx.rows.push(
+            Row::new(
+                "5 fill",
+                format!("warmpool fills {n} {kind}, batch 10, no spacing"),
+            )
+            .value(pm, "s")
+            .ratio(pm / rm, "x raw starts"),
+        );
+        ctx.rows.push(
+            Row::new(
+                "5 fill",
+                format!("{n} raw {kind} starts, 10 at a time, each until it answers"),
+            )
+            .value(rm, "s"),
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------- scenario 6
+
+pub async fn scale(ctx: &mut Ctx, p: &Params) -> anyhow::Result<()> {
+    let live_pool = |n: u64| {
+        vec![
+            ("WARMPOOL_RUNTIME", "sim".to_owned()),
+            ("POOL_TARGET_INSTANCES", n.to_string()),
+            ("POOL_BATCH_SIZE", n.clamp(1, 10_000).to_string()),
+            ("POOL_BATCH_SPACING_IN_SECONDS", "0".into()),
+        ]
+    };
+    ctx.step(&format!(
+        "6 scale: filling sim pools of {} and {}",
+        p.scale_small, p.scale_big
+    ));
+    let small = Server::spawn(&live_pool(p.scale_small))?;
+    let big = Server::spawn(&live_pool(p.scale_big))?;
+    small
+        .wait_ready(p.scale_small, Duration::from_secs(60))
+        .await?;
+    let fill_big = big
+        .wait_ready(p.scale_big, Duration::from_secs(300))
+        .await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (rss_small, rss_big) = (small.rss_kib().unwrap_or(0), big.rss_kib().unwrap_or(0));
+
+    ctx.step(&format!(
+        "6 scale: {} claims on each, interleaved",
+        p.scale_claims
+    ));
+    let (s0, b0) = (
+        small.reconcile_metrics().await?,
+        big.reconcile_metrics().await?,
+    );
+    let mut cs = Conn::connect(small.addr).await?;
+    let mut cb = Conn::connect(big.addr).await?;
+    let (mut ls, mut lb) = (Samples::default(), Samples::default());
+    let block = 50;
+    let mut done = 0;
+    while done < p.scale_claims {
+        for _ in 0..block {
+            ls.push(claim(&mut cs).await?.took);
+        }
+        for _ in 0..block {
+            lb.push(claim(&mut cb).await?.took);
+        }
+        done += block;
+    }
+    // Let the passes the claims triggered finish before reading the metrics.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (s1, b1) = (
+        small.reconcile_metrics().await?,
+        big.reconcile_metrics().await?,
+    );
+    let pass = |a: (f64, f64), b: (f64, f64)| {
+        let n = b.1 - a.1;
+        ((b.0 - a.0) / n.max(1.0) * 1000.0, n)
+    };
+    let ((pass_small, n_small), (pass_big, n_big)) = (pass(s0, s1), pass(b0, b1));
+    let rss_big_after = big.rss_kib().unwrap_or(0);
+    small.stop();
+    big.stop();
+
+    let (ss, sb) = (ls.summary(), lb.summary());
+    let r = sb.median_ms / ss.median_ms;
+    let r90 = sb.p90_ms / ss.p90_ms;
+    let mib = |k: u64| k as f64 / 1024.0;
+    ctx.rows.push(
+        Row::new(
+            "6 scale",
+            format!("RSS of warmpool, {} tracked (sim)", p.scale_small),
+        )
+        .value(mib(rss_small), "MiB"),
+    );
+    ctx.rows.push(
+        Row::new(
+            "6 scale",
+            format!("RSS of warmpool, {} tracked (sim)", p.scale_big),
+        )
+        .value(mib(rss_big), "MiB")
+        .ratio(rss_big as f64 / rss_small.max(1) as f64, "x at small"),
+    );
+    ctx.rows.push(
+        Row::new(
+            "6 scale",
+            format!(
+                "RSS after {} claims, {} tracked",
+                p.scale_claims, p.scale_big
+            ),
+        )
+        .value(mib(rss_big_after), "MiB"),
+    );
+    ctx.rows.push(
+        Row::new(
+            "6 scale",
+            format!("time to fill {} sim containers", p.scale_big),
+        )
+        .value(fill_big.as_secs_f64(), "s"),
+    );
+    ctx.rows.push(
+        Row::new("6 scale", format!("claim latency, pool {}", p.scale_small)).latency(ss.clone()),
+    );
+    ctx.rows.push(
+        Row::new("6 scale", format!("claim latency, pool {}", p.scale_big))
+            .latency(sb.clone())
+            .ratio(r, "x pool small (p50)")
+            .goal(
+                &format!(
+                    "must not grow with pool size (p50 and p90 ratios <= 1.3; p90 ratio {r90:.2})"
+                ),
+                r <= 1.3 && r90 <= 1.3,
+            ),
+    );
+    ctx.rows.push(
+        Row::new(
+            "6 scale",
+            format!(
+                "one reconcile pass, {} tracked (mean of {n_small})",
+                p.scale_small
+            ),
+        )
+        .value(pass_small, "ms"),
+    );
+    ctx.rows.push(
+        Row::new(
+            "6 scale",
+            format!(
+                "one reconcile pass, {} tracked (mean of {n_big})",
+                p.scale_big
+            ),
+        )
+        .value(pass_big, "ms")
+        .ratio(pass_big / pass_small, "x pool small"),
+    );
+    ctx.cdf.push((
+        format!("warm claim, sim pool {}", p.scale_big),
+        lb.sorted_ms(),
+    ));
+    Ok(())
+}
