@@ -156,6 +156,25 @@ impl Client {
         .await
     }
 
+    /// Runs one read-only SQL statement (admin token).
+    pub async fn sql(&self, sql: &str) -> Result<SqlResult, ClientError> {
+        let body = SqlRequest {
+            sql: sql.to_owned(),
+        };
+        self.call(Method::POST, "/v1/sql", Some(&body)).await
+    }
+
+    /// The store's tables (admin token).
+    pub async fn tables(&self) -> Result<TableList, ClientError> {
+        self.call(Method::GET, "/v1/tables", None::<&()>).await
+    }
+
+    /// Pool depth and claim latency samples of the last hour.
+    pub async fn history(&self) -> Result<History, ClientError> {
+        self.call(Method::GET, "/v1/stats/history", None::<&()>)
+            .await
+    }
+
     pub async fn readyz(&self) -> Result<Health, ClientError> {
         self.call(Method::GET, "/readyz", None::<&()>).await
     }

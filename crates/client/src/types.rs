@@ -158,3 +158,97 @@ pub struct Problem {
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub field: Option<String>,
 }
+
+/// Body of `POST /v1/sql`: one read-only statement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SqlRequest {
+    /// One statement that only reads (SELECT, WITH ... SELECT, VALUES, EXPLAIN,
+    /// or a schema pragma such as `PRAGMA table_info(containers)`).
+    pub sql: String,
+}
+
+/// Rows answered by `POST /v1/sql` or `GET /v1/tables/{name}/rows`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SqlResult {
+    pub columns: Vec<String>,
+    /// Each row's values in column order: null, number, string; a blob is the
+    /// string `x'<hex>'`.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Vec<Object>>))]
+    pub rows: Vec<Vec<serde_json::Value>>,
+    /// More rows were there than the row limit let through.
+    pub truncated: bool,
+    pub elapsed_ms: f64,
+}
+
+/// A column of a store table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ColumnView {
+    pub name: String,
+    /// The declared type.
+    #[serde(rename = "type")]
+    pub decl_type: String,
+    pub not_null: bool,
+    pub primary_key: bool,
+}
+
+/// A table of the store.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct TableView {
+    pub name: String,
+    pub columns: Vec<ColumnView>,
+    pub rows: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TableList {
+    pub tables: Vec<TableView>,
+}
+
+/// One pool key in a history sample.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct PoolSample {
+    pub pool: String,
+    pub location: String,
+    pub ready: u32,
+    pub allocated: u32,
+    /// Containers of this key that failed since warmpool started (a running
+    /// count: the difference between two samples is what failed in between).
+    pub failures: u64,
+}
+
+/// The state at one moment, and the claims of the interval it ends.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct HistorySample {
+    /// RFC 3339.
+    pub at: String,
+    pub pools: Vec<PoolSample>,
+    /// Claims answered in the interval.
+    pub claims: u64,
+    /// Median claim latency in the interval (none without claims).
+    pub claim_p50_ms: Option<f64>,
+    /// 99th percentile claim latency in the interval.
+    pub claim_p99_ms: Option<f64>,
+}
+
+/// `GET /v1/stats/history`: samples of the last hour, kept in memory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct History {
+    pub interval_seconds: u64,
+    /// Oldest first; the last one is now, covering the interval in progress.
+    pub samples: Vec<HistorySample>,
+}

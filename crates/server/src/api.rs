@@ -42,7 +42,7 @@ fn store_error(e: warmpool_store::StoreError) -> ApiError {
 
 /// Reads a JSON object body: empty means `{}`; wrong content type 415; too large
 /// 413; not JSON 400; not an object 422.
-fn json_object(
+pub(crate) fn json_object(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<serde_json::Map<String, Value>, ApiError> {
@@ -174,9 +174,11 @@ pub async fn post_container(
     let started = std::time::Instant::now();
     let result = claim(&s.app, &pool, location, lifetime, idle_timeout).await;
     let metrics = &s.app.metrics;
-    metrics
-        .claim_seconds
-        .observe(started.elapsed().as_secs_f64());
+    let took = started.elapsed();
+    metrics.claim_seconds.observe(took.as_secs_f64());
+    if result.is_ok() {
+        s.app.history.record_claim(took);
+    }
     let key = pool.key(location);
     match &result {
         Ok(c) => metrics.claim(&key, if c.warm { "hit" } else { "miss" }),
@@ -261,6 +263,7 @@ pub async fn list_containers(
     };
     for (k, v) in q {
         match k.as_str() {
+            "state" if v == "live" => f.live_only = true,
             "state" => {
                 f.state = Some(v.parse().map_err(|e: warmpool_core::InvalidState| {
                     ApiError::invalid("state", e.to_string())
@@ -501,6 +504,14 @@ pub async fn metrics(State(s): State<Arc<Shared>>) -> axum::response::Response {
         app.metrics.render(),
     )
         .into_response()
+}
+
+/// `GET /v1/stats/history`: pool depth and claim latency over the last hour.
+pub async fn history(State(s): State<Arc<Shared>>) -> Json<warmpool_client::History> {
+    Json(warmpool_client::History {
+        interval_seconds: crate::history::INTERVAL.as_secs(),
+        samples: s.app.history.snapshot(&s.app),
+    })
 }
 
 /// `GET /healthz`: the process is up.

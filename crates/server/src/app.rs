@@ -63,6 +63,8 @@ pub struct App {
     pub registry: Arc<Registry>,
     pub desired: Desired,
     pub metrics: crate::metrics::Metrics,
+    /// The last hour of pool depth and claim latency, in memory.
+    pub history: crate::history::History,
     /// The configured pools; the first is the default one.
     pools: Vec<Arc<Pool>>,
     activation: Notify,
@@ -125,6 +127,7 @@ impl App {
             registry,
             desired,
             metrics: Default::default(),
+            history: Default::default(),
             pools,
             activation: Notify::new(),
             reconciled: AtomicBool::new(false),

@@ -1,5 +1,6 @@
 //! Who may call what: every route's access class in one table, and the middleware
-//! that checks `Authorization: Bearer` tokens against it.
+//! that checks `Authorization: Bearer` tokens (or a studio session cookie)
+//! against it.
 
 use std::sync::Arc;
 
@@ -45,6 +46,16 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/docs", Access::Open),
     ("GET", "/healthz", Access::Open),
     ("GET", "/readyz", Access::Open),
+    ("GET", "/v1/stats/history", Access::Api),
+    ("POST", "/v1/sql", Access::Admin),
+    ("GET", "/v1/tables", Access::Admin),
+    ("GET", "/v1/tables/{name}/rows", Access::Admin),
+    // The page and its files hold no data; the page asks for a login itself.
+    ("GET", "/studio", Access::Open),
+    ("GET", "/studio/studio.css", Access::Open),
+    ("GET", "/studio/studio.js", Access::Open),
+    ("POST", "/studio/login", Access::Open),
+    ("POST", "/studio/logout", Access::Open),
 ];
 
 /// The access class of a routed path pattern.
@@ -63,7 +74,7 @@ fn presented(req: &Request) -> Option<&[u8]> {
     Some(token.trim_ascii())
 }
 
-fn any_matches(tokens: &[Token], presented: &[u8]) -> bool {
+pub fn any_matches(tokens: &[Token], presented: &[u8]) -> bool {
     // Every token is compared, so the time taken does not say which one matched.
     tokens
         .iter()
@@ -103,7 +114,23 @@ pub async fn check(State(shared): State<Arc<Shared>>, req: Request, next: Next) 
         Access::Admin => false,
     };
     let Some(token) = presented(&req) else {
-        return unauthorized("this route needs an Authorization: Bearer token");
+        // A studio session counts as an admin token.
+        let session = crate::studio::session_cookie(req.headers())
+            .is_some_and(|id| shared.sessions.valid(id));
+        if !session {
+            return unauthorized("this route needs an Authorization: Bearer token");
+        }
+        if !crate::studio::cookie_may(req.method(), req.headers()) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross-site-request",
+                "Forbidden",
+                "a request authenticated by the studio cookie that changes something \
+                 must carry X-Requested-With or a JSON content type",
+            )
+            .into_response();
+        }
+        return next.run(req).await;
     };
     let admin = any_matches(&config.admin_tokens, token);
     let allowed = admin || (needs_api && any_matches(&config.api_tokens, token));

@@ -9,8 +9,9 @@ use axum::response::{Html, IntoResponse, Response};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use warmpool_client::{
-    ClaimRequest, ClaimResponse, ContainerList, ContainerView, EventList, EventView, Health,
-    PoolList, PoolView, Problem,
+    ClaimRequest, ClaimResponse, ColumnView, ContainerList, ContainerView, EventList, EventView,
+    Health, History, HistorySample, PoolList, PoolSample, PoolView, Problem, SqlRequest, SqlResult,
+    TableList, TableView,
 };
 
 #[derive(OpenApi)]
@@ -24,18 +25,21 @@ use warmpool_client::{
     paths(
         claim, proxy_root, proxy_root_slash, proxy_path, list_containers, get_container,
         release_container, admin_passthrough, pools, events, metrics, healthz, readyz,
-        openapi_json, openapi_alias, docs
+        openapi_json, openapi_alias, docs, history, sql, tables, table_rows, studio,
+        studio_css, studio_js, studio_login, studio_logout
     ),
     components(schemas(
         ClaimRequest, ClaimResponse, ContainerList, ContainerView, EventList, EventView,
-        Health, PoolList, PoolView, Problem
+        Health, PoolList, PoolView, Problem, SqlRequest, SqlResult, TableList, TableView,
+        ColumnView, History, HistorySample, PoolSample, LoginForm
     )),
     modifiers(&Bearer),
     tags(
         (name = "claim", description = "Claim a ready container"),
         (name = "proxy", description = "Talk to a claimed container"),
         (name = "manage", description = "Containers, pools and events"),
-        (name = "operate", description = "Health, metrics and this document")
+        (name = "operate", description = "Health, metrics and this document"),
+        (name = "studio", description = "The web console and its read-only database access")
     )
 )]
 pub struct ApiDoc;
@@ -125,8 +129,8 @@ proxy_doc!(
 
 #[utoipa::path(get, path = "/v1/containers", tag = "manage",
     params(
-        ("state" = Option<String>, Query, description = "starting, ready, allocated, stopping, stopped or failed",
-            pattern = "^(starting|ready|allocated|stopping|stopped|failed)$"),
+        ("state" = Option<String>, Query, description = "starting, ready, allocated, stopping, stopped or failed; or live (every state but stopped)",
+            pattern = "^(starting|ready|allocated|stopping|stopped|failed|live)$"),
         ("location" = Option<String>, Query, description = "default, wnam, enam, sam, weur, eeur, apac, oc, afr or me",
             pattern = "^(default|wnam|enam|sam|weur|eeur|apac|oc|afr|me)$"),
         ("pool" = Option<String>, Query, description = "Pool name"),
@@ -244,3 +248,91 @@ fn openapi_alias() {}
     responses((status = 200, description = "A readable reference of this document (works offline)", content_type = "text/html"))
 )]
 fn docs() {}
+
+#[utoipa::path(get, path = "/v1/stats/history", tag = "manage",
+    responses(
+        (status = 200, description = "Pool depth and claim latency (successful claims) every 10 s over the last hour, kept in memory", body = History),
+        (status = 401, description = "Missing or wrong token", body = Problem, content_type = PROBLEM),
+    ),
+    security(("bearer" = []))
+)]
+fn history() {}
+
+#[utoipa::path(post, path = "/v1/sql", tag = "studio",
+    request_body(content = SqlRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "At most 500 rows (`truncated` if there were more), on a read-only connection", body = SqlResult),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "Missing or wrong admin token (or studio session)", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "Refused: the statement would write, attach, set a pragma or run more than one statement; or a cookie-authenticated request without X-Requested-With", body = Problem, content_type = PROBLEM),
+        (status = 413, description = "Body too large", body = Problem, content_type = PROBLEM),
+        (status = 415, description = "Not JSON", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "Invalid SQL (`invalid-sql`), or stopped at the 2 s time limit (`query-timeout`)", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "The store cannot be read right now", body = Problem, content_type = PROBLEM),
+    ),
+    security(("bearer" = []))
+)]
+fn sql() {}
+
+#[utoipa::path(get, path = "/v1/tables", tag = "studio",
+    responses(
+        (status = 200, description = "The store's tables with their columns and row counts", body = TableList),
+        (status = 401, description = "Missing or wrong admin token (or studio session)", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "The store cannot be read right now", body = Problem, content_type = PROBLEM),
+    ),
+    security(("bearer" = []))
+)]
+fn tables() {}
+
+#[utoipa::path(get, path = "/v1/tables/{name}/rows", tag = "studio",
+    params(
+        ("name" = String, Path, description = "A table named by GET /v1/tables"),
+        ("offset" = Option<u64>, Query, description = "Rows to skip (default 0)"),
+        ("limit" = Option<u32>, Query, description = "1 to 500 (default 100)")
+    ),
+    responses(
+        (status = 200, description = "One page in primary key order; `truncated` if more rows follow", body = SqlResult),
+        (status = 401, description = "Missing or wrong admin token (or studio session)", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such table", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "Invalid or unknown parameter", body = Problem, content_type = PROBLEM),
+    ),
+    security(("bearer" = []))
+)]
+fn table_rows() {}
+
+#[utoipa::path(get, path = "/studio", tag = "studio",
+    responses((status = 200, description = "The studio page; the login form when tokens are configured and there is no session", content_type = "text/html"))
+)]
+fn studio() {}
+
+#[utoipa::path(get, path = "/studio/studio.css", tag = "studio",
+    responses((status = 200, description = "The studio's style sheet", content_type = "text/css"))
+)]
+fn studio_css() {}
+
+#[utoipa::path(get, path = "/studio/studio.js", tag = "studio",
+    responses((status = 200, description = "The studio's script", content_type = "text/javascript"))
+)]
+fn studio_js() {}
+
+/// The studio's login form.
+#[derive(utoipa::ToSchema)]
+struct LoginForm {
+    /// An admin token.
+    token: String,
+}
+
+#[utoipa::path(post, path = "/studio/login", tag = "studio",
+    request_body(content = LoginForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Logged in: a `warmpool_session` cookie (HttpOnly, SameSite=Strict, 12 h) holding a random session id, and back to /studio"),
+        (status = 401, description = "Not an admin token: the form again", content_type = "text/html"),
+        (status = 403, description = "No admin token is configured", content_type = "text/html"),
+    )
+)]
+fn studio_login() {}
+
+#[utoipa::path(post, path = "/studio/logout", tag = "studio",
+    responses((status = 303, description = "The session is ended and its cookie cleared; back to /studio"))
+)]
+fn studio_logout() {}

@@ -94,6 +94,8 @@ pub struct PoolStats {
     pub hits: u64,
     pub misses: u64,
     pub failed_starts: u64,
+    /// Containers that went to `failed` (from any state).
+    pub failures: u64,
     pub last_error: Option<(Timestamp, String)>,
 }
 
@@ -364,6 +366,9 @@ impl Registry {
                     *n = 0;
                 }
             }
+        }
+        if to == ContainerState::Failed {
+            inner.pools.entry(key.clone()).or_default().failures += 1;
         }
         if joins_pool {
             inner.ready.entry(key).or_default().push_back(id);

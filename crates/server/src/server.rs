@@ -20,7 +20,7 @@ use crate::app::App;
 use crate::config::{Config, RuntimeKind};
 use crate::proxy::Upstream;
 use crate::registry::Registry;
-use crate::{api, auth, openapi, proxy, reconciler, recovery};
+use crate::{api, auth, console, history, openapi, proxy, reconciler, recovery, studio};
 
 /// Gives every request an id (the client's `X-Request-Id` when it is short and
 /// printable, a random one otherwise), runs it inside a log span carrying the id,
@@ -58,6 +58,8 @@ async fn request_id(
 pub struct Shared {
     pub app: Arc<App>,
     pub upstream: Upstream,
+    /// Studio logins.
+    pub sessions: studio::Sessions,
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {
@@ -86,6 +88,21 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/docs", get(openapi::serve_docs))
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
+        .route("/v1/stats/history", get(api::history))
+        .route(
+            "/v1/sql",
+            post(console::sql).layer(DefaultBodyLimit::max(console::MAX_SQL_BODY)),
+        )
+        .route("/v1/tables", get(console::tables))
+        .route("/v1/tables/{name}/rows", get(console::rows))
+        .route("/studio", get(studio::index))
+        .route("/studio/studio.css", get(studio::css))
+        .route("/studio/studio.js", get(studio::js))
+        .route(
+            "/studio/login",
+            post(studio::login).layer(DefaultBodyLimit::max(4096)),
+        )
+        .route("/studio/logout", post(studio::logout))
         .route_layer(axum::middleware::from_fn_with_state(
             shared.clone(),
             auth::check,
@@ -196,10 +213,12 @@ pub async fn start(
     let background = vec![
         tokio::spawn(reconciler::run(app.clone(), rx.clone())),
         tokio::spawn(reconciler::watch_runtime(app.clone(), rx.clone())),
+        tokio::spawn(history::run(app.clone(), rx.clone())),
     ];
     let shared = Arc::new(Shared {
         app: app.clone(),
         upstream: Upstream::default(),
+        sessions: Default::default(),
     });
     let mut http_rx = rx;
     let http = tokio::spawn(async move {

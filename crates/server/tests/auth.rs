@@ -63,6 +63,7 @@ fn url(base: &str, pattern: &str, id: &str) -> String {
         pattern
             .replace("{id}", id)
             .replace("{*path}", "update-text")
+            .replace("{name}", "containers")
     )
 }
 
@@ -71,6 +72,14 @@ async fn status(wp: &InProc, method: &str, url: &str, token: Option<&str>) -> u1
     let mut req = wp.http.request(method.parse().unwrap(), url);
     if let Some(t) = token {
         req = req.bearer_auth(t);
+    }
+    // Routes that need a body to succeed.
+    if url.ends_with("/v1/sql") {
+        req = req.json(&serde_json::json!({"sql": "SELECT 1"}));
+    } else if url.ends_with("/studio/login") {
+        req = req
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("token={ADMIN}"));
     }
     let r = req.send().await.unwrap();
     let s = r.status().as_u16();

@@ -5,6 +5,7 @@
 //! cost one commit. Reads use a separate read-only connection. The database runs in
 //! WAL mode with `synchronous=NORMAL`, which survives a `kill -9` of the process.
 
+mod console;
 mod error;
 mod migrations;
 mod rows;
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use warmpool_core::{ContainerId, ContainerState, Timestamp};
 
+pub use console::{Cell, ColumnInfo, ConsoleError, ConsoleLimits, QueryResult, TableInfo};
 pub use error::StoreError;
 pub use migrations::{expected_schema, schema_of, SCHEMA_VERSION};
 pub use rows::{ContainerFilter, ContainerRow, EventRow};

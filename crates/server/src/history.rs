@@ -1,0 +1,182 @@
+//! The last hour in memory, for the studio's charts (`GET /v1/stats/history`):
+//! every interval a sample of each pool key's ready and allocated counts, and the
+//! claim latencies (p50, p99) of the claims answered in that interval.
+//!
+//! Nothing here touches the store. The claim path only pushes its latency into a
+//! bounded buffer under a short lock; a task takes a sample each interval.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use warmpool_client::{HistorySample, PoolSample};
+use warmpool_core::Timestamp;
+
+use crate::app::{now, App};
+use crate::views::rfc3339;
+
+/// How often a sample is taken.
+pub const INTERVAL: Duration = Duration::from_secs(10);
+
+/// Samples kept: one hour.
+pub const CAPACITY: usize = 360;
+
+/// Claim latencies kept per interval; past it the oldest are overwritten.
+const MAX_LATENCIES: usize = 10_000;
+
+#[derive(Default)]
+struct Window {
+    /// Milliseconds, in no particular order.
+    latencies: Vec<f64>,
+    claims: u64,
+}
+
+#[derive(Clone, Debug)]
+struct Sample {
+    at: Timestamp,
+    pools: Vec<PoolSample>,
+    claims: u64,
+    p50: Option<f64>,
+    p99: Option<f64>,
+}
+
+impl Sample {
+    fn view(&self) -> HistorySample {
+        HistorySample {
+            at: rfc3339(self.at),
+            pools: self.pools.clone(),
+            claims: self.claims,
+            claim_p50_ms: self.p50,
+            claim_p99_ms: self.p99,
+        }
+    }
+}
+
+/// The ring of samples and the interval in progress.
+#[derive(Default)]
+pub struct History {
+    samples: Mutex<VecDeque<Sample>>,
+    window: Mutex<Window>,
+}
+
+/// The `q` quantile (0..=1) of sorted values, nearest rank.
+fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    Some(sorted[rank.clamp(1, sorted.len()) - 1])
+}
+
+impl History {
+    /// Records the latency of an answered claim (the claim path's only cost).
+    pub fn record_claim(&self, latency: Duration) {
+        let ms = latency.as_secs_f64() * 1000.0;
+        let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+        if w.latencies.len() < MAX_LATENCIES {
+            w.latencies.push(ms);
+        } else {
+            let i = (w.claims % MAX_LATENCIES as u64) as usize;
+            w.latencies[i] = ms;
+        }
+        w.claims += 1;
+    }
+
+    /// The state now, with the claims of the interval so far; with `close`, the
+    /// interval ends here.
+    fn take(&self, app: &App, close: bool) -> Sample {
+        let keys: Vec<_> = app.desired.pools.iter().map(|p| p.key.clone()).collect();
+        let (counts, _) = app.registry.pool_counts(&keys);
+        let pools = counts
+            .into_iter()
+            .map(|(key, c)| PoolSample {
+                pool: key.pool.to_string(),
+                location: key.location.to_string(),
+                ready: c.ready,
+                allocated: c.allocated,
+                failures: c.stats.failures,
+            })
+            .collect();
+        let (mut latencies, claims) = {
+            let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
+            if close {
+                let w = std::mem::take(&mut *w);
+                (w.latencies, w.claims)
+            } else {
+                (w.latencies.clone(), w.claims)
+            }
+        };
+        latencies.sort_by(f64::total_cmp);
+        Sample {
+            at: now(),
+            pools,
+            claims,
+            p50: quantile(&latencies, 0.5),
+            p99: quantile(&latencies, 0.99),
+        }
+    }
+
+    /// Ends the interval: keeps its sample, dropping the oldest past an hour.
+    pub fn sample(&self, app: &App) {
+        let s = self.take(app, true);
+        let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        if samples.len() >= CAPACITY {
+            samples.pop_front();
+        }
+        samples.push_back(s);
+    }
+
+    /// Every kept sample, oldest first, and a last one for now.
+    pub fn snapshot(&self, app: &App) -> Vec<HistorySample> {
+        let live = self.take(app, false);
+        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        samples
+            .iter()
+            .chain(std::iter::once(&live))
+            .map(Sample::view)
+            .collect()
+    }
+}
+
+/// Takes a sample every [`INTERVAL`] until `shutdown` turns true (the first one
+/// at once, as the baseline of "the last hour").
+pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => app.history.sample(&app),
+            r = shutdown.wait_for(|v| *v) => {
+                let _ = r;
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_by_nearest_rank() {
+        assert_eq!(quantile(&[], 0.5), None);
+        assert_eq!(quantile(&[3.0], 0.99), Some(3.0));
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(quantile(&v, 0.5), Some(50.0));
+        assert_eq!(quantile(&v, 0.99), Some(99.0));
+        assert_eq!(quantile(&v[..10], 0.99), Some(10.0));
+    }
+
+    #[test]
+    fn the_claim_window_is_bounded() {
+        let h = History::default();
+        for i in 0..(MAX_LATENCIES + 5) {
+            h.record_claim(Duration::from_micros(i as u64));
+        }
+        let w = h.window.lock().unwrap();
+        assert_eq!(w.latencies.len(), MAX_LATENCIES);
+        assert_eq!(w.claims, MAX_LATENCIES as u64 + 5);
+    }
+}

@@ -1,0 +1,334 @@
+//! The studio (`/studio`): a web console for the pools and the store, served from
+//! files embedded in the binary, and its login.
+//!
+//! The login form takes an admin token and answers with a cookie holding a random
+//! session id (never the token), kept in memory with an expiry. The auth
+//! middleware accepts that cookie as an admin token; a cookie-authenticated
+//! request that changes state must also carry `X-Requested-With` or a JSON
+//! content type, which a cross-site form cannot send (and the cookie is
+//! `SameSite=Strict` besides). The page itself reads and acts only through the
+//! public API.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use crate::server::Shared;
+
+/// Name of the session cookie.
+pub const COOKIE: &str = "warmpool_session";
+
+/// How long a session lasts after login.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+
+/// Sessions kept at most (the oldest go first past it).
+const MAX_SESSIONS: usize = 1000;
+
+const INDEX_HTML: &str = include_str!("../studio/index.html");
+const LOGIN_HTML: &str = include_str!("../studio/login.html");
+const STUDIO_CSS: &str = include_str!("../studio/studio.css");
+const STUDIO_JS: &str = include_str!("../studio/studio.js");
+
+/// Logged-in studio sessions: random id -> expiry.
+#[derive(Default)]
+pub struct Sessions {
+    map: Mutex<HashMap<String, Instant>>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new session; answers its id.
+    pub fn create(&self) -> String {
+        let id = format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        );
+        let now = Instant::now();
+        let mut map = self.lock();
+        map.retain(|_, exp| *exp > now);
+        if map.len() >= MAX_SESSIONS {
+            if let Some(oldest) = map.iter().min_by_key(|(_, e)| **e).map(|(k, _)| k.clone()) {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(id.clone(), now + SESSION_TTL);
+        id
+    }
+
+    /// Whether `id` is a live session.
+    pub fn valid(&self, id: &str) -> bool {
+        self.lock().get(id).is_some_and(|exp| *exp > Instant::now())
+    }
+
+    pub fn remove(&self, id: &str) {
+        self.lock().remove(id);
+    }
+}
+
+/// The session id in the request's cookies, if any.
+pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            let (k, v) = c.trim().split_once('=')?;
+            (k == COOKIE && !v.is_empty()).then_some(v)
+        })
+}
+
+/// Whether a cookie-authenticated request may go through: reading always; a
+/// change only with a header a cross-site form cannot set.
+pub fn cookie_may(method: &Method, headers: &HeaderMap) -> bool {
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return true;
+    }
+    if headers.contains_key("x-requested-with") {
+        return true;
+    }
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .is_some_and(|ct| ct == "application/json")
+}
+
+/// Whether the request carries a live session or an admin bearer token.
+fn logged_in(s: &Shared, headers: &HeaderMap) -> bool {
+    if session_cookie(headers).is_some_and(|id| s.sessions.valid(id)) {
+        return true;
+    }
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes())
+        .and_then(|v| {
+            v.strip_prefix(b"Bearer ")
+                .or_else(|| v.strip_prefix(b"bearer "))
+        })
+        .map(<[u8]>::trim_ascii);
+    presented.is_some_and(|t| crate::auth::any_matches(&s.app.config.admin_tokens, t))
+}
+
+/// Headers of every studio page: no framing, no sniffing, nothing but itself.
+fn page(status: StatusCode, body: String) -> Response {
+    let mut resp = (status, body).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
+}
+
+/// The login page, with a message (fixed texts only: nothing of the request is
+/// echoed).
+fn login_page(status: StatusCode, message: &str) -> Response {
+    let msg = if message.is_empty() {
+        String::new()
+    } else {
+        format!("<p class=\"error\" role=\"alert\" id=\"login-error\">{message}</p>")
+    };
+    page(status, LOGIN_HTML.replace("<!--MESSAGE-->", &msg))
+}
+
+const NO_ADMIN: &str =
+    "No admin token is configured (WARMPOOL_ADMIN_TOKEN), so the studio is closed.";
+
+/// `GET /studio`: the console, or the login form without a session.
+pub async fn index(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let config = &s.app.config;
+    if !config.auth_enabled() || logged_in(&s, &headers) {
+        let auth = if config.auth_enabled() {
+            "session"
+        } else {
+            "open"
+        };
+        return page(
+            StatusCode::OK,
+            INDEX_HTML.replace("data-auth=\"\"", &format!("data-auth=\"{auth}\"")),
+        );
+    }
+    if config.admin_tokens.is_empty() {
+        return login_page(StatusCode::OK, NO_ADMIN);
+    }
+    login_page(StatusCode::OK, "")
+}
+
+fn see_other(cookie: Option<String>) -> Response {
+    let mut resp = StatusCode::SEE_OTHER.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::LOCATION, HeaderValue::from_static("/studio"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(c) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        h.insert(header::SET_COOKIE, c);
+    }
+    resp
+}
+
+/// The value of `name` in a form-encoded body.
+fn form_value(body: &[u8], name: &str) -> Option<Vec<u8>> {
+    body.split(|b| *b == b'&').find_map(|pair| {
+        let (k, v) = match pair.iter().position(|b| *b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &[][..]),
+        };
+        if k != name.as_bytes() {
+            return None;
+        }
+        let plus: Vec<u8> = v
+            .iter()
+            .map(|b| if *b == b'+' { b' ' } else { *b })
+            .collect();
+        Some(percent_encoding::percent_decode(&plus).collect())
+    })
+}
+
+/// `POST /studio/login` (form: `token`): a session cookie for an admin token.
+pub async fn login(
+    State(s): State<Arc<Shared>>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let Ok(body) = body else {
+        return crate::problem::ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            "Payload Too Large",
+            "the login form is limited to 4096 bytes",
+        )
+        .into_response();
+    };
+    let config = &s.app.config;
+    if !config.auth_enabled() {
+        return see_other(None);
+    }
+    if config.admin_tokens.is_empty() {
+        return login_page(StatusCode::FORBIDDEN, NO_ADMIN);
+    }
+    let token = form_value(&body, "token").unwrap_or_default();
+    let token = token.trim_ascii();
+    if token.is_empty() || !crate::auth::any_matches(&config.admin_tokens, token) {
+        tracing::info!("studio login refused: wrong token");
+        return login_page(
+            StatusCode::UNAUTHORIZED,
+            "That is not an admin token. Try again.",
+        );
+    }
+    let id = s.sessions.create();
+    tracing::info!("studio login");
+    see_other(Some(format!(
+        "{COOKIE}={id}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+        SESSION_TTL.as_secs()
+    )))
+}
+
+/// `POST /studio/logout`: ends the session and clears its cookie.
+pub async fn logout(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    if let Some(id) = session_cookie(&headers) {
+        s.sessions.remove(id);
+    }
+    see_other(Some(format!(
+        "{COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0"
+    )))
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    let mut resp = body.into_response();
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    resp
+}
+
+/// `GET /studio/studio.css`
+pub async fn css() -> Response {
+    asset("text/css; charset=utf-8", STUDIO_CSS)
+}
+
+/// `GET /studio/studio.js`
+pub async fn js() -> Response {
+    asset("text/javascript; charset=utf-8", STUDIO_JS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn form_values_are_decoded() {
+        assert_eq!(
+            form_value(b"a=1&token=ab%2Bc+d&z", "token").as_deref(),
+            Some(&b"ab+c d"[..])
+        );
+        assert_eq!(form_value(b"tokens=x", "token"), None);
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=b; warmpool_session=xyz; c=d"),
+        );
+        assert_eq!(session_cookie(&h), Some("xyz"));
+        let sessions = Sessions::default();
+        let id = sessions.create();
+        assert_eq!(id.len(), 64);
+        assert!(sessions.valid(&id) && !sessions.valid("xyz"));
+        sessions.remove(&id);
+        assert!(!sessions.valid(&id));
+    }
+
+    #[test]
+    fn cookie_changes_need_a_non_simple_header() {
+        let mut h = HeaderMap::new();
+        assert!(cookie_may(&Method::GET, &h));
+        assert!(!cookie_may(&Method::DELETE, &h));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        assert!(!cookie_may(&Method::POST, &h));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        assert!(cookie_may(&Method::POST, &h));
+        let mut h = HeaderMap::new();
+        h.insert("x-requested-with", HeaderValue::from_static("studio"));
+        assert!(cookie_may(&Method::DELETE, &h));
+    }
+}
