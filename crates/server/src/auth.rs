@@ -67,7 +67,12 @@ pub fn access_of(pattern: &str) -> Access {
 }
 
 fn presented(req: &Request) -> Option<&[u8]> {
-    let v = req.headers().get(header::AUTHORIZATION)?.as_bytes();
+    bearer_token(req.headers())
+}
+
+/// The token of an `Authorization: Bearer` header.
+pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&[u8]> {
+    let v = headers.get(header::AUTHORIZATION)?.as_bytes();
     let token = v
         .strip_prefix(b"Bearer ")
         .or_else(|| v.strip_prefix(b"bearer "))?;

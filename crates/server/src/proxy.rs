@@ -182,7 +182,7 @@ pub async fn handle(
     resp
 }
 
-async fn route_and_forward(shared: &Shared, peer: SocketAddr, req: Request) -> Response {
+async fn route_and_forward(shared: &Shared, peer: SocketAddr, mut req: Request) -> Response {
     let Some((raw_id, rest)) = split_path(req.uri().path()) else {
         return ApiError::not_found("no such route").into_response();
     };
@@ -214,6 +214,7 @@ async fn route_and_forward(shared: &Shared, peer: SocketAddr, req: Request) -> R
     };
 
     let path_and_query = with_query(if rest.is_empty() { "/" } else { rest }, req.uri().query());
+    strip_warmpool_credentials(&shared.app.config, req.headers_mut());
     // Open until the answer's headers (or, upgraded, the end of the connection).
     let open = activity.begin();
     forward(
@@ -226,6 +227,48 @@ async fn route_and_forward(shared: &Shared, peer: SocketAddr, req: Request) -> R
         Some(open),
     )
     .await
+}
+
+/// Removes what would let a container act as warmpool's operator: an
+/// `Authorization` header holding one of warmpool's tokens (the proxy may have
+/// required it; the app never needs it), and the studio's session cookie. Anything
+/// else the client sends is the app's business and passes through.
+fn strip_warmpool_credentials(config: &crate::config::Config, headers: &mut HeaderMap) {
+    let ours = crate::auth::bearer_token(headers).is_some_and(|t| {
+        crate::auth::any_matches(&config.api_tokens, t)
+            || crate::auth::any_matches(&config.admin_tokens, t)
+    });
+    if ours {
+        headers.remove(header::AUTHORIZATION);
+    }
+    // Only requests that carry the session cookie pay for rewriting the header.
+    let is_session = |c: &str| {
+        c.split_once('=')
+            .is_some_and(|(k, _)| k.trim() == crate::studio::COOKIE)
+    };
+    let cookies = || {
+        headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+    };
+    let unreadable = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .any(|v| v.to_str().is_err());
+    if !unreadable && !cookies().any(is_session) {
+        return;
+    }
+    let kept: Vec<&str> = cookies()
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && !is_session(c))
+        .collect();
+    let kept = HeaderValue::from_str(&kept.join("; ")).ok();
+    headers.remove(header::COOKIE);
+    if let Some(v) = kept.filter(|v| !v.is_empty()) {
+        headers.insert(header::COOKIE, v);
+    }
 }
 
 /// Sends `req` to the container at `upstream` as `path_and_query`, streaming both

@@ -209,3 +209,70 @@ fn tokens_never_show_in_check_config() {
         "{text}"
     );
 }
+
+/// What the proxy forwards cannot make a container warmpool's operator: warmpool's
+/// own tokens and the studio's session cookie are removed on the way, while the
+/// app's own `Authorization` and cookies pass through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_never_forwards_warmpool_credentials() {
+    // An upstream that answers with the headers it was sent.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let echo = axum::Router::new().fallback(|headers: axum::http::HeaderMap| async move {
+        headers
+            .iter()
+            .map(|(k, v)| format!("{k}: {}\n", String::from_utf8_lossy(v.as_bytes())))
+            .collect::<String>()
+    });
+    tokio::spawn(async move { axum::serve(listener, echo).await });
+    let sim = Arc::new(SimRuntime::new(SimMode::Instant, addr));
+    let mut wp = InProc::start_with(
+        &[
+            ("POOL_TARGET_INSTANCES", "1"),
+            ("WARMPOOL_API_TOKEN", API),
+            ("WARMPOOL_ADMIN_TOKEN", ADMIN),
+        ],
+        Some(sim),
+    )
+    .await;
+    let client = warmpool_client::Client::new(&wp.base).with_token(API);
+    common::wait_ready(&client, "default", 1, Duration::from_secs(10)).await;
+    let id = client.claim(&Default::default()).await.unwrap().id;
+    let seen = |auth: &'static str, cookie: &'static str| {
+        let url = format!("{}/container/{id}/x", wp.base);
+        let http = wp.http.clone();
+        async move {
+            http.get(url)
+                .header("authorization", auth)
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    for token in [API, ADMIN] {
+        let got = seen(
+            if token == API {
+                "Bearer api-token-0123456789abcdef"
+            } else {
+                "Bearer admin-token-0123456789abcdef"
+            },
+            "a=1; warmpool_session=the-session-id; b=2",
+        )
+        .await;
+        assert!(!got.contains(token), "{got}");
+        assert!(!got.contains("authorization"), "{got}");
+        assert!(!got.contains("the-session-id"), "{got}");
+        assert!(got.contains("cookie: a=1; b=2\n"), "{got}");
+    }
+    let got = seen("Bearer the-app-s-own-token", "warmpool_session=x").await;
+    assert!(
+        got.contains("authorization: Bearer the-app-s-own-token\n"),
+        "{got}"
+    );
+    assert!(!got.contains("cookie"), "{got}");
+    wp.shutdown().await;
+}
