@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
@@ -255,8 +255,9 @@ fn parse_id(raw: &str) -> Result<ContainerId, ApiError> {
 /// `GET /v1/containers?state=&location=&pool=&limit=`
 pub async fn list_containers(
     State(s): State<Arc<Shared>>,
-    Query(q): Query<HashMap<String, String>>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> ApiResult<ContainerList> {
+    let q = query_map(q)?;
     let mut f = ContainerFilter {
         limit: Some(1000),
         ..Default::default()
@@ -311,21 +312,38 @@ async fn view(s: &Shared, id: ContainerId) -> ApiResult<ContainerView> {
     }
 }
 
+/// The container id of a path, as a problem document when the path cannot even be
+/// decoded (bad percent-encoding).
+fn id_in_path(raw: Result<Path<String>, PathRejection>) -> Result<ContainerId, ApiError> {
+    match raw {
+        Ok(Path(raw)) => parse_id(&raw),
+        Err(e) => Err(ApiError::not_found(format!("no such container: {e}"))),
+    }
+}
+
+/// The query string's parameters, as a problem document when it cannot be decoded.
+fn query_map(
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<HashMap<String, String>, ApiError> {
+    q.map(|Query(q)| q)
+        .map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))
+}
+
 /// `GET /v1/containers/{id}`
 pub async fn get_container(
     State(s): State<Arc<Shared>>,
-    Path(raw): Path<String>,
+    raw: Result<Path<String>, PathRejection>,
 ) -> ApiResult<ContainerView> {
-    view(&s, parse_id(&raw)?).await
+    view(&s, id_in_path(raw)?).await
 }
 
 /// `DELETE /v1/containers/{id}`: stop and release early. Idempotent: releasing a
 /// container that is already stopping or stopped answers its current view.
 pub async fn delete_container(
     State(s): State<Arc<Shared>>,
-    Path(raw): Path<String>,
+    raw: Result<Path<String>, PathRejection>,
 ) -> ApiResult<ContainerView> {
-    let id = parse_id(&raw)?;
+    let id = id_in_path(raw)?;
     if let Some(e) = s.app.registry.try_begin(id) {
         match e.state {
             ContainerState::Starting | ContainerState::Ready | ContainerState::Allocated => {
@@ -382,8 +400,9 @@ pub const MAX_EVENTS_WAIT: u64 = 60;
 /// is held back up to S seconds until an event comes.
 pub async fn events(
     State(s): State<Arc<Shared>>,
-    Query(q): Query<HashMap<String, String>>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
 ) -> ApiResult<EventList> {
+    let q = query_map(q)?;
     let mut after = 0i64;
     let mut limit = 100u32;
     let mut container = None;

@@ -59,6 +59,7 @@ async fn bad_input_gets_problem_documents_and_changes_nothing() {
         case("POST", "/container", "not json", 400, None),
         case("POST", "/container", "[]", 422, Some("")),
         case("POST", "/container", "42", 422, Some("")),
+        // Unknown fields are refused even when null.
         case("POST", "/container", r#"{"": null}"#, 422, Some("")),
         case(
             "POST",
@@ -171,6 +172,10 @@ async fn bad_input_gets_problem_documents_and_changes_nothing() {
         case("GET", "/v1/containers?limit=abc", "", 422, Some("limit")),
         case("GET", "/v1/containers?colour=red", "", 422, Some("colour")),
         case("GET", "/v1/containers/not-a-uuid", "", 404, None),
+        // Paths that cannot even be percent-decoded are problems too.
+        case("GET", "/v1/containers/%ff", "", 404, None),
+        case("DELETE", "/v1/containers/%C3%28", "", 404, None),
+        case("GET", "/v1/containers?state=%ff%fe", "", 422, Some("state")),
         case("GET", &format!("/v1/containers/{id}"), "", 404, None),
         case("DELETE", "/v1/containers/../../etc", "", 404, None),
         case("DELETE", &format!("/v1/containers/{id}"), "", 404, None),

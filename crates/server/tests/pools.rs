@@ -110,6 +110,19 @@ async fn named_pools_run_their_own_settings_and_claims_choose_them() {
     let body = wp.proxied_text(&d.id, "/").await;
     assert_eq!(body, "No Content");
 
+    // A body of JSON null is a claim with no fields: the default pool.
+    let r = wp
+        .http
+        .post(format!("{}/container", wp.base))
+        .header("content-type", "application/json")
+        .body("null")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let n: warmpool_client::ClaimResponse = r.json().await.unwrap();
+    assert_eq!(n.pool, "default");
+
     // Each pool bounds its own claims; unknown pools are named in the error.
     let too_long = ClaimRequest {
         pool: Some("greeter".into()),
