@@ -122,6 +122,16 @@ async fn session(driver: &Driver, chromium: &std::path::Path) -> Client {
 }
 
 /// The text of the first element matching `css`, if there is one.
+/// Clicks the element with this id.
+async fn click(c: &Client, id: &str) {
+    c.find(Locator::Id(id))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+}
+
 async fn text(c: &Client, css: &str) -> Option<String> {
     c.find(Locator::Css(css)).await.ok()?.text().await.ok()
 }
@@ -174,24 +184,14 @@ async fn the_studio_works_in_a_real_browser() {
     c.goto(&studio).await.unwrap();
     let token = c.wait().for_element(Locator::Id("token")).await.unwrap();
     token.send_keys("not-the-admin-token-at-all").await.unwrap();
-    c.find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "login").await;
     wait_text(&c, "#login-error", "the login error", |t| {
         t.contains("not an admin token")
     })
     .await;
     let token = c.find(Locator::Id("token")).await.unwrap();
     token.send_keys(ADMIN).await.unwrap();
-    c.find(Locator::Id("login"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "login").await;
 
     // The pool cards, with the right counts.
     for (location, ready) in [("default", "3"), ("weur", "2")] {
@@ -310,12 +310,7 @@ async fn the_studio_works_in_a_real_browser() {
     sql.send_keys("SELECT state, count(*) AS n FROM containers WHERE location = 'weur' GROUP BY state ORDER BY state")
         .await
         .unwrap();
-    c.find(Locator::Id("sql-run"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "sql-run").await;
     wait_text(&c, "#sql-info", "the query's answer", |t| {
         t.contains("rows in")
     })
@@ -328,12 +323,7 @@ async fn the_studio_works_in_a_real_browser() {
 
     sql.clear().await.unwrap();
     sql.send_keys("DELETE FROM containers").await.unwrap();
-    c.find(Locator::Id("sql-run"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "sql-run").await;
     let refused = wait_text(&c, "#sql-error", "the refusal", |t| t.contains("read-only")).await;
     assert!(refused.contains("403"), "{refused}");
     let png = c.screenshot().await.unwrap();
@@ -352,12 +342,7 @@ async fn the_studio_works_in_a_real_browser() {
     // its detail pane.
     let tab = c.find(Locator::Id("tab-database")).await.unwrap();
     tab.send_keys("\u{E012}").await.unwrap(); // ArrowLeft
-    c.find(Locator::Id("release"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    click(&c, "release").await;
     wait_text(
         &c,
         "#detail-fields [data-field=\"state\"]",

@@ -350,27 +350,26 @@ async fn login_sets_a_session_cookie_that_opens_the_api_until_logout() {
     assert!(!set.contains(ADMIN));
     let cookie = set.split(';').next().unwrap().to_owned();
     assert!(cookie.len() > "warmpool_session=".len() + 32);
+    // A request carrying the session cookie (and no token).
+    let with_cookie = |method: reqwest::Method, path: &str| {
+        http.request(method, format!("{base}{path}"))
+            .header("cookie", &cookie)
+    };
 
     // The cookie opens the page and the API, admin routes included.
-    let r = http
-        .get(format!("{base}/studio"))
-        .header("cookie", &cookie)
+    let r = with_cookie(reqwest::Method::GET, "/studio")
         .send()
         .await
         .unwrap();
     assert!(r.text().await.unwrap().contains("/studio/studio.js"));
     for path in ["/v1/pools", "/v1/tables", "/v1/stats/history", "/metrics"] {
-        let r = http
-            .get(format!("{base}{path}"))
-            .header("cookie", &cookie)
+        let r = with_cookie(reqwest::Method::GET, path)
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 200, "{path}");
     }
-    let r = http
-        .post(format!("{base}/v1/sql"))
-        .header("cookie", &cookie)
+    let r = with_cookie(reqwest::Method::POST, "/v1/sql")
         .json(&json!({"sql": "SELECT count(*) FROM containers"}))
         .send()
         .await
@@ -382,9 +381,7 @@ async fn login_sets_a_session_cookie_that_opens_the_api_until_logout() {
     let id = common::first_ready(&wp.client.clone().with_token(API))
         .await
         .id;
-    let r = http
-        .delete(format!("{base}/v1/containers/{id}"))
-        .header("cookie", &cookie)
+    let r = with_cookie(reqwest::Method::DELETE, &format!("/v1/containers/{id}"))
         .send()
         .await
         .unwrap();
@@ -393,18 +390,14 @@ async fn login_sets_a_session_cookie_that_opens_the_api_until_logout() {
         r.json::<Value>().await.unwrap()["type"],
         "https://warmpool.dev/problems/cross-site-request"
     );
-    let r = http
-        .post(format!("{base}/container"))
-        .header("cookie", &cookie)
+    let r = with_cookie(reqwest::Method::POST, "/container")
         .header("content-type", "text/plain")
         .body("{}")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 403, "a simple cross-site POST is refused");
-    let r = http
-        .delete(format!("{base}/v1/containers/{id}"))
-        .header("cookie", &cookie)
+    let r = with_cookie(reqwest::Method::DELETE, &format!("/v1/containers/{id}"))
         .header("x-requested-with", "warmpool-studio")
         .send()
         .await
@@ -424,25 +417,19 @@ async fn login_sets_a_session_cookie_that_opens_the_api_until_logout() {
     assert_eq!(r.status(), 401);
 
     // Logout ends the session and clears the cookie.
-    let r = http
-        .post(format!("{base}/studio/logout"))
-        .header("cookie", &cookie)
+    let r = with_cookie(reqwest::Method::POST, "/studio/logout")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
     let cleared = r.headers()["set-cookie"].to_str().unwrap();
     assert!(cleared.starts_with("warmpool_session=;") && cleared.contains("Max-Age=0"));
-    let r = http
-        .get(format!("{base}/v1/pools"))
-        .header("cookie", &cookie)
+    let r = with_cookie(reqwest::Method::GET, "/v1/pools")
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 401, "the old cookie no longer works");
-    let r = http
-        .get(format!("{base}/studio"))
-        .header("cookie", &cookie)
+    let r = with_cookie(reqwest::Method::GET, "/studio")
         .send()
         .await
         .unwrap();
