@@ -177,11 +177,25 @@ pub struct SqlResult {
     pub columns: Vec<String>,
     /// Each row's values in column order: null, number, string; a blob is the
     /// string `x'<hex>'`.
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Vec<Object>>))]
+    #[cfg_attr(feature = "openapi", schema(schema_with = sql_rows))]
     pub rows: Vec<Vec<serde_json::Value>>,
     /// More rows were there than the row limit let through.
     pub truncated: bool,
     pub elapsed_ms: f64,
+}
+
+/// The schema of [`SqlResult::rows`]: arrays of nulls, numbers and strings.
+#[cfg(feature = "openapi")]
+fn sql_rows() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    let cell = ObjectBuilder::new().schema_type(SchemaType::Array(vec![
+        Type::Null,
+        Type::Number,
+        Type::String,
+    ]));
+    ArrayBuilder::new()
+        .items(ArrayBuilder::new().items(cell))
+        .build()
 }
 
 /// A column of a store table.
