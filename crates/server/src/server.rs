@@ -156,6 +156,93 @@ fn check_exposure(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What one client may hold of the HTTP server.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpLimits {
+    /// Connections served at once; past it, new ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Time a client has to send a request's headers, also while a keep-alive
+    /// connection is idle between requests: slow or idle clients cannot pin a
+    /// connection slot.
+    pub header_timeout: Duration,
+}
+
+/// Serves `app` on `listener` (HTTP/1.1, with upgrades) until `shutdown` turns
+/// true, then asks every connection to finish its request in flight and waits for
+/// them (the caller bounds how long). Unlike `axum::serve`, it caps connections and
+/// times out slow headers and idle keep-alive connections, so that slow or idle
+/// clients cannot take every connection.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: HttpLimits,
+    mut shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let max = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
+    let slots = Arc::new(tokio::sync::Semaphore::new(max as usize));
+    let stopping = shutdown.clone();
+    // Completes once; the loop ends right then, so it is never polled again.
+    let mut stop = std::pin::pin!(async move {
+        let _ = shutdown.wait_for(|v| *v).await;
+    });
+    loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+            _ = &mut stop => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(c) => c,
+                Err(e) => {
+                    // Out of file descriptors, or the peer gave up: not fatal.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service =
+            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                app.clone().oneshot(req)
+            });
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut stopping = stopping.clone();
+        tokio::spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            let stop = async move {
+                let _ = stopping.wait_for(|v| *v).await;
+            };
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop => {
+                    // Finish the request in flight, then close.
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    // Every connection holds a slot until it is done.
+    let _all = slots.acquire_many(max).await;
+    Ok(())
+}
+
 /// A running warmpool.
 pub struct Running {
     pub addr: SocketAddr,
@@ -220,17 +307,11 @@ pub async fn start(
         upstream: Upstream::default(),
         sessions: Default::default(),
     });
-    let mut http_rx = rx;
-    let http = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            router(shared).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = http_rx.wait_for(|v| *v).await;
-        })
-        .await
-    });
+    let limits = HttpLimits {
+        max_connections: app.config.max_connections,
+        header_timeout: app.config.header_timeout,
+    };
+    let http = tokio::spawn(serve_http(listener, router(shared), limits, rx));
     tracing::info!(%addr, "warmpool listening");
     Ok(Running {
         addr,
