@@ -182,7 +182,7 @@ pub async fn handle(
     resp
 }
 
-async fn route_and_forward(shared: &Shared, peer: SocketAddr, mut req: Request) -> Response {
+async fn route_and_forward(shared: &Shared, peer: SocketAddr, req: Request) -> Response {
     let Some((raw_id, rest)) = split_path(req.uri().path()) else {
         return ApiError::not_found("no such route").into_response();
     };
@@ -214,19 +214,9 @@ async fn route_and_forward(shared: &Shared, peer: SocketAddr, mut req: Request) 
     };
 
     let path_and_query = with_query(if rest.is_empty() { "/" } else { rest }, req.uri().query());
-    strip_warmpool_credentials(&shared.app.config, req.headers_mut());
     // Open until the answer's headers (or, upgraded, the end of the connection).
     let open = activity.begin();
-    forward(
-        &shared.upstream,
-        id,
-        upstream,
-        path_and_query,
-        peer,
-        req,
-        Some(open),
-    )
-    .await
+    forward(shared, id, upstream, path_and_query, peer, req, Some(open)).await
 }
 
 /// Removes what would let a container act as warmpool's operator: an
@@ -272,9 +262,10 @@ fn strip_warmpool_credentials(config: &crate::config::Config, headers: &mut Head
 }
 
 /// Sends `req` to the container at `upstream` as `path_and_query`, streaming both
-/// ways and passing upgrades through; errors are the proxy's problem documents.
+/// ways and passing upgrades through, and never warmpool's own credentials
+/// ([`strip_warmpool_credentials`]); errors are the proxy's problem documents.
 pub async fn forward(
-    client: &Upstream,
+    shared: &Shared,
     id: ContainerId,
     upstream: Authority,
     path_and_query: String,
@@ -301,6 +292,7 @@ pub async fn forward(
     *req.uri_mut() = uri;
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
+    strip_warmpool_credentials(&shared.app.config, headers);
     headers.remove(header::HOST);
     if let (true, Some(v)) = (upgrade, upgrade_value) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -323,31 +315,32 @@ pub async fn forward(
         headers.insert(HeaderName::from_static("x-forwarded-host"), h);
     }
 
-    let mut resp = match tokio::time::timeout(UPSTREAM_TIMEOUT, client.client.request(req)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            tracing::debug!(container_id = %id, error = %e, "upstream request failed");
-            return ApiError::new(
-                StatusCode::BAD_GATEWAY,
-                "container-unreachable",
-                "Bad Gateway",
-                format!("container {id} did not answer"),
-            )
-            .into_response();
-        }
-        Err(_) => {
-            return ApiError::new(
-                StatusCode::GATEWAY_TIMEOUT,
-                "container-timeout",
-                "Gateway Timeout",
-                format!(
-                    "container {id} did not answer within {}s",
-                    UPSTREAM_TIMEOUT.as_secs()
-                ),
-            )
-            .into_response()
-        }
-    };
+    let mut resp =
+        match tokio::time::timeout(UPSTREAM_TIMEOUT, shared.upstream.client.request(req)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::debug!(container_id = %id, error = %e, "upstream request failed");
+                return ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "container-unreachable",
+                    "Bad Gateway",
+                    format!("container {id} did not answer"),
+                )
+                .into_response();
+            }
+            Err(_) => {
+                return ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "container-timeout",
+                    "Gateway Timeout",
+                    format!(
+                        "container {id} did not answer within {}s",
+                        UPSTREAM_TIMEOUT.as_secs()
+                    ),
+                )
+                .into_response()
+            }
+        };
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
@@ -417,16 +410,7 @@ pub async fn admin_passthrough(
         None => return ApiError::not_found(format!("no live container {id}")).into_response(),
     };
     let path_and_query = with_query(&format!("/admin/{rest}"), req.uri().query());
-    forward(
-        &shared.upstream,
-        id,
-        upstream,
-        path_and_query,
-        peer,
-        req,
-        None,
-    )
-    .await
+    forward(&shared, id, upstream, path_and_query, peer, req, None).await
 }
 
 impl Upstream {

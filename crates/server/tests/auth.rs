@@ -210,9 +210,9 @@ fn tokens_never_show_in_check_config() {
     );
 }
 
-/// What the proxy forwards cannot make a container warmpool's operator: warmpool's
-/// own tokens and the studio's session cookie are removed on the way, while the
-/// app's own `Authorization` and cookies pass through.
+/// What the proxy (and the admin pass-through) forwards cannot make a container
+/// warmpool's operator: warmpool's own tokens and the studio's session cookie are
+/// removed on the way, while the app's own `Authorization` and cookies pass through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_proxy_never_forwards_warmpool_credentials() {
     // An upstream that answers with the headers it was sent.
@@ -268,6 +268,24 @@ async fn the_proxy_never_forwards_warmpool_credentials() {
         assert!(!got.contains("the-session-id"), "{got}");
         assert!(got.contains("cookie: a=1; b=2\n"), "{got}");
     }
+    // The admin pass-through needs the admin token, and does not pass it on.
+    let got = wp
+        .http
+        .post(format!("{}/v1/containers/{id}/admin/x", wp.base))
+        .bearer_auth(ADMIN)
+        .header("cookie", "warmpool_session=the-session-id")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(got.contains("host: "), "{got}");
+    assert!(
+        !got.contains(ADMIN) && !got.contains("authorization"),
+        "{got}"
+    );
+    assert!(!got.contains("the-session-id"), "{got}");
     let got = seen("Bearer the-app-s-own-token", "warmpool_session=x").await;
     assert!(
         got.contains("authorization: Bearer the-app-s-own-token\n"),
