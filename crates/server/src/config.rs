@@ -557,20 +557,16 @@ impl Config {
             pool.resolved = r.into_resolved();
             config.pools.push(pool);
         }
-        let warm: u64 = config
-            .pools
+        Ok(config)
+    }
+
+    /// Ready containers all pools keep, over every location.
+    pub fn warm_total(&self) -> u64 {
+        self.pools
             .iter()
             .flat_map(|p| &p.targets)
             .map(|(_, n)| u64::from(*n))
-            .sum();
-        if warm > u64::from(config.max_instances) {
-            tracing::warn!(
-                warm,
-                max_instances = config.max_instances,
-                "the pools' targets add up to more than WARMPOOL_MAX_INSTANCES; some will stay short"
-            );
-        }
-        Ok(config)
+            .sum()
     }
 
     /// The pool called `name`.
@@ -808,6 +804,7 @@ mod tests {
             ]
         );
         assert_eq!(p.target(Location::Enam), 0);
+        assert_eq!(c.warm_total(), 8);
         assert_eq!(p.command, vec!["python3", "-m", "http.server", "8080"]);
         assert_eq!(c.runtime, RuntimeKind::Sim);
     }

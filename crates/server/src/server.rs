@@ -260,6 +260,13 @@ pub async fn start(
     runtime: Option<Arc<dyn Runtime>>,
 ) -> anyhow::Result<Running> {
     check_exposure(&config)?;
+    if config.warm_total() > u64::from(config.max_instances) {
+        tracing::warn!(
+            warm = config.warm_total(),
+            max_instances = config.max_instances,
+            "the pools' targets add up to more than WARMPOOL_MAX_INSTANCES; some pools will stay short"
+        );
+    }
     let data_dir = config.data_dir.clone();
     let registry = Arc::new(Registry::default());
     let mirror = registry.clone();
