@@ -96,12 +96,7 @@ async fn docker_pool_fills_in_batches_with_limits_labels_and_proxy() {
     assert_eq!(c.address.as_deref(), Some(format!("{ip}:8080").as_str()));
 
     let claimed = wp.client.claim(&ClaimRequest::default()).await.unwrap();
-    let r = wp
-        .http
-        .get(format!("{}/container/{}/hello", wp.base, claimed.id))
-        .send()
-        .await
-        .unwrap();
+    let r = wp.proxied(&claimed.id, "/hello").await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-container-id"], claimed.id.as_str());
     assert_eq!(r.headers()["x-container-location"], "default");
@@ -359,12 +354,7 @@ async fn docker_publish_mode_proxies_through_a_loopback_port() {
     let c = wp.client.claim(&ClaimRequest::default()).await.unwrap();
     let addr = wp.client.container(&c.id).await.unwrap().address.unwrap();
     assert!(addr.starts_with("127.0.0.1:"), "{addr}");
-    let r = wp
-        .http
-        .get(format!("{}/container/{}/", wp.base, c.id))
-        .send()
-        .await
-        .unwrap();
+    let r = wp.proxied(&c.id, "/").await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-container-id"], c.id.as_str());
     wp.shutdown().await;
@@ -606,12 +596,7 @@ async fn docker_named_pools_get_their_own_image_resources_env_and_location() {
         .await
         .unwrap();
     assert!(claimed.warm);
-    let r = wp
-        .http
-        .get(format!("{}/container/{}/", wp.base, claimed.id))
-        .send()
-        .await
-        .unwrap();
+    let r = wp.proxied(&claimed.id, "/").await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.headers()["x-container-location"], "weur");
     wp.shutdown().await;

@@ -399,12 +399,7 @@ async fn release_stops_the_container_and_is_idempotent() {
     assert_eq!(v.stop_reason.as_deref(), Some("released"));
     let again = wp.client.release(&c.id).await.unwrap();
     assert_eq!(again.state, "stopped");
-    let r = wp
-        .http
-        .get(format!("{}/container/{}/", wp.base, c.id))
-        .send()
-        .await
-        .unwrap();
+    let r = wp.proxied(&c.id, "/").await;
     assert_eq!(r.status(), 410);
     wp.shutdown().await;
 }
@@ -544,12 +539,7 @@ async fn metrics_count_claims_proxying_starts_and_containers() {
     let mut wp = InProc::start(&[("POOL_TARGET_INSTANCES", "1")]).await;
     wp.wait_ready("default", 1, T).await;
     let c = wp.client.claim(&ClaimRequest::default()).await.unwrap();
-    let ok = wp
-        .http
-        .get(format!("{}/container/{}/", wp.base, c.id))
-        .send()
-        .await
-        .unwrap();
+    let ok = wp.proxied(&c.id, "/").await;
     assert_eq!(ok.status(), 200);
     let unknown = wp
         .http

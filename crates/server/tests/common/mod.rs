@@ -109,16 +109,18 @@ impl InProc {
         }
     }
 
-    /// `GET`s `path` of container `id` through the proxy; answers the body.
-    pub async fn proxied_text(&self, id: &str, path: &str) -> String {
+    /// `GET`s `path` of container `id` through the proxy.
+    pub async fn proxied(&self, id: &str, path: &str) -> reqwest::Response {
         self.http
             .get(format!("{}/container/{id}{path}", self.base))
             .send()
             .await
             .unwrap()
-            .text()
-            .await
-            .unwrap()
+    }
+
+    /// `GET`s `path` of container `id` through the proxy; answers the body.
+    pub async fn proxied_text(&self, id: &str, path: &str) -> String {
+        self.proxied(id, path).await.text().await.unwrap()
     }
 
     /// Waits until the pool of `location` has `n` ready containers.
