@@ -24,7 +24,7 @@ api="schemathesis-api-$(head -c 12 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 out="$data/stdout"
 WARMPOOL_LISTEN=127.0.0.1:0 WARMPOOL_DATA_DIR="$data" \
     WARMPOOL_API_TOKEN="$api" WARMPOOL_ADMIN_TOKEN="$admin" \
-    POOL_TARGET_INSTANCES=3 POOL_BATCH_SPACING_IN_SECONDS=0 WARMPOOL_MAX_INSTANCES=200 \
+    POOL_TARGET_INSTANCES=3 POOL_BATCH_SPACING_IN_SECONDS=0 WARMPOOL_MAX_INSTANCES=60 \
     WARMPOOL_MAX_LIFETIME_SECONDS=2 \
     WARMPOOL_CLAIM_TIMEOUT_SECONDS=5 WARMPOOL_LOG_FORMAT=json \
     target/release/warmpool serve >"$out" 2>"$data/stderr" &

@@ -159,6 +159,20 @@ pub struct Problem {
     pub field: Option<String>,
 }
 
+/// Body of `PATCH /v1/pools/{pool}`: new targets for some of the pool's
+/// locations (the others keep theirs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PoolPatch {
+    /// Location (one the pool is configured with) to its new target, 0 to 100000.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(value_type = std::collections::BTreeMap<String, u32>)
+    )]
+    pub targets: std::collections::BTreeMap<String, u32>,
+}
+
 /// Body of `POST /v1/sql`: one read-only statement.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -92,16 +92,10 @@ pub async fn post_container(
     let pool = match obj.remove("pool") {
         None | Some(Value::Null) => s.app.default_pool(),
         // A well-formed name of a pool that does not exist: 404, naming the field.
-        Some(Value::String(name)) => s.app.pool(&name).ok_or_else(|| {
-            let names: Vec<&str> = s.app.pools().iter().map(|p| &*p.name).collect();
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "unknown-pool",
-                "Unknown Pool",
-                format!("no pool named {name:?}; the pools are {}", names.join(", ")),
-            )
-            .field("pool")
-        })?,
+        Some(Value::String(name)) => s
+            .app
+            .pool(&name)
+            .ok_or_else(|| unknown_pool(&s, &name).field("pool"))?,
         Some(_) => return Err(ApiError::invalid("pool", "expected a string")),
     }
     .clone();
@@ -357,14 +351,24 @@ pub async fn delete_container(
 
 /// `GET /v1/pools`
 pub async fn pools(State(s): State<Arc<Shared>>) -> Json<PoolList> {
-    let app = &s.app;
-    let keys: Vec<_> = app.desired.pools.iter().map(|p| p.key.clone()).collect();
+    Json(pool_list(&s.app, None))
+}
+
+/// The pools' views, all or those of one pool.
+fn pool_list(app: &crate::app::App, only: Option<&str>) -> PoolList {
+    let desired = app.desired();
+    let keys: Vec<_> = desired
+        .pools
+        .iter()
+        .filter(|p| only.is_none_or(|name| &*p.key.pool == name))
+        .map(|p| p.key.clone())
+        .collect();
     let (counts, live) = app.registry.pool_counts(&keys);
     let pools = counts
         .into_iter()
+        .filter(|(key, _)| only.is_none_or(|name| &*key.pool == name))
         .map(|(key, c)| {
-            let target = app
-                .desired
+            let target = desired
                 .pools
                 .iter()
                 .find(|p| p.key == key)
@@ -386,11 +390,99 @@ pub async fn pools(State(s): State<Arc<Shared>>) -> Json<PoolList> {
             }
         })
         .collect();
-    Json(PoolList {
+    PoolList {
         pools,
         live,
         max_instances: app.config.max_instances,
-    })
+    }
+}
+
+/// Largest target a pool location may be given at runtime (as in the config).
+pub const MAX_TARGET: u64 = 100_000;
+
+/// `PATCH /v1/pools/{pool}` with `{"targets": {"LOCATION": N, ...}}`: changes the
+/// targets of the named locations at runtime (the others keep theirs). Lowering a
+/// target stops surplus ready containers; allocated ones are never touched.
+/// Runtime targets are not saved: a restart returns to the configured ones.
+pub async fn patch_pool(
+    State(s): State<Arc<Shared>>,
+    raw: Result<Path<String>, PathRejection>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<PoolList> {
+    let Path(name) = raw.map_err(|e| ApiError::bad_request(e.body_text()))?;
+    let pool = s
+        .app
+        .pool(&name)
+        .ok_or_else(|| unknown_pool(&s, &name))?
+        .clone();
+    let obj = json_object(&headers, body)?;
+    let mut targets = Vec::new();
+    for (k, v) in obj {
+        match (k.as_str(), v) {
+            ("targets", Value::Object(m)) => {
+                for (l, n) in m {
+                    let field = format!("targets.{l}");
+                    let location: Location =
+                        l.parse().map_err(|e: warmpool_core::InvalidLocation| {
+                            ApiError::invalid(&field, e.to_string())
+                        })?;
+                    if !pool.config.targets.iter().any(|(c, _)| *c == location) {
+                        let configured: Vec<String> = pool
+                            .config
+                            .targets
+                            .iter()
+                            .map(|(c, _)| c.to_string())
+                            .collect();
+                        return Err(ApiError::invalid(
+                            &field,
+                            format!(
+                                "pool {name:?} has no location {l:?}; its locations are {}",
+                                configured.join(", ")
+                            ),
+                        ));
+                    }
+                    let n = n.as_u64().filter(|n| *n <= MAX_TARGET).ok_or_else(|| {
+                        ApiError::invalid(
+                            &field,
+                            format!("expected an integer from 0 to {MAX_TARGET}"),
+                        )
+                    })?;
+                    targets.push((location, n as u32));
+                }
+            }
+            ("targets", _) => {
+                return Err(ApiError::invalid(
+                    "targets",
+                    "expected an object of location: target",
+                ))
+            }
+            (other, _) => {
+                return Err(ApiError::invalid(other, format!("unknown field {other:?}")));
+            }
+        }
+    }
+    if targets.is_empty() {
+        return Err(ApiError::invalid(
+            "targets",
+            "expected at least one location",
+        ));
+    }
+    s.app
+        .set_targets(&name, &targets)
+        .map_err(|l| ApiError::invalid(&format!("targets.{l}"), "not a location of this pool"))?;
+    tracing::info!(pool = %name, ?targets, "pool targets changed at runtime");
+    Ok(Json(pool_list(&s.app, Some(&name))))
+}
+
+fn unknown_pool(s: &Shared, name: &str) -> ApiError {
+    let names: Vec<&str> = s.app.pools().iter().map(|p| &*p.name).collect();
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "unknown-pool",
+        "Unknown Pool",
+        format!("no pool named {name:?}; the pools are {}", names.join(", ")),
+    )
 }
 
 /// Longest a long-polling `GET /v1/events?wait=` waits.
@@ -494,7 +586,7 @@ pub async fn events(
 pub async fn metrics(State(s): State<Arc<Shared>>) -> axum::response::Response {
     use axum::response::IntoResponse;
     let app = &s.app;
-    let keys: Vec<_> = app.desired.pools.iter().map(|p| p.key.clone()).collect();
+    let keys: Vec<_> = app.desired().pools.iter().map(|p| p.key.clone()).collect();
     let (counts, _) = app.registry.pool_counts(&keys);
     app.metrics.containers.clear();
     for (key, c) in counts {

@@ -61,7 +61,9 @@ pub struct App {
     pub runtime: Arc<dyn Runtime>,
     /// The in-memory mirror of the store, kept current by the store's commit hook.
     pub registry: Arc<Registry>,
-    pub desired: Desired,
+    /// What the reconciler aims at; targets can change at runtime
+    /// ([`App::set_targets`]), the set of pools and locations cannot.
+    desired: std::sync::RwLock<Arc<Desired>>,
     pub metrics: crate::metrics::Metrics,
     /// The last hour of pool depth and claim latency, in memory.
     pub history: crate::history::History,
@@ -125,7 +127,7 @@ impl App {
             store,
             runtime,
             registry,
-            desired,
+            desired: std::sync::RwLock::new(Arc::new(desired)),
             metrics: Default::default(),
             history: Default::default(),
             pools,
@@ -133,6 +135,40 @@ impl App {
             reconciled: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
         }
+    }
+
+    /// The desired state now (cheap: a shared snapshot).
+    pub fn desired(&self) -> Arc<Desired> {
+        self.desired
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Changes the targets of some locations of a pool at runtime, and wakes the
+    /// reconciler. Every location must be one the pool is configured with; on an
+    /// error nothing changes. Runtime targets live in memory: a restart returns to
+    /// the configured ones.
+    pub fn set_targets(
+        &self,
+        pool: &str,
+        targets: &[(warmpool_core::Location, u32)],
+    ) -> Result<(), warmpool_core::Location> {
+        {
+            let mut guard = self.desired.write().unwrap_or_else(|e| e.into_inner());
+            let mut next = Desired::clone(&guard);
+            for (location, target) in targets {
+                let p = next
+                    .pools
+                    .iter_mut()
+                    .find(|p| &*p.key.pool == pool && p.key.location == *location)
+                    .ok_or(*location)?;
+                p.target = *target;
+            }
+            *guard = Arc::new(next);
+        }
+        self.activate();
+        Ok(())
     }
 
     /// Wakes the reconciler now (after a claim, an exit, a config change).

@@ -39,6 +39,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("DELETE", "/v1/containers/{id}", Access::Api),
     ("POST", "/v1/containers/{id}/admin/{*path}", Access::Admin),
     ("GET", "/v1/pools", Access::Api),
+    ("PATCH", "/v1/pools/{pool}", Access::Admin),
     ("GET", "/v1/events", Access::Api),
     ("GET", "/metrics", Access::Api),
     ("GET", "/openapi", Access::Open),

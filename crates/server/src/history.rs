@@ -86,7 +86,7 @@ impl History {
     /// The state now, with the claims of the interval so far; with `close`, the
     /// interval ends here.
     fn take(&self, app: &App, close: bool) -> Sample {
-        let keys: Vec<_> = app.desired.pools.iter().map(|p| p.key.clone()).collect();
+        let keys: Vec<_> = app.desired().pools.iter().map(|p| p.key.clone()).collect();
         let (counts, _) = app.registry.pool_counts(&keys);
         let pools = counts
             .into_iter()

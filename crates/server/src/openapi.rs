@@ -10,8 +10,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use warmpool_client::{
     ClaimRequest, ClaimResponse, ColumnView, ContainerList, ContainerView, EventList, EventView,
-    Health, History, HistorySample, PoolList, PoolSample, PoolView, Problem, SqlRequest, SqlResult,
-    TableList, TableView,
+    Health, History, HistorySample, PoolList, PoolPatch, PoolSample, PoolView, Problem, SqlRequest,
+    SqlResult, TableList, TableView,
 };
 
 #[derive(OpenApi)]
@@ -24,13 +24,13 @@ use warmpool_client::{
     ),
     paths(
         claim, proxy_root, proxy_root_slash, proxy_path, list_containers, get_container,
-        release_container, admin_passthrough, pools, events, metrics, healthz, readyz,
+        release_container, admin_passthrough, pools, patch_pool, events, metrics, healthz, readyz,
         openapi_json, openapi_alias, docs, history, sql, tables, table_rows, studio,
         studio_css, studio_js, studio_login, studio_logout
     ),
     components(schemas(
         ClaimRequest, ClaimResponse, ContainerList, ContainerView, EventList, EventView,
-        Health, PoolList, PoolView, Problem, SqlRequest, SqlResult, TableList, TableView,
+        Health, PoolList, PoolPatch, PoolView, Problem, SqlRequest, SqlResult, TableList, TableView,
         ColumnView, History, HistorySample, PoolSample, LoginForm
     )),
     modifiers(&Bearer),
@@ -194,6 +194,22 @@ fn admin_passthrough() {}
     security(("bearer" = []))
 )]
 fn pools() {}
+
+#[utoipa::path(patch, path = "/v1/pools/{pool}", tag = "manage",
+    params(("pool" = String, Path, description = "A configured pool", pattern = "^[A-Za-z0-9_-]{1,63}$")),
+    request_body(content = PoolPatch, content_type = "application/json"),
+    responses(
+        (status = 200, description = "The pool's locations with their new targets (held in memory: a restart returns to the configured ones)", body = PoolList),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "Missing or wrong admin token", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such pool (`unknown-pool`)", body = Problem, content_type = PROBLEM),
+        (status = 413, description = "Body too large", body = Problem, content_type = PROBLEM),
+        (status = 415, description = "Not JSON", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "A location the pool does not have, a target out of range, or an unknown field", body = Problem, content_type = PROBLEM),
+    ),
+    security(("bearer" = []))
+)]
+fn patch_pool() {}
 
 #[utoipa::path(get, path = "/v1/events", tag = "manage",
     params(

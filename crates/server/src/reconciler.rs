@@ -24,7 +24,7 @@ const PRUNE_EVERY: Duration = Duration::from_secs(60);
 
 /// One pass: plan against the current state and start the planned work.
 pub fn reconcile_once(app: &Arc<App>) -> Option<warmpool_core::Timestamp> {
-    let (work, wake) = app.registry.plan_and_dispatch(&app.desired, now());
+    let (work, wake) = app.registry.plan_and_dispatch(&app.desired(), now());
     for d in work {
         let app = app.clone();
         match d {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{any, get, post};
+use axum::routing::{any, get, patch, post};
 use axum::Router;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -81,6 +81,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
             post(proxy::admin_passthrough),
         )
         .route("/v1/pools", get(api::pools))
+        .route("/v1/pools/{pool}", patch(api::patch_pool))
         .route("/v1/events", get(api::events))
         .route("/metrics", get(api::metrics))
         .route("/openapi", get(openapi::serve_json))

@@ -64,6 +64,7 @@ fn url(base: &str, pattern: &str, id: &str) -> String {
             .replace("{id}", id)
             .replace("{*path}", "update-text")
             .replace("{name}", "containers")
+            .replace("{pool}", "default")
     )
 }
 
@@ -76,6 +77,8 @@ async fn status(wp: &InProc, method: &str, url: &str, token: Option<&str>) -> u1
     // Routes that need a body to succeed.
     if url.ends_with("/v1/sql") {
         req = req.json(&serde_json::json!({"sql": "SELECT 1"}));
+    } else if url.ends_with("/v1/pools/default") {
+        req = req.json(&serde_json::json!({"targets": {"default": 1}}));
     } else if url.ends_with("/studio/login") {
         req = req
             .header("content-type", "application/x-www-form-urlencoded")
