@@ -40,23 +40,41 @@ fn store_error(e: warmpool_store::StoreError) -> ApiError {
     )
 }
 
+/// The problem document for a body that could not be read: 408 when the client
+/// paused too long ([`crate::body`]), 413 past `limit` bytes, else 400.
+pub(crate) fn body_error(e: BytesRejection, limit: usize) -> ApiError {
+    use std::error::Error as _;
+    if let Some(t) = e.source().and_then(crate::body::is_body_timeout) {
+        return ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body-timeout",
+            "Request Timeout",
+            format!(
+                "the request body stalled: nothing came for {}s",
+                t.as_secs_f64()
+            ),
+        );
+    }
+    match e {
+        BytesRejection::FailedToBufferBody(_) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body-too-large",
+                "Payload Too Large",
+                format!("request bodies are limited to {limit} bytes"),
+            )
+        }
+        other => ApiError::bad_request(format!("cannot read the request body: {other}")),
+    }
+}
+
 /// Reads a JSON object body: empty means `{}`; wrong content type 415; too large
 /// 413; not JSON 400; not an object 422.
 pub(crate) fn json_object(
     headers: &HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<serde_json::Map<String, Value>, ApiError> {
-    let body = body.map_err(|e| match e {
-        BytesRejection::FailedToBufferBody(_) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "body-too-large",
-                "Payload Too Large",
-                format!("request bodies are limited to {MAX_BODY} bytes"),
-            )
-        }
-        other => ApiError::bad_request(format!("cannot read the request body: {other}")),
-    })?;
+    let body = body.map_err(|e| body_error(e, MAX_BODY))?;
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Default::default());
     }

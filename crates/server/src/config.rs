@@ -58,6 +58,8 @@ pub struct Config {
     /// Time to send a request's headers (and to stay idle on a keep-alive
     /// connection).
     pub header_timeout: Duration,
+    /// Longest pause while a request body is being sent.
+    pub body_timeout: Duration,
     pub reconcile_interval: Duration,
     /// How often the runtime is re-listed and compared (orphans destroyed).
     pub sweep_interval: Duration,
@@ -174,8 +176,9 @@ settings! {
     global "WARMPOOL_CLAIM_TIMEOUT_SECONDS", "claim-timeout", "30", "seconds a claim waits for an on-demand start before 503";
     global "WARMPOOL_STOP_GRACE_SECONDS", "stop-grace", "5", "seconds between SIGTERM and SIGKILL when stopping a container";
     global "WARMPOOL_DRAIN_SECONDS", "drain-timeout", "10", "seconds to drain in-flight requests at shutdown";
-    global "WARMPOOL_MAX_CONNECTIONS", "max-connections", "8192", "client connections served at once (more wait to be accepted); keep it below the open-files limit";
+    global "WARMPOOL_MAX_CONNECTIONS", "max-connections", "16384", "client connections served at once (more wait to be accepted); warmpool raises its open-files limit to the hard limit and warns if that is lower";
     global "WARMPOOL_HEADER_TIMEOUT_SECONDS", "header-timeout", "30", "seconds a client has to send a request's headers, also while a keep-alive connection is idle";
+    global "WARMPOOL_BODY_TIMEOUT_SECONDS", "body-timeout", "30", "seconds a client may pause while sending a request body (management or proxied) before it gets 408";
     global "WARMPOOL_SWEEP_SECONDS", "sweep-interval", "30", "how often the runtime is re-listed: what vanished is failed, unknown containers carrying our tag are destroyed";
     global "WARMPOOL_RECONCILE_INTERVAL_SECONDS", "reconcile-interval", "5", "safety-net period of the reconciler";
     global "WARMPOOL_TOMBSTONE_HOURS", "tombstone-hours", "24", "hours an ended container's id answers 410 instead of 404";
@@ -513,6 +516,7 @@ impl Config {
             drain_timeout: r.secs("WARMPOOL_DRAIN_SECONDS", 0.0, 3600.0)?,
             max_connections: r.num("WARMPOOL_MAX_CONNECTIONS", 1, 1_000_000)? as usize,
             header_timeout: r.secs("WARMPOOL_HEADER_TIMEOUT_SECONDS", 0.1, 3600.0)?,
+            body_timeout: r.secs("WARMPOOL_BODY_TIMEOUT_SECONDS", 0.1, 3600.0)?,
             reconcile_interval: r.secs("WARMPOOL_RECONCILE_INTERVAL_SECONDS", 0.05, 3600.0)?,
             sweep_interval: r.secs("WARMPOOL_SWEEP_SECONDS", 0.1, 86_400.0)?,
             tombstone_retention: r.secs("WARMPOOL_TOMBSTONE_HOURS", 0.0, 8760.0)? * 3600,

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod body;
 pub mod claim;
 pub mod cli;
 pub mod config;

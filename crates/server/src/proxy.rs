@@ -320,6 +320,18 @@ pub async fn forward(
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 tracing::debug!(container_id = %id, error = %e, "upstream request failed");
+                if let Some(t) = crate::body::is_body_timeout(&e) {
+                    return ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "body-timeout",
+                        "Request Timeout",
+                        format!(
+                            "the request body stalled: nothing came for {}s",
+                            t.as_secs_f64()
+                        ),
+                    )
+                    .into_response();
+                }
                 return ApiError::new(
                     StatusCode::BAD_GATEWAY,
                     "container-unreachable",

@@ -166,6 +166,8 @@ pub struct HttpLimits {
     /// connection is idle between requests: slow or idle clients cannot pin a
     /// connection slot.
     pub header_timeout: Duration,
+    /// Longest pause while a request body is being sent ([`crate::body`]).
+    pub body_timeout: Duration,
 }
 
 /// Serves `app` on `listener` (HTTP/1.1, with upgrades) until `shutdown` turns
@@ -212,8 +214,10 @@ async fn serve_http(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        let body_timeout = limits.body_timeout;
         let service =
-            hyper::service::service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let mut req = req.map(|b| crate::body::TimedBody::new(b, body_timeout));
                 req.extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
                 app.clone().oneshot(req)
@@ -254,6 +258,28 @@ pub struct Running {
     background: Vec<JoinHandle<()>>,
 }
 
+/// Raises the soft limit on open files to the hard one (every connection is a
+/// file), and warns when even that is below what the connection cap needs.
+fn raise_fd_limit(config: &Config) {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
+        return;
+    };
+    if soft < hard && setrlimit(Resource::RLIMIT_NOFILE, hard, hard).is_err() {
+        tracing::warn!(soft, hard, "cannot raise the open-file limit");
+    }
+    let now = getrlimit(Resource::RLIMIT_NOFILE).map_or(soft, |(s, _)| s);
+    // Connections, plus the store, the runtime's children and some slack.
+    let needed = config.max_connections as u64 + 256;
+    if now < needed {
+        tracing::warn!(
+            open_files = now,
+            max_connections = config.max_connections,
+            "the open-file limit is below WARMPOOL_MAX_CONNECTIONS; connections past it are refused until others close (raise `ulimit -n`)"
+        );
+    }
+}
+
 /// Starts warmpool. With `runtime`, uses it instead of the configured one (tests
 /// pass a simulated runtime they keep a handle on).
 pub async fn start(
@@ -261,6 +287,7 @@ pub async fn start(
     runtime: Option<Arc<dyn Runtime>>,
 ) -> anyhow::Result<Running> {
     check_exposure(&config)?;
+    raise_fd_limit(&config);
     if config.warm_total() > u64::from(config.max_instances) {
         tracing::warn!(
             warm = config.warm_total(),
@@ -318,6 +345,7 @@ pub async fn start(
     let limits = HttpLimits {
         max_connections: app.config.max_connections,
         header_timeout: app.config.header_timeout,
+        body_timeout: app.config.body_timeout,
     };
     let http = tokio::spawn(serve_http(listener, router(shared), limits, rx));
     tracing::info!(%addr, "warmpool listening");

@@ -221,14 +221,9 @@ pub async fn login(
     State(s): State<Arc<Shared>>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
-    let Ok(body) = body else {
-        return crate::problem::ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body-too-large",
-            "Payload Too Large",
-            "the login form is limited to 4096 bytes",
-        )
-        .into_response();
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return crate::api::body_error(e, 4096).into_response(),
     };
     let config = &s.app.config;
     if !config.auth_enabled() {
