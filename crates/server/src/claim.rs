@@ -76,7 +76,7 @@ pub async fn claim(
             }
             Err(e) => {
                 app.registry.return_ready(id);
-                return Err(ClaimError::Store(e));
+                return Err(store_failed(app, &key, e));
             }
         }
     }
@@ -115,7 +115,7 @@ pub async fn claim(
                 Err(e) => {
                     app.registry.set_busy(id, false);
                     app.registry.join_pool(id);
-                    Err(ClaimError::Store(e))
+                    Err(store_failed(app, &key, e))
                 }
             }
         }
@@ -123,6 +123,16 @@ pub async fn claim(
         Ok(Err(_)) => Err(ClaimError::StartFailed("the start task ended".into())),
         Err(_) => Err(ClaimError::Timeout(timeout)),
     }
+}
+
+/// A claim the store could not record: shown as the pool's last error (a full or
+/// failing disk is an operator's problem, to be seen in `GET /v1/pools`).
+fn store_failed(app: &App, key: &warmpool_core::PoolKey, e: StoreError) -> ClaimError {
+    let e = ClaimError::Store(e);
+    let why = error_chain(&e);
+    tracing::warn!(pool = %key, error = %why, "a claim could not be recorded");
+    app.registry.record_error(key, why, now(), false);
+    e
 }
 
 /// Records `ready -> allocated` and publishes the route.

@@ -258,6 +258,18 @@ pub struct Running {
     background: Vec<JoinHandle<()>>,
 }
 
+/// Fails start-up with a clear message when the data dir cannot be created or
+/// written (a read-only mount, wrong owner), rather than with SQLite's "unable to
+/// open database file".
+fn check_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data dir {}", dir.display()))?;
+    let probe = dir.join(".warmpool-write-check");
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .with_context(|| format!("the data dir {} is not writable", dir.display()))
+}
+
 /// Raises the soft limit on open files to the hard one (every connection is a
 /// file), and warns when even that is below what the connection cap needs.
 fn raise_fd_limit(config: &Config) {
@@ -296,6 +308,7 @@ pub async fn start(
         );
     }
     let data_dir = config.data_dir.clone();
+    check_data_dir(&data_dir)?;
     let registry = Arc::new(Registry::default());
     let mirror = registry.clone();
     let hook: CommitHook = Arc::new(move |op| mirror.committed(op));
