@@ -1,6 +1,7 @@
 //! The sample app run inside each pooled container: serves a text file, lets
 //! `/admin/update-text` replace it, echoes every other method as JSON, echoes
-//! WebSocket messages at `/ws`, and tags every response with container headers.
+//! WebSocket messages at `/ws`, streams slowly at `/stream/{chunks}/{ms}`, and tags
+//! every response with container headers.
 
 mod config;
 
@@ -51,6 +52,7 @@ pub fn router(config: &Config) -> Router {
     Router::new()
         .route("/healthz", get(healthz).fallback(echo))
         .route("/ws", get(websocket_or_text).fallback(echo))
+        .route("/stream/{chunks}/{ms}", get(stream).fallback(echo))
         .route("/admin/update-text", post(update_text).fallback(not_found))
         .route(
             "/admin/allocate-mib/{mib}",
@@ -62,6 +64,35 @@ pub fn router(config: &Config) -> Router {
         .fallback(text_or_echo())
         .with_state(text_file)
         .layer(map_response_with_state(headers, add_container_headers))
+}
+
+/// Most chunks `GET /stream/{chunks}/{ms}` sends, and longest pause between two.
+const MAX_STREAM_CHUNKS: u32 = 10_000;
+const MAX_STREAM_PAUSE_MS: u64 = 60_000;
+
+/// `GET /stream/{chunks}/{ms}`: a slow streaming response, `chunk N` lines sent
+/// `ms` apart (for proxy and shutdown tests of long responses).
+async fn stream(axum::extract::Path((chunks, ms)): axum::extract::Path<(u32, u64)>) -> Response {
+    if chunks > MAX_STREAM_CHUNKS || ms > MAX_STREAM_PAUSE_MS {
+        return (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "too many chunks or too long a pause\n",
+        )
+            .into_response();
+    }
+    let body = futures_util::stream::unfold(0u32, move |i| async move {
+        if i >= chunks {
+            return None;
+        }
+        if i > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+        Some((Ok::<_, io::Error>(format!("chunk {i}\n")), i + 1))
+    });
+    Response::builder()
+        .header(CONTENT_TYPE, "text/plain; charset=utf-8")
+        .body(Body::from_stream(body))
+        .expect("static headers")
 }
 
 /// Serves the app on `listener` until `shutdown` completes, then lets the

@@ -72,6 +72,21 @@ pub struct App {
     activation: Notify,
     reconciled: AtomicBool,
     shutting_down: AtomicBool,
+    /// Connections upgraded through the proxy (WebSockets) still open, and a
+    /// wake-up for when the last one closes (shutdown waits for them).
+    upgrades: std::sync::atomic::AtomicUsize,
+    upgrades_closed: Notify,
+}
+
+/// Counts one open upgraded connection while it lives.
+pub struct UpgradeGuard(Arc<App>);
+
+impl Drop for UpgradeGuard {
+    fn drop(&mut self) {
+        if self.0.upgrades.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.upgrades_closed.notify_waiters();
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -134,6 +149,8 @@ impl App {
             activation: Notify::new(),
             reconciled: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
+            upgrades: Default::default(),
+            upgrades_closed: Notify::new(),
         }
     }
 
@@ -195,6 +212,29 @@ impl App {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Counts an upgraded connection (a WebSocket) as open until the guard drops.
+    pub fn upgrade_opened(self: &Arc<Self>) -> UpgradeGuard {
+        self.upgrades.fetch_add(1, Ordering::AcqRel);
+        UpgradeGuard(self.clone())
+    }
+
+    pub fn open_upgrades(&self) -> usize {
+        self.upgrades.load(Ordering::Acquire)
+    }
+
+    /// Returns once no upgraded connection is open.
+    pub async fn upgrades_closed(&self) {
+        loop {
+            let closed = self.upgrades_closed.notified();
+            let mut closed = std::pin::pin!(closed);
+            closed.as_mut().enable();
+            if self.open_upgrades() == 0 {
+                return;
+            }
+            closed.await;
+        }
     }
 
     /// The configured pools, the default one first.

@@ -30,6 +30,16 @@ impl std::fmt::Debug for Token {
     }
 }
 
+/// What happens to containers when warmpool shuts down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutdownPolicy {
+    /// Stop every container (the default: nothing is left running).
+    Stop,
+    /// Leave ready and allocated containers running, their records intact, for the
+    /// next start to adopt (upgrades and restarts without losing the pool).
+    Keep,
+}
+
 /// Which runtime runs containers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RuntimeKind {
@@ -53,6 +63,7 @@ pub struct Config {
     pub claim_timeout: Duration,
     pub stop_grace: Duration,
     pub drain_timeout: Duration,
+    pub shutdown_policy: ShutdownPolicy,
     /// Client connections served at once.
     pub max_connections: usize,
     /// Time to send a request's headers (and to stay idle on a keep-alive
@@ -175,7 +186,8 @@ settings! {
     pool "WARMPOOL_START_TIMEOUT_SECONDS", "start-timeout", "30", "seconds a container has to become ready";
     global "WARMPOOL_CLAIM_TIMEOUT_SECONDS", "claim-timeout", "30", "seconds a claim waits for an on-demand start before 503";
     global "WARMPOOL_STOP_GRACE_SECONDS", "stop-grace", "5", "seconds between SIGTERM and SIGKILL when stopping a container";
-    global "WARMPOOL_DRAIN_SECONDS", "drain-timeout", "10", "seconds to drain in-flight requests at shutdown";
+    global "WARMPOOL_DRAIN_SECONDS", "drain-timeout", "10", "seconds in-flight requests (streams, WebSockets) get to finish at shutdown";
+    global "WARMPOOL_SHUTDOWN_POLICY", "shutdown-policy", "stop", "at shutdown, stop every container (stop) or leave ready and allocated ones running for the next start to adopt (keep); starting ones are stopped either way";
     global "WARMPOOL_MAX_CONNECTIONS", "max-connections", "16384", "client connections served at once (more wait to be accepted); warmpool raises its open-files limit to the hard limit and warns if that is lower";
     global "WARMPOOL_HEADER_TIMEOUT_SECONDS", "header-timeout", "30", "seconds a client has to send a request's headers, also while a keep-alive connection is idle";
     global "WARMPOOL_BODY_TIMEOUT_SECONDS", "body-timeout", "30", "seconds a client may pause while sending a request body (management or proxied) before it gets 408";
@@ -476,6 +488,12 @@ impl Config {
             "docker" => RuntimeKind::Docker,
             _ => return Err(r.err("WARMPOOL_RUNTIME", &v, "expected process, docker or sim")),
         };
+        let v = r.get("WARMPOOL_SHUTDOWN_POLICY");
+        let shutdown_policy = match v.as_str() {
+            "stop" => ShutdownPolicy::Stop,
+            "keep" => ShutdownPolicy::Keep,
+            _ => return Err(r.err("WARMPOOL_SHUTDOWN_POLICY", &v, "expected stop or keep")),
+        };
         let pool_name = r.get("WARMPOOL_POOL");
         if !valid_pool_name(&pool_name) {
             return Err(r.err(
@@ -514,6 +532,7 @@ impl Config {
             claim_timeout: r.secs("WARMPOOL_CLAIM_TIMEOUT_SECONDS", 0.0, 3600.0)?,
             stop_grace: r.secs("WARMPOOL_STOP_GRACE_SECONDS", 0.0, 3600.0)?,
             drain_timeout: r.secs("WARMPOOL_DRAIN_SECONDS", 0.0, 3600.0)?,
+            shutdown_policy,
             max_connections: r.num("WARMPOOL_MAX_CONNECTIONS", 1, 1_000_000)? as usize,
             header_timeout: r.secs("WARMPOOL_HEADER_TIMEOUT_SECONDS", 0.1, 3600.0)?,
             body_timeout: r.secs("WARMPOOL_BODY_TIMEOUT_SECONDS", 0.1, 3600.0)?,

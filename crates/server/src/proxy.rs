@@ -357,9 +357,11 @@ pub async fn forward(
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let counted = shared.app.upgrade_opened();
             tokio::spawn(async move {
-                // An open WebSocket keeps the container busy.
-                let _open = activity;
+                // An open WebSocket keeps the container busy, and shutdown waits
+                // for it (up to the drain timeout).
+                let _open = (activity, counted);
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok((client, upstream)) => {
                         let _ = tokio::io::copy_bidirectional(

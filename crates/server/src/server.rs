@@ -375,33 +375,60 @@ pub async fn start(
 impl Running {
     /// Stops accepting, drains in-flight requests (bounded), then stops every
     /// container this instance runs and records it.
+    ///
+    /// New connections are refused at once and new claims answer 503; requests in
+    /// flight (streaming responses included) and open WebSockets get up to
+    /// `WARMPOOL_DRAIN_SECONDS` to finish. Then, by `WARMPOOL_SHUTDOWN_POLICY`,
+    /// every container is stopped, or the ready and allocated ones are left running
+    /// for the next start to adopt.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let app = self.app;
         app.begin_shutdown();
         let _ = self.shutdown.send(true);
+        let deadline = tokio::time::Instant::now() + app.config.drain_timeout;
         let mut http = self.http;
-        match tokio::time::timeout(app.config.drain_timeout, &mut http).await {
+        match tokio::time::timeout_at(deadline, &mut http).await {
             Ok(r) => r?.context("http server failed")?,
             Err(_) => {
                 tracing::warn!("in-flight requests did not finish within the drain timeout");
                 http.abort();
             }
         }
+        if tokio::time::timeout_at(deadline, app.upgrades_closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = app.open_upgrades(),
+                "WebSockets still open at the end of the drain timeout are cut"
+            );
+        }
         for t in self.background {
             let _ = t.await;
         }
-        stop_all(&app).await;
-        tracing::info!("warmpool stopped");
+        let keep = app.config.shutdown_policy == crate::config::ShutdownPolicy::Keep;
+        stop_all(&app, keep).await;
+        tracing::info!(
+            kept = if keep { app.registry.live().len() } else { 0 },
+            "warmpool stopped"
+        );
         Ok(())
     }
 }
 
-/// Stops every live container, including starts still in flight.
-async fn stop_all(app: &Arc<App>) {
+/// Stops every live container, including starts still in flight; with `keep`,
+/// ready and allocated ones are left running (with their records) for the next
+/// start to adopt.
+async fn stop_all(app: &Arc<App>, keep: bool) {
     let deadline = tokio::time::Instant::now() + app.config.stop_grace + Duration::from_secs(10);
     let mut tasks = tokio::task::JoinSet::new();
     loop {
-        let live = app.registry.live();
+        let mut live = app.registry.live();
+        if keep {
+            live.retain(|(_, e)| {
+                !matches!(e.state, ContainerState::Ready | ContainerState::Allocated)
+            });
+        }
         if live.is_empty() || tokio::time::Instant::now() >= deadline {
             if !live.is_empty() {
                 tracing::warn!(left = live.len(), "containers still live at shutdown");

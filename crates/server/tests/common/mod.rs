@@ -155,6 +155,13 @@ impl Drop for InProc {
                     .stderr(Stdio::null())
                     .status();
             }
+            // Starts still in flight have no handle yet: find them by their tag.
+            for (pid, _) in tagged_processes(r.app.store.instance_id()) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
         }
     }
 }
