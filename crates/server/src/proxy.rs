@@ -157,6 +157,24 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove(header::UPGRADE);
 }
 
+/// Longest the proxy waits, after a failed request, for the container's exit
+/// to be recorded: a container killed a moment ago answers 410 with its exit,
+/// not 502.
+const EXIT_GRACE: Duration = Duration::from_millis(250);
+
+/// The reason a container ended, if its end is recorded within [`EXIT_GRACE`].
+async fn dies(shared: &Shared, id: ContainerId) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + EXIT_GRACE;
+    loop {
+        match shared.app.registry.route(&id) {
+            Some(Route::Gone { reason, .. }) => return Some(reason.to_string()),
+            None => return Some("it ended".into()),
+            Some(Route::Live { .. }) if tokio::time::Instant::now() >= deadline => return None,
+            Some(Route::Live { .. }) => tokio::time::sleep(Duration::from_millis(5)).await,
+        }
+    }
+}
+
 fn gone(id: &str, reason: &str) -> Response {
     ApiError::new(
         StatusCode::GONE,
@@ -320,6 +338,10 @@ pub async fn forward(
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 tracing::debug!(container_id = %id, error = %e, "upstream request failed");
+                // Refused or reset: most likely the container died a moment ago.
+                if let Some(reason) = dies(shared, id).await {
+                    return gone(&id.to_string(), &reason);
+                }
                 if let Some(t) = crate::body::is_body_timeout(&e) {
                     return ApiError::new(
                         StatusCode::REQUEST_TIMEOUT,

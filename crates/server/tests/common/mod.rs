@@ -134,6 +134,8 @@ impl Drop for InProc {
     /// Docker containers) so none outlive it.
     fn drop(&mut self) {
         if let Some(r) = &self.running {
+            // No more starts: the reconciler would replace what is killed below.
+            r.app.begin_shutdown();
             let mut docker = Vec::new();
             for (_, e) in r.app.registry.live() {
                 match e.handle.as_deref() {
