@@ -602,3 +602,65 @@ async fn docker_named_pools_get_their_own_image_resources_env_and_location() {
     wp.shutdown().await;
     docker(&["rmi", image]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn docker_shutdown_policy_keep_leaves_containers_for_the_next_start() {
+    if !docker_ready("docker_shutdown_policy_keep_leaves_containers_for_the_next_start") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let keep = docker_settings(&[
+        ("POOL_TARGET_INSTANCES", "2"),
+        ("WARMPOOL_SHUTDOWN_POLICY", "keep"),
+    ]);
+    let mut first = Proc::spawn(dir.path(), &keep);
+    wait_ready(&first.client, "default", 2, T).await;
+    let claimed = first.client.claim(&ClaimRequest::default()).await.unwrap();
+    wait_ready(&first.client, "default", 2, T).await;
+    let inspect = docker_inspect(&format!("warmpool-{}", claimed.id)).unwrap();
+    let instance = inspect["Config"]["Labels"]["dev.warmpool.instance"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let before = running_owned(&instance);
+    assert_eq!(before.len(), 3);
+    assert!(first.sigterm().success());
+    let after = running_owned(&instance);
+    assert_eq!(after, before, "policy keep: the containers keep running");
+
+    // The next start (policy stop) adopts them all; the claim routes at once.
+    let second = Proc::spawn(
+        dir.path(),
+        &docker_settings(&[("POOL_TARGET_INSTANCES", "2")]),
+    );
+    let r = reqwest::get(format!("{}/container/{}/", second.base, claimed.id))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    wait_ready(&second.client, "default", 2, T).await;
+    let now = running_owned(&instance);
+    assert_eq!(now, before, "adopted, none replaced");
+    // And its shutdown (policy stop) leaves nothing.
+    drop(second);
+    assert!(
+        docker_owned(&instance).is_empty(),
+        "containers left after shutdown"
+    );
+}
+
+/// Ids of the running containers labelled with `instance`.
+fn running_owned(instance: &str) -> BTreeSet<String> {
+    docker(&[
+        "ps",
+        "--filter",
+        &format!("label=dev.warmpool.instance={instance}"),
+        "--filter",
+        "status=running",
+        "--format",
+        "{{.Label \"dev.warmpool.container-id\"}}",
+    ])
+    .lines()
+    .filter(|l| !l.is_empty())
+    .map(str::to_owned)
+    .collect()
+}
