@@ -619,17 +619,25 @@ async fn crash_loop(rt: Rt) {
         c.await.unwrap();
     }
     let (routes, gone) = every_id_answers(&proc.base, t.ids()).await;
-    let lost = sql_count(
-        &proc.client,
-        "SELECT count(*) FROM containers WHERE stop_reason LIKE 'lost%'",
-    )
-    .await;
+    // Records a restart closed: starts cut short, or containers gone or silent.
+    let lost: BTreeMap<String, u64> = proc
+        .client
+        .sql(
+            "SELECT stop_reason, count(*) FROM containers \
+             WHERE stop_reason LIKE 'lost%' GROUP BY stop_reason",
+        )
+        .await
+        .unwrap()
+        .rows
+        .iter()
+        .map(|r| (r[0].as_str().unwrap().to_owned(), r[1].as_u64().unwrap()))
+        .collect();
     let c = &t.counts[0];
     eprintln!(
         "{test}: FIGURES: {restarts} kill -9 and restarts survived (mid-batch kills with {starting_at_kill:?} starting); \
          {} claims answered ({} failed: {:?}), {} requests proxied ({} failed: {:?}), {} released; \
          {} ids handed out, none twice, {routes} still route, {gone} answer 410 with a reason; \
-         {lost} containers closed as lost (starts cut short); \
+         records closed at restarts: {lost:?}; \
          kill to listening: {}; kill to books balanced and pool at target: {}",
         c.claims.load(Ordering::SeqCst),
         c.claim_errors.load(Ordering::SeqCst),
