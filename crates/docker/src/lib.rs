@@ -3,6 +3,7 @@
 //! engine's event stream. The only crate that depends on bollard.
 
 use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -44,7 +45,14 @@ pub struct DockerConfig {
     pub publish: bool,
     /// The engine's unix socket; `None`: `DOCKER_HOST` or the default socket.
     pub socket: Option<String>,
+    /// How long one engine API call may take (a stop also gets its grace period):
+    /// a daemon that hangs fails the call with a clear error, instead of holding a
+    /// creation or removal for bollard's two minutes.
+    pub api_timeout: Duration,
 }
+
+/// The default of [`DockerConfig::api_timeout`] (`WARMPOOL_DOCKER_TIMEOUT_SECONDS`).
+pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct DockerRuntime {
     docker: Docker,
@@ -74,14 +82,62 @@ fn status(e: &DockerError) -> Option<u16> {
     }
 }
 
+/// Runs one engine call for at most `limit`; past it, the call fails with an
+/// error saying so (shown as the pool's last error).
+async fn within<T>(
+    limit: Duration,
+    call: impl Future<Output = Result<T, DockerError>>,
+) -> Result<T, DockerError> {
+    match tokio::time::timeout(limit, call).await {
+        Ok(r) => r,
+        Err(_) => Err(DockerError::IOError {
+            err: std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "the Docker Engine did not answer within {}",
+                    humanize(limit)
+                ),
+            ),
+        }),
+    }
+}
+
+/// `10s`, `2.5s`.
+fn humanize(d: Duration) -> String {
+    format!("{}s", (d.as_secs_f64() * 1000.0).round() / 1000.0)
+}
+
+/// bollard's own per-request timeout (whole seconds), a little above `limit` so
+/// that [`within`] answers first; it also bounds how long the event stream waits
+/// for the engine's response headers.
+fn client_timeout(limit: Duration) -> Duration {
+    Duration::from_secs(limit.as_secs_f64().ceil() as u64 + 1)
+}
+
 fn unavailable(e: DockerError) -> RuntimeError {
     match e {
         DockerError::DockerResponseServerError {
             status_code,
             message,
         } => RuntimeError::Other(format!("docker answered {status_code}: {message}")),
-        other => RuntimeError::Unavailable(format!("docker: {other}")),
+        other => RuntimeError::Unavailable(format!("docker: {}", chain(&other))),
     }
+}
+
+/// An error and its sources, `a: b: c`: a connection failure's cause (refused,
+/// closed before answering) is in its sources, not in its own message.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(cause) = src {
+        let text = cause.to_string();
+        if !s.contains(&text) {
+            s.push_str(": ");
+            s.push_str(&text);
+        }
+        src = cause.source();
+    }
+    s
 }
 
 impl DockerRuntime {
@@ -89,17 +145,19 @@ impl DockerRuntime {
     /// negotiates the API version, makes sure the network exists, and starts
     /// watching events.
     pub async fn connect(cfg: DockerConfig) -> Result<Arc<Self>, RuntimeError> {
+        let limit = cfg.api_timeout;
         let docker = match &cfg.socket {
             Some(path) => Docker::connect_with_unix(path, 120, bollard::API_DEFAULT_VERSION),
             None => Docker::connect_with_local_defaults(),
         };
         let docker = docker
             .map_err(unavailable)?
-            .negotiate_version()
+            .with_timeout(client_timeout(limit));
+        let docker = within(limit, docker.negotiate_version())
             .await
             .map_err(unavailable)?;
-        docker.ping().await.map_err(unavailable)?;
-        let info = docker.info().await.map_err(unavailable)?;
+        within(limit, docker.ping()).await.map_err(unavailable)?;
+        let info = within(limit, docker.info()).await.map_err(unavailable)?;
         let driver = info.driver.unwrap_or_default();
         // Only overlay2 on xfs with pquota, btrfs, zfs and devicemapper take a size.
         let disk_supported = matches!(driver.as_str(), "btrfs" | "zfs" | "devicemapper")
@@ -112,7 +170,11 @@ impl DockerRuntime {
         if !disk_supported {
             tracing::debug!(storage_driver = %driver, "the storage driver cannot limit container disk size");
         }
-        ensure_network(&docker, &cfg.network).await?;
+        within(limit, async {
+            Ok(ensure_network(&docker, &cfg.network).await)
+        })
+        .await
+        .map_err(unavailable)??;
         let (events, _) = broadcast::channel(4096);
         let rt = Arc::new(Self {
             probe: HttpProbe::new(),
@@ -144,8 +206,10 @@ impl DockerRuntime {
 
     async fn inspect_address(&self, handle: &str) -> Result<String, RuntimeError> {
         let c = self
-            .docker
-            .inspect_container(handle, None::<InspectContainerOptions>)
+            .call(
+                self.docker
+                    .inspect_container(handle, None::<InspectContainerOptions>),
+            )
             .await
             .map_err(unavailable)?;
         let ns = c.network_settings.unwrap_or_default();
@@ -162,6 +226,14 @@ impl DockerRuntime {
             .and_then(|b| b.into_iter().find_map(|b| b.host_port?.parse().ok()));
         self.address(ip, published)
             .ok_or_else(|| RuntimeError::Other(format!("container {handle} has no address")))
+    }
+
+    /// One engine call, bounded by the configured API timeout.
+    async fn call<T>(
+        &self,
+        call: impl Future<Output = Result<T, DockerError>>,
+    ) -> Result<T, DockerError> {
+        within(self.cfg.api_timeout, call).await
     }
 
     fn summary_id(&self, c: &ContainerSummary) -> Option<ContainerId> {
@@ -288,8 +360,10 @@ impl DockerRuntime {
                 return true;
             }
             let state_says = self
-                .docker
-                .inspect_container(handle, None::<InspectContainerOptions>)
+                .call(
+                    self.docker
+                        .inspect_container(handle, None::<InspectContainerOptions>),
+                )
                 .await
                 .ok()
                 .and_then(|c| c.state?.oom_killed)
@@ -404,14 +478,13 @@ impl Runtime for DockerRuntime {
             ..Default::default()
         };
         let created = self
-            .docker
-            .create_container(
+            .call(self.docker.create_container(
                 Some(CreateContainerOptions {
                     name: name.clone(),
                     platform: None,
                 }),
                 config,
-            )
+            ))
             .await
             .map_err(|e| match status(&e) {
                 Some(404) => RuntimeError::Other(format!(
@@ -421,8 +494,10 @@ impl Runtime for DockerRuntime {
                 _ => unavailable(e),
             })?;
         if let Err(e) = self
-            .docker
-            .start_container(&created.id, None::<StartContainerOptions<String>>)
+            .call(
+                self.docker
+                    .start_container(&created.id, None::<StartContainerOptions<String>>),
+            )
             .await
         {
             let _ = self.remove(spec.id, &created.id).await;
@@ -466,10 +541,14 @@ impl Runtime for DockerRuntime {
         grace: Duration,
     ) -> Result<(), RuntimeError> {
         let t = grace.as_secs_f64().ceil() as i64;
-        match self
-            .docker
-            .stop_container(handle, Some(StopContainerOptions { t }))
-            .await
+        // The engine itself takes up to the grace period to answer.
+        let limit = self.cfg.api_timeout + Duration::from_secs(t as u64);
+        let docker = self.docker.clone().with_timeout(client_timeout(limit));
+        match within(
+            limit,
+            docker.stop_container(handle, Some(StopContainerOptions { t })),
+        )
+        .await
         {
             Ok(()) => Ok(()),
             // 304: already stopped; 404: already gone.
@@ -486,15 +565,14 @@ impl Runtime for DockerRuntime {
             st.oom.remove(&id);
         }
         match self
-            .docker
-            .remove_container(
+            .call(self.docker.remove_container(
                 handle,
                 Some(RemoveContainerOptions {
                     force: true,
                     v: true,
                     ..Default::default()
                 }),
-            )
+            ))
             .await
         {
             Ok(()) => Ok(()),
@@ -506,8 +584,10 @@ impl Runtime for DockerRuntime {
 
     async fn inspect(&self, _id: ContainerId, handle: &str) -> Result<Inspection, RuntimeError> {
         match self
-            .docker
-            .inspect_container(handle, None::<InspectContainerOptions>)
+            .call(
+                self.docker
+                    .inspect_container(handle, None::<InspectContainerOptions>),
+            )
             .await
         {
             Ok(c) => {
@@ -528,12 +608,14 @@ impl Runtime for DockerRuntime {
     async fn list_owned(&self) -> Result<Vec<OwnedContainer>, RuntimeError> {
         let label = format!("{LABEL_INSTANCE}={}", self.cfg.instance_id);
         let list = self
-            .docker
-            .list_containers(Some(ListContainersOptions::<String> {
-                all: true,
-                filters: HashMap::from([("label".to_owned(), vec![label])]),
-                ..Default::default()
-            }))
+            .call(
+                self.docker
+                    .list_containers(Some(ListContainersOptions::<String> {
+                        all: true,
+                        filters: HashMap::from([("label".to_owned(), vec![label])]),
+                        ..Default::default()
+                    })),
+            )
             .await
             .map_err(unavailable)?;
         Ok(list
@@ -571,5 +653,26 @@ impl Runtime for DockerRuntime {
 
     fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent> {
         self.events.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_call_the_engine_never_answers_fails_with_a_clear_error_in_time() {
+        let limit = Duration::from_millis(200);
+        let started = std::time::Instant::now();
+        let e = within(limit, std::future::pending::<Result<(), DockerError>>())
+            .await
+            .unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(
+            unavailable(e).to_string(),
+            "runtime unavailable: docker: the Docker Engine did not answer within 0.2s"
+        );
+        assert_eq!(humanize(DEFAULT_API_TIMEOUT), "10s");
+        assert_eq!(client_timeout(limit), Duration::from_secs(2));
     }
 }

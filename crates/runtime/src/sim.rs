@@ -37,6 +37,8 @@ struct State {
     fail_starts: u32,
     fail_readies: u32,
     starts: u64,
+    fail_removals: bool,
+    removals: u64,
 }
 
 pub struct SimRuntime {
@@ -57,6 +59,8 @@ impl SimRuntime {
                 fail_starts: 0,
                 fail_readies: 0,
                 starts: 0,
+                fail_removals: false,
+                removals: 0,
             }),
             changed: Notify::new(),
             events,
@@ -77,6 +81,16 @@ impl SimRuntime {
     /// The next `n` containers exit instead of becoming ready.
     pub fn fail_next_readies(&self, n: u32) {
         self.state.lock().unwrap().fail_readies = n;
+    }
+
+    /// Removals fail (as with an engine that is down) until set back to false.
+    pub fn fail_removals(&self, fail: bool) {
+        self.state.lock().unwrap().fail_removals = fail;
+    }
+
+    /// Removals ever asked for (including failed ones).
+    pub fn removals(&self) -> u64 {
+        self.state.lock().unwrap().removals
     }
 
     /// Containers started and waiting to be made ready (manual mode).
@@ -235,7 +249,14 @@ impl Runtime for SimRuntime {
     }
 
     async fn remove(&self, id: ContainerId, _handle: &str) -> Result<(), RuntimeError> {
-        self.state.lock().unwrap().containers.remove(&id);
+        {
+            let mut st = self.state.lock().unwrap();
+            st.removals += 1;
+            if st.fail_removals {
+                return Err(RuntimeError::Injected("removal refused".into()));
+            }
+            st.containers.remove(&id);
+        }
         self.changed.notify_waiters();
         Ok(())
     }

@@ -13,6 +13,11 @@ use warmpool_store::{Change, NewContainer, Op, Store, StoreError};
 use crate::config::{Config, PoolConfig};
 use crate::registry::Registry;
 
+/// Least time between two attempts to remove a failed container. Passes come as
+/// often as claims and failures wake the reconciler (every 10 ms under load), and
+/// while the runtime is down each would otherwise try again at once.
+pub const REMOVE_RETRY_DELAY: Duration = Duration::from_secs(1);
+
 /// The wall clock, as the core's [`Timestamp`].
 pub fn now() -> Timestamp {
     let d = SystemTime::now()
@@ -414,12 +419,16 @@ impl App {
         stopped.and(removed)
     }
 
-    /// Removes what is left of a failed container and closes its record.
+    /// Removes what is left of a failed container and closes its record. A removal
+    /// that fails is retried by a later pass, but not before [`REMOVE_RETRY_DELAY`].
     pub async fn remove_failed(&self, id: ContainerId) {
         if let Some(h) = self.registry.get(&id).and_then(|e| e.handle) {
             if let Err(e) = self.destroy(id, &h).await {
                 self.metrics.reconcile_errors.inc();
                 tracing::warn!(container_id = %id, error = %error_chain(&e), "cannot remove failed container; will retry");
+                if !self.is_shutting_down() {
+                    tokio::time::sleep(REMOVE_RETRY_DELAY).await;
+                }
                 self.registry.set_busy(id, false);
                 return;
             }

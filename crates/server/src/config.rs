@@ -82,6 +82,8 @@ pub struct Config {
     pub docker_publish: bool,
     /// Port the app listens on inside a container (Docker runtime).
     pub container_port: u16,
+    /// Longest wait for one Docker Engine API call.
+    pub docker_timeout: Duration,
     /// Tokens of the management API and `POST /container`.
     pub api_tokens: Vec<Token>,
     /// Tokens of the admin surfaces (they also open everything the API tokens do).
@@ -205,6 +207,7 @@ settings! {
     global "WARMPOOL_DOCKER_NETWORK", "docker-network", "warmpool", "bridge network containers join (created if missing)";
     global "WARMPOOL_DOCKER_PUBLISH", "docker-publish", "false", "publish container ports on 127.0.0.1 instead of using bridge IPs (hosts that cannot reach them)";
     global "WARMPOOL_CONTAINER_PORT", "container-port", "8080", "port the app listens on inside a container (docker runtime)";
+    global "WARMPOOL_DOCKER_TIMEOUT_SECONDS", "docker-timeout", "10", "seconds one Docker Engine API call may take (a stop also gets its grace period); a hung daemon fails creations with this error instead of holding them";
     pool "WARMPOOL_VCPU", "vcpu", "0.25", "CPUs per container (docker runtime; 0 for no limit)";
     pool "WARMPOOL_MEMORY_MIB", "memory-mib", "256", "hard memory limit per container, no swap (docker runtime; 0 for none)";
     pool "WARMPOOL_PIDS_LIMIT", "pids-limit", "256", "processes per container (docker runtime; 0 for no limit)";
@@ -543,6 +546,7 @@ impl Config {
             docker_network,
             docker_publish: r.flag("WARMPOOL_DOCKER_PUBLISH")?,
             container_port: r.num("WARMPOOL_CONTAINER_PORT", 1, 65535)? as u16,
+            docker_timeout: r.secs("WARMPOOL_DOCKER_TIMEOUT_SECONDS", 0.1, 3600.0)?,
             api_tokens: r.tokens("WARMPOOL_API_TOKEN")?,
             admin_tokens: r.tokens("WARMPOOL_ADMIN_TOKEN")?,
             proxy_require_token: r.flag("WARMPOOL_PROXY_REQUIRE_TOKEN")?,

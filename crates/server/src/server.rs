@@ -133,6 +133,7 @@ pub async fn build_runtime(config: &Config, instance_id: &str) -> anyhow::Result
             container_port: config.container_port,
             publish: config.docker_publish,
             socket: None,
+            api_timeout: config.docker_timeout,
         })
         .await
         .map_err(|e| anyhow::anyhow!(crate::app::error_chain(&e)))

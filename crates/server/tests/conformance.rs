@@ -79,6 +79,7 @@ async fn docker_runtime_conforms() {
         container_port: 8080,
         publish: false,
         socket: None,
+        api_timeout: warmpool_docker::DEFAULT_API_TIMEOUT,
     })
     .await
     .unwrap();

@@ -426,6 +426,7 @@ async fn docker_exits_missed_while_the_event_stream_was_down_are_found_on_reconn
         container_port: 8080,
         publish: false,
         socket: Some(relay.path.display().to_string()),
+        api_timeout: warmpool_docker::DEFAULT_API_TIMEOUT,
     })
     .await
     .unwrap();

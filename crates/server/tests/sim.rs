@@ -297,3 +297,40 @@ async fn a_burst_of_claims_is_served_by_a_few_reconciler_passes() {
     );
     wp.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_failed_removal_waits_before_it_is_retried() {
+    let (mut wp, sim) = with_sim(SimMode::Instant, &[("POOL_TARGET_INSTANCES", "1")]).await;
+    wp.wait_ready("default", 1, T).await;
+    let c = common::first_ready(&wp.client).await;
+    let id: warmpool_core::ContainerId = c.id.parse().unwrap();
+    // The engine is down: the dead container cannot be removed.
+    sim.fail_removals(true);
+    assert!(sim.kill(id, 137));
+    let s = sim.clone();
+    poll(T, "a first removal attempt", || {
+        let s = s.clone();
+        async move { (s.removals() >= 1).then_some(()) }
+    })
+    .await;
+    // Passes as often as activations could bring them (spread 10 ms apart on
+    // purpose): none retries the removal at once.
+    for _ in 0..40 {
+        reconcile_once(wp.app());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(sim.removals(), 1, "retried without waiting");
+    // Back: a later pass removes it and closes the record.
+    sim.fail_removals(false);
+    let (app, client) = (wp.app().clone(), wp.client.clone());
+    poll(T, "the failed container removed", || {
+        let (app, client, cid) = (app.clone(), client.clone(), c.id.clone());
+        async move {
+            reconcile_once(&app);
+            (client.container(&cid).await.ok()?.state == "stopped").then_some(())
+        }
+    })
+    .await;
+    assert_eq!(sim.removals(), 2);
+    wp.shutdown().await;
+}
