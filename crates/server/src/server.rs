@@ -374,8 +374,8 @@ pub async fn start(
 }
 
 impl Running {
-    /// Stops accepting, drains in-flight requests (bounded), then stops every
-    /// container this instance runs and records it.
+    /// Stops accepting, drains in-flight requests (bounded), then stops or keeps
+    /// the containers as the shutdown policy says, and records it.
     ///
     /// New connections are refused at once and new claims answer 503; requests in
     /// flight (streaming responses included) and open WebSockets get up to
