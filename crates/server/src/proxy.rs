@@ -17,6 +17,7 @@ use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use percent_encoding::percent_decode_str;
 use warmpool_core::{ContainerId, ContainerState};
+use warmpool_runtime::Inspection;
 
 use crate::app::now;
 use crate::problem::ApiError;
@@ -158,20 +159,53 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Longest the proxy waits, after a failed request, for the container's exit
-/// to be recorded: a container killed a moment ago answers 410 with its exit,
-/// not 502.
-const EXIT_GRACE: Duration = Duration::from_millis(250);
+/// to be recorded (or for the runtime to say it has ended): a container killed a
+/// moment ago answers 410 with its exit, not 502. (Docker may take a few hundred
+/// milliseconds to notice that a killed container's process is gone.)
+const EXIT_GRACE: Duration = Duration::from_secs(1);
 
-/// The reason a container ended, if its end is recorded within [`EXIT_GRACE`].
+/// How often the runtime is asked meanwhile.
+const EXIT_ASK_EVERY: Duration = Duration::from_millis(200);
+
+/// Why the container ended, if it has: its recorded end, or what the runtime says
+/// of it (asked every [`EXIT_ASK_EVERY`]; the exit event that follows records it
+/// as usual), within [`EXIT_GRACE`]. Only failed requests pay for this.
 async fn dies(shared: &Shared, id: ContainerId) -> Option<String> {
     let deadline = tokio::time::Instant::now() + EXIT_GRACE;
+    let mut ask_at = tokio::time::Instant::now();
     loop {
         match shared.app.registry.route(&id) {
             Some(Route::Gone { reason, .. }) => return Some(reason.to_string()),
             None => return Some("it ended".into()),
-            Some(Route::Live { .. }) if tokio::time::Instant::now() >= deadline => return None,
-            Some(Route::Live { .. }) => tokio::time::sleep(Duration::from_millis(5)).await,
+            Some(Route::Live { .. }) => {}
         }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return None;
+        }
+        if now >= ask_at {
+            ask_at = now + EXIT_ASK_EVERY;
+            let handle = shared.app.registry.get(&id).and_then(|e| e.handle);
+            if let Some(handle) = handle {
+                let asked =
+                    tokio::time::timeout(EXIT_ASK_EVERY, shared.app.runtime.inspect(id, &handle));
+                match asked.await {
+                    Ok(Ok(Inspection::Exited { code })) => return Some(exited(code)),
+                    Ok(Ok(Inspection::Gone)) => return Some("it was removed".into()),
+                    _ => {}
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// `exited with code 1`, `exited (killed by signal 9)`.
+fn exited(code: Option<i32>) -> String {
+    match code {
+        Some(c) if c > 128 => format!("exited (killed by signal {})", c - 128),
+        Some(c) => format!("exited with code {c}"),
+        None => "exited".into(),
     }
 }
 

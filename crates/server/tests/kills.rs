@@ -11,7 +11,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{kill9_handle, poll, InProc};
+use common::{poll, InProc};
 use rand::{Rng, SeedableRng};
 use warmpool_client::{ClaimRequest, ContainerQuery};
 
@@ -45,21 +45,64 @@ async fn ready_count(wp: &InProc) -> u32 {
     common::ready_count(&wp.client, "default").await
 }
 
+/// How a test kills a container from outside warmpool; false if it was already
+/// gone. `n` counts the kills, so a killer can vary its means.
+type Killer = fn(handle: &str, n: usize) -> bool;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_containers_under_traffic_are_replaced_answer_410_and_are_never_handed_out() {
+async fn killed_processes_under_traffic_are_replaced_answer_410_and_are_never_handed_out() {
+    let wp = InProc::start(&[
+        ("POOL_TARGET_INSTANCES", &TARGET.to_string()),
+        ("WARMPOOL_RECONCILE_INTERVAL_SECONDS", "3600"),
+    ])
+    .await;
+    kills_under_traffic(wp, |handle, _| kill9(handle), "signal 9").await;
+}
+
+/// `docker kill` and `docker rm -f`, in turn.
+fn docker_kill(handle: &str, n: usize) -> bool {
+    let args: &[&str] = if n % 2 == 0 {
+        &["kill", handle]
+    } else {
+        &["rm", "-f", handle]
+    };
+    std::process::Command::new("docker")
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_docker_containers_under_traffic_are_replaced_answer_410_and_are_never_handed_out() {
+    if !common::docker_ready("killed_docker_containers_under_traffic") {
+        return;
+    }
+    let wp = InProc::start(&[
+        ("WARMPOOL_RUNTIME", "docker"),
+        ("WARMPOOL_DOCKER_NETWORK", "warmpool-test"),
+        ("WARMPOOL_STOP_GRACE_SECONDS", "2"),
+        ("POOL_TARGET_INSTANCES", &TARGET.to_string()),
+        ("WARMPOOL_RECONCILE_INTERVAL_SECONDS", "3600"),
+    ])
+    .await;
+    // `docker kill` exits with 137; `docker rm -f` removes it outright.
+    kills_under_traffic(wp, docker_kill, "").await;
+}
+
+/// The scenario: traffic, random kills (each waited for until recorded), the
+/// checks, then five quiet kills of ready containers timed to their replacement.
+async fn kills_under_traffic(mut wp: InProc, kill: Killer, exit_says: &str) {
     let kills: usize = std::env::var("WARMPOOL_CHAOS_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(20);
     let seed: u64 = rand::rng().random();
-    println!("seed {seed}");
+    let name = wp.app().runtime.name();
+    println!("{name}: seed {seed}");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut wp = InProc::start(&[
-        ("POOL_TARGET_INSTANCES", &TARGET.to_string()),
-        ("WARMPOOL_RECONCILE_INTERVAL_SECONDS", "3600"),
-    ])
-    .await;
-    wp.wait_ready("default", TARGET, Duration::from_secs(30))
+    wp.wait_ready("default", TARGET, Duration::from_secs(60))
         .await;
 
     // Traffic: three clients claim, proxy a few requests, release, again.
@@ -80,14 +123,24 @@ async fn killed_containers_under_traffic_are_replaced_answer_410_and_are_never_h
                 };
                 claimed.lock().unwrap().push((c.id.clone(), Instant::now()));
                 for _ in 0..3 {
+                    let t0 = Instant::now();
                     let r = http.get(format!("{base}/container/{}/", c.id)).send().await;
                     let Ok(r) = r else {
                         cut.lock().unwrap().push(c.id.clone());
                         continue;
                     };
                     // 410 when the killer got it first.
-                    assert!(matches!(r.status().as_u16(), 200 | 410), "{}", r.status());
+                    // 410 when the killer got it first.
+                    assert!(
+                        matches!(r.status().as_u16(), 200 | 410),
+                        "{} after {:?}",
+                        r.status(),
+                        t0.elapsed()
+                    );
                     served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    // Holds the container a while (spreading the load), so that
+                    // the killer finds allocated ones too.
+                    tokio::time::sleep(Duration::from_millis(30)).await;
                 }
                 let _ = client.release(&c.id).await;
             }
@@ -97,6 +150,7 @@ async fn killed_containers_under_traffic_are_replaced_answer_410_and_are_never_h
     // The killer: a random ready or allocated container every ~50-150 ms.
     let mut killed: HashMap<String, (&'static str, Instant)> = HashMap::new();
     let mut noticed: HashMap<String, Instant> = HashMap::new();
+    let mut detection: Vec<Duration> = Vec::new();
     while killed.len() < kills {
         // Random spacing between kills (not waiting for any state).
         tokio::time::sleep(Duration::from_millis(rng.random_range(50..150))).await;
@@ -113,7 +167,7 @@ async fn killed_containers_under_traffic_are_replaced_answer_410_and_are_never_h
         if killed.contains_key(id) {
             continue;
         }
-        if !kill9(handle) {
+        if !kill(handle, killed.len()) {
             continue; // It ended on its own meanwhile (released).
         }
         let state: &'static str = if state == "ready" {
@@ -133,6 +187,7 @@ async fn killed_containers_under_traffic_are_replaced_answer_410_and_are_never_h
         )
         .await;
         noticed.insert(id.clone(), Instant::now());
+        detection.push(killed[id].1.elapsed());
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for c in clients {
@@ -165,10 +220,16 @@ async fn killed_containers_under_traffic_are_replaced_answer_410_and_are_never_h
         assert_eq!(r.status(), 410, "{id} ({state} when killed)");
         let detail = r.text().await.unwrap();
         assert!(
-            detail.contains("signal 9") || detail.contains("released"),
+            detail.contains(exit_says) || detail.contains("released"),
             "{detail}"
         );
     }
+    detection.sort();
+    println!(
+        "{name}: kill to recorded: median {:?}, max {:?}",
+        detection[detection.len() / 2],
+        detection[detection.len() - 1]
+    );
     let cut = cut.lock().unwrap().clone();
     for id in &cut {
         assert!(
@@ -178,7 +239,7 @@ async fn killed_containers_under_traffic_are_replaced_answer_410_and_are_never_h
     }
     let by_state = |s: &str| killed.values().filter(|(k, _)| *k == s).count();
     println!(
-        "{} kills ({} ready, {} allocated) during {} claims and {} proxied requests; \
+        "{name}: {} kills ({} ready, {} allocated) during {} claims and {} proxied requests; \
          {late} claims answered between a kill and its detection, {} responses cut by a kill",
         killed.len(),
         by_state("ready"),
@@ -192,10 +253,10 @@ async fn killed_containers_under_traffic_are_replaced_answer_410_and_are_never_h
     wp.wait_ready("default", TARGET, Duration::from_secs(10))
         .await;
     let mut times = Vec::new();
-    for _ in 0..5 {
+    for i in 0..5 {
         let (_, handle) = live(&wp, "ready").await.remove(0);
         let t0 = Instant::now();
-        kill9_handle(Some(&handle));
+        assert!(kill(&handle, i), "{handle} could not be killed");
         poll(
             Duration::from_secs(2),
             "a killed ready container to be replaced",
@@ -211,7 +272,7 @@ async fn killed_containers_under_traffic_are_replaced_answer_410_and_are_never_h
     }
     times.sort();
     println!(
-        "replacement of a killed ready container: median {:?}, max {:?}",
+        "{name}: replacement of a killed ready container: median {:?}, max {:?}",
         times[2], times[4]
     );
 
