@@ -61,7 +61,7 @@ async fn killed_processes_under_traffic_are_replaced_answer_410_and_are_never_ha
 
 /// `docker kill` and `docker rm -f`, in turn.
 fn docker_kill(handle: &str, n: usize) -> bool {
-    let args: &[&str] = if n % 2 == 0 {
+    let args: &[&str] = if n.is_multiple_of(2) {
         &["kill", handle]
     } else {
         &["rm", "-f", handle]
