@@ -67,8 +67,12 @@ struct Watched {
     pods: HashMap<ContainerId, PodState>,
     /// Pods being deleted (they have a deletion timestamp).
     deleting: HashSet<ContainerId>,
-    /// Containers started or adopted and not removed: their end is reported.
-    known: HashSet<ContainerId>,
+    /// Containers started or adopted and not removed (their end is reported), with
+    /// the list epoch they became known in.
+    known: HashMap<ContainerId, u64>,
+    /// Bumped when a re-list begins: a pod known since then may be missing from
+    /// that list without being gone (it was created after the list was taken).
+    epoch: u64,
     /// Containers whose end was reported (once each).
     reported: HashSet<ContainerId>,
 }
@@ -175,7 +179,7 @@ impl KubernetesRuntime {
     }
 
     fn report_exit(&self, st: &mut Watched, id: ContainerId, code: Option<i32>, detail: String) {
-        if st.known.contains(&id) && st.reported.insert(id) {
+        if st.known.contains_key(&id) && st.reported.insert(id) {
             let _ = self.events.send(RuntimeEvent::Exited { id, code, detail });
         }
     }
@@ -212,18 +216,28 @@ impl KubernetesRuntime {
         self.changed.send_modify(|n| *n += 1);
     }
 
-    /// After a (re-)list: every known pod that is no longer there is gone.
-    fn on_relisted(&self, seen: &HashSet<ContainerId>) {
+    /// A re-list begins: returns its epoch, for [`Self::on_relisted`].
+    fn begin_relist(&self) -> u64 {
+        let mut st = self.state.lock().unwrap();
+        st.epoch += 1;
+        st.epoch
+    }
+
+    /// After a (re-)list begun at `epoch`: every pod known before it that the list
+    /// misses is gone.
+    fn on_relisted(&self, seen: &HashSet<ContainerId>, epoch: u64) {
         {
             let mut st = self.state.lock().unwrap();
-            st.pods.retain(|id, _| seen.contains(id));
-            st.deleting.retain(|id| seen.contains(id));
-            let gone: Vec<ContainerId> = st
-                .known
-                .iter()
-                .filter(|id| !seen.contains(id))
-                .copied()
-                .collect();
+            let known = &st.known;
+            let missing =
+                |id: &ContainerId| !seen.contains(id) && known.get(id).is_some_and(|e| *e < epoch);
+            let stale: Vec<ContainerId> =
+                st.pods.keys().filter(|id| missing(id)).copied().collect();
+            let gone: Vec<ContainerId> = known.keys().filter(|id| missing(id)).copied().collect();
+            for id in &stale {
+                st.pods.remove(id);
+                st.deleting.remove(id);
+            }
             for id in gone {
                 self.report_exit(
                     &mut st,
@@ -234,6 +248,27 @@ impl KubernetesRuntime {
             }
         }
         self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Lists this instance's pods and compares with what is known (after the
+    /// watch failed: a dropped connection resumes from its resourceVersion, which
+    /// loses nothing the server still has, but warmpool does not rely on that).
+    async fn relist(&self) -> Result<(), RuntimeError> {
+        let epoch = self.begin_relist();
+        let list = self
+            .pods
+            .list(&ListParams::default().labels(&owned_selector(&self.settings.instance_id)))
+            .await
+            .map_err(map_error)?;
+        let mut seen = HashSet::new();
+        for pod in &list.items {
+            if let Some(id) = container_id_of(pod) {
+                seen.insert(id);
+                self.on_pod(pod, false);
+            }
+        }
+        self.on_relisted(&seen, epoch);
+        Ok(())
     }
 
     /// The pod's state as last seen; `None` when not seen (yet) or deleted.
@@ -334,20 +369,33 @@ async fn watch_pods(rt: Weak<KubernetesRuntime>, pods: Api<Pod>, selector: Strin
         watcher::watcher(pods, watcher::Config::default().labels(&selector)).default_backoff();
     futures_util::pin_mut!(stream);
     let mut seen = HashSet::new();
+    let mut epoch = 0;
     while let Some(ev) = stream.next().await {
         let Some(this) = rt.upgrade() else { return };
         match ev {
-            Ok(Event::Init) => seen.clear(),
+            Ok(Event::Init) => {
+                seen.clear();
+                epoch = this.begin_relist();
+            }
             Ok(Event::InitApply(pod)) => {
                 if let Some(id) = container_id_of(&pod) {
                     seen.insert(id);
                 }
                 this.on_pod(&pod, false);
             }
-            Ok(Event::InitDone) => this.on_relisted(&seen),
+            Ok(Event::InitDone) => this.on_relisted(&seen, epoch),
             Ok(Event::Apply(pod)) => this.on_pod(&pod, false),
             Ok(Event::Delete(pod)) => this.on_pod(&pod, true),
-            Err(e) => tracing::warn!(error = %e, "kubernetes pod watch failed; re-listing"),
+            // Expired: the watcher re-lists by itself (Init .. InitDone).
+            Err(watcher::Error::WatchError(s)) if s.code == 410 => {
+                tracing::debug!("kubernetes pod watch expired (410); re-listing");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "kubernetes pod watch failed; re-listing");
+                if let Err(e) = this.relist().await {
+                    tracing::warn!(error = %e, "cannot re-list kubernetes pods");
+                }
+            }
         }
     }
 }
@@ -368,7 +416,11 @@ impl Runtime for KubernetesRuntime {
             .create(&PostParams::default(), &pod)
             .await
             .map_err(map_error)?;
-        self.state.lock().unwrap().known.insert(spec.id);
+        {
+            let mut st = self.state.lock().unwrap();
+            let epoch = st.epoch;
+            st.known.insert(spec.id, epoch);
+        }
         let timeout = match spec.template.start_timeout {
             t if t.is_zero() => DEFAULT_START_TIMEOUT,
             t => t,
@@ -538,7 +590,8 @@ impl Runtime for KubernetesRuntime {
 
     async fn adopt(&self, owned: &OwnedContainer) -> Result<(), RuntimeError> {
         let mut st = self.state.lock().unwrap();
-        st.known.insert(owned.id);
+        let epoch = st.epoch;
+        st.known.insert(owned.id, epoch);
         // Ended between the listing and now: report it like any other end.
         if let Some(s @ PodState::Terminated { code, .. }) = st.pods.get(&owned.id).cloned() {
             self.report_exit(&mut st, owned.id, code, s.exit_detail());

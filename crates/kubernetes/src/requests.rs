@@ -427,3 +427,52 @@ async fn the_watch_reports_exits_with_code_and_oom() {
     );
     server.abort();
 }
+
+#[tokio::test]
+async fn a_failed_watch_relists_and_compares() {
+    let (rt, handle) = runtime(true);
+    let (a, b) = (ContainerId::random(), ContainerId::random());
+    let mut events = rt.subscribe();
+    for id in [a, b] {
+        rt.adopt(&OwnedContainer {
+            id,
+            handle: format!("warmpool-{id}"),
+            address: None,
+            running: true,
+        })
+        .await
+        .unwrap();
+    }
+    let server = tokio::spawn(async move {
+        let mut handle = pin!(handle);
+        let (_, send) = next(&mut handle).await;
+        send.send_response(reply(
+            200,
+            list(vec![
+                pod(a, "Running", Some("10.0.0.1"), true),
+                pod(b, "Running", Some("10.0.0.2"), true),
+            ]),
+        ));
+        // The watch cannot be opened (the connection to the API server broke).
+        let (req, send) = next(&mut handle).await;
+        assert!(req.uri().query().unwrap_or_default().contains("watch=true"));
+        send.send_response(reply(503, status(503, "ServiceUnavailable", "down")));
+        // The runtime re-lists at once: b is gone.
+        let (req, send) = next(&mut handle).await;
+        assert!(!req.uri().query().unwrap_or_default().contains("watch=true"));
+        send.send_response(reply(
+            200,
+            list(vec![pod(a, "Running", Some("10.0.0.1"), true)]),
+        ));
+        let (_req, _send) = next(&mut handle).await;
+        std::future::pending::<()>().await;
+    });
+    let ev = tokio::time::timeout(Duration::from_secs(20), events.recv())
+        .await
+        .expect("no event after the re-list")
+        .unwrap();
+    let RuntimeEvent::Exited { id, detail, .. } = ev;
+    assert_eq!(id, b);
+    assert!(detail.contains("re-listing"), "{detail}");
+    server.abort();
+}
