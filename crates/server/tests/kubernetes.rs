@@ -345,6 +345,47 @@ async fn kubernetes_unschedulable_location_is_reported_removed_and_blocks_nothin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_image_that_cannot_be_pulled_fails_the_start_at_once() {
+    let fake = cluster(&["weur"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = fake.write_kubeconfig(dir.path(), "warmpool");
+    let mut wp = InProc::start(&k8s(
+        kc.to_str().unwrap(),
+        &[
+            ("POOL_TARGET_INSTANCES", "1"),
+            ("WARMPOOL_IMAGE", "registry.example/does-not-exist:1"),
+            // Long: the failure must come from the pod's status, not a timeout.
+            ("WARMPOOL_START_TIMEOUT_SECONDS", "600"),
+        ],
+    ))
+    .await;
+    let client = wp.client.clone();
+    let error = poll(T, "the pull failure on the pool", || {
+        let client = client.clone();
+        async move {
+            client
+                .pools()
+                .await
+                .ok()?
+                .pools
+                .into_iter()
+                .next()?
+                .last_error
+        }
+    })
+    .await;
+    assert!(
+        error.contains("ImagePullBackOff") && error.contains("does-not-exist"),
+        "{error}"
+    );
+    wp.shutdown().await;
+    poll(T, "the pods deleted", || async {
+        fake.pods().is_empty().then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubernetes_kill_9_and_restart_adopt_pods_and_delete_orphans() {
     let fake = cluster(&["weur"]).await;
     let dir = tempfile::tempdir().unwrap();
