@@ -615,11 +615,15 @@ fn watch_pods(
         tokio::pin!(end);
         loop {
             tokio::select! {
-                _ = &mut end => return,
+                biased;
                 _ = gen.changed() => return,
+                _ = &mut end => return,
                 c = live.recv() => match c {
                     Ok(c) if c.namespace == ns && filter.matches(&c.pod) => {
-                        if tx.send(line(c.kind, &c.pod)).await.is_err() {
+                        // Ended meanwhile: what changed since is not sent.
+                        if gen.has_changed().unwrap_or(true)
+                            || tx.send(line(c.kind, &c.pod)).await.is_err()
+                        {
                             return;
                         }
                     }

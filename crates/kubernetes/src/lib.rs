@@ -361,16 +361,35 @@ impl Drop for KubernetesRuntime {
     }
 }
 
+/// How often the pods are also re-listed and compared, as a safety net for a watch
+/// that resumed from its resourceVersion after a quiet drop (kube's watcher does
+/// not re-list then) and for anything else a watch could miss.
+const RESYNC_EVERY: Duration = Duration::from_secs(15);
+
 /// Follows this instance's pods for as long as the runtime lives. The watcher
-/// re-lists after every restart (410 Gone, dropped connection, timeout); each
-/// re-list is compared with what is known, so a pod deleted meanwhile is noticed.
+/// re-lists by itself on a 410 Gone; a failed watch (dropped connection, refused)
+/// and the `RESYNC_EVERY` timer re-list here. Each re-list is compared with what
+/// is known, so a pod deleted meanwhile is noticed.
 async fn watch_pods(rt: Weak<KubernetesRuntime>, pods: Api<Pod>, selector: String) {
     let stream =
         watcher::watcher(pods, watcher::Config::default().labels(&selector)).default_backoff();
     futures_util::pin_mut!(stream);
     let mut seen = HashSet::new();
     let mut epoch = 0;
-    while let Some(ev) = stream.next().await {
+    let mut tick = tokio::time::interval(RESYNC_EVERY);
+    tick.tick().await;
+    loop {
+        let ev = tokio::select! {
+            ev = stream.next() => ev,
+            _ = tick.tick() => {
+                let Some(this) = rt.upgrade() else { return };
+                if let Err(e) = this.relist().await {
+                    tracing::warn!(error = %e, "cannot re-list kubernetes pods");
+                }
+                continue;
+            }
+        };
+        let Some(ev) = ev else { return };
         let Some(this) = rt.upgrade() else { return };
         match ev {
             Ok(Event::Init) => {

@@ -313,20 +313,25 @@ async fn kubernetes_unschedulable_location_is_reported_removed_and_blocks_nothin
     );
     assert!(far.failed_starts >= 1 && far.ready == 0, "{far:?}");
     // Its pods are deleted after the start timeout (a new attempt may be pending).
-    let failed: Vec<String> = wp
-        .client
-        .containers(&ContainerQuery {
-            pool: Some("far".into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .containers
-        .into_iter()
-        .filter(|c| c.state == "failed" || c.state == "stopped")
-        .map(|c| c.id)
-        .collect();
-    assert!(!failed.is_empty());
+    let failed: Vec<String> = poll(T, "a failed container of the pool", || {
+        let client = client.clone();
+        async move {
+            let failed: Vec<String> = client
+                .containers(&ContainerQuery {
+                    pool: Some("far".into()),
+                    ..Default::default()
+                })
+                .await
+                .ok()?
+                .containers
+                .into_iter()
+                .filter(|c| c.state == "failed" || c.state == "stopped")
+                .map(|c| c.id)
+                .collect();
+            (!failed.is_empty()).then_some(failed)
+        }
+    })
+    .await;
     for id in &failed {
         pod_gone(&fake, id, "the unschedulable pod to be deleted").await;
     }
