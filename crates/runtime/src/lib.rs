@@ -30,13 +30,17 @@ pub const INSTANCE_ENV: &str = "WARMPOOL_INSTANCE_ID";
 pub struct Template {
     /// Program and arguments (process runtime).
     pub command: Vec<String>,
-    /// Image (Docker runtime).
+    /// Image (Docker and Kubernetes runtimes).
     pub image: String,
     /// Readiness probe path.
     pub health_path: String,
     /// Extra env of the pool, set after warmpool's own variables.
     pub env: Vec<(String, String)>,
     pub resources: Resources,
+    /// How long a container has to become ready. A runtime that must first find
+    /// it a place (Kubernetes scheduling) also bounds that wait by it; zero: the
+    /// runtime's own default.
+    pub start_timeout: Duration,
 }
 
 /// Limits of one container, where the runtime enforces them (`None`: no limit).

@@ -50,6 +50,7 @@ impl Pool {
                     pids_limit: config.pids_limit,
                     disk_mb: config.disk_mb,
                 },
+                start_timeout: config.start_timeout,
             }),
             config: config.clone(),
         }

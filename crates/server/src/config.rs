@@ -49,6 +49,8 @@ pub enum RuntimeKind {
     Sim,
     /// Docker Engine containers from `image`.
     Docker,
+    /// Kubernetes pods from `image`, one per container.
+    Kubernetes,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -80,10 +82,16 @@ pub struct Config {
     pub sim_address: String,
     pub docker_network: String,
     pub docker_publish: bool,
-    /// Port the app listens on inside a container (Docker runtime).
+    /// Port the app listens on inside a container (Docker and Kubernetes runtimes).
     pub container_port: u16,
     /// Longest wait for one Docker Engine API call.
     pub docker_timeout: Duration,
+    /// Namespace of the pods (Kubernetes runtime).
+    pub k8s_namespace: String,
+    /// Where each location's pods run (Kubernetes runtime).
+    pub k8s_placement: warmpool_kubernetes::Placement,
+    /// A kubeconfig file (Kubernetes runtime; `None`: in-cluster or `KUBECONFIG`).
+    pub k8s_kubeconfig: Option<PathBuf>,
     /// Tokens of the management API and `POST /container`.
     pub api_tokens: Vec<Token>,
     /// Tokens of the admin surfaces (they also open everything the API tokens do).
@@ -173,7 +181,7 @@ macro_rules! settings {
 settings! {
     global "WARMPOOL_LISTEN", "listen", "127.0.0.1:8787", "address the API and proxy listen on";
     global "WARMPOOL_DATA_DIR", "data-dir", "./.warmpool", "directory of the SQLite store (warmpool.db) and container work dirs";
-    global "WARMPOOL_RUNTIME", "runtime", "process", "what runs containers: process (local child processes), docker (Docker Engine) or sim (simulated, for tests)";
+    global "WARMPOOL_RUNTIME", "runtime", "process", "what runs containers: process (local child processes), docker (Docker Engine), kubernetes (pods in a cluster) or sim (simulated, for tests)";
     pool "WARMPOOL_COMMAND", "command", "", "command of each container, shell-style words (default: this binary's own sample-app)";
     pool "WARMPOOL_HEALTH_PATH", "health-path", "/healthz", "readiness probe path";
     global "WARMPOOL_POOL", "pool", "default", "name of the default pool (the one the top-level settings configure and claims get unless they name another)";
@@ -203,15 +211,19 @@ settings! {
     global "WARMPOOL_ADMIN_TOKEN", "admin-token", "", "bearer tokens (comma separated, 16+ characters) for the admin surfaces (and the API)";
     global "WARMPOOL_PROXY_REQUIRE_TOKEN", "proxy-require-token", "false", "the proxy also requires an API token (otherwise the unguessable id is the capability)";
     global "WARMPOOL_INSECURE_NO_AUTH", "insecure-no-auth", "false", "allow listening on a non-loopback address without any token";
-    pool "WARMPOOL_IMAGE", "image", "warmpool/sample-app:latest", "image of each container (docker runtime)";
+    pool "WARMPOOL_IMAGE", "image", "warmpool/sample-app:latest", "image of each container (docker and kubernetes runtimes)";
     global "WARMPOOL_DOCKER_NETWORK", "docker-network", "warmpool", "bridge network containers join (created if missing)";
     global "WARMPOOL_DOCKER_PUBLISH", "docker-publish", "false", "publish container ports on 127.0.0.1 instead of using bridge IPs (hosts that cannot reach them)";
-    global "WARMPOOL_CONTAINER_PORT", "container-port", "8080", "port the app listens on inside a container (docker runtime)";
+    global "WARMPOOL_CONTAINER_PORT", "container-port", "8080", "port the app listens on inside a container (docker and kubernetes runtimes)";
     global "WARMPOOL_DOCKER_TIMEOUT_SECONDS", "docker-timeout", "10", "seconds one Docker Engine API call may take (a stop also gets its grace period); a hung daemon fails creations with this error instead of holding them";
-    pool "WARMPOOL_VCPU", "vcpu", "0.25", "CPUs per container (docker runtime; 0 for no limit)";
-    pool "WARMPOOL_MEMORY_MIB", "memory-mib", "256", "hard memory limit per container, no swap (docker runtime; 0 for none)";
+    global "WARMPOOL_KUBE_NAMESPACE", "kube-namespace", "warmpool", "namespace warmpool creates its pods in (kubernetes runtime)";
+    global "WARMPOOL_KUBE_LOCATION_LABEL", "kube-location-label", "topology.kubernetes.io/region", "node label a location's pods select, with the location's name as value; default selects no node (kubernetes runtime)";
+    global "WARMPOOL_KUBE_LOCATION_SELECTORS", "kube-location-selectors", "", "node selectors of locations that do not follow kube-location-label, LOCATION=KEY=VALUE[,KEY=VALUE] entries separated by ; (weur=topology.kubernetes.io/zone=eu-west-1a;apac= for any node)";
+    global "WARMPOOL_KUBECONFIG", "kubeconfig", "", "kubeconfig file (default: KUBECONFIG or ~/.kube/config if present, else the in-cluster service account)";
+    pool "WARMPOOL_VCPU", "vcpu", "0.25", "CPUs per container (docker and kubernetes runtimes; 0 for no limit)";
+    pool "WARMPOOL_MEMORY_MIB", "memory-mib", "256", "hard memory limit per container, no swap (docker and kubernetes runtimes; 0 for none)";
     pool "WARMPOOL_PIDS_LIMIT", "pids-limit", "256", "processes per container (docker runtime; 0 for no limit)";
-    pool "WARMPOOL_DISK_MB", "disk-mb", "512", "writable layer size per container, where the storage driver supports it (docker runtime; 0 for none)";
+    pool "WARMPOOL_DISK_MB", "disk-mb", "512", "writable layer size per container, where the storage driver supports it (docker runtime), or ephemeral-storage (kubernetes runtime); 0 for none";
 }
 
 fn setting(env: &str) -> &'static Setting {
@@ -347,6 +359,43 @@ impl Reader<'_> {
             .borrow_mut()
             .push((env, tokens.len().to_string()));
         Ok(tokens)
+    }
+
+    /// A namespace: a DNS label.
+    fn k8s_namespace(&self) -> Result<String, ConfigError> {
+        let env = "WARMPOOL_KUBE_NAMESPACE";
+        let v = self.get(env);
+        let ok = v.len() <= 63
+            && v.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && v.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+            && v.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !ok {
+            return Err(self.err(
+                env,
+                &v,
+                "expected a namespace name (lowercase letters, digits and -)",
+            ));
+        }
+        Ok(v)
+    }
+
+    fn k8s_placement(&self) -> Result<warmpool_kubernetes::Placement, ConfigError> {
+        let label = self.get("WARMPOOL_KUBE_LOCATION_LABEL");
+        let selectors = self.get("WARMPOOL_KUBE_LOCATION_SELECTORS");
+        warmpool_kubernetes::Placement::parse(&label, &selectors).map_err(|e| {
+            let env = if label.trim().is_empty() {
+                "WARMPOOL_KUBE_LOCATION_LABEL"
+            } else {
+                "WARMPOOL_KUBE_LOCATION_SELECTORS"
+            };
+            let v = if env == "WARMPOOL_KUBE_LOCATION_LABEL" {
+                &label
+            } else {
+                &selectors
+            };
+            self.err(env, v, e)
+        })
     }
 
     fn into_resolved(self) -> Vec<(&'static str, String)> {
@@ -489,7 +538,14 @@ impl Config {
             "process" => RuntimeKind::Process,
             "sim" => RuntimeKind::Sim,
             "docker" => RuntimeKind::Docker,
-            _ => return Err(r.err("WARMPOOL_RUNTIME", &v, "expected process, docker or sim")),
+            "kubernetes" => RuntimeKind::Kubernetes,
+            _ => {
+                return Err(r.err(
+                    "WARMPOOL_RUNTIME",
+                    &v,
+                    "expected process, docker, kubernetes or sim",
+                ))
+            }
         };
         let v = r.get("WARMPOOL_SHUTDOWN_POLICY");
         let shutdown_policy = match v.as_str() {
@@ -547,6 +603,11 @@ impl Config {
             docker_publish: r.flag("WARMPOOL_DOCKER_PUBLISH")?,
             container_port: r.num("WARMPOOL_CONTAINER_PORT", 1, 65535)? as u16,
             docker_timeout: r.secs("WARMPOOL_DOCKER_TIMEOUT_SECONDS", 0.1, 3600.0)?,
+            k8s_namespace: r.k8s_namespace()?,
+            k8s_placement: r.k8s_placement()?,
+            k8s_kubeconfig: Some(r.get("WARMPOOL_KUBECONFIG"))
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
             api_tokens: r.tokens("WARMPOOL_API_TOKEN")?,
             admin_tokens: r.tokens("WARMPOOL_ADMIN_TOKEN")?,
             proxy_require_token: r.flag("WARMPOOL_PROXY_REQUIRE_TOKEN")?,

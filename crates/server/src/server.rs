@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use warmpool_core::ContainerState;
 use warmpool_docker::{DockerConfig, DockerRuntime};
+use warmpool_kubernetes::{KubernetesConfig, KubernetesRuntime};
 use warmpool_runtime::{ProcessConfig, ProcessRuntime, Runtime, SimMode, SimRuntime};
 use warmpool_store::{CommitHook, Store};
 
@@ -138,6 +139,16 @@ pub async fn build_runtime(config: &Config, instance_id: &str) -> anyhow::Result
         .await
         .map_err(|e| anyhow::anyhow!(crate::app::error_chain(&e)))
         .context("cannot use the Docker Engine")?,
+        RuntimeKind::Kubernetes => KubernetesRuntime::connect(KubernetesConfig {
+            instance_id: instance_id.to_owned(),
+            namespace: config.k8s_namespace.clone(),
+            container_port: config.container_port,
+            placement: config.k8s_placement.clone(),
+            kubeconfig: config.k8s_kubeconfig.clone(),
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!(crate::app::error_chain(&e)))
+        .context("cannot use the Kubernetes cluster")?,
     })
 }
 

@@ -18,11 +18,12 @@ fn deps(krate: &str) -> Vec<String> {
         .collect()
 }
 
-const CRATES: [&str; 7] = [
+const CRATES: [&str; 8] = [
     "core",
     "store",
     "runtime",
     "docker",
+    "kubernetes",
     "client",
     "sample-app",
     "server",
@@ -32,6 +33,19 @@ const CRATES: [&str; 7] = [
 fn only_the_docker_crate_depends_on_bollard() {
     for c in CRATES {
         assert_eq!(deps(c).iter().any(|d| d == "bollard"), c == "docker", "{c}");
+    }
+}
+
+#[test]
+fn only_the_kubernetes_crate_depends_on_kube() {
+    for c in CRATES {
+        for dep in ["kube", "k8s-openapi", "tower-test"] {
+            assert_eq!(
+                deps(c).iter().any(|d| d == dep),
+                c == "kubernetes",
+                "{c} and {dep}"
+            );
+        }
     }
 }
 
@@ -52,6 +66,7 @@ fn core_does_no_io() {
         "axum",
         "reqwest",
         "bollard",
+        "kube",
         "serde_json",
     ] {
         assert!(!core.iter().any(|d| d == io), "core depends on {io}");

@@ -1,6 +1,7 @@
 //! The runtime conformance suite (`warmpool_runtime::conformance`) run against every
 //! runtime: the process runtime running the real sample app, the simulated runtime,
-//! and Docker running the sample image.
+//! Docker running the sample image, and Kubernetes against the loopback fake API
+//! server whose fake kubelet runs the real sample app.
 
 mod common;
 
@@ -8,6 +9,8 @@ use std::sync::Arc;
 
 use warmpool_core::{ContainerId, Location, PoolKey};
 use warmpool_docker::{DockerConfig, DockerRuntime};
+use warmpool_kubernetes::fake::{FakeCluster, FakeOptions};
+use warmpool_kubernetes::{KubernetesConfig, KubernetesRuntime, Placement};
 use warmpool_runtime::{
     conformance, ContainerSpec, ProcessConfig, ProcessRuntime, Resources, SimMode, SimRuntime,
     Template,
@@ -98,4 +101,43 @@ async fn docker_runtime_conforms() {
         common::docker(&["kill", &started.handle]);
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_runtime_conforms() {
+    let fake = FakeCluster::start(FakeOptions::with_regions(
+        vec![common::bin().into(), "sample-app".into()],
+        &["weur"],
+    ))
+    .await;
+    let rt = KubernetesRuntime::new(
+        fake.client(),
+        KubernetesConfig {
+            instance_id: instance(),
+            namespace: "warmpool".into(),
+            container_port: 8080,
+            placement: Placement::default(),
+            kubeconfig: None,
+        },
+    );
+    let image = Template {
+        image: common::IMAGE.into(),
+        health_path: "/healthz".into(),
+        resources: Resources {
+            vcpu: Some(0.5),
+            memory_mib: Some(64),
+            pids_limit: None,
+            disk_mb: None,
+        },
+        start_timeout: std::time::Duration::from_secs(30),
+        ..Template::default()
+    };
+    let fake_ref = &fake;
+    conformance::check(rt.as_ref(), specs(image), true, |_, started| async move {
+        assert!(fake_ref.kill_app(&started.handle, 137, "Error"));
+    })
+    .await;
+    drop(rt);
+    assert!(fake.pods().is_empty(), "pods left: {:?}", fake.pods());
+    assert_eq!(fake.running_apps(), 0);
 }

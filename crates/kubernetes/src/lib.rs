@@ -1,0 +1,627 @@
+//! The Kubernetes runtime: one Pod per container in a configured namespace, placed
+//! by location through node selectors, followed through a pod watch (readiness,
+//! exits, pods deleted behind warmpool's back). The only crate that depends on kube
+//! and k8s-openapi.
+
+#[cfg(feature = "fake")]
+pub mod fake;
+pub mod spec;
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use warmpool_core::ContainerId;
+use warmpool_runtime::{
+    ContainerSpec, Inspection, OwnedContainer, Runtime, RuntimeError, RuntimeEvent, Started,
+};
+
+use spec::{build_pod, container_id_of, owned_selector, pod_name, pod_state};
+pub use spec::{Placement, PodSettings, PodState};
+
+/// How the runtime reaches the cluster and what its pods look like.
+#[derive(Clone, Debug)]
+pub struct KubernetesConfig {
+    pub instance_id: String,
+    /// Namespace of the pods (warmpool's Role grants pods there).
+    pub namespace: String,
+    /// Port the app listens on in its pod (`PORT`).
+    pub container_port: u16,
+    pub placement: Placement,
+    /// A kubeconfig file; `None`: `KUBECONFIG` or `~/.kube/config`, else the
+    /// in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// Used when a template sets no start timeout.
+const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a wait relies on the watch alone before it also asks for the pod.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+/// What a graceful delete may take beyond its grace period before it is forced.
+const DELETE_SLACK: Duration = Duration::from_secs(10);
+
+pub struct KubernetesRuntime {
+    pods: Api<Pod>,
+    settings: PodSettings,
+    events: broadcast::Sender<RuntimeEvent>,
+    state: Arc<Mutex<Watched>>,
+    /// Bumped on every change the watch applies, so waits wake up.
+    changed: watch::Sender<u64>,
+    watcher: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// What the pod watch knows.
+#[derive(Default)]
+struct Watched {
+    /// The last state seen of each pod of ours, by container id.
+    pods: HashMap<ContainerId, PodState>,
+    /// Pods being deleted (they have a deletion timestamp).
+    deleting: HashSet<ContainerId>,
+    /// Containers started or adopted and not removed (their end is reported), with
+    /// the list epoch they became known in.
+    known: HashMap<ContainerId, u64>,
+    /// Bumped when a re-list begins: a pod known since then may be missing from
+    /// that list without being gone (it was created after the list was taken).
+    epoch: u64,
+    /// Containers whose end was reported (once each).
+    reported: HashSet<ContainerId>,
+}
+
+/// The status code of an error the API server answered, if it answered.
+pub fn status_code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
+    }
+}
+
+/// Maps a kube error to the runtime's kinds by status code: 429 and 5xx (and no
+/// answer at all) are the cluster being unavailable; 403 and the rest are errors
+/// that waiting will not fix, named with the API server's own message.
+pub fn map_error(e: kube::Error) -> RuntimeError {
+    match e {
+        kube::Error::Api(s) => {
+            let code = s.code;
+            let what = if s.message.is_empty() {
+                s.reason.clone()
+            } else {
+                s.message.clone()
+            };
+            match code {
+                429 => RuntimeError::Unavailable(format!(
+                    "kubernetes API is throttling requests (429): {what}"
+                )),
+                500..=599 => {
+                    RuntimeError::Unavailable(format!("kubernetes API answered {code}: {what}"))
+                }
+                403 => RuntimeError::Other(format!(
+                    "kubernetes API forbids it (403; check warmpool's Role): {what}"
+                )),
+                _ => RuntimeError::Other(format!("kubernetes API answered {code}: {what}")),
+            }
+        }
+        other => RuntimeError::Unavailable(format!("kubernetes API: {other}")),
+    }
+}
+
+impl KubernetesRuntime {
+    /// Connects with the configured kubeconfig, else `KUBECONFIG`/`~/.kube/config`,
+    /// else the in-cluster service account; checks the namespace can be listed and
+    /// starts watching.
+    pub async fn connect(cfg: KubernetesConfig) -> Result<Arc<Self>, RuntimeError> {
+        let config = match &cfg.kubeconfig {
+            Some(path) => {
+                let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+                    RuntimeError::Unavailable(format!("kubeconfig {}: {e}", path.display()))
+                })?;
+                kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                    .await
+                    .map_err(|e| {
+                        RuntimeError::Unavailable(format!("kubeconfig {}: {e}", path.display()))
+                    })?
+            }
+            None => kube::Config::infer().await.map_err(|e| {
+                RuntimeError::Unavailable(format!("no kubernetes configuration found: {e}"))
+            })?,
+        };
+        let client = kube::Client::try_from(config)
+            .map_err(|e| RuntimeError::Unavailable(format!("kubernetes client: {e}")))?;
+        let rt = Self::new(client, cfg);
+        rt.pods
+            .list(
+                &ListParams::default()
+                    .labels(&owned_selector(&rt.settings.instance_id))
+                    .limit(1),
+            )
+            .await
+            .map_err(map_error)?;
+        Ok(rt)
+    }
+
+    /// The runtime over an existing client (tests give one talking to a fake or a
+    /// mock); starts the pod watch.
+    pub fn new(client: kube::Client, cfg: KubernetesConfig) -> Arc<Self> {
+        let rt = Self::without_watch(client, cfg);
+        let handle = tokio::spawn(watch_pods(
+            Arc::downgrade(&rt),
+            rt.pods.clone(),
+            owned_selector(&rt.settings.instance_id),
+        ));
+        *rt.watcher.lock().unwrap() = Some(handle);
+        rt
+    }
+
+    /// The runtime without its watch: requests only (the request-level tests).
+    pub fn without_watch(client: kube::Client, cfg: KubernetesConfig) -> Arc<Self> {
+        let (events, _) = broadcast::channel(4096);
+        Arc::new(Self {
+            pods: Api::namespaced(client, &cfg.namespace),
+            settings: PodSettings {
+                instance_id: cfg.instance_id,
+                container_port: cfg.container_port,
+                placement: cfg.placement,
+            },
+            events,
+            state: Arc::default(),
+            changed: watch::channel(0).0,
+            watcher: Mutex::new(None),
+        })
+    }
+
+    fn report_exit(&self, st: &mut Watched, id: ContainerId, code: Option<i32>, detail: String) {
+        if st.known.contains_key(&id) && st.reported.insert(id) {
+            let _ = self.events.send(RuntimeEvent::Exited { id, code, detail });
+        }
+    }
+
+    /// Applies what the watch (or a GET) saw of a pod.
+    fn on_pod(&self, pod: &Pod, deleted: bool) {
+        let Some(id) = container_id_of(pod) else {
+            return;
+        };
+        let state = pod_state(pod);
+        {
+            let mut st = self.state.lock().unwrap();
+            if deleted {
+                let last = st.pods.remove(&id);
+                st.deleting.remove(&id);
+                let (code, detail) = match last.filter(|s| !s.is_running()) {
+                    Some(s @ PodState::Terminated { code, .. }) => (code, s.exit_detail()),
+                    _ => (None, "pod deleted".to_owned()),
+                };
+                self.report_exit(&mut st, id, code, detail);
+            } else {
+                if let PodState::Terminated { code, .. } = &state {
+                    let code = *code;
+                    self.report_exit(&mut st, id, code, state.exit_detail());
+                } else if pod.metadata.deletion_timestamp.is_some() {
+                    self.report_exit(&mut st, id, None, "pod is being deleted".into());
+                }
+                if pod.metadata.deletion_timestamp.is_some() {
+                    st.deleting.insert(id);
+                }
+                st.pods.insert(id, state);
+            }
+        }
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// A re-list begins: returns its epoch, for [`Self::on_relisted`].
+    fn begin_relist(&self) -> u64 {
+        let mut st = self.state.lock().unwrap();
+        st.epoch += 1;
+        st.epoch
+    }
+
+    /// After a (re-)list begun at `epoch`: every pod known before it that the list
+    /// misses is gone.
+    fn on_relisted(&self, seen: &HashSet<ContainerId>, epoch: u64) {
+        {
+            let mut st = self.state.lock().unwrap();
+            let known = &st.known;
+            let missing =
+                |id: &ContainerId| !seen.contains(id) && known.get(id).is_some_and(|e| *e < epoch);
+            let stale: Vec<ContainerId> =
+                st.pods.keys().filter(|id| missing(id)).copied().collect();
+            let gone: Vec<ContainerId> = known.keys().filter(|id| missing(id)).copied().collect();
+            for id in &stale {
+                st.pods.remove(id);
+                st.deleting.remove(id);
+            }
+            for id in gone {
+                self.report_exit(
+                    &mut st,
+                    id,
+                    None,
+                    "pod gone (found missing when re-listing pods)".into(),
+                );
+            }
+        }
+        self.changed.send_modify(|n| *n += 1);
+    }
+
+    /// Lists this instance's pods and compares with what is known (after the
+    /// watch failed: a dropped connection resumes from its resourceVersion, which
+    /// loses nothing the server still has, but warmpool does not rely on that).
+    async fn relist(&self) -> Result<(), RuntimeError> {
+        let epoch = self.begin_relist();
+        let list = self
+            .pods
+            .list(&ListParams::default().labels(&owned_selector(&self.settings.instance_id)))
+            .await
+            .map_err(map_error)?;
+        let mut seen = HashSet::new();
+        for pod in &list.items {
+            if let Some(id) = container_id_of(pod) {
+                seen.insert(id);
+                self.on_pod(pod, false);
+            }
+        }
+        self.on_relisted(&seen, epoch);
+        Ok(())
+    }
+
+    /// The pod's state as last seen; `None` when not seen (yet) or deleted.
+    fn seen(&self, id: ContainerId) -> Option<PodState> {
+        self.state.lock().unwrap().pods.get(&id).cloned()
+    }
+
+    /// Asks the API server for the pod and records what it says; `Ok(None)`: gone.
+    async fn refresh(&self, id: ContainerId, name: &str) -> Result<Option<PodState>, RuntimeError> {
+        match self.pods.get_opt(name).await.map_err(map_error)? {
+            Some(pod) => {
+                self.on_pod(&pod, false);
+                Ok(Some(pod_state(&pod)))
+            }
+            None => {
+                self.state.lock().unwrap().pods.remove(&id);
+                Ok(None)
+            }
+        }
+    }
+
+    /// Waits until `done` says something of the pod's state (`None`: the pod is
+    /// gone), or until `deadline`. Woken by the watch; asks the API server itself
+    /// when the watch has been quiet for a while.
+    async fn wait_for<T>(
+        &self,
+        id: ContainerId,
+        name: &str,
+        deadline: Instant,
+        mut done: impl FnMut(Option<&PodState>) -> Option<T>,
+    ) -> Result<Option<T>, RuntimeError> {
+        let mut changes = self.changed.subscribe();
+        let mut state = self.refresh(id, name).await?;
+        loop {
+            if let Some(t) = done(state.as_ref()) {
+                return Ok(Some(t));
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(None);
+            }
+            let wait = (deadline - now).min(POLL_EVERY);
+            match tokio::time::timeout(wait, changes.changed()).await {
+                Ok(Ok(())) => {
+                    state = self.seen(id);
+                    if state.is_none() {
+                        state = self.refresh(id, name).await?;
+                    }
+                }
+                _ => state = self.refresh(id, name).await?,
+            }
+        }
+    }
+
+    async fn delete(&self, name: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let dp = DeleteParams {
+            grace_period_seconds: Some(grace.as_secs_f64().ceil() as u32),
+            ..DeleteParams::default()
+        };
+        match self.pods.delete(name, &dp).await {
+            Ok(_) => Ok(()),
+            // Already gone.
+            Err(e) if status_code(&e) == Some(404) => Ok(()),
+            Err(e) => Err(map_error(e)),
+        }
+    }
+
+    /// Deletes a pod that failed to start, without waiting.
+    async fn discard(&self, id: ContainerId, name: &str) {
+        self.state.lock().unwrap().known.remove(&id);
+        if let Err(e) = self.delete(name, Duration::ZERO).await {
+            tracing::warn!(pod = name, error = %e, "cannot delete a pod that failed to start");
+        }
+    }
+
+    fn address(&self, ip: &str) -> String {
+        if ip.contains(':') {
+            format!("[{ip}]:{}", self.settings.container_port)
+        } else {
+            format!("{ip}:{}", self.settings.container_port)
+        }
+    }
+}
+
+impl Drop for KubernetesRuntime {
+    fn drop(&mut self) {
+        if let Some(h) = self.watcher.lock().unwrap().take() {
+            h.abort();
+        }
+    }
+}
+
+/// How often the pods are also re-listed and compared, as a safety net for a watch
+/// that resumed from its resourceVersion after a quiet drop (kube's watcher does
+/// not re-list then) and for anything else a watch could miss.
+const RESYNC_EVERY: Duration = Duration::from_secs(15);
+
+/// Follows this instance's pods for as long as the runtime lives. The watcher
+/// re-lists by itself on a 410 Gone; a failed watch (dropped connection, refused)
+/// and the `RESYNC_EVERY` timer re-list here. Each re-list is compared with what
+/// is known, so a pod deleted meanwhile is noticed.
+async fn watch_pods(rt: Weak<KubernetesRuntime>, pods: Api<Pod>, selector: String) {
+    let stream =
+        watcher::watcher(pods, watcher::Config::default().labels(&selector)).default_backoff();
+    futures_util::pin_mut!(stream);
+    let mut seen = HashSet::new();
+    let mut epoch = 0;
+    let mut tick = tokio::time::interval(RESYNC_EVERY);
+    tick.tick().await;
+    loop {
+        let ev = tokio::select! {
+            ev = stream.next() => ev,
+            _ = tick.tick() => {
+                let Some(this) = rt.upgrade() else { return };
+                if let Err(e) = this.relist().await {
+                    tracing::warn!(error = %e, "cannot re-list kubernetes pods");
+                }
+                continue;
+            }
+        };
+        let Some(ev) = ev else { return };
+        let Some(this) = rt.upgrade() else { return };
+        match ev {
+            Ok(Event::Init) => {
+                seen.clear();
+                epoch = this.begin_relist();
+            }
+            Ok(Event::InitApply(pod)) => {
+                if let Some(id) = container_id_of(&pod) {
+                    seen.insert(id);
+                }
+                this.on_pod(&pod, false);
+            }
+            Ok(Event::InitDone) => this.on_relisted(&seen, epoch),
+            Ok(Event::Apply(pod)) => this.on_pod(&pod, false),
+            Ok(Event::Delete(pod)) => this.on_pod(&pod, true),
+            // Expired: the watcher re-lists by itself (Init .. InitDone).
+            Err(watcher::Error::WatchError(s)) if s.code == 410 => {
+                tracing::debug!("kubernetes pod watch expired (410); re-listing");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "kubernetes pod watch failed; re-listing");
+                if let Err(e) = this.relist().await {
+                    tracing::warn!(error = %e, "cannot re-list kubernetes pods");
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Runtime for KubernetesRuntime {
+    fn name(&self) -> &'static str {
+        "kubernetes"
+    }
+
+    /// Creates the pod and waits until it runs and has an IP (for at most the
+    /// template's start timeout). A pod no node takes is deleted at the deadline
+    /// and the error says why the scheduler refused it.
+    async fn start(&self, spec: &ContainerSpec) -> Result<Started, RuntimeError> {
+        let pod = build_pod(spec, &self.settings);
+        let name = pod_name(spec.id);
+        self.pods
+            .create(&PostParams::default(), &pod)
+            .await
+            .map_err(map_error)?;
+        {
+            let mut st = self.state.lock().unwrap();
+            let epoch = st.epoch;
+            st.known.insert(spec.id, epoch);
+        }
+        let timeout = match spec.template.start_timeout {
+            t if t.is_zero() => DEFAULT_START_TIMEOUT,
+            t => t,
+        };
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        let outcome = self
+            .wait_for(spec.id, &name, deadline, |s| {
+                last = s.cloned();
+                match s {
+                    None => Some(Err(RuntimeError::ExitedEarly {
+                        code: None,
+                        detail: "pod deleted before it ran".into(),
+                    })),
+                    Some(PodState::Running { ip: Some(ip), .. }) => Some(Ok(self.address(ip))),
+                    Some(s @ PodState::Terminated { code, .. }) => {
+                        Some(Err(RuntimeError::ExitedEarly {
+                            code: *code,
+                            detail: s.exit_detail(),
+                        }))
+                    }
+                    Some(s @ PodState::Broken { .. }) => Some(Err(RuntimeError::Other(format!(
+                        "pod cannot start: {}",
+                        s.exit_detail()
+                    )))),
+                    Some(_) => None,
+                }
+            })
+            .await;
+        let result = match outcome {
+            Ok(Some(r)) => r,
+            Ok(None) => Err(match last {
+                Some(PodState::Unschedulable { message }) => {
+                    let selector = self.settings.placement.node_selector(spec.key.location);
+                    let selector: Vec<String> =
+                        selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    RuntimeError::Other(format!(
+                        "pod unschedulable: {message} (node selector {})",
+                        if selector.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            selector.join(",")
+                        }
+                    ))
+                }
+                _ => RuntimeError::StartTimeout(timeout),
+            }),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(address) => Ok(Started {
+                handle: name,
+                address,
+            }),
+            Err(e) => {
+                self.discard(spec.id, &name).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Waits for the pod's Ready condition (the kubelet probes the health path).
+    async fn wait_ready(
+        &self,
+        spec: &ContainerSpec,
+        started: &Started,
+        timeout: Duration,
+    ) -> Result<(), RuntimeError> {
+        let deadline = Instant::now() + timeout;
+        let outcome = self
+            .wait_for(spec.id, &started.handle, deadline, |s| match s {
+                None => Some(Err(RuntimeError::ExitedEarly {
+                    code: None,
+                    detail: "pod deleted before it became ready".into(),
+                })),
+                Some(PodState::Running { ready: true, .. }) => Some(Ok(())),
+                Some(s @ PodState::Terminated { code, .. }) => {
+                    Some(Err(RuntimeError::ExitedEarly {
+                        code: *code,
+                        detail: s.exit_detail(),
+                    }))
+                }
+                Some(s @ PodState::Broken { .. }) => Some(Err(RuntimeError::Other(format!(
+                    "pod cannot start: {}",
+                    s.exit_detail()
+                )))),
+                Some(_) => None,
+            })
+            .await?;
+        outcome.unwrap_or(Err(RuntimeError::StartTimeout(timeout)))
+    }
+
+    /// Deletes the pod with `grace` as its grace period (the kubelet sends SIGTERM,
+    /// then SIGKILL) and waits until it no longer runs.
+    async fn stop(
+        &self,
+        id: ContainerId,
+        handle: &str,
+        grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        self.delete(handle, grace).await?;
+        let deadline = Instant::now() + grace + DELETE_SLACK;
+        let ended = |s: Option<&PodState>| match s {
+            None | Some(PodState::Terminated { .. }) => Some(()),
+            Some(PodState::Pending { .. } | PodState::Unschedulable { .. }) => Some(()),
+            _ => None,
+        };
+        if self.wait_for(id, handle, deadline, ended).await?.is_some() {
+            return Ok(());
+        }
+        // It outlived its grace period: force it.
+        self.delete(handle, Duration::ZERO).await?;
+        let deadline = Instant::now() + DELETE_SLACK;
+        match self.wait_for(id, handle, deadline, ended).await? {
+            Some(()) => Ok(()),
+            None => Err(RuntimeError::Other(format!(
+                "pod {handle} still runs {:?} after its deletion",
+                grace + DELETE_SLACK * 2
+            ))),
+        }
+    }
+
+    /// Deletes whatever is left of the pod; a pod already gone is success.
+    async fn remove(&self, id: ContainerId, handle: &str) -> Result<(), RuntimeError> {
+        {
+            let mut st = self.state.lock().unwrap();
+            st.known.remove(&id);
+            st.reported.remove(&id);
+        }
+        self.delete(handle, Duration::ZERO).await
+    }
+
+    async fn inspect(&self, id: ContainerId, handle: &str) -> Result<Inspection, RuntimeError> {
+        Ok(match self.refresh(id, handle).await? {
+            None => Inspection::Gone,
+            Some(PodState::Terminated { code, .. }) => Inspection::Exited { code },
+            Some(_) => Inspection::Running,
+        })
+    }
+
+    /// The pods with this instance's labels (never found by name).
+    async fn list_owned(&self) -> Result<Vec<OwnedContainer>, RuntimeError> {
+        let list = self
+            .pods
+            .list(&ListParams::default().labels(&owned_selector(&self.settings.instance_id)))
+            .await
+            .map_err(map_error)?;
+        Ok(list
+            .items
+            .iter()
+            .filter_map(|pod| {
+                let id = container_id_of(pod)?;
+                let state = pod_state(pod);
+                let address = match &state {
+                    PodState::Running { ip: Some(ip), .. } => Some(self.address(ip)),
+                    _ => None,
+                };
+                Some(OwnedContainer {
+                    id,
+                    handle: pod.metadata.name.clone()?,
+                    address,
+                    running: state.is_running() && pod.metadata.deletion_timestamp.is_none(),
+                })
+            })
+            .collect())
+    }
+
+    async fn adopt(&self, owned: &OwnedContainer) -> Result<(), RuntimeError> {
+        let mut st = self.state.lock().unwrap();
+        let epoch = st.epoch;
+        st.known.insert(owned.id, epoch);
+        // Ended between the listing and now: report it like any other end.
+        if let Some(s @ PodState::Terminated { code, .. }) = st.pods.get(&owned.id).cloned() {
+            self.report_exit(&mut st, owned.id, code, s.exit_detail());
+        }
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent> {
+        self.events.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod requests;
