@@ -167,12 +167,14 @@ const EXIT_GRACE: Duration = Duration::from_secs(1);
 /// How often the runtime is asked meanwhile.
 const EXIT_ASK_EVERY: Duration = Duration::from_millis(200);
 
-/// Why the container ended, if it has: its recorded end, or what the runtime says
-/// of it (asked every [`EXIT_ASK_EVERY`]; the exit event that follows records it
-/// as usual), within [`EXIT_GRACE`]. Only failed requests pay for this.
+/// Why the container ended, if it has: its recorded end (which says the most:
+/// out of memory, released...), or else, at the end of [`EXIT_GRACE`], what the
+/// runtime said of it (asked every [`EXIT_ASK_EVERY`]; the exit event that
+/// follows records it as usual). Only failed requests pay for this.
 async fn dies(shared: &Shared, id: ContainerId) -> Option<String> {
     let deadline = tokio::time::Instant::now() + EXIT_GRACE;
     let mut ask_at = tokio::time::Instant::now();
+    let mut said = None;
     loop {
         match shared.app.registry.route(&id) {
             Some(Route::Gone { reason, .. }) => return Some(reason.to_string()),
@@ -181,19 +183,19 @@ async fn dies(shared: &Shared, id: ContainerId) -> Option<String> {
         }
         let now = tokio::time::Instant::now();
         if now >= deadline {
-            return None;
+            return said;
         }
-        if now >= ask_at {
+        if said.is_none() && now >= ask_at {
             ask_at = now + EXIT_ASK_EVERY;
             let handle = shared.app.registry.get(&id).and_then(|e| e.handle);
             if let Some(handle) = handle {
                 let asked =
                     tokio::time::timeout(EXIT_ASK_EVERY, shared.app.runtime.inspect(id, &handle));
-                match asked.await {
-                    Ok(Ok(Inspection::Exited { code })) => return Some(exited(code)),
-                    Ok(Ok(Inspection::Gone)) => return Some("it was removed".into()),
-                    _ => {}
-                }
+                said = match asked.await {
+                    Ok(Ok(Inspection::Exited { code })) => Some(exited(code)),
+                    Ok(Ok(Inspection::Gone)) => Some("it was removed".into()),
+                    _ => None,
+                };
             }
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
