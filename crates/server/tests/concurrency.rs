@@ -6,14 +6,13 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{poll, InProc};
 use futures_util::future::join_all;
 use warmpool_client::{ClaimRequest, ClaimResponse};
-use warmpool_core::ContainerState;
 use warmpool_runtime::{Runtime, SimMode, SimRuntime};
 
 const CLAIMS: usize = 1_000;
@@ -80,36 +79,6 @@ async fn burst(wp: &InProc, n: usize) -> Tally {
     t
 }
 
-/// The books check: once activity settles, the runtime runs exactly the
-/// containers the store holds as ready or allocated, and nothing is half-way.
-async fn books_balance(wp: &InProc, rt: &dyn Runtime) {
-    poll(Duration::from_secs(30), "the books to balance", || async {
-        let rows = wp
-            .app()
-            .store
-            .containers(warmpool_store::ContainerFilter {
-                live_only: true,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let settled = rows
-            .iter()
-            .all(|r| matches!(r.state, ContainerState::Ready | ContainerState::Allocated));
-        let stored: BTreeSet<String> = rows.iter().map(|r| r.id.to_string()).collect();
-        let running: BTreeSet<String> = rt
-            .list_owned()
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|c| c.running)
-            .map(|c| c.id.to_string())
-            .collect();
-        (settled && stored == running).then_some(())
-    })
-    .await;
-}
-
 /// Every id a client got is still allocated to it (none was stopped by a target
 /// change, or handed to the pool).
 async fn all_still_allocated(wp: &InProc, t: &Tally) {
@@ -149,7 +118,7 @@ async fn start(settings: &[(&'static str, String)], rt: Option<Arc<dyn Runtime>>
 
 /// 1,000 claims against 100 ready: exactly 100 warm hits, the rest started on
 /// demand up to the global cap, then 503; no duplicate; books balance.
-async fn thousand_claims_against_a_pool_of_100(wp: &InProc, rt: &dyn Runtime, max: u32) {
+async fn thousand_claims_against_a_pool_of_100(wp: &InProc, max: u32) {
     wp.wait_ready("default", POOL, Duration::from_secs(60))
         .await;
     let t0 = Instant::now();
@@ -157,7 +126,7 @@ async fn thousand_claims_against_a_pool_of_100(wp: &InProc, rt: &dyn Runtime, ma
     let took = t0.elapsed();
     println!(
         "{} runtime: {CLAIMS} concurrent claims in {took:?}: {} warm, {} on demand, {} answered 503",
-        rt.name(),
+        wp.app().runtime.name(),
         t.warm.len(),
         t.on_demand.len(),
         t.unavailable
@@ -171,21 +140,20 @@ async fn thousand_claims_against_a_pool_of_100(wp: &InProc, rt: &dyn Runtime, ma
     );
     assert_eq!(t.unavailable, CLAIMS - max as usize, "the rest are 503");
     all_still_allocated(wp, &t).await;
-    books_balance(wp, rt).await;
+    common::books_balance(wp.app(), Duration::from_secs(30)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_claims_against_a_pool_of_100_sim() {
     let sim: Arc<dyn Runtime> = Arc::new(SimRuntime::new(SimMode::Instant, "127.0.0.1:9"));
     let wp = start(&settings("400"), Some(sim.clone())).await;
-    thousand_claims_against_a_pool_of_100(&wp, sim.as_ref(), 400).await;
+    thousand_claims_against_a_pool_of_100(&wp, 400).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_claims_against_a_pool_of_100_processes() {
     let mut wp = start(&settings("130"), None).await;
-    let rt = wp.app().runtime.clone();
-    thousand_claims_against_a_pool_of_100(&wp, rt.as_ref(), 130).await;
+    thousand_claims_against_a_pool_of_100(&wp, 130).await;
     // Every process is reachable through the proxy, and each answers as itself.
     let rows = wp.client.containers(&Default::default()).await.unwrap();
     let allocated: Vec<_> = rows
@@ -204,7 +172,7 @@ async fn a_thousand_concurrent_claims_against_a_pool_of_100_processes() {
 /// The same burst while another task moves the target up and down: no claimed
 /// container is ever stopped or handed out twice, and afterwards the pool settles
 /// at the last target with balanced books.
-async fn claims_while_the_target_moves(wp: &InProc, rt: &dyn Runtime) {
+async fn claims_while_the_target_moves(wp: &InProc) {
     wp.wait_ready("default", POOL, Duration::from_secs(60))
         .await;
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -236,7 +204,7 @@ async fn claims_while_the_target_moves(wp: &InProc, rt: &dyn Runtime) {
     let changes = mover.await.unwrap();
     println!(
         "{} runtime, target moving ({changes} changes): {} warm, {} on demand, {} answered 503",
-        rt.name(),
+        wp.app().runtime.name(),
         t.warm.len(),
         t.on_demand.len(),
         t.unavailable
@@ -260,7 +228,7 @@ async fn claims_while_the_target_moves(wp: &InProc, rt: &dyn Runtime) {
         },
     )
     .await;
-    books_balance(wp, rt).await;
+    common::books_balance(wp.app(), Duration::from_secs(30)).await;
 }
 
 fn moving_settings() -> Vec<(&'static str, String)> {
@@ -275,7 +243,7 @@ fn moving_settings() -> Vec<(&'static str, String)> {
 async fn claims_while_the_target_moves_up_and_down_sim() {
     let sim: Arc<dyn Runtime> = Arc::new(SimRuntime::new(SimMode::Instant, "127.0.0.1:9"));
     let wp = start(&moving_settings(), Some(sim.clone())).await;
-    claims_while_the_target_moves(&wp, sim.as_ref()).await;
+    claims_while_the_target_moves(&wp).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -283,8 +251,7 @@ async fn claims_while_the_target_moves_up_and_down_processes() {
     let mut s = moving_settings();
     s[3] = ("WARMPOOL_MAX_INSTANCES", "200".into());
     let mut wp = start(&s, None).await;
-    let rt = wp.app().runtime.clone();
-    claims_while_the_target_moves(&wp, rt.as_ref()).await;
+    claims_while_the_target_moves(&wp).await;
     wp.shutdown().await;
 }
 

@@ -7,7 +7,7 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -277,27 +277,6 @@ async fn kills_under_traffic(mut wp: InProc, kill: Killer, exit_says: &str) {
     );
 
     // Books: what runs is what the store holds as live, no more.
-    let rt = wp.app().runtime.clone();
-    poll(Duration::from_secs(10), "the books to balance", || async {
-        let stored: BTreeSet<String> = ["ready", "allocated"]
-            .iter()
-            .map(|s| live(&wp, s))
-            .collect::<futures_util::future::JoinAll<_>>()
-            .await
-            .into_iter()
-            .flatten()
-            .map(|(id, _)| id)
-            .collect();
-        let running: BTreeSet<String> = rt
-            .list_owned()
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|c| c.running)
-            .map(|c| c.id.to_string())
-            .collect();
-        (stored == running).then_some(())
-    })
-    .await;
+    common::books_balance(wp.app(), Duration::from_secs(10)).await;
     wp.shutdown().await;
 }

@@ -160,32 +160,7 @@ async fn a_full_data_dir_fails_claims_with_503_records_every_answered_claim_and_
             "{id} answered but never allocated: {row:?}"
         );
     }
-    poll(Duration::from_secs(30), "the books to balance", || async {
-        let rows = store
-            .containers(warmpool_store::ContainerFilter {
-                live_only: true,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        let stored: BTreeSet<String> = rows
-            .iter()
-            .filter(|r| r.state.is_live())
-            .map(|r| r.id.to_string())
-            .collect();
-        let running_ids: BTreeSet<String> = running
-            .app
-            .runtime
-            .list_owned()
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|c| c.running)
-            .map(|c| c.id.to_string())
-            .collect();
-        (stored == running_ids).then_some(())
-    })
-    .await;
+    common::books_balance(&running.app, Duration::from_secs(30)).await;
     running.shutdown().await.unwrap();
 }
 

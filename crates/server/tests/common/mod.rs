@@ -473,3 +473,38 @@ pub fn process_gone(pid: i32) -> bool {
 pub fn pid_of(handle: &str) -> i32 {
     handle.split(':').nth(1).unwrap().parse().unwrap()
 }
+
+/// The books check of an in-process warmpool: polls until every live record is
+/// settled (ready or allocated, nothing starting or stopping) and the runtime
+/// runs exactly those containers of this instance, no more and no fewer.
+pub async fn books_balance(app: &warmpool_server::app::App, within: Duration) {
+    poll(within, "the books to balance", || async {
+        let rows = app
+            .store
+            .containers(warmpool_store::ContainerFilter {
+                live_only: true,
+                ..Default::default()
+            })
+            .await
+            .ok()?;
+        let settled = rows.iter().all(|r| {
+            matches!(
+                r.state,
+                warmpool_core::ContainerState::Ready | warmpool_core::ContainerState::Allocated
+            )
+        });
+        let stored: std::collections::BTreeSet<String> =
+            rows.iter().map(|r| r.id.to_string()).collect();
+        let running: std::collections::BTreeSet<String> = app
+            .runtime
+            .list_owned()
+            .await
+            .ok()?
+            .into_iter()
+            .filter(|c| c.running)
+            .map(|c| c.id.to_string())
+            .collect();
+        (settled && stored == running).then_some(())
+    })
+    .await;
+}
