@@ -184,4 +184,11 @@ pub trait Runtime: Send + Sync + 'static {
     /// Events the runtime notices on its own (exits). A lagging receiver should
     /// re-list and compare.
     fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent>;
+
+    /// Whether its containers' addresses answer HTTP, so that warmpool can keep
+    /// probing ready ones (false for the simulated runtime, whose addresses are
+    /// made up).
+    fn reachable(&self) -> bool {
+        true
+    }
 }

@@ -171,6 +171,10 @@ impl Runtime for SimRuntime {
         "sim"
     }
 
+    fn reachable(&self) -> bool {
+        false
+    }
+
     async fn start(&self, spec: &ContainerSpec) -> Result<Started, RuntimeError> {
         let mut st = self.state.lock().unwrap();
         st.starts += 1;

@@ -73,6 +73,8 @@ pub struct Config {
     pub header_timeout: Duration,
     /// Longest pause while a request body is being sent.
     pub body_timeout: Duration,
+    /// How often ready containers are health-probed (zero: never).
+    pub probe_interval: Duration,
     pub reconcile_interval: Duration,
     /// How often the runtime is re-listed and compared (orphans destroyed).
     pub sweep_interval: Duration,
@@ -202,6 +204,7 @@ settings! {
     global "WARMPOOL_HEADER_TIMEOUT_SECONDS", "header-timeout", "30", "seconds a client has to send a request's headers, also while a keep-alive connection is idle";
     global "WARMPOOL_BODY_TIMEOUT_SECONDS", "body-timeout", "30", "seconds a client may pause while sending a request body (management or proxied) before it gets 408";
     global "WARMPOOL_SWEEP_SECONDS", "sweep-interval", "30", "how often the runtime is re-listed: what vanished is failed, unknown containers carrying our tag are destroyed";
+    global "WARMPOOL_PROBE_INTERVAL_SECONDS", "probe-interval", "10", "how often ready containers are health-probed; after 3 failures in a row one is failed and replaced (0: never)";
     global "WARMPOOL_RECONCILE_INTERVAL_SECONDS", "reconcile-interval", "5", "safety-net period of the reconciler";
     global "WARMPOOL_TOMBSTONE_HOURS", "tombstone-hours", "24", "hours an ended container's id answers 410 instead of 404";
     global "WARMPOOL_SIM_ADDRESS", "sim-address", "127.0.0.1:9", "address the simulated runtime reports for its containers";
@@ -595,6 +598,7 @@ impl Config {
             max_connections: r.num("WARMPOOL_MAX_CONNECTIONS", 1, 1_000_000)? as usize,
             header_timeout: r.secs("WARMPOOL_HEADER_TIMEOUT_SECONDS", 0.1, 3600.0)?,
             body_timeout: r.secs("WARMPOOL_BODY_TIMEOUT_SECONDS", 0.1, 3600.0)?,
+            probe_interval: r.secs("WARMPOOL_PROBE_INTERVAL_SECONDS", 0.0, 86_400.0)?,
             reconcile_interval: r.secs("WARMPOOL_RECONCILE_INTERVAL_SECONDS", 0.05, 3600.0)?,
             sweep_interval: r.secs("WARMPOOL_SWEEP_SECONDS", 0.1, 86_400.0)?,
             tombstone_retention: r.secs("WARMPOOL_TOMBSTONE_HOURS", 0.0, 8760.0)? * 3600,

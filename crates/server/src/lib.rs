@@ -14,6 +14,7 @@ pub mod console;
 pub mod history;
 pub mod metrics;
 pub mod openapi;
+pub mod prober;
 pub mod problem;
 pub mod proxy;
 pub mod reconciler;

@@ -21,7 +21,7 @@ use crate::app::App;
 use crate::config::{Config, RuntimeKind};
 use crate::proxy::Upstream;
 use crate::registry::Registry;
-use crate::{api, auth, console, history, openapi, proxy, reconciler, recovery, studio};
+use crate::{api, auth, console, history, openapi, prober, proxy, reconciler, recovery, studio};
 
 /// Gives every request an id (the client's `X-Request-Id` when it is short and
 /// printable, a random one otherwise), runs it inside a log span carrying the id,
@@ -361,6 +361,7 @@ pub async fn start(
         tokio::spawn(reconciler::run(app.clone(), rx.clone())),
         tokio::spawn(reconciler::watch_runtime(app.clone(), rx.clone())),
         tokio::spawn(history::run(app.clone(), rx.clone())),
+        tokio::spawn(prober::run(app.clone(), rx.clone())),
     ];
     let shared = Arc::new(Shared {
         app: app.clone(),

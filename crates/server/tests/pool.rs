@@ -708,3 +708,68 @@ async fn orphans_appearing_while_running_are_destroyed_and_the_pool_is_left_alon
     }
     wp.shutdown().await;
 }
+
+/// SIGSTOP/SIGCONT of a container's process: it stays alive but stops answering.
+fn freeze(handle: &str, frozen: bool) {
+    let signal = if frozen {
+        nix::sys::signal::Signal::SIGSTOP
+    } else {
+        nix::sys::signal::Signal::SIGCONT
+    };
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid_of(handle)), signal).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_ready_containers_are_failed_and_replaced_and_hung_allocated_ones_are_left() {
+    let mut wp = InProc::start(&[
+        ("POOL_TARGET_INSTANCES", "2"),
+        ("WARMPOOL_PROBE_INTERVAL_SECONDS", "0.2"),
+    ])
+    .await;
+    wp.wait_ready("default", 2, T).await;
+    let claimed = wp.client.claim(&ClaimRequest::default()).await.unwrap();
+    wp.wait_ready("default", 2, T).await;
+    let claimed = wp.client.container(&claimed.id).await.unwrap();
+    let hung = common::first_ready(&wp.client).await;
+    // Both stay alive (no exit to notice) but answer nothing.
+    freeze(claimed.runtime_handle.as_deref().unwrap(), true);
+    freeze(hung.runtime_handle.as_deref().unwrap(), true);
+
+    let client = wp.client.clone();
+    let id = hung.id.clone();
+    let failed = poll(T, "the hung ready container to be failed", || {
+        let (client, id) = (client.clone(), id.clone());
+        async move {
+            let v = client.container(&id).await.ok()?;
+            matches!(v.state.as_str(), "failed" | "stopped").then_some(v)
+        }
+    })
+    .await;
+    assert!(
+        failed
+            .stop_reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("health probe"),
+        "{failed:?}"
+    );
+    // Replaced, and the hung process is gone (destroyed, not left frozen).
+    wp.wait_ready("default", 2, T).await;
+    let pid = pid_of(hung.runtime_handle.as_deref().unwrap());
+    poll(T, "the hung process to be destroyed", || async move {
+        process_gone(pid).then_some(())
+    })
+    .await;
+    for _ in 0..2 {
+        let c = wp.client.claim(&ClaimRequest::default()).await.unwrap();
+        assert_ne!(c.id, hung.id, "a hung container was handed out");
+    }
+    // The allocated one, frozen as long, is its client's business: untouched.
+    assert_eq!(
+        wp.client.container(&claimed.id).await.unwrap().state,
+        "allocated"
+    );
+    freeze(claimed.runtime_handle.as_deref().unwrap(), false);
+    assert_eq!(wp.proxied(&claimed.id, "/").await.status(), 200);
+    wp.shutdown().await;
+}
