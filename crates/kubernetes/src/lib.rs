@@ -366,6 +366,27 @@ impl Drop for KubernetesRuntime {
 /// not re-list then) and for anything else a watch could miss.
 const RESYNC_EVERY: Duration = Duration::from_secs(15);
 
+/// The error of a start that can no longer succeed: the pod is gone (deleted
+/// `when`), its container terminated, or it is broken (image, config); `None`
+/// while it may still get there.
+fn ended(s: Option<&PodState>, when: &str) -> Option<RuntimeError> {
+    match s {
+        None => Some(RuntimeError::ExitedEarly {
+            code: None,
+            detail: format!("pod deleted {when}"),
+        }),
+        Some(s @ PodState::Terminated { code, .. }) => Some(RuntimeError::ExitedEarly {
+            code: *code,
+            detail: s.exit_detail(),
+        }),
+        Some(s @ PodState::Broken { .. }) => Some(RuntimeError::Other(format!(
+            "pod cannot start: {}",
+            s.exit_detail()
+        ))),
+        Some(_) => None,
+    }
+}
+
 /// Follows this instance's pods for as long as the runtime lives. The watcher
 /// re-lists by itself on a 410 Gone; a failed watch (dropped connection, refused)
 /// and the `RESYNC_EVERY` timer re-list here. Each re-list is compared with what
@@ -450,22 +471,8 @@ impl Runtime for KubernetesRuntime {
             .wait_for(spec.id, &name, deadline, |s| {
                 last = s.cloned();
                 match s {
-                    None => Some(Err(RuntimeError::ExitedEarly {
-                        code: None,
-                        detail: "pod deleted before it ran".into(),
-                    })),
                     Some(PodState::Running { ip: Some(ip), .. }) => Some(Ok(self.address(ip))),
-                    Some(s @ PodState::Terminated { code, .. }) => {
-                        Some(Err(RuntimeError::ExitedEarly {
-                            code: *code,
-                            detail: s.exit_detail(),
-                        }))
-                    }
-                    Some(s @ PodState::Broken { .. }) => Some(Err(RuntimeError::Other(format!(
-                        "pod cannot start: {}",
-                        s.exit_detail()
-                    )))),
-                    Some(_) => None,
+                    s => ended(s, "before it ran").map(Err),
                 }
             })
             .await;
@@ -511,22 +518,8 @@ impl Runtime for KubernetesRuntime {
         let deadline = Instant::now() + timeout;
         let outcome = self
             .wait_for(spec.id, &started.handle, deadline, |s| match s {
-                None => Some(Err(RuntimeError::ExitedEarly {
-                    code: None,
-                    detail: "pod deleted before it became ready".into(),
-                })),
                 Some(PodState::Running { ready: true, .. }) => Some(Ok(())),
-                Some(s @ PodState::Terminated { code, .. }) => {
-                    Some(Err(RuntimeError::ExitedEarly {
-                        code: *code,
-                        detail: s.exit_detail(),
-                    }))
-                }
-                Some(s @ PodState::Broken { .. }) => Some(Err(RuntimeError::Other(format!(
-                    "pod cannot start: {}",
-                    s.exit_detail()
-                )))),
-                Some(_) => None,
+                s => ended(s, "before it became ready").map(Err),
             })
             .await?;
         outcome.unwrap_or(Err(RuntimeError::StartTimeout(timeout)))
