@@ -175,6 +175,11 @@ impl Client {
             .await
     }
 
+    /// The background tasks and how their last runs went.
+    pub async fn status(&self) -> Result<Status, ClientError> {
+        self.call(Method::GET, "/v1/status", None::<&()>).await
+    }
+
     pub async fn readyz(&self) -> Result<Health, ClientError> {
         self.call(Method::GET, "/readyz", None::<&()>).await
     }

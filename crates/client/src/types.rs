@@ -280,3 +280,43 @@ pub struct History {
     /// Oldest first; the last one is now, covering the interval in progress.
     pub samples: Vec<HistorySample>,
 }
+
+/// `GET /v1/status`: warmpool's background tasks and how their last runs went.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct Status {
+    /// `reconcile`, `sweep`, `prober` (when probing is on), `history`,
+    /// `prune_tombstones`, in that order.
+    pub tasks: Vec<TaskView>,
+}
+
+/// One background task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct TaskView {
+    pub name: String,
+    /// Longest time between two runs; activations (claims, exits) run it sooner.
+    pub period_seconds: f64,
+    /// Runs finished since start.
+    pub runs: u64,
+    /// Runs that ended in an error.
+    pub errors: u64,
+    /// Set while a run is in progress: when it began.
+    pub running_since: Option<String>,
+    pub last: Option<TaskRunView>,
+}
+
+/// The last finished run of a background task.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct TaskRunView {
+    pub started_at: String,
+    pub duration_ms: f64,
+    /// `ok` or `error`.
+    pub outcome: String,
+    /// What the run did (`ok`), or why it failed (`error`).
+    pub detail: String,
+}

@@ -76,7 +76,7 @@ impl StopReason {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Start a batch of `count` containers for `key`.
-    Create { key: PoolKey, count: u32 },
+    Launch { key: PoolKey, count: u32 },
     /// Stop a live container gracefully.
     Stop { id: ContainerId, reason: StopReason },
     /// Remove what is left of a failed container and close its record.
@@ -191,7 +191,7 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
             let count = pool.batch_size.min(pool.target - have).min(room);
             if count > 0 {
                 room -= count;
-                out.actions.push(Action::Create {
+                out.actions.push(Action::Launch {
                     key: pool.key.clone(),
                     count,
                 });
@@ -240,7 +240,7 @@ mod tests {
         p.actions
             .iter()
             .map(|a| match a {
-                Action::Create { count, .. } => *count,
+                Action::Launch { count, .. } => *count,
                 _ => 0,
             })
             .sum()
@@ -255,7 +255,7 @@ mod tests {
         let p = plan(&d, &Observed::default(), Timestamp(0));
         assert_eq!(
             p.actions,
-            vec![Action::Create {
+            vec![Action::Launch {
                 key: key(Location::Default),
                 count: 10
             }]
@@ -511,7 +511,7 @@ mod tests {
     fn apply(o: &mut Observed, p: &Plan, now: Timestamp) {
         for a in &p.actions {
             match a {
-                Action::Create { key, count } => {
+                Action::Launch { key, count } => {
                     o.last_batch.insert(key.clone(), now);
                     for _ in 0..*count {
                         o.containers.push(ObservedContainer {
@@ -543,7 +543,7 @@ mod tests {
             }
             for a in &p.actions {
                 match a {
-                    Action::Create { key, count } => {
+                    Action::Launch { key, count } => {
                         let dp = d.pools.iter().find(|p| &p.key == key).unwrap();
                         prop_assert!(*count >= 1 && *count <= dp.batch_size);
                         prop_assert!(supply(&o, key) + count <= dp.target);

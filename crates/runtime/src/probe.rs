@@ -1,4 +1,5 @@
-//! The HTTP readiness probe shared by runtimes whose apps answer on an address.
+//! The HTTP readiness probe shared by runtimes whose apps answer on an address, and
+//! the one client of warmpool's own calls to an app (`/admin/update-text`).
 
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use crate::RuntimeError;
 #[derive(Clone)]
 pub struct HttpProbe {
     client: Client<HttpConnector, Empty<Bytes>>,
+    connector: HttpConnector,
 }
 
 impl Default for HttpProbe {
@@ -29,8 +31,8 @@ impl HttpProbe {
         connector.set_connect_timeout(Some(Duration::from_secs(1)));
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)
-            .build(connector);
-        Self { client }
+            .build(connector.clone());
+        Self { client, connector }
     }
 
     /// One attempt.
@@ -76,6 +78,31 @@ impl HttpProbe {
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(100));
+        }
+    }
+}
+
+impl HttpProbe {
+    /// `POST http://{address}{path}` with a text body, for warmpool's own calls to
+    /// an app's `/admin` paths (never a client's request: those go through the
+    /// proxy). `Err` says why it did not answer 2xx.
+    pub async fn post_text(&self, address: &str, path: &str, body: String) -> Result<(), String> {
+        let uri: http::Uri = format!("http://{address}{path}")
+            .parse()
+            .map_err(|e| format!("bad address {address:?}: {e}"))?;
+        let req = http::Request::post(uri)
+            .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(http_body_util::Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
+        let client: Client<HttpConnector, http_body_util::Full<Bytes>> =
+            Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build(self.connector.clone());
+        match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
+            Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
+            Ok(Ok(resp)) => Err(format!("the container answered {}", resp.status())),
+            Ok(Err(e)) => Err(format!("the container did not answer: {e}")),
+            Err(_) => Err("the container did not answer within 10 s".into()),
         }
     }
 }

@@ -14,13 +14,13 @@ use serde_json::Value;
 use warmpool_client::{
     ClaimResponse, ContainerList, ContainerView, EventList, Health, PoolList, PoolView,
 };
-use warmpool_core::{ContainerId, ContainerState, Location};
+use warmpool_core::{ContainerId, Location};
 use warmpool_store::ContainerFilter;
 
-use crate::claim::{claim, ClaimError};
 use crate::problem::ApiError;
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::views::{self, rfc3339};
+use warmpool_engine::{ClaimError, ClaimRequest as Claim, SetupError};
 
 /// Largest accepted management request body.
 pub const MAX_BODY: usize = 2 * 1024 * 1024;
@@ -31,7 +31,7 @@ pub const MAX_TEXT: usize = 1024 * 1024;
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
 fn store_error(e: warmpool_store::StoreError) -> ApiError {
-    tracing::warn!(error = %crate::app::error_chain(&e), "store read failed");
+    tracing::warn!(error = %warmpool_engine::error_chain(&e), "store read failed");
     ApiError::unavailable(
         "store-unavailable",
         "Store Unavailable",
@@ -117,11 +117,11 @@ pub async fn post_container(
         Some(_) => return Err(ApiError::invalid("pool", "expected a string")),
     }
     .clone();
-    let max = pool.config.max_lifetime.as_secs().max(1);
+    let max = pool.spec.max_lifetime.as_secs().max(1);
     let mut location = Location::Default;
-    let mut lifetime = pool.config.max_lifetime;
+    let mut lifetime = pool.spec.max_lifetime;
     let mut text: Option<String> = None;
-    let mut idle_timeout = pool.config.idle_timeout;
+    let mut idle_timeout = pool.spec.idle_timeout;
     for (k, v) in obj {
         match (k.as_str(), v) {
             // A known field set to null is left out; an unknown one is refused below.
@@ -183,34 +183,23 @@ pub async fn post_container(
             }
         }
     }
-    let started = std::time::Instant::now();
-    let result = claim(&s.app, &pool, location, lifetime, idle_timeout).await;
-    let metrics = &s.app.metrics;
-    let took = started.elapsed();
-    metrics.claim_seconds.observe(took.as_secs_f64());
-    if result.is_ok() {
-        s.app.history.record_claim(took);
-    }
-    let key = pool.key(location);
-    match &result {
-        Ok(c) => metrics.claim(&key, if c.warm { "hit" } else { "miss" }),
-        Err(_) => metrics.claim(&key, "rejected"),
-    }
-    match result {
-        Ok(c) => {
-            if let Some(text) = text {
-                set_text(&s, c.id, text).await?;
-            }
-            Ok(Json(ClaimResponse {
-                id: c.id.to_string(),
-                pool: c.pool.to_string(),
-                location: c.location.to_string(),
-                expires_at: rfc3339(c.expires_at),
-                warm: c.warm,
-            }))
-        }
+    let claim = Claim {
+        pool,
+        location,
+        lifetime,
+        idle_timeout,
+        text,
+    };
+    match s.app.claim(claim).await {
+        Ok(c) => Ok(Json(ClaimResponse {
+            id: c.id.to_string(),
+            pool: c.pool.to_string(),
+            location: c.location.to_string(),
+            expires_at: rfc3339(c.expires_at),
+            warm: c.warm,
+        })),
         Err(e) => {
-            let detail = crate::app::error_chain(&e);
+            let detail = warmpool_engine::error_chain(&e);
             Err(match e {
                 ClaimError::AtCapacity { .. } => {
                     ApiError::unavailable("at-capacity", "At Capacity", detail, 5)
@@ -227,36 +216,15 @@ pub async fn post_container(
                 ClaimError::ShuttingDown => {
                     ApiError::unavailable("shutting-down", "Shutting Down", detail, 5)
                 }
+                ClaimError::Setup(SetupError::Text(_)) => ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "text-not-set",
+                    "Bad Gateway",
+                    detail,
+                ),
             })
         }
     }
-}
-
-/// Sets a just-claimed container's text through its `/admin/update-text`, before
-/// the claim is answered. If that fails, the container is released (never
-/// leaked) and the claim fails.
-async fn set_text(s: &Shared, id: ContainerId, text: String) -> Result<(), ApiError> {
-    let address = s.app.registry.get(&id).and_then(|e| e.address);
-    let result = match address {
-        Some(a) => s.upstream.post(&a, "/admin/update-text", text.into()).await,
-        None => Err("the container has no address".into()),
-    };
-    let failure = match result {
-        Ok(status) if status.is_success() => return Ok(()),
-        Ok(status) => format!("the container answered {status}"),
-        Err(e) => e,
-    };
-    if s.app.registry.try_begin(id).is_some() {
-        s.app
-            .stop_container(id, ContainerState::Allocated, "text could not be set")
-            .await;
-    }
-    Err(ApiError::new(
-        StatusCode::BAD_GATEWAY,
-        "text-not-set",
-        "Bad Gateway",
-        format!("the claimed container did not take its text ({failure}); it was released"),
-    ))
 }
 
 fn parse_id(raw: &str) -> Result<ContainerId, ApiError> {
@@ -356,14 +324,7 @@ pub async fn delete_container(
     raw: Result<Path<String>, PathRejection>,
 ) -> ApiResult<ContainerView> {
     let id = id_in_path(raw)?;
-    if let Some(e) = s.app.registry.try_begin(id) {
-        match e.state {
-            ContainerState::Starting | ContainerState::Ready | ContainerState::Allocated => {
-                s.app.stop_container(id, e.state, "released").await;
-            }
-            _ => s.app.registry.set_busy(id, false),
-        }
-    }
+    s.app.release(id).await;
     view(&s, id).await
 }
 
@@ -373,7 +334,7 @@ pub async fn pools(State(s): State<Arc<Shared>>) -> Json<PoolList> {
 }
 
 /// The pools' views, all or those of one pool.
-fn pool_list(app: &crate::app::App, only: Option<&str>) -> PoolList {
+fn pool_list(app: &warmpool_engine::Engine, only: Option<&str>) -> PoolList {
     let desired = app.desired();
     let keys: Vec<_> = desired
         .pools
@@ -445,9 +406,9 @@ pub async fn patch_pool(
                         l.parse().map_err(|e: warmpool_core::InvalidLocation| {
                             ApiError::invalid(&field, e.to_string())
                         })?;
-                    if !pool.config.targets.iter().any(|(c, _)| *c == location) {
+                    if !pool.spec.targets.iter().any(|(c, _)| *c == location) {
                         let configured: Vec<String> = pool
-                            .config
+                            .spec
                             .targets
                             .iter()
                             .map(|(c, _)| c.to_string())
@@ -617,7 +578,7 @@ pub async fn metrics(State(s): State<Arc<Shared>>) -> axum::response::Response {
         ] {
             app.metrics
                 .containers
-                .get_or_create(&crate::metrics::StateLabels {
+                .get_or_create(&warmpool_engine::metrics::StateLabels {
                     pool: key.pool.to_string(),
                     location: key.location.to_string(),
                     state: state.into(),
@@ -638,9 +599,19 @@ pub async fn metrics(State(s): State<Arc<Shared>>) -> axum::response::Response {
 /// `GET /v1/stats/history`: pool depth and claim latency over the last hour.
 pub async fn history(State(s): State<Arc<Shared>>) -> Json<warmpool_client::History> {
     Json(warmpool_client::History {
-        interval_seconds: crate::history::INTERVAL.as_secs(),
-        samples: s.app.history.snapshot(&s.app),
+        interval_seconds: warmpool_engine::history::INTERVAL.as_secs(),
+        samples: s
+            .app
+            .history_snapshot()
+            .iter()
+            .map(views::history_sample)
+            .collect(),
     })
+}
+
+/// `GET /v1/status`: the background tasks and their last runs.
+pub async fn status(State(s): State<Arc<Shared>>) -> Json<warmpool_client::Status> {
+    Json(views::status(&s.app.task_status()))
 }
 
 /// `GET /healthz`: the process is up.

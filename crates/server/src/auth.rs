@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::config::Token;
 use crate::problem::ApiError;
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// What a route requires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,6 +48,7 @@ pub const ROUTES: &[(&str, &str, Access)] = &[
     ("GET", "/healthz", Access::Open),
     ("GET", "/readyz", Access::Open),
     ("GET", "/v1/stats/history", Access::Api),
+    ("GET", "/v1/status", Access::Api),
     ("POST", "/v1/sql", Access::Admin),
     ("GET", "/v1/tables", Access::Admin),
     ("GET", "/v1/tables/{name}/rows", Access::Admin),
@@ -104,7 +105,7 @@ fn unauthorized(detail: &str) -> Response {
 
 /// The middleware: lets a request through if its route's access allows it.
 pub async fn check(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
-    let config = &shared.app.config;
+    let config = &shared.config;
     if !config.auth_enabled() {
         // Loopback-only mode (enforced at start-up).
         return next.run(req).await;

@@ -20,7 +20,7 @@ use warmpool_client::{ColumnView, SqlResult, TableList, TableView};
 use warmpool_store::{Cell, ConsoleError, ConsoleLimits, QueryResult};
 
 use crate::problem::ApiError;
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// Largest `POST /v1/sql` body.
 pub const MAX_SQL_BODY: usize = 64 * 1024;
@@ -75,7 +75,7 @@ fn console_error(e: ConsoleError) -> ApiError {
         .field("sql"),
         e @ ConsoleError::NoSuchTable(_) => ApiError::not_found(e.to_string()),
         ConsoleError::Store(e) => {
-            tracing::warn!(error = %crate::app::error_chain(&e), "console read failed");
+            tracing::warn!(error = %warmpool_engine::error_chain(&e), "console read failed");
             ApiError::unavailable(
                 "store-unavailable",
                 "Store Unavailable",

@@ -1,25 +1,21 @@
-//! warmpool: keeps pools of pre-started containers and hands one out instantly.
+//! warmpool's HTTP layer: the API and proxy over `warmpool-engine`, the studio,
+//! the OpenAPI document, the config and the CLI.
 //!
-//! This crate is the imperative shell around `warmpool-core`: the HTTP API and
-//! proxy, the reconciler driver, start-up recovery, and the CLI.
+//! Handlers are thin: they read a request into the client crate's wire types, call
+//! the engine, and turn the result into a view. `server.rs` only wires.
 
 pub mod api;
-pub mod app;
 pub mod auth;
 pub mod body;
-pub mod claim;
 pub mod cli;
 pub mod config;
 pub mod console;
-pub mod history;
-pub mod metrics;
 pub mod openapi;
-pub mod prober;
 pub mod problem;
 pub mod proxy;
-pub mod reconciler;
-pub mod recovery;
-pub mod registry;
 pub mod server;
+pub mod state;
 pub mod studio;
 pub mod views;
+
+pub use warmpool_engine as engine;

@@ -6,7 +6,7 @@ fn main() {
         Err(e) => {
             eprintln!(
                 "warmpool: {}",
-                warmpool_server::app::error_chain(e.as_ref())
+                warmpool_server::engine::error_chain(e.as_ref())
             );
             std::process::exit(2);
         }

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 use warmpool_client::{
     ClaimRequest, ClaimResponse, ColumnView, ContainerList, ContainerView, EventList, EventView,
     Health, History, HistorySample, PoolList, PoolPatch, PoolSample, PoolView, Problem, SqlRequest,
-    SqlResult, TableList, TableView,
+    SqlResult, Status, TableList, TableView, TaskRunView, TaskView,
 };
 
 #[derive(OpenApi)]
@@ -25,13 +25,13 @@ use warmpool_client::{
     paths(
         claim, proxy_root, proxy_root_slash, proxy_path, list_containers, get_container,
         release_container, admin_passthrough, pools, patch_pool, events, metrics, healthz, readyz,
-        openapi_json, openapi_alias, docs, history, sql, tables, table_rows, studio,
+        openapi_json, openapi_alias, docs, history, status, sql, tables, table_rows, studio,
         studio_css, studio_js, studio_login, studio_logout
     ),
     components(schemas(
         ClaimRequest, ClaimResponse, ContainerList, ContainerView, EventList, EventView,
         Health, PoolList, PoolPatch, PoolView, Problem, SqlRequest, SqlResult, TableList, TableView,
-        ColumnView, History, HistorySample, PoolSample, LoginForm
+        ColumnView, History, HistorySample, PoolSample, LoginForm, Status, TaskView, TaskRunView
     )),
     modifiers(&Bearer),
     tags(
@@ -273,6 +273,15 @@ fn docs() {}
     security(("bearer" = []))
 )]
 fn history() {}
+
+#[utoipa::path(get, path = "/v1/status", tag = "manage",
+    responses(
+        (status = 200, description = "warmpool's background tasks (reconcile, sweep, prober, history, prune_tombstones): period, runs, errors, and the last run's start, duration and outcome", body = Status),
+        (status = 401, description = "Missing or wrong token", body = Problem, content_type = PROBLEM),
+    ),
+    security(("bearer" = []))
+)]
+fn status() {}
 
 #[utoipa::path(post, path = "/v1/sql", tag = "studio",
     request_body(content = SqlRequest, content_type = "application/json"),

@@ -19,10 +19,10 @@ use percent_encoding::percent_decode_str;
 use warmpool_core::{ContainerId, ContainerState};
 use warmpool_runtime::Inspection;
 
-use crate::app::now;
 use crate::problem::ApiError;
-use crate::registry::{ActivityGuard, Route};
-use crate::server::Shared;
+use crate::state::Shared;
+use warmpool_engine::now;
+use warmpool_engine::registry::{ActivityGuard, Route};
 
 /// How long the proxy waits for a container's response headers before 504.
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(120);
@@ -346,7 +346,7 @@ pub async fn forward(
     *req.uri_mut() = uri;
     let headers = req.headers_mut();
     strip_hop_by_hop(headers);
-    strip_warmpool_credentials(&shared.app.config, headers);
+    strip_warmpool_credentials(&shared.config, headers);
     headers.remove(header::HOST);
     if let (true, Some(v)) = (upgrade, upgrade_value) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -415,7 +415,7 @@ pub async fn forward(
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
-            let counted = shared.app.upgrade_opened();
+            let counted = shared.upgrade_opened();
             tokio::spawn(async move {
                 // An open WebSocket keeps the container busy, and shutdown waits
                 // for it (up to the drain timeout).

@@ -1,5 +1,6 @@
-//! Putting it together: open the store, build the runtime, recover, serve HTTP, run
-//! the reconciler, and shut down in order.
+//! Putting it together: open the engine (store, runtime, recovery, background
+//! tasks), serve HTTP, and shut down in order. Wiring only: what happens lives in
+//! the engine and in the HTTP modules.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -11,17 +12,16 @@ use axum::routing::{any, get, patch, post};
 use axum::Router;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use warmpool_core::ContainerState;
 use warmpool_docker::{DockerConfig, DockerRuntime};
+use warmpool_engine::{error_chain, Engine, EngineConfig, PoolSpec, Recovered};
 use warmpool_kubernetes::{KubernetesConfig, KubernetesRuntime};
-use warmpool_runtime::{ProcessConfig, ProcessRuntime, Runtime, SimMode, SimRuntime};
-use warmpool_store::{CommitHook, Store};
+use warmpool_runtime::{
+    ProcessConfig, ProcessRuntime, Resources, Runtime, SimMode, SimRuntime, Template,
+};
 
-use crate::app::App;
-use crate::config::{Config, RuntimeKind};
-use crate::proxy::Upstream;
-use crate::registry::Registry;
-use crate::{api, auth, console, history, openapi, prober, proxy, reconciler, recovery, studio};
+use crate::config::{Config, PoolConfig, RuntimeKind};
+use crate::state::Shared;
+use crate::{api, auth, console, openapi, proxy, studio};
 
 /// Gives every request an id (the client's `X-Request-Id` when it is short and
 /// printable, a random one otherwise), runs it inside a log span carrying the id,
@@ -55,14 +55,6 @@ async fn request_id(
     resp
 }
 
-/// State shared by every handler.
-pub struct Shared {
-    pub app: Arc<App>,
-    pub upstream: Upstream,
-    /// Studio logins.
-    pub sessions: studio::Sessions,
-}
-
 pub fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route(
@@ -91,6 +83,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/healthz", get(api::healthz))
         .route("/readyz", get(api::readyz))
         .route("/v1/stats/history", get(api::history))
+        .route("/v1/status", get(api::status))
         .route(
             "/v1/sql",
             post(console::sql).layer(DefaultBodyLimit::max(console::MAX_SQL_BODY)),
@@ -137,7 +130,7 @@ pub async fn build_runtime(config: &Config, instance_id: &str) -> anyhow::Result
             api_timeout: config.docker_timeout,
         })
         .await
-        .map_err(|e| anyhow::anyhow!(crate::app::error_chain(&e)))
+        .map_err(|e| anyhow::anyhow!(error_chain(&e)))
         .context("cannot use the Docker Engine")?,
         RuntimeKind::Kubernetes => KubernetesRuntime::connect(KubernetesConfig {
             instance_id: instance_id.to_owned(),
@@ -147,7 +140,7 @@ pub async fn build_runtime(config: &Config, instance_id: &str) -> anyhow::Result
             kubeconfig: config.k8s_kubeconfig.clone(),
         })
         .await
-        .map_err(|e| anyhow::anyhow!(crate::app::error_chain(&e)))
+        .map_err(|e| anyhow::anyhow!(error_chain(&e)))
         .context("cannot use the Kubernetes cluster")?,
     })
 }
@@ -263,11 +256,50 @@ async fn serve_http(
 /// A running warmpool.
 pub struct Running {
     pub addr: SocketAddr,
-    pub app: Arc<App>,
-    pub recovered: recovery::Recovered,
+    pub app: Arc<Engine>,
+    pub recovered: Recovered,
+    config: Arc<Config>,
+    shared: Arc<Shared>,
     shutdown: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
-    background: Vec<JoinHandle<()>>,
+}
+
+/// What the engine is told, from the config.
+pub fn engine_config(config: &Config) -> EngineConfig {
+    EngineConfig {
+        pools: config.pools.iter().map(pool_spec).collect(),
+        max_instances: config.max_instances,
+        claim_timeout: config.claim_timeout,
+        stop_grace: config.stop_grace,
+        probe_interval: config.probe_interval,
+        reconcile_interval: config.reconcile_interval,
+        sweep_interval: config.sweep_interval,
+        tombstone_retention: config.tombstone_retention,
+    }
+}
+
+fn pool_spec(config: &PoolConfig) -> PoolSpec {
+    PoolSpec {
+        name: config.name.clone(),
+        template: Arc::new(Template {
+            command: config.command.clone(),
+            image: config.image.clone(),
+            health_path: config.health_path.clone(),
+            env: config.env.clone(),
+            resources: Resources {
+                vcpu: config.vcpu,
+                memory_mib: config.memory_mib,
+                pids_limit: config.pids_limit,
+                disk_mb: config.disk_mb,
+            },
+            start_timeout: config.start_timeout,
+        }),
+        targets: config.targets.clone(),
+        batch_size: config.batch_size,
+        batch_spacing: config.batch_spacing,
+        max_lifetime: config.max_lifetime,
+        idle_timeout: config.idle_timeout,
+    }
 }
 
 /// Fails start-up with a clear message when the data dir cannot be created or
@@ -321,12 +353,10 @@ pub async fn start(
     }
     let data_dir = config.data_dir.clone();
     check_data_dir(&data_dir)?;
-    let registry = Arc::new(Registry::default());
-    let mirror = registry.clone();
-    let hook: CommitHook = Arc::new(move |op| mirror.committed(op));
-    let store = tokio::task::spawn_blocking(move || Store::open_with_hook(&data_dir, Some(hook)))
-        .await?
-        .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+    let (store, registry) = Engine::open_store(&data_dir)
+        .await
+        .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+        .with_context(|| format!("cannot open the store in {}", data_dir.display()))?;
     let runtime = match runtime {
         Some(r) => r,
         None => build_runtime(&config, store.instance_id()).await?,
@@ -341,47 +371,37 @@ pub async fn start(
     }
     tracing::info!(instance_id = store.instance_id(), runtime = runtime.name(), data_dir = %config.data_dir.display(), "starting warmpool");
     let listen = config.listen;
-    let app = Arc::new(App::new(config, store, registry, runtime));
-    let recovered = recovery::recover(&app)
+    let (app, recovered) = Engine::start(engine_config(&config), store, registry, runtime)
         .await
-        .context("start-up recovery failed")?;
-    tracing::info!(
-        adopted = recovered.adopted,
-        lost = recovered.lost,
-        orphans = recovered.orphans,
-        "recovered state"
-    );
+        .map_err(|e| anyhow::anyhow!(error_chain(&e)))
+        .context("cannot start the engine")?;
 
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+    let listener = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            app.shutdown(true).await;
+            return Err(e).with_context(|| format!("cannot listen on {listen}"));
+        }
+    };
     let addr = listener.local_addr()?;
     let (shutdown, rx) = watch::channel(false);
-    let background = vec![
-        tokio::spawn(reconciler::run(app.clone(), rx.clone())),
-        tokio::spawn(reconciler::watch_runtime(app.clone(), rx.clone())),
-        tokio::spawn(history::run(app.clone(), rx.clone())),
-        tokio::spawn(prober::run(app.clone(), rx.clone())),
-    ];
-    let shared = Arc::new(Shared {
-        app: app.clone(),
-        upstream: Upstream::default(),
-        sessions: Default::default(),
-    });
+    let config = Arc::new(config);
+    let shared = Arc::new(Shared::new(app.clone(), config.clone()));
     let limits = HttpLimits {
-        max_connections: app.config.max_connections,
-        header_timeout: app.config.header_timeout,
-        body_timeout: app.config.body_timeout,
+        max_connections: config.max_connections,
+        header_timeout: config.header_timeout,
+        body_timeout: config.body_timeout,
     };
-    let http = tokio::spawn(serve_http(listener, router(shared), limits, rx));
+    let http = tokio::spawn(serve_http(listener, router(shared.clone()), limits, rx));
     tracing::info!(%addr, "warmpool listening");
     Ok(Running {
         addr,
         app,
         recovered,
+        config,
+        shared,
         shutdown,
         http,
-        background,
     })
 }
 
@@ -398,7 +418,7 @@ impl Running {
         let app = self.app;
         app.begin_shutdown();
         let _ = self.shutdown.send(true);
-        let deadline = tokio::time::Instant::now() + app.config.drain_timeout;
+        let deadline = tokio::time::Instant::now() + self.config.drain_timeout;
         let mut http = self.http;
         match tokio::time::timeout_at(deadline, &mut http).await {
             Ok(r) => r?.context("http server failed")?,
@@ -407,70 +427,21 @@ impl Running {
                 http.abort();
             }
         }
-        if tokio::time::timeout_at(deadline, app.upgrades_closed())
+        let upgrades = self.shared.upgrades().clone();
+        if tokio::time::timeout_at(deadline, upgrades.all_closed())
             .await
             .is_err()
         {
             tracing::warn!(
-                open = app.open_upgrades(),
+                open = upgrades.open(),
                 "WebSockets still open at the end of the drain timeout are cut"
             );
         }
-        for t in self.background {
-            let _ = t.await;
-        }
-        let keep = app.config.shutdown_policy == crate::config::ShutdownPolicy::Keep;
-        stop_all(&app, keep).await;
-        tracing::info!(
-            kept = if keep { app.registry.live().len() } else { 0 },
-            "warmpool stopped"
-        );
+        let keep = self.config.shutdown_policy == crate::config::ShutdownPolicy::Keep;
+        let kept = app.shutdown(keep).await;
+        tracing::info!(kept, policy = ?self.config.shutdown_policy, "warmpool stopped");
         Ok(())
     }
-}
-
-/// Stops every live container, including starts still in flight; with `keep`,
-/// ready and allocated ones are left running (with their records) for the next
-/// start to adopt.
-async fn stop_all(app: &Arc<App>, keep: bool) {
-    let deadline = tokio::time::Instant::now() + app.config.stop_grace + Duration::from_secs(10);
-    let mut tasks = tokio::task::JoinSet::new();
-    loop {
-        let mut live = app.registry.live();
-        if keep {
-            live.retain(|(_, e)| {
-                !matches!(e.state, ContainerState::Ready | ContainerState::Allocated)
-            });
-        }
-        if live.is_empty() || tokio::time::Instant::now() >= deadline {
-            if !live.is_empty() {
-                tracing::warn!(left = live.len(), "containers still live at shutdown");
-            }
-            break;
-        }
-        for (id, e) in live {
-            // A start whose runtime call is in flight is stopped once it has a handle.
-            if e.state == ContainerState::Starting && e.handle.is_none() {
-                continue;
-            }
-            let Some(e) = app.registry.try_begin(id) else {
-                continue;
-            };
-            let app = app.clone();
-            tasks.spawn(async move {
-                match e.state {
-                    ContainerState::Failed => app.remove_failed(id).await,
-                    ContainerState::Stopping => app.registry.set_busy(id, false),
-                    s => app.stop_container(id, s, "shutdown").await,
-                }
-            });
-        }
-        let _ = tokio::time::timeout(Duration::from_millis(50), async {
-            while tasks.join_next().await.is_some() {}
-        })
-        .await;
-    }
-    while tasks.join_next().await.is_some() {}
 }
 
 /// Runs until SIGTERM or SIGINT, then shuts down.

@@ -18,7 +18,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// Name of the session cookie.
 pub const COOKIE: &str = "warmpool_session";
@@ -122,7 +122,7 @@ fn logged_in(s: &Shared, headers: &HeaderMap) -> bool {
                 .or_else(|| v.strip_prefix(b"bearer "))
         })
         .map(<[u8]>::trim_ascii);
-    presented.is_some_and(|t| crate::auth::any_matches(&s.app.config.admin_tokens, t))
+    presented.is_some_and(|t| crate::auth::any_matches(&s.config.admin_tokens, t))
 }
 
 /// Headers of every studio page: no framing, no sniffing, nothing but itself.
@@ -169,7 +169,7 @@ const NO_ADMIN: &str =
 
 /// `GET /studio`: the console, or the login form without a session.
 pub async fn index(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
-    let config = &s.app.config;
+    let config = &s.config;
     if !config.auth_enabled() || logged_in(&s, &headers) {
         let auth = if config.auth_enabled() {
             "session"
@@ -225,7 +225,7 @@ pub async fn login(
         Ok(b) => b,
         Err(e) => return crate::api::body_error(e, 4096).into_response(),
     };
-    let config = &s.app.config;
+    let config = &s.config;
     if !config.auth_enabled() {
         return see_other(None);
     }

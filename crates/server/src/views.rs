@@ -43,6 +43,56 @@ pub fn event(e: EventRow) -> EventView {
     }
 }
 
+/// A history sample, as `GET /v1/stats/history` shows it.
+pub fn history_sample(s: &warmpool_engine::history::Sample) -> warmpool_client::HistorySample {
+    warmpool_client::HistorySample {
+        at: rfc3339(s.at),
+        pools: s
+            .pools
+            .iter()
+            .map(|p| warmpool_client::PoolSample {
+                pool: p.key.pool.to_string(),
+                location: p.key.location.to_string(),
+                ready: p.ready,
+                allocated: p.allocated,
+                failures: p.failures,
+            })
+            .collect(),
+        claims: s.claims,
+        claim_p50_ms: s.p50,
+        claim_p99_ms: s.p99,
+    }
+}
+
+/// The background tasks, as `GET /v1/status` shows them.
+pub fn status(tasks: &[warmpool_engine::tasks::TaskStatus]) -> warmpool_client::Status {
+    use warmpool_client::{TaskRunView, TaskView};
+    warmpool_client::Status {
+        tasks: tasks
+            .iter()
+            .map(|t| TaskView {
+                name: t.name.to_owned(),
+                period_seconds: t.period.as_secs_f64(),
+                runs: t.runs,
+                errors: t.errors,
+                running_since: t.running_since.map(rfc3339),
+                last: t.last.as_ref().map(|l| {
+                    let (outcome, detail) = match &l.outcome {
+                        Ok(s) => ("ok", s.clone()),
+                        Err(e) => ("error", e.clone()),
+                    };
+                    TaskRunView {
+                        started_at: rfc3339(l.started_at),
+                        duration_ms: l.duration.as_secs_f64() * 1000.0,
+                        outcome: outcome.to_owned(),
+                        detail,
+                    }
+                }),
+            })
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,7 +9,6 @@ use std::time::Duration;
 use common::{poll, poll_gone, InProc};
 use warmpool_client::ClaimRequest;
 use warmpool_runtime::{SimMode, SimRuntime};
-use warmpool_server::reconciler::reconcile_once;
 
 const T: Duration = Duration::from_secs(10);
 
@@ -47,7 +46,7 @@ async fn starting_containers_count_toward_the_target() {
     .await;
     // However often it re-plans, nothing more is started while four are starting.
     for _ in 0..10 {
-        reconcile_once(wp.app());
+        wp.app().reconcile_now();
     }
     assert_eq!(sim.starts(), 4);
     let p = pool(&wp).await;
@@ -58,7 +57,7 @@ async fn starting_containers_count_toward_the_target() {
     }
     wp.wait_ready("default", 4, T).await;
     for _ in 0..10 {
-        reconcile_once(wp.app());
+        wp.app().reconcile_now();
     }
     assert_eq!(sim.starts(), 4, "never more than the target");
     wp.shutdown().await;
@@ -288,7 +287,7 @@ async fn a_burst_of_claims_is_served_by_a_few_reconciler_passes() {
     wp.wait_ready("default", 200, T).await;
     let passes = wp.app().metrics.reconcile_passes.get() - before;
     // At most one pass per gap, plus the timer's and a pending activation's.
-    let gap = warmpool_server::reconciler::MIN_PASS_GAP;
+    let gap = warmpool_server::engine::MIN_PASS_GAP;
     let most = (started.elapsed().as_millis() / gap.as_millis()) as u64 + 3;
     assert!(
         passes >= 1 && passes <= most.min(99),
@@ -316,7 +315,7 @@ async fn a_failed_removal_waits_before_it_is_retried() {
     // Passes as often as activations could bring them (spread 10 ms apart on
     // purpose): none retries the removal at once.
     for _ in 0..40 {
-        reconcile_once(wp.app());
+        wp.app().reconcile_now();
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(sim.removals(), 1, "retried without waiting");
@@ -326,7 +325,7 @@ async fn a_failed_removal_waits_before_it_is_retried() {
     poll(T, "the failed container removed", || {
         let (app, client, cid) = (app.clone(), client.clone(), c.id.clone());
         async move {
-            reconcile_once(&app);
+            app.reconcile_now();
             (client.container(&cid).await.ok()?.state == "stopped").then_some(())
         }
     })

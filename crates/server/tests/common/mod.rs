@@ -84,7 +84,7 @@ impl InProc {
         }
     }
 
-    pub fn app(&self) -> &Arc<warmpool_server::app::App> {
+    pub fn app(&self) -> &Arc<warmpool_server::engine::Engine> {
         &self.running.as_ref().unwrap().app
     }
 
@@ -477,7 +477,7 @@ pub fn pid_of(handle: &str) -> i32 {
 /// The books check of an in-process warmpool: polls until every live record is
 /// settled (ready or allocated, nothing starting or stopping) and the runtime
 /// runs exactly those containers of this instance, no more and no fewer.
-pub async fn books_balance(app: &warmpool_server::app::App, within: Duration) {
+pub async fn books_balance(app: &warmpool_server::engine::Engine, within: Duration) {
     poll(within, "the books to balance", || async {
         let rows = app
             .store

@@ -3,18 +3,17 @@
 //! claim latencies (p50, p99) of the claims answered in that interval.
 //!
 //! Nothing here touches the store. The claim path only pushes its latency into a
-//! bounded buffer under a short lock; a task takes a sample each interval.
+//! bounded buffer under a short lock; the `history` background task takes a sample
+//! each interval.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use tokio::sync::watch;
-use warmpool_client::{HistorySample, PoolSample};
-use warmpool_core::Timestamp;
+use warmpool_core::{PoolKey, Timestamp};
 
-use crate::app::{now, App};
-use crate::views::rfc3339;
+use crate::now;
+use crate::registry::Registry;
 
 /// How often a sample is taken.
 pub const INTERVAL: Duration = Duration::from_secs(10);
@@ -32,25 +31,25 @@ struct Window {
     claims: u64,
 }
 
-#[derive(Clone, Debug)]
-struct Sample {
-    at: Timestamp,
-    pools: Vec<PoolSample>,
-    claims: u64,
-    p50: Option<f64>,
-    p99: Option<f64>,
+/// One pool key in a sample.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolSample {
+    pub key: PoolKey,
+    pub ready: u32,
+    pub allocated: u32,
+    /// Containers of the key that went to `failed` since start.
+    pub failures: u64,
 }
 
-impl Sample {
-    fn view(&self) -> HistorySample {
-        HistorySample {
-            at: rfc3339(self.at),
-            pools: self.pools.clone(),
-            claims: self.claims,
-            claim_p50_ms: self.p50,
-            claim_p99_ms: self.p99,
-        }
-    }
+/// The state at one moment, with the claims answered in the interval before it.
+#[derive(Clone, Debug)]
+pub struct Sample {
+    pub at: Timestamp,
+    pub pools: Vec<PoolSample>,
+    pub claims: u64,
+    /// Claim latency of the interval, milliseconds.
+    pub p50: Option<f64>,
+    pub p99: Option<f64>,
 }
 
 /// The ring of samples and the interval in progress.
@@ -71,7 +70,7 @@ fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
 
 impl History {
     /// Records the latency of an answered claim (the claim path's only cost).
-    pub fn record_claim(&self, latency: Duration) {
+    pub(crate) fn record_claim(&self, latency: Duration) {
         let ms = latency.as_secs_f64() * 1000.0;
         let mut w = self.window.lock().unwrap_or_else(|e| e.into_inner());
         if w.latencies.len() < MAX_LATENCIES {
@@ -85,14 +84,12 @@ impl History {
 
     /// The state now, with the claims of the interval so far; with `close`, the
     /// interval ends here.
-    fn take(&self, app: &App, close: bool) -> Sample {
-        let keys: Vec<_> = app.desired().pools.iter().map(|p| p.key.clone()).collect();
-        let (counts, _) = app.registry.pool_counts(&keys);
+    fn take(&self, registry: &Registry, keys: &[PoolKey], close: bool) -> Sample {
+        let (counts, _) = registry.pool_counts(keys);
         let pools = counts
             .into_iter()
             .map(|(key, c)| PoolSample {
-                pool: key.pool.to_string(),
-                location: key.location.to_string(),
+                key,
                 ready: c.ready,
                 allocated: c.allocated,
                 failures: c.stats.failures,
@@ -118,8 +115,10 @@ impl History {
     }
 
     /// Ends the interval: keeps its sample, dropping the oldest past an hour.
-    pub fn sample(&self, app: &App) {
-        let s = self.take(app, true);
+    /// `keys`: the pool keys to sample (the desired ones; any with containers are
+    /// added).
+    pub(crate) fn sample(&self, registry: &Registry, keys: &[PoolKey]) {
+        let s = self.take(registry, keys, true);
         let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         if samples.len() >= CAPACITY {
             samples.pop_front();
@@ -128,30 +127,14 @@ impl History {
     }
 
     /// Every kept sample, oldest first, and a last one for now.
-    pub fn snapshot(&self, app: &App) -> Vec<HistorySample> {
-        let live = self.take(app, false);
+    pub fn snapshot(&self, registry: &Registry, keys: &[PoolKey]) -> Vec<Sample> {
+        let live = self.take(registry, keys, false);
         let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         samples
             .iter()
-            .chain(std::iter::once(&live))
-            .map(Sample::view)
+            .cloned()
+            .chain(std::iter::once(live))
             .collect()
-    }
-}
-
-/// Takes a sample every [`INTERVAL`] until `shutdown` turns true (the first one
-/// at once, as the baseline of "the last hour").
-pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
-    let mut tick = tokio::time::interval(INTERVAL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => app.history.sample(&app),
-            r = shutdown.wait_for(|v| *v) => {
-                let _ = r;
-                return;
-            }
-        }
     }
 }
 

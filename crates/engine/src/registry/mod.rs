@@ -2,10 +2,12 @@
 //! proxy's route table, and per-pool counters.
 //!
 //! Every state change is written to the store first and applied here after, with the
-//! same compare-and-set (`from` must match), so memory never runs ahead of what a
-//! restart would recover. The one exception is a claim, which first takes a ready
-//! container out of its queue here (so that no two claims can pick it) and puts it
-//! back if the store refuses.
+//! same compare-and-set (`from` must match), by the store's commit hook. Two things
+//! enter memory before the store: a `starting` entry, registered when a launch is
+//! planned (so that the planner and the global cap count it) and discarded if its
+//! record cannot be written; and a [`Lease`], which takes a container for one
+//! operation (a claim takes it out of its ready queue) and gives it back on drop
+//! unless committed.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
@@ -16,6 +18,11 @@ use warmpool_core::{
     StopReason, Timestamp,
 };
 use warmpool_store::Op;
+
+mod lease;
+
+pub(crate) use lease::GiveBack;
+pub use lease::Lease;
 
 /// Traffic of an allocated container, kept by the proxy without locks: when it was
 /// last used, and how many requests or WebSockets are open on it right now.
@@ -37,7 +44,7 @@ impl Activity {
     pub fn begin(self: &Arc<Self>) -> ActivityGuard {
         use std::sync::atomic::Ordering::Relaxed;
         self.open.fetch_add(1, Relaxed);
-        self.last.store(crate::app::now().0, Relaxed);
+        self.last.store(crate::now().0, Relaxed);
         ActivityGuard(self.clone())
     }
 
@@ -54,7 +61,7 @@ pub struct ActivityGuard(Arc<Activity>);
 impl Drop for ActivityGuard {
     fn drop(&mut self) {
         use std::sync::atomic::Ordering::Relaxed;
-        self.0.last.store(crate::app::now().0, Relaxed);
+        self.0.last.store(crate::now().0, Relaxed);
         self.0.open.fetch_sub(1, Relaxed);
     }
 }
@@ -81,8 +88,10 @@ pub struct Entry {
     pub expires_at: Option<Timestamp>,
     pub handle: Option<String>,
     pub address: Option<String>,
-    /// A claim, stop or removal of this container is in flight.
-    pub busy: bool,
+    /// A [`Lease`] holds it: a claim, stop or removal is in flight.
+    pub(crate) leased: bool,
+    /// Its id is in its key's ready queue (possibly stale, see `Inner::stale`).
+    pub(crate) queued: bool,
     /// Stop after this long without traffic (allocated containers).
     pub idle_timeout: Option<std::time::Duration>,
     /// Traffic through the proxy (allocated containers).
@@ -99,20 +108,21 @@ pub struct PoolStats {
     pub last_error: Option<(Timestamp, String)>,
 }
 
-/// Work the reconciler hands to tasks, decided under one lock with the plan.
+/// Work a reconcile pass hands to tasks, re-checked against the registry as it
+/// stands when it is dispatched.
 #[derive(Debug)]
-pub enum Dispatch {
+pub(crate) enum Dispatch {
     Launch {
         id: ContainerId,
         key: PoolKey,
     },
     Stop {
-        id: ContainerId,
+        lease: Lease,
         from: ContainerState,
         reason: StopReason,
     },
     Remove {
-        id: ContainerId,
+        lease: Lease,
     },
 }
 
@@ -132,6 +142,20 @@ struct Inner {
 impl Inner {
     fn live(&self) -> u32 {
         self.containers.len() as u32
+    }
+
+    /// Puts a ready container's id in its key's queue, at the front or the back.
+    fn enqueue(&mut self, id: ContainerId, front: bool) {
+        let Some(e) = self.containers.get_mut(&id) else {
+            return;
+        };
+        e.queued = true;
+        let q = self.ready.entry(e.key.clone()).or_default();
+        if front {
+            q.push_front(id);
+        } else {
+            q.push_back(id);
+        }
     }
 }
 
@@ -173,42 +197,45 @@ impl Registry {
     }
 
     /// Adds a container found in the store at start-up (adopted).
-    pub fn adopt(&self, id: ContainerId, entry: Entry) {
+    pub(crate) fn adopt(&self, id: ContainerId, entry: Entry) {
         let mut inner = self.lock();
-        if entry.state == ContainerState::Ready && !entry.on_demand {
-            inner
-                .ready
-                .entry(entry.key.clone())
-                .or_default()
-                .push_back(id);
-        }
+        let queue = entry.state == ContainerState::Ready && !entry.on_demand;
         if let Some(route) = live_route(&entry) {
-            self.routes.write().unwrap().insert(id, route);
+            self.routes
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, route);
         }
         inner.containers.insert(id, entry);
+        if queue {
+            inner.enqueue(id, false);
+        }
     }
 
     /// Remembers an ended container so its id answers 410.
-    pub fn tombstone(&self, id: ContainerId, reason: &str, at: Timestamp) {
-        self.routes.write().unwrap().insert(
-            id,
-            Route::Gone {
-                reason: reason.into(),
-                at,
-            },
-        );
+    pub(crate) fn tombstone(&self, id: ContainerId, reason: &str, at: Timestamp) {
+        self.routes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                id,
+                Route::Gone {
+                    reason: reason.into(),
+                    at,
+                },
+            );
     }
 
     /// Forgets tombstones older than `before`.
-    pub fn prune_tombstones(&self, before: Timestamp) {
-        self.routes
-            .write()
-            .unwrap()
-            .retain(|_, r| !matches!(r, Route::Gone { at, .. } if *at < before));
+    pub(crate) fn prune_tombstones(&self, before: Timestamp) -> usize {
+        let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
+        let n = routes.len();
+        routes.retain(|_, r| !matches!(r, Route::Gone { at, .. } if *at < before));
+        n - routes.len()
     }
 
     /// Registers an on-demand start for a waiting claim, unless at the global cap.
-    pub fn try_launch_on_demand(
+    pub(crate) fn try_launch_on_demand(
         &self,
         key: &PoolKey,
         now: Timestamp,
@@ -225,8 +252,9 @@ impl Registry {
         Some(id)
     }
 
-    /// Takes the oldest ready container of `key` for a claim, marking it busy.
-    pub fn pop_ready(&self, key: &PoolKey) -> Option<ContainerId> {
+    /// Takes the oldest ready container of `key` for a claim. Dropped uncommitted,
+    /// the lease puts it back at the front of its queue (if it is still ready).
+    pub(crate) fn pop_ready(self: &Arc<Self>, key: &PoolKey) -> Option<Lease> {
         let mut inner = self.lock();
         let Inner {
             containers,
@@ -236,70 +264,83 @@ impl Registry {
         } = &mut *inner;
         let queue = ready.get_mut(key)?;
         while let Some(id) = queue.pop_front() {
-            if let Some(e) = containers.get_mut(&id) {
-                if e.state == ContainerState::Ready && !e.busy {
-                    e.busy = true;
-                    return Some(id);
+            let e = containers.get_mut(&id);
+            let ready = e.as_ref().is_some_and(|e| e.state == ContainerState::Ready);
+            if let Some(e) = e {
+                e.queued = false;
+                if ready && !e.leased {
+                    e.leased = true;
+                    let entry = e.clone();
+                    return Some(Lease::new(self.clone(), id, entry, GiveBack::Requeue));
                 }
             }
-            if let Some(n) = stale.get_mut(key) {
-                *n = n.saturating_sub(1);
+            // A leased ready container leaves the queue here; its lease puts it
+            // back if it is still ready when it ends.
+            if !ready {
+                if let Some(n) = stale.get_mut(key) {
+                    *n = n.saturating_sub(1);
+                }
             }
         }
         None
     }
 
-    /// Puts back a container a claim took but could not record.
-    pub fn return_ready(&self, id: ContainerId) {
+    /// Ends a lease (only [`Lease`] calls this): the container is free again, and
+    /// goes back to its ready queue as `give_back` says.
+    pub(crate) fn end_lease(&self, id: ContainerId, give_back: GiveBack) {
         let mut inner = self.lock();
         let Some(e) = inner.containers.get_mut(&id) else {
             return;
         };
-        e.busy = false;
-        if e.state == ContainerState::Ready {
-            let key = e.key.clone();
-            inner.ready.entry(key).or_default().push_front(id);
+        e.leased = false;
+        if give_back == GiveBack::JoinPool {
+            e.on_demand = false;
+        }
+        // Still ready but out of its queue (a claim or `pop_ready` took it out):
+        // back in line, first if a claim gave it back.
+        if e.state == ContainerState::Ready && !e.on_demand && !e.queued {
+            inner.enqueue(id, give_back == GiveBack::Requeue);
         }
     }
 
-    /// An on-demand container whose claim gave up waiting joins the pool.
-    pub fn join_pool(&self, id: ContainerId) {
-        let mut inner = self.lock();
-        let Some(e) = inner.containers.get_mut(&id) else {
-            return;
-        };
-        e.on_demand = false;
-        if e.state == ContainerState::Ready && !e.busy {
-            let key = e.key.clone();
-            inner.ready.entry(key).or_default().push_back(id);
-        }
+    /// Takes `id` for an operation (a stop, a removal, a failure), unless another
+    /// holds it.
+    pub(crate) fn lease(self: &Arc<Self>, id: ContainerId) -> Option<Lease> {
+        self.lease_with(id, GiveBack::Nothing)
     }
 
-    /// Marks `id` busy for an operation, unless another is in flight.
-    pub fn try_begin(&self, id: ContainerId) -> Option<Entry> {
+    /// Takes `id`, as [`Registry::lease`], with what an uncommitted drop gives back.
+    pub(crate) fn lease_with(
+        self: &Arc<Self>,
+        id: ContainerId,
+        give_back: GiveBack,
+    ) -> Option<Lease> {
         let mut inner = self.lock();
         let e = inner.containers.get_mut(&id)?;
-        if e.busy {
+        if e.leased {
             return None;
         }
-        e.busy = true;
-        Some(e.clone())
+        e.leased = true;
+        Some(Lease::new(self.clone(), id, e.clone(), give_back))
     }
 
-    pub fn set_busy(&self, id: ContainerId, busy: bool) {
-        if let Some(e) = self.lock().containers.get_mut(&id) {
-            e.busy = busy;
+    /// An on-demand container whose claim is gone (it gave up waiting) joins the
+    /// pool instead of leaking.
+    pub(crate) fn join_pool(&self, id: ContainerId) {
+        let leased = self.lock().containers.get(&id).is_some_and(|e| e.leased);
+        if !leased {
+            self.end_lease(id, GiveBack::JoinPool);
         }
     }
 
     /// Forgets a container whose record could not be written.
-    pub fn discard(&self, id: ContainerId) {
+    pub(crate) fn discard(&self, id: ContainerId) {
         self.lock().containers.remove(&id);
     }
 
     /// Mirrors an op the store has just committed (called on the store's writer
     /// thread, so in commit order).
-    pub fn committed(&self, op: &Op) {
+    pub(crate) fn committed(&self, op: &Op) {
         if matches!(op, Op::Insert(_) | Op::Transition(_)) {
             self.events_written.notify_waiters();
         }
@@ -355,13 +396,18 @@ impl Registry {
                 ..
             } = &mut *inner;
             let n = stale.entry(key.clone()).or_default();
-            *n += 1;
+            if containers.get(&id).is_some_and(|e| e.queued) {
+                *n += 1;
+            }
             if let Some(q) = ready.get_mut(&key) {
                 if *n * 2 >= q.len() {
-                    q.retain(|x| {
-                        containers
-                            .get(x)
-                            .is_some_and(|e| e.state == ContainerState::Ready)
+                    q.retain(|x| match containers.get_mut(x) {
+                        Some(e) if e.state == ContainerState::Ready => true,
+                        Some(e) => {
+                            e.queued = false;
+                            false
+                        }
+                        None => false,
                     });
                     *n = 0;
                 }
@@ -370,8 +416,8 @@ impl Registry {
         if to == ContainerState::Failed {
             inner.pools.entry(key.clone()).or_default().failures += 1;
         }
-        if joins_pool {
-            inner.ready.entry(key).or_default().push_back(id);
+        if joins_pool && inner.containers.get(&id).is_some_and(|e| !e.queued) {
+            inner.enqueue(id, false);
         }
         if to == ContainerState::Stopped {
             inner.containers.remove(&id);
@@ -379,7 +425,10 @@ impl Registry {
         drop(inner);
 
         if let Some(route) = live_route {
-            self.routes.write().unwrap().insert(id, route);
+            self.routes
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id, route);
         } else if from == ContainerState::Allocated
             || (to == ContainerState::Stopped && self.route(&id).is_some())
         {
@@ -388,7 +437,7 @@ impl Registry {
                 ContainerState::Failed => "failed",
                 _ => "stopped",
             });
-            let mut routes = self.routes.write().unwrap();
+            let mut routes = self.routes.write().unwrap_or_else(|e| e.into_inner());
             if let Some(Route::Live { .. }) | None = routes.get(&id) {
                 routes.insert(
                     id,
@@ -401,15 +450,21 @@ impl Registry {
         }
     }
 
-    pub fn hit(&self, key: &PoolKey) {
+    pub(crate) fn hit(&self, key: &PoolKey) {
         self.lock().pools.entry(key.clone()).or_default().hits += 1;
     }
 
-    pub fn miss(&self, key: &PoolKey) {
+    pub(crate) fn miss(&self, key: &PoolKey) {
         self.lock().pools.entry(key.clone()).or_default().misses += 1;
     }
 
-    pub fn record_error(&self, key: &PoolKey, error: String, now: Timestamp, failed_start: bool) {
+    pub(crate) fn record_error(
+        &self,
+        key: &PoolKey,
+        error: String,
+        now: Timestamp,
+        failed_start: bool,
+    ) {
         let mut inner = self.lock();
         let stats = inner.pools.entry(key.clone()).or_default();
         if failed_start {
@@ -419,17 +474,18 @@ impl Registry {
     }
 
     /// Plans against a snapshot of the current state, then registers the planned
-    /// work, re-checking it against the state of that moment: the lock is held to
-    /// copy and to dispatch, not while planning, so claims are not held up by a
-    /// pass over a large pool.
+    /// work, re-checking it against the state of that moment: the lock is taken
+    /// twice, to copy and to dispatch, and is not held while planning, so claims
+    /// are not held up by a pass over a large pool.
     ///
     /// What may have changed in between is checked again: a stop or removal is
-    /// dispatched only if its container is still in the planned state and not busy,
+    /// dispatched only if its container is still in the planned state and no lease
+    /// holds it (the dispatch carries a lease of its own),
     /// and creations are trimmed to the global cap as it stands (on-demand starts may
     /// have taken room). Only the reconciler creates pool containers, so the
     /// per-pool targets cannot be overtaken meanwhile.
-    pub fn plan_and_dispatch(
-        &self,
+    pub(crate) fn plan_and_dispatch(
+        self: &Arc<Self>,
         desired: &Desired,
         now: Timestamp,
     ) -> (Vec<Dispatch>, Option<Timestamp>) {
@@ -486,7 +542,7 @@ impl Registry {
         let mut out = Vec::with_capacity(p.actions.len());
         for action in p.actions {
             match action {
-                Action::Create { key, count } => {
+                Action::Launch { key, count } => {
                     let count = count.min(room);
                     if count == 0 {
                         continue;
@@ -509,12 +565,14 @@ impl Registry {
                     if let Some(e) = inner
                         .containers
                         .get_mut(&id)
-                        .filter(|e| !e.busy && Some(e.state) == planned)
+                        .filter(|e| !e.leased && Some(e.state) == planned)
                     {
-                        e.busy = true;
+                        e.leased = true;
+                        let from = e.state;
+                        let lease = Lease::new(self.clone(), id, e.clone(), GiveBack::Nothing);
                         out.push(Dispatch::Stop {
-                            id,
-                            from: e.state,
+                            lease,
+                            from,
                             reason,
                         });
                     }
@@ -523,10 +581,11 @@ impl Registry {
                     if let Some(e) = inner
                         .containers
                         .get_mut(&id)
-                        .filter(|e| !e.busy && e.state == ContainerState::Failed)
+                        .filter(|e| !e.leased && e.state == ContainerState::Failed)
                     {
-                        e.busy = true;
-                        out.push(Dispatch::Remove { id });
+                        e.leased = true;
+                        let lease = Lease::new(self.clone(), id, e.clone(), GiveBack::Nothing);
+                        out.push(Dispatch::Remove { lease });
                     }
                 }
             }
@@ -589,7 +648,8 @@ fn starting(key: PoolKey, on_demand: bool, now: Timestamp) -> Entry {
         expires_at: None,
         handle: None,
         address: None,
-        busy: false,
+        leased: false,
+        queued: false,
         idle_timeout: None,
         activity: None,
     }

@@ -6,12 +6,28 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use warmpool_core::ContainerState;
-use warmpool_runtime::{ContainerSpec, OwnedContainer, Started};
-use warmpool_store::Change;
+use warmpool_core::{ContainerId, ContainerState};
+use warmpool_runtime::{ContainerSpec, OwnedContainer, RuntimeError, Started};
+use warmpool_store::{Change, StoreError};
 
-use crate::app::{error_chain, now, App};
 use crate::registry::{Activity, Entry};
+use crate::{error_chain, now, Engine};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error("cannot read containers from the store")]
+    Read(#[source] StoreError),
+    #[error("cannot list the runtime's containers")]
+    List(#[source] RuntimeError),
+    #[error("cannot close the record of container {id}")]
+    Close {
+        id: ContainerId,
+        #[source]
+        source: StoreError,
+    },
+    #[error("the store could not be read on a blocking thread")]
+    Join(#[source] tokio::task::JoinError),
+}
 
 /// What recovery did, for the log and for tests.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -21,18 +37,17 @@ pub struct Recovered {
     pub orphans: usize,
 }
 
-pub async fn recover(app: &Arc<App>) -> anyhow::Result<Recovered> {
-    use anyhow::Context;
-    let store = app.store.clone();
+pub(crate) async fn recover(engine: &Arc<Engine>) -> Result<Recovered, RecoveryError> {
+    let store = engine.store.clone();
     let rows = tokio::task::spawn_blocking(move || store.load_live_blocking())
-        .await?
-        .context("cannot read containers from the store")?;
-    let owned = app
+        .await
+        .map_err(RecoveryError::Join)?
+        .map_err(RecoveryError::Read)?;
+    let owned = engine
         .runtime
         .list_owned()
         .await
-        .map_err(|e| anyhow::anyhow!(error_chain(&e)))
-        .context("cannot list the runtime's containers")?;
+        .map_err(RecoveryError::List)?;
     let mut owned: HashMap<_, OwnedContainer> = owned.into_iter().map(|o| (o.id, o)).collect();
     let mut out = Recovered::default();
     let t = now();
@@ -54,7 +69,8 @@ pub async fn recover(app: &Arc<App>) -> anyhow::Result<Recovered> {
                 expires_at: row.expires_at,
                 handle: Some(o.handle.clone()),
                 address: row.address.clone(),
-                busy: false,
+                leased: false,
+                queued: false,
                 idle_timeout: row.idle_timeout,
                 // A restart grants a fresh idle window.
                 activity: (row.state == ContainerState::Allocated).then(|| Activity::new(t)),
@@ -65,7 +81,7 @@ pub async fn recover(app: &Arc<App>) -> anyhow::Result<Recovered> {
         // Not adoptable: a start or stop that a crash interrupted, a failed one, or
         // one whose container vanished. Make sure nothing runs, then close the row.
         if let Some(o) = found {
-            let _ = app.destroy(row.id, &o.handle).await;
+            let _ = engine.destroy(row.id, &o.handle).await;
         }
         let reason = match row.state {
             ContainerState::Starting => "lost (start interrupted)",
@@ -74,18 +90,19 @@ pub async fn recover(app: &Arc<App>) -> anyhow::Result<Recovered> {
             _ => "lost",
         };
         let c = Change::new(row.id, row.state, ContainerState::Stopped, t).reason(reason);
-        app.store
+        engine
+            .store
             .change(c)
             .await
-            .with_context(|| format!("cannot close the record of container {}", row.id))?;
+            .map_err(|source| RecoveryError::Close { id: row.id, source })?;
         out.lost += 1;
     }
 
     // Adopted containers must still answer before they are trusted again.
     let probes = checks.into_iter().map(|(id, o, entry)| {
-        let app = app.clone();
+        let engine = engine.clone();
         async move {
-            app.runtime.adopt(&o).await.ok();
+            engine.runtime.adopt(&o).await.ok();
             let started = Started {
                 handle: o.handle.clone(),
                 address: entry.address.clone().unwrap_or_default(),
@@ -93,9 +110,9 @@ pub async fn recover(app: &Arc<App>) -> anyhow::Result<Recovered> {
             let spec = ContainerSpec {
                 id,
                 key: entry.key.clone(),
-                template: app.pool_of(&entry.key).template.clone(),
+                template: engine.pool_of(&entry.key).spec.template.clone(),
             };
-            let ok = app
+            let ok = engine
                 .runtime
                 .wait_ready(&spec, &started, Duration::from_secs(2))
                 .await
@@ -105,20 +122,24 @@ pub async fn recover(app: &Arc<App>) -> anyhow::Result<Recovered> {
     });
     for (id, o, entry, ok) in futures_util::future::join_all(probes).await {
         if ok {
-            app.registry.adopt(id, entry);
+            engine.registry.adopt(id, entry);
             out.adopted += 1;
         } else {
-            let _ = app.destroy(id, &o.handle).await;
+            let _ = engine.destroy(id, &o.handle).await;
             let c = Change::new(id, entry.state, ContainerState::Stopped, t)
                 .reason("lost (not answering)");
-            app.store.change(c).await?;
+            engine
+                .store
+                .change(c)
+                .await
+                .map_err(|source| RecoveryError::Close { id, source })?;
             out.lost += 1;
         }
     }
 
     for (id, o) in owned {
         tracing::info!(container_id = %id, handle = %o.handle, "destroying orphan container");
-        if let Err(e) = app.destroy(id, &o.handle).await {
+        if let Err(e) = engine.destroy(id, &o.handle).await {
             tracing::warn!(container_id = %id, error = %error_chain(&e), "cannot destroy orphan");
         }
         out.orphans += 1;
@@ -126,14 +147,16 @@ pub async fn recover(app: &Arc<App>) -> anyhow::Result<Recovered> {
 
     // Ids handed out earlier (including those just closed) keep answering 410
     // rather than 404.
-    let store = app.store.clone();
-    let since = t - app.config.tombstone_retention;
+    let store = engine.store.clone();
+    let since = t - engine.config.tombstone_retention;
     let ended = tokio::task::spawn_blocking(move || store.load_ended_since_blocking(since))
-        .await?
-        .context("cannot read ended containers")?;
+        .await
+        .map_err(RecoveryError::Join)?
+        .map_err(RecoveryError::Read)?;
     for row in ended.into_iter().filter(|r| r.allocated_at.is_some()) {
         let reason = row.stop_reason.as_deref().unwrap_or("stopped");
-        app.registry
+        engine
+            .registry
             .tombstone(row.id, reason, row.stopped_at.unwrap_or(t));
     }
     Ok(out)

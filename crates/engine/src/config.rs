@@ -1,0 +1,46 @@
+//! What the engine is told to do: its pools and the settings that bound them. The
+//! server's config reader builds it; the engine never reads env vars or files.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use warmpool_core::Location;
+use warmpool_runtime::Template;
+
+/// One pool: what its containers run, how many are kept ready where, and the
+/// defaults of its claims.
+#[derive(Clone, Debug)]
+pub struct PoolSpec {
+    pub name: String,
+    /// What its containers run, shared by all of them.
+    pub template: Arc<Template>,
+    /// Ready containers to keep, per location that keeps a warm pool.
+    pub targets: Vec<(Location, u32)>,
+    pub batch_size: u32,
+    pub batch_spacing: Duration,
+    /// Longest lifetime a claim may ask for, and the default.
+    pub max_lifetime: Duration,
+    /// Default idle timeout of claims (`None`: off).
+    pub idle_timeout: Option<Duration>,
+}
+
+/// The engine's settings. Durations of zero mean "off" where the field says so.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// The pools; the first is the default pool (claims that name none).
+    pub pools: Vec<PoolSpec>,
+    /// Live containers at most, across every pool and location.
+    pub max_instances: u32,
+    /// How long a claim waits for an on-demand start.
+    pub claim_timeout: Duration,
+    /// Time a container gets to stop after SIGTERM (or its runtime's equivalent).
+    pub stop_grace: Duration,
+    /// How often ready containers are health-probed (zero: never).
+    pub probe_interval: Duration,
+    /// Longest time between two reconcile passes when nothing wakes one.
+    pub reconcile_interval: Duration,
+    /// How often the runtime is listed and compared with what the engine knows.
+    pub sweep_interval: Duration,
+    /// How long ids of ended containers keep answering 410 rather than 404.
+    pub tombstone_retention: Duration,
+}

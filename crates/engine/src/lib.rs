@@ -1,0 +1,53 @@
+//! warmpool's engine: everything that decides and acts on containers, without HTTP.
+//!
+//! An [`Engine`] owns the store, the runtime and the in-memory registry of live
+//! containers; it claims containers ([`Engine::claim`]), runs their lifecycle
+//! (launch, stop, fail, remove) and the named background tasks that keep every
+//! pool at its target ([`tasks`]). `warmpool`'s HTTP layer is one user of it; a
+//! Rust program could run a warm pool with it alone.
+
+mod claim;
+mod config;
+mod engine;
+pub mod history;
+mod lifecycle;
+pub mod metrics;
+mod prober;
+mod reconciler;
+mod recovery;
+pub mod registry;
+mod service;
+pub mod tasks;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use warmpool_core::Timestamp;
+
+pub use claim::{ClaimError, ClaimRequest, Claimed, SetupError};
+pub use config::{EngineConfig, PoolSpec};
+pub use engine::{Engine, Pool};
+pub use prober::FAILURES as PROBE_FAILURES;
+pub use reconciler::MIN_PASS_GAP;
+pub use recovery::{Recovered, RecoveryError};
+pub use registry::Lease;
+pub use service::OpenError;
+
+/// The wall clock, as the core's [`Timestamp`].
+pub fn now() -> Timestamp {
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp(d.as_millis() as i64)
+}
+
+/// Renders an error with its chain of sources: `a: b: c`.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}

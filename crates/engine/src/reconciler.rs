@@ -1,0 +1,136 @@
+//! The reconcile pass, the sweep, and the runtime-event follower. A pass takes no
+//! input of its own: it re-observes the registry, re-plans with `core::plan`, and
+//! starts each planned action as independent tracked work whose failure is
+//! logged, counted, recorded on its pool, and retried by a later pass.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use warmpool_core::ContainerState;
+use warmpool_runtime::RuntimeEvent;
+
+use crate::registry::Dispatch;
+use crate::tasks::Outcome;
+use crate::{error_chain, now, Engine};
+
+/// Least time between a pass and the next one woken by an activation: a burst of
+/// claims (or exits) is served by one pass, so that a pass's cost, which grows with
+/// the number of tracked containers, is not paid once per claim. Refills and
+/// replacements start at most this much later.
+pub const MIN_PASS_GAP: Duration = Duration::from_millis(10);
+
+/// One pass: plan against the current state and start the planned work. Its
+/// outcome asks for the next pass when the plan says something will change.
+pub(crate) fn pass(engine: &Arc<Engine>) -> Outcome {
+    let started = std::time::Instant::now();
+    let (work, wake) = engine.registry.plan_and_dispatch(&engine.desired(), now());
+    let (mut launches, mut stops, mut removals) = (0, 0, 0);
+    for d in work {
+        let e = engine.clone();
+        match d {
+            Dispatch::Launch { id, key } => {
+                launches += 1;
+                engine.spawn_work(async move {
+                    let _ = e.launch(id, key, false).await;
+                });
+            }
+            Dispatch::Stop {
+                lease,
+                from,
+                reason,
+            } => {
+                stops += 1;
+                engine.spawn_work(
+                    async move { e.stop_container(lease, from, reason.as_str()).await },
+                );
+            }
+            Dispatch::Remove { lease } => {
+                removals += 1;
+                engine.spawn_work(async move { e.remove_failed(lease).await });
+            }
+        }
+    }
+    engine.mark_reconciled();
+    engine.metrics.reconcile_passes.inc();
+    engine
+        .metrics
+        .reconcile_seconds
+        .observe(started.elapsed().as_secs_f64());
+    Outcome {
+        summary: format!("{launches} launches, {stops} stops, {removals} removals"),
+        next: wake.map(|w| Duration::from_millis(w.0.saturating_sub(now().0).max(0) as u64)),
+    }
+}
+
+/// Turns runtime events into state changes until `cancel`: an exit of a ready or
+/// allocated container marks it failed at once (and so activates the
+/// reconciler). Missed events wake the sweep.
+pub(crate) async fn follow_runtime(engine: Arc<Engine>, cancel: CancellationToken) {
+    let mut events = engine.runtime.subscribe();
+    loop {
+        tokio::select! {
+            ev = events.recv() => match ev {
+                Ok(RuntimeEvent::Exited { id, code, detail }) => {
+                    let e = engine.clone();
+                    engine.spawn_work(async move {
+                        e.mark_failed(id, &format!("container exited ({detail})"), code).await;
+                    });
+                }
+                Err(broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "runtime events lagged; sweeping");
+                    engine.activate_sweep();
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            _ = cancel.cancelled() => return,
+        }
+    }
+}
+
+/// The sweep: compares what the runtime runs with what the engine knows. A ready
+/// or allocated container that no longer runs is failed, and a runtime object
+/// carrying our tag that we do not know (an orphan: a start cut short, a failed
+/// removal) is destroyed.
+pub(crate) async fn sweep(engine: &Arc<Engine>) -> Result<Outcome, String> {
+    let owned = engine
+        .runtime
+        .list_owned()
+        .await
+        .map_err(|e| format!("cannot list runtime containers: {}", error_chain(&e)))?;
+    let running: HashSet<_> = owned.iter().filter(|o| o.running).map(|o| o.id).collect();
+    // Listed before this snapshot: anything started since has an entry already,
+    // since entries are made before the runtime is asked.
+    let live = engine.registry.live();
+    let known: HashSet<_> = live.iter().map(|(id, _)| *id).collect();
+    let (mut orphans, mut gone, mut errors) = (0, 0, Vec::new());
+    for o in owned.iter().filter(|o| !known.contains(&o.id)) {
+        orphans += 1;
+        tracing::info!(container_id = %o.id, handle = %o.handle, "destroying orphan container");
+        if let Err(e) = engine.destroy(o.id, &o.handle).await {
+            engine.metrics.reconcile_errors.inc();
+            let e = format!("cannot destroy orphan {}: {}", o.id, error_chain(&e));
+            tracing::warn!(container_id = %o.id, error = %e, "cannot destroy orphan");
+            errors.push(e);
+        }
+    }
+    for (id, e) in live {
+        if matches!(e.state, ContainerState::Ready | ContainerState::Allocated)
+            && !running.contains(&id)
+        {
+            gone += 1;
+            engine
+                .mark_failed(id, "container exited (found gone)", None)
+                .await;
+        }
+    }
+    if let Some(first) = errors.first() {
+        return Err(format!("{first} ({} errors)", errors.len()));
+    }
+    Ok(Outcome::said(format!(
+        "{} listed, {orphans} orphans destroyed, {gone} found gone",
+        owned.len()
+    )))
+}

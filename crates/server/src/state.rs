@@ -1,0 +1,81 @@
+//! The state every HTTP handler shares: the engine handle, the server's own
+//! settings, the proxy's upstream client, studio sessions, and the count of
+//! upgraded connections (WebSockets) that shutdown waits for.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use warmpool_engine::Engine;
+
+use crate::config::Config;
+use crate::proxy::Upstream;
+
+pub struct Shared {
+    pub app: Arc<Engine>,
+    pub config: Arc<Config>,
+    pub upstream: Upstream,
+    /// Studio logins.
+    pub sessions: crate::studio::Sessions,
+    upgrades: Arc<Upgrades>,
+}
+
+/// Connections upgraded through the proxy (WebSockets) still open, and a wake-up
+/// for when the last one closes.
+#[derive(Default)]
+pub struct Upgrades {
+    open: AtomicUsize,
+    closed: Notify,
+}
+
+/// Counts one open upgraded connection while it lives.
+pub struct UpgradeGuard(Arc<Upgrades>);
+
+impl Drop for UpgradeGuard {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.closed.notify_waiters();
+        }
+    }
+}
+
+impl Upgrades {
+    pub fn open(&self) -> usize {
+        self.open.load(Ordering::Acquire)
+    }
+
+    /// Returns once no upgraded connection is open.
+    pub async fn all_closed(&self) {
+        loop {
+            let closed = self.closed.notified();
+            let mut closed = std::pin::pin!(closed);
+            closed.as_mut().enable();
+            if self.open() == 0 {
+                return;
+            }
+            closed.await;
+        }
+    }
+}
+
+impl Shared {
+    pub fn new(app: Arc<Engine>, config: Arc<Config>) -> Self {
+        Self {
+            app,
+            config,
+            upstream: Upstream::default(),
+            sessions: Default::default(),
+            upgrades: Default::default(),
+        }
+    }
+
+    /// Counts an upgraded connection (a WebSocket) as open until the guard drops.
+    pub fn upgrade_opened(&self) -> UpgradeGuard {
+        self.upgrades.open.fetch_add(1, Ordering::AcqRel);
+        UpgradeGuard(self.upgrades.clone())
+    }
+
+    pub fn upgrades(&self) -> &Arc<Upgrades> {
+        &self.upgrades
+    }
+}
