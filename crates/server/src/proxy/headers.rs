@@ -124,3 +124,132 @@ fn strip_warmpool_credentials(config: &Config, headers: &mut HeaderMap) {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const API: &str = "aaaaaaaaaaaaaaaa-api";
+    const ADMIN: &str = "bbbbbbbbbbbbbbbb-admin";
+
+    /// `request`'s headers as they leave for the container (sent by 10.0.0.1 to a
+    /// warmpool with the tokens [`API`] and [`ADMIN`]) are `expected`, in any order.
+    fn check(request: &[(&str, &str)], expected: &[(&str, &str)]) {
+        let config = Config::from_lookup(|k| match k {
+            "WARMPOOL_API_TOKEN" => Some(API.into()),
+            "WARMPOOL_ADMIN_TOKEN" => Some(ADMIN.into()),
+            _ => None,
+        })
+        .unwrap();
+        let mut headers = HeaderMap::new();
+        for (k, v) in request {
+            headers.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        let upgrade = is_upgrade(&headers);
+        to_container(
+            &mut headers,
+            &config,
+            "10.0.0.1:5000".parse().unwrap(),
+            upgrade,
+        );
+        let mut got: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        got.sort();
+        let mut expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        expected.sort();
+        assert_eq!(got, expected, "for {request:?}");
+    }
+
+    /// What every request gains.
+    const FORWARDED: [(&str, &str); 2] = [
+        ("x-forwarded-for", "10.0.0.1"),
+        ("x-forwarded-proto", "http"),
+    ];
+
+    fn with_forwarded<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+        FORWARDED.iter().chain(extra).copied().collect()
+    }
+
+    #[test]
+    fn a_request_keeps_its_own_headers_and_gains_x_forwarded() {
+        check(
+            &[("host", "example.test:8787"), ("accept", "*/*")],
+            &with_forwarded(&[("accept", "*/*"), ("x-forwarded-host", "example.test:8787")]),
+        );
+        check(
+            &[("x-forwarded-for", "192.0.2.7")],
+            &[
+                ("x-forwarded-for", "192.0.2.7, 10.0.0.1"),
+                ("x-forwarded-proto", "http"),
+            ],
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        check(
+            &[
+                ("connection", "keep-alive, x-hop"),
+                ("x-hop", "1"),
+                ("keep-alive", "timeout=5"),
+                ("proxy-connection", "keep-alive"),
+                ("proxy-authorization", "Basic eDp5"),
+                ("te", "trailers"),
+                ("trailer", "x-sum"),
+                ("transfer-encoding", "chunked"),
+                // Without `Connection: upgrade` this is no upgrade.
+                ("upgrade", "websocket"),
+                ("x-end-to-end", "kept"),
+            ],
+            &with_forwarded(&[("x-end-to-end", "kept")]),
+        );
+    }
+
+    #[test]
+    fn an_upgrade_is_announced_again() {
+        check(
+            &[
+                ("connection", "keep-alive, Upgrade"),
+                ("upgrade", "websocket"),
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ],
+            &with_forwarded(&[
+                ("connection", "upgrade"),
+                ("upgrade", "websocket"),
+                ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ]),
+        );
+    }
+
+    #[test]
+    fn warmpool_credentials_are_stripped_and_the_apps_kept() {
+        let session = crate::studio::COOKIE;
+        let api = format!("Bearer {API}");
+        let admin = format!("bearer {ADMIN}");
+        let both = format!("a=1; {session}=s3cret; b=2");
+        let only = format!("{session}=s3cret");
+        for (request, expected) in [
+            (vec![("authorization", api.as_str())], vec![]),
+            (vec![("authorization", admin.as_str())], vec![]),
+            (
+                vec![("authorization", "Bearer the-apps-own-token-1234")],
+                vec![("authorization", "Bearer the-apps-own-token-1234")],
+            ),
+            (
+                vec![("cookie", both.as_str())],
+                vec![("cookie", "a=1; b=2")],
+            ),
+            (vec![("cookie", only.as_str())], vec![]),
+            (vec![("cookie", "a=1; b=2")], vec![("cookie", "a=1; b=2")]),
+        ] {
+            check(&request, &with_forwarded(&expected));
+        }
+    }
+}
