@@ -8,8 +8,9 @@
 //! - `guard.rs`: the `/admin` refusal, on every reading of a path.
 //! - `headers.rs`: what a request and an answer lose or gain on the way
 //!   (hop-by-hop headers, warmpool's credentials, `X-Forwarded-*`).
-//! - `forward.rs`: the pooled client ([`Upstream`]) and [`forward`], the one
-//!   function that sends requests to containers, with its error answers.
+//! - `forward.rs`: the pooled client ([`Upstream`]) and [`forward`], which sends
+//!   every proxied and passed-through request to its container, with its error
+//!   answers.
 
 mod forward;
 mod guard;
@@ -49,6 +50,9 @@ fn split_path(path: &str) -> Option<(&str, &str)> {
     })
 }
 
+/// `ANY /container/{id}/{*path}`: the container's app, unless the path is
+/// refused ([`is_admin_path`]) or the id routes nowhere (404) or to an ended
+/// container (410); counted in the proxy's metrics.
 pub async fn handle(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
