@@ -1,0 +1,146 @@
+//! The table of settings: each one's env var, `serve` flag, default, help and
+//! scope (global, or per pool). The README's table, the CLI's flags, the config
+//! file's keys and `--check-config` all come from it.
+
+/// One setting: its env var, its `serve` flag, its default and what it means.
+pub struct Setting {
+    pub env: &'static str,
+    pub flag: &'static str,
+    pub default: &'static str,
+    pub help: &'static str,
+    /// A pool's own setting: the top-level value configures the default pool, and
+    /// each `[pools.NAME]` table of the config file may set it for its pool.
+    pub per_pool: bool,
+}
+
+impl Setting {
+    /// Its key in the config file: the flag with `_` for `-`.
+    pub fn file_key(&self) -> String {
+        self.flag.replace('-', "_")
+    }
+}
+
+macro_rules! settings {
+    ($($scope:ident $env:literal, $flag:literal, $default:literal, $help:literal;)*) => {
+        /// Every setting, in the order the README's table lists them.
+        pub const SETTINGS: &[Setting] = &[$(Setting {
+            env: $env, flag: $flag, default: $default, help: $help,
+            per_pool: settings!(@scope $scope),
+        }),*];
+    };
+    (@scope pool) => { true };
+    (@scope global) => { false };
+}
+
+settings! {
+    global "WARMPOOL_LISTEN", "listen", "127.0.0.1:8787", "address the API and proxy listen on";
+    global "WARMPOOL_DATA_DIR", "data-dir", "./.warmpool", "directory of the SQLite store (warmpool.db) and container work dirs";
+    global "WARMPOOL_RUNTIME", "runtime", "process", "what runs containers: process (local child processes), docker (Docker Engine), kubernetes (pods in a cluster) or sim (simulated, for tests)";
+    pool "WARMPOOL_COMMAND", "command", "", "command of each container, shell-style words (default: this binary's own sample-app)";
+    pool "WARMPOOL_HEALTH_PATH", "health-path", "/healthz", "readiness probe path";
+    global "WARMPOOL_POOL", "pool", "default", "name of the default pool (the one the top-level settings configure and claims get unless they name another)";
+    pool "POOL_TARGET_INSTANCES", "target", "30", "ready containers to keep per location";
+    pool "WARMPOOL_TARGETS", "targets", "", "per-location targets overriding target, location=count pairs (weur=5,wnam=2); their locations keep a warm pool too";
+    pool "POOL_BATCH_SIZE", "batch-size", "10", "containers started at most per batch";
+    pool "POOL_BATCH_SPACING_IN_SECONDS", "batch-spacing", "10", "minimum seconds between two batches of one pool";
+    pool "WARMPOOL_LOCATIONS", "locations", "default", "comma list of locations that keep a warm pool";
+    global "WARMPOOL_MAX_INSTANCES", "max-instances", "1000", "global cap on live containers";
+    pool "WARMPOOL_MAX_LIFETIME_SECONDS", "max-lifetime", "3600", "longest lifetime a claim may ask for (and the default)";
+    pool "WARMPOOL_IDLE_TIMEOUT_SECONDS", "idle-timeout", "0", "stop an allocated container after this long without traffic, unless its claim says otherwise (0: off)";
+    pool "WARMPOOL_START_TIMEOUT_SECONDS", "start-timeout", "30", "seconds a container has to become ready";
+    global "WARMPOOL_CLAIM_TIMEOUT_SECONDS", "claim-timeout", "30", "seconds a claim waits for an on-demand start before 503";
+    global "WARMPOOL_STOP_GRACE_SECONDS", "stop-grace", "5", "seconds between SIGTERM and SIGKILL when stopping a container";
+    global "WARMPOOL_DRAIN_SECONDS", "drain-timeout", "10", "seconds in-flight requests (streams, WebSockets) get to finish at shutdown";
+    global "WARMPOOL_SHUTDOWN_POLICY", "shutdown-policy", "stop", "at shutdown, stop every container (stop) or leave ready and allocated ones running for the next start to adopt (keep); starting ones are stopped either way";
+    global "WARMPOOL_MAX_CONNECTIONS", "max-connections", "16384", "client connections served at once (more wait to be accepted); warmpool raises its open-files limit to the hard limit and warns if that is lower";
+    global "WARMPOOL_HEADER_TIMEOUT_SECONDS", "header-timeout", "30", "seconds a client has to send a request's headers, also while a keep-alive connection is idle";
+    global "WARMPOOL_BODY_TIMEOUT_SECONDS", "body-timeout", "30", "seconds a client may pause while sending a request body (management or proxied) before it gets 408";
+    global "WARMPOOL_SWEEP_SECONDS", "sweep-interval", "30", "how often the runtime is re-listed: what vanished is failed, unknown containers carrying our tag are destroyed";
+    global "WARMPOOL_PROBE_INTERVAL_SECONDS", "probe-interval", "10", "how often ready containers are health-probed; after 3 failures in a row one is failed and replaced (0: never)";
+    global "WARMPOOL_RECONCILE_INTERVAL_SECONDS", "reconcile-interval", "5", "safety-net period of the reconciler";
+    global "WARMPOOL_TOMBSTONE_HOURS", "tombstone-hours", "24", "hours an ended container's id answers 410 instead of 404";
+    global "WARMPOOL_SIM_ADDRESS", "sim-address", "127.0.0.1:9", "address the simulated runtime reports for its containers";
+    global "WARMPOOL_LOG_FORMAT", "log-format", "text", "log lines as text or json";
+    pool "WARMPOOL_APP_ENV", "app-env", "", "extra env of every container, shell-style KEY=value words (in the config file also a table)";
+    global "WARMPOOL_API_TOKEN", "api-token", "", "bearer tokens (comma separated, 16+ characters) for the API and POST /container";
+    global "WARMPOOL_ADMIN_TOKEN", "admin-token", "", "bearer tokens (comma separated, 16+ characters) for the admin surfaces (and the API)";
+    global "WARMPOOL_PROXY_REQUIRE_TOKEN", "proxy-require-token", "false", "the proxy also requires an API token (otherwise the unguessable id is the capability)";
+    global "WARMPOOL_INSECURE_NO_AUTH", "insecure-no-auth", "false", "allow listening on a non-loopback address without any token";
+    pool "WARMPOOL_IMAGE", "image", "warmpool/sample-app:latest", "image of each container (docker and kubernetes runtimes)";
+    global "WARMPOOL_DOCKER_NETWORK", "docker-network", "warmpool", "bridge network containers join (created if missing)";
+    global "WARMPOOL_DOCKER_PUBLISH", "docker-publish", "false", "publish container ports on 127.0.0.1 instead of using bridge IPs (hosts that cannot reach them)";
+    global "WARMPOOL_CONTAINER_PORT", "container-port", "8080", "port the app listens on inside a container (docker and kubernetes runtimes)";
+    global "WARMPOOL_DOCKER_TIMEOUT_SECONDS", "docker-timeout", "10", "seconds one Docker Engine API call may take (a stop also gets its grace period); a hung daemon fails creations with this error instead of holding them";
+    global "WARMPOOL_KUBE_NAMESPACE", "kube-namespace", "warmpool", "namespace warmpool creates its pods in (kubernetes runtime)";
+    global "WARMPOOL_KUBE_LOCATION_LABEL", "kube-location-label", "topology.kubernetes.io/region", "node label a location's pods select, with the location's name as value; default selects no node (kubernetes runtime)";
+    global "WARMPOOL_KUBE_LOCATION_SELECTORS", "kube-location-selectors", "", "node selectors of locations that do not follow kube-location-label, LOCATION=KEY=VALUE[,KEY=VALUE] entries separated by ; (weur=topology.kubernetes.io/zone=eu-west-1a;apac= for any node)";
+    global "WARMPOOL_KUBECONFIG", "kubeconfig", "", "kubeconfig file (default: KUBECONFIG or ~/.kube/config if present, else the in-cluster service account)";
+    pool "WARMPOOL_VCPU", "vcpu", "0.25", "CPUs per container (docker and kubernetes runtimes; 0 for no limit)";
+    pool "WARMPOOL_MEMORY_MIB", "memory-mib", "256", "hard memory limit per container, no swap (docker and kubernetes runtimes; 0 for none)";
+    pool "WARMPOOL_PIDS_LIMIT", "pids-limit", "256", "processes per container (docker runtime; 0 for no limit)";
+    pool "WARMPOOL_DISK_MB", "disk-mb", "512", "writable layer size per container, where the storage driver supports it (docker runtime), or ephemeral-storage (kubernetes runtime); 0 for none";
+}
+
+/// The setting whose env var is `env` (a name the code spells out).
+pub(super) fn setting(env: &str) -> &'static Setting {
+    SETTINGS
+        .iter()
+        .find(|s| s.env == env)
+        .unwrap_or_else(|| panic!("{env} is not in SETTINGS"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use warmpool_core::Location;
+
+    use super::SETTINGS;
+    use crate::config::{Config, RuntimeKind};
+
+    #[test]
+    fn defaults_match_the_original_design() {
+        let c = Config::defaults();
+        assert_eq!(c.listen, "127.0.0.1:8787".parse().unwrap());
+        assert_eq!(c.data_dir, PathBuf::from("./.warmpool"));
+        assert_eq!(c.runtime, RuntimeKind::Process);
+        assert_eq!(c.pools.len(), 1);
+        let p = c.default_pool();
+        assert_eq!(p.name, "default");
+        assert!(p.command.is_empty());
+        assert_eq!(p.targets, vec![(Location::Default, 30)]);
+        assert_eq!(p.batch_size, 10);
+        assert_eq!(p.batch_spacing, Duration::from_secs(10));
+        assert_eq!(c.max_instances, 1000);
+        assert_eq!(p.max_lifetime, Duration::from_secs(3600));
+        assert_eq!(p.idle_timeout, None);
+    }
+
+    #[test]
+    fn every_setting_has_a_valid_default() {
+        for s in SETTINGS {
+            assert!(s.env.starts_with("WARMPOOL_") || s.env.starts_with("POOL_"));
+            assert!(!s.help.is_empty());
+        }
+        Config::defaults();
+    }
+
+    /// The README's configuration table lists every setting with its default.
+    #[test]
+    fn readme_documents_every_setting() {
+        let readme = include_str!("../../../../README.md");
+        for s in SETTINGS {
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{}` |", s.env)))
+                .unwrap_or_else(|| panic!("{} missing from the README", s.env));
+            assert!(row.contains(&format!("`--{}`", s.flag)), "{row}");
+            let per_pool = row.split('|').nth(3).map(str::trim);
+            assert_eq!(per_pool, Some(if s.per_pool { "yes" } else { "" }), "{row}");
+            if !s.default.is_empty() {
+                assert!(row.contains(&format!("`{}`", s.default)), "{row}");
+            }
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! The upstream side: the pooled HTTP client to containers and [`forward`], which
+//! sends a request to a container and streams the answer back (or passes an
+//! upgrade through); its failures say whose fault they were (410 the container
+//! ended, 502 it did not answer, 504 too late, 408 the client's body stalled).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::uri::Authority;
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use warmpool_core::ContainerId;
+use warmpool_runtime::Inspection;
+
+use super::headers;
+use crate::problem::ApiError;
+use crate::state::Shared;
+use warmpool_engine::registry::{ActivityGuard, Route};
+
+/// How long the proxy waits for a container's response headers before 504.
+pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The pooled HTTP client to containers.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, Body>,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(64)
+            .build(connector);
+        Self { client }
+    }
+}
+
+/// Longest the proxy waits, after a failed request, for the container's exit
+/// to be recorded (or for the runtime to say it has ended): a container killed a
+/// moment ago answers 410 with its exit, not 502. (Docker may take a few hundred
+/// milliseconds to notice that a killed container's process is gone.)
+const EXIT_GRACE: Duration = Duration::from_secs(1);
+
+/// How often the runtime is asked meanwhile.
+const EXIT_ASK_EVERY: Duration = Duration::from_millis(200);
+
+/// Why the container ended, if it has: its recorded end (which says the most:
+/// out of memory, released...), or else, at the end of [`EXIT_GRACE`], what the
+/// runtime said of it (asked every [`EXIT_ASK_EVERY`]; the exit event that
+/// follows records it as usual). Only failed requests pay for this.
+async fn dies(shared: &Shared, id: ContainerId) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + EXIT_GRACE;
+    let mut ask_at = tokio::time::Instant::now();
+    let mut said = None;
+    loop {
+        match shared.app.registry.route(&id) {
+            Some(Route::Gone { reason, .. }) => return Some(reason.to_string()),
+            None => return Some("it ended".into()),
+            Some(Route::Live { .. }) => {}
+        }
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return said;
+        }
+        if said.is_none() && now >= ask_at {
+            ask_at = now + EXIT_ASK_EVERY;
+            let handle = shared.app.registry.get(&id).and_then(|e| e.handle);
+            if let Some(handle) = handle {
+                let asked =
+                    tokio::time::timeout(EXIT_ASK_EVERY, shared.app.runtime.inspect(id, &handle));
+                said = match asked.await {
+                    Ok(Ok(Inspection::Exited { code })) => Some(exited(code)),
+                    Ok(Ok(Inspection::Gone)) => Some("it was removed".into()),
+                    _ => None,
+                };
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// `exited with code 1`, `exited (killed by signal 9)`.
+fn exited(code: Option<i32>) -> String {
+    match code {
+        Some(c) if c > 128 => format!("exited (killed by signal {})", c - 128),
+        Some(c) => format!("exited with code {c}"),
+        None => "exited".into(),
+    }
+}
+
+pub(super) fn gone(id: &str, reason: &str) -> Response {
+    ApiError::new(
+        StatusCode::GONE,
+        "container-gone",
+        "Container Gone",
+        format!("container {id} is no longer available: {reason}"),
+    )
+    .into_response()
+}
+
+/// Sends `req` to the container at `upstream` as `path_and_query`, streaming both
+/// ways and passing upgrades through, and never warmpool's own credentials
+/// ([`headers::to_container`]); errors are the proxy's problem documents.
+pub async fn forward(
+    shared: &Shared,
+    id: ContainerId,
+    upstream: Authority,
+    path_and_query: String,
+    peer: SocketAddr,
+    mut req: Request,
+    activity: Option<ActivityGuard>,
+) -> Response {
+    let uri = match Uri::builder()
+        .scheme("http")
+        .authority(upstream)
+        .path_and_query(path_and_query)
+        .build()
+    {
+        Ok(u) => u,
+        Err(_) => {
+            return ApiError::bad_request("the request path cannot be forwarded").into_response()
+        }
+    };
+
+    let upgrade = headers::is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    *req.uri_mut() = uri;
+    headers::to_container(req.headers_mut(), &shared.config, peer, upgrade);
+
+    let mut resp =
+        match tokio::time::timeout(UPSTREAM_TIMEOUT, shared.upstream.client.request(req)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::debug!(container_id = %id, error = %e, "upstream request failed");
+                // Refused or reset: most likely the container died a moment ago.
+                if let Some(reason) = dies(shared, id).await {
+                    return gone(&id.to_string(), &reason);
+                }
+                if let Some(t) = crate::body::is_body_timeout(&e) {
+                    return ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "body-timeout",
+                        "Request Timeout",
+                        format!(
+                            "the request body stalled: nothing came for {}s",
+                            t.as_secs_f64()
+                        ),
+                    )
+                    .into_response();
+                }
+                return ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "container-unreachable",
+                    "Bad Gateway",
+                    format!("container {id} did not answer"),
+                )
+                .into_response();
+            }
+            Err(_) => {
+                return ApiError::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "container-timeout",
+                    "Gateway Timeout",
+                    format!(
+                        "container {id} did not answer within {}s",
+                        UPSTREAM_TIMEOUT.as_secs()
+                    ),
+                )
+                .into_response()
+            }
+        };
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut resp);
+            let counted = shared.upgrade_opened();
+            tokio::spawn(async move {
+                // An open WebSocket keeps the container busy, and shutdown waits
+                // for it (up to the drain timeout).
+                let _open = (activity, counted);
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, upstream)) => {
+                        let _ = tokio::io::copy_bidirectional(
+                            &mut TokioIo::new(client),
+                            &mut TokioIo::new(upstream),
+                        )
+                        .await;
+                    }
+                    Err(e) => tracing::debug!(container_id = %id, error = %e, "upgrade failed"),
+                }
+            });
+            let (parts, _) = resp.into_parts();
+            return Response::from_parts(parts, Body::empty());
+        }
+    }
+    headers::strip_hop_by_hop(resp.headers_mut());
+    resp.map(Body::new)
+}
+
+impl Upstream {
+    /// `POST http://{address}{path}` with `body`; the answer's status.
+    pub async fn post(
+        &self,
+        address: &str,
+        path: &str,
+        body: bytes::Bytes,
+    ) -> Result<StatusCode, String> {
+        let uri: Uri = format!("http://{address}{path}")
+            .parse()
+            .map_err(|e| format!("bad address {address:?}: {e}"))?;
+        let req = axum::http::Request::post(uri)
+            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+            .body(Body::from(body))
+            .map_err(|e| e.to_string())?;
+        match tokio::time::timeout(Duration::from_secs(10), self.client.request(req)).await {
+            Ok(Ok(resp)) => Ok(resp.status()),
+            Ok(Err(e)) => Err(format!("the container did not answer: {e}")),
+            Err(_) => Err("the container did not answer within 10 s".into()),
+        }
+    }
+}
