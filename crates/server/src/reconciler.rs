@@ -53,7 +53,8 @@ pub async fn run(app: Arc<App>, mut shutdown: watch::Receiver<bool>) {
         if *shutdown.borrow() || app.is_shutting_down() {
             return;
         }
-        let started = std::time::Instant::now();
+        // Tokio's clock (the system's, unless a test pauses it to step the gap below).
+        let started = Instant::now();
         let wake = reconcile_once(&app);
         app.metrics.reconcile_passes.inc();
         app.metrics
