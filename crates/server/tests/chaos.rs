@@ -9,9 +9,14 @@
 //!   `WARMPOOL_CHAOS_OUTAGE_SECONDS` (8 by default) through a socket relay the test
 //!   controls, under load, without restarting warmpool.
 //!
-//! The books: what the runtime lists as this instance's is exactly what the store
-//! says is live, no id was ever handed out twice, every id ever handed out still
-//! routes or answers 410 with a reason, and the pool is back at target (timed).
+//! The books: what the runtime lists as this instance's (running or not) is
+//! exactly what the store says is live, no id was ever handed out twice, every id
+//! ever handed out still routes or answers 410 with a reason, and the pool is back
+//! at target (timed). The crash loop also asserts, after every restart, that the
+//! only records a restart closed are starts cut short, and that every id handed
+//! out is still allocated unless its client released it or it expired; and at the
+//! end that no claim, proxied request or release failed outside the instant of a
+//! kill (defined at [`Target`]).
 //! The random choices come from `WARMPOOL_CHAOS_SEED` (printed; a new one each run
 //! unless set); timing still varies between runs. Figures are printed (see them
 //! with `-- --nocapture`); docs/RELIABILITY.md has the commands and results.
@@ -203,22 +208,44 @@ struct Counts {
     claim_failures: Mutex<BTreeMap<String, u32>>,
     /// Failed proxied requests by status (`unreachable`: no answer).
     proxy_failures: Mutex<BTreeMap<String, u32>>,
+    /// Failed releases by the problem type's last segment.
+    release_failures: Mutex<BTreeMap<String, u32>>,
+    /// Failures at a kill of warmpool (see [`Target::at_kill`]), of any kind.
+    at_kill: AtomicU64,
+    /// Every failure that was not at a kill: what failed and how.
+    outside_kills: Mutex<Vec<String>>,
+}
+
+/// A client error's kind: the problem type's last segment, `unreachable` (no
+/// answer), `undecodable`, or `no answer in time`.
+fn kind(e: Option<&ClientError>) -> String {
+    match e {
+        Some(ClientError::Api { problem }) => problem
+            .kind
+            .rsplit('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned(),
+        Some(ClientError::Connect { .. }) => "unreachable".to_owned(),
+        Some(ClientError::Decode { .. }) => "undecodable".to_owned(),
+        None => "no answer in time".to_owned(),
+    }
 }
 
 impl Counts {
-    fn claim_failed(&self, e: Option<&ClientError>) {
-        let kind = match e {
-            Some(ClientError::Api { problem }) => problem
-                .kind
-                .rsplit('/')
-                .next()
-                .unwrap_or_default()
-                .to_owned(),
-            Some(ClientError::Connect { .. }) => "unreachable".to_owned(),
-            Some(ClientError::Decode { .. }) => "undecodable".to_owned(),
-            None => "no answer in time".to_owned(),
-        };
+    /// Counts a failure: at a kill of warmpool or not, and of what kind.
+    fn failed(&self, at_kill: bool, what: String) {
+        if at_kill {
+            self.at_kill.fetch_add(1, Ordering::SeqCst);
+        } else {
+            self.outside_kills.lock().unwrap().push(what);
+        }
+    }
+
+    fn claim_failed(&self, at_kill: bool, e: Option<&ClientError>) {
+        let kind = kind(e);
         self.claim_errors.fetch_add(1, Ordering::SeqCst);
+        self.failed(at_kill, format!("claim: {kind}"));
         *self.claim_failures.lock().unwrap().entry(kind).or_default() += 1;
     }
 
@@ -226,17 +253,48 @@ impl Counts {
         self.claim_failures.lock().unwrap().clone()
     }
 
-    fn proxy_failed(&self, status: Option<u16>) {
+    fn proxy_failed(&self, at_kill: bool, id: &str, status: Option<u16>) {
         let kind = status.map_or("unreachable".to_owned(), |s| s.to_string());
         self.proxy_errors.fetch_add(1, Ordering::SeqCst);
+        self.failed(at_kill, format!("request to {id}: {kind}"));
         *self.proxy_failures.lock().unwrap().entry(kind).or_default() += 1;
+    }
+
+    fn release_failed(&self, at_kill: bool, id: &str, e: Option<&ClientError>) {
+        let kind = kind(e);
+        self.failed(at_kill, format!("release of {id}: {kind}"));
+        *self
+            .release_failures
+            .lock()
+            .unwrap()
+            .entry(kind)
+            .or_default() += 1;
+    }
+
+    /// Every kind of failure seen, by what failed.
+    fn all_failures(&self) -> BTreeMap<&'static str, BTreeMap<String, u32>> {
+        BTreeMap::from([
+            ("claims", self.failures()),
+            ("requests", self.proxy_failures.lock().unwrap().clone()),
+            ("releases", self.release_failures.lock().unwrap().clone()),
+        ])
     }
 }
 
 /// The shared view of the warmpool under test, and what it handed out.
+///
+/// Each warmpool process the test starts is a generation (0, 1, ...). A request
+/// is **at a kill** if it went to a generation that was killed before the request
+/// ended: it was in flight when the SIGKILL was sent, or it was sent after it,
+/// before the clients were pointed at the next generation (which happens as soon
+/// as that one listens). The generation is marked killed right before the signal
+/// is sent, so that every failure the kill causes is seen as at the kill.
 struct Target {
-    client: Mutex<Client>,
+    /// The current generation's client, and its number.
+    client: Mutex<(Client, u32)>,
     pid: AtomicI32,
+    /// Generations killed so far: generation `g` was killed if this is above `g`.
+    killed: AtomicU32,
     /// The next claim answer received kills warmpool at once.
     kill_after_claim: AtomicBool,
     claimed_at_kill: Mutex<Option<String>>,
@@ -249,13 +307,16 @@ struct Target {
     counts: [Counts; 2],
     /// Every id ever handed out, with the number of claims that got it.
     handed: Mutex<HashMap<String, u32>>,
+    /// Every id a client sent a release for.
+    releasing: Mutex<BTreeSet<String>>,
 }
 
 impl Target {
     fn new(p: &Proc) -> Arc<Target> {
         Arc::new(Target {
-            client: Mutex::new(p.client.clone()),
+            client: Mutex::new((p.client.clone(), 0)),
             pid: AtomicI32::new(p.child.id() as i32),
+            killed: AtomicU32::new(0),
             kill_after_claim: AtomicBool::new(false),
             claimed_at_kill: Mutex::new(None),
             gate: tokio::sync::RwLock::new(()),
@@ -263,16 +324,30 @@ impl Target {
             in_fault: AtomicBool::new(false),
             counts: Default::default(),
             handed: Mutex::new(HashMap::new()),
+            releasing: Mutex::new(BTreeSet::new()),
         })
     }
 
+    /// The clients' next cycles go to `p`, the next generation.
     fn point_at(&self, p: &Proc) {
-        *self.client.lock().unwrap() = p.client.clone();
+        let mut c = self.client.lock().unwrap();
+        *c = (p.client.clone(), c.1 + 1);
         self.pid.store(p.child.id() as i32, Ordering::SeqCst);
     }
 
-    fn client(&self) -> Client {
+    fn client(&self) -> (Client, u32) {
         self.client.lock().unwrap().clone()
+    }
+
+    /// Marks the current generation killed; call right before sending SIGKILL.
+    fn mark_killed(&self) {
+        let g = self.client.lock().unwrap().1;
+        self.killed.store(g + 1, Ordering::SeqCst);
+    }
+
+    /// Whether a request to generation `g` that has just ended was at a kill.
+    fn at_kill(&self, g: u32) -> bool {
+        self.killed.load(Ordering::SeqCst) > g
     }
 
     fn counts(&self) -> &Counts {
@@ -312,7 +387,7 @@ async fn client_loop(t: Arc<Target>, seed: u64, pace: (u64, u64)) {
     while !t.stop.load(Ordering::SeqCst) {
         {
             let _cycle = t.gate.read().await;
-            let client = t.client();
+            let (client, g) = t.client();
             let req = ClaimRequest {
                 max_lifetime_in_seconds: Some(60 + rng.below(60)),
                 ..Default::default()
@@ -320,6 +395,7 @@ async fn client_loop(t: Arc<Target>, seed: u64, pace: (u64, u64)) {
             match tokio::time::timeout(T, client.claim(&req)).await {
                 Ok(Ok(c)) => {
                     if t.kill_after_claim.swap(false, Ordering::SeqCst) {
+                        t.mark_killed();
                         let _ = nix::sys::signal::kill(
                             nix::unistd::Pid::from_raw(t.pid.load(Ordering::SeqCst)),
                             nix::sys::signal::Signal::SIGKILL,
@@ -338,22 +414,28 @@ async fn client_loop(t: Arc<Target>, seed: u64, pace: (u64, u64)) {
                             {
                                 t.counts().proxied.fetch_add(1, Ordering::SeqCst);
                             }
-                            Ok(r) => t.counts().proxy_failed(Some(r.status().as_u16())),
-                            Err(_) => t.counts().proxy_failed(None),
+                            Ok(r) => t.counts().proxy_failed(
+                                t.at_kill(g),
+                                &c.id,
+                                Some(r.status().as_u16()),
+                            ),
+                            Err(_) => t.counts().proxy_failed(t.at_kill(g), &c.id, None),
                         }
                     }
                     // Most are released; the others stay allocated until they expire.
-                    if rng.below(10) != 0
-                        && matches!(
-                            tokio::time::timeout(T, client.release(&c.id)).await,
-                            Ok(Ok(_))
-                        )
-                    {
-                        t.counts().released.fetch_add(1, Ordering::SeqCst);
+                    if rng.below(10) != 0 {
+                        t.releasing.lock().unwrap().insert(c.id.clone());
+                        match tokio::time::timeout(T, client.release(&c.id)).await {
+                            Ok(Ok(_)) => {
+                                t.counts().released.fetch_add(1, Ordering::SeqCst);
+                            }
+                            Ok(Err(e)) => t.counts().release_failed(t.at_kill(g), &c.id, Some(&e)),
+                            Err(_) => t.counts().release_failed(t.at_kill(g), &c.id, None),
+                        }
                     }
                 }
-                Ok(Err(e)) => t.counts().claim_failed(Some(&e)),
-                Err(_) => t.counts().claim_failed(None),
+                Ok(Err(e)) => t.counts().claim_failed(t.at_kill(g), Some(&e)),
+                Err(_) => t.counts().claim_failed(t.at_kill(g), None),
             }
         }
         // Spreads the load out: a client's pause between cycles, not a wait for state.
@@ -382,17 +464,21 @@ where
 }
 
 /// Polls until the books balance and the pool is back at target: the runtime's
-/// containers of this instance are exactly the store's live rows, the pool has
-/// `target` ready and none starting, and its counts add up to the live total.
+/// containers of this instance, running or not, are exactly the store's live
+/// rows, and all of them run; the pool has `target` ready, none starting, none
+/// failed, and its counts add up to the live total.
 async fn books_balance(client: &Client, runtime: &dyn Runtime, target: u32) {
     settle(T, "books balanced and pool at target", || async {
-        let owned: BTreeSet<String> = runtime
-            .list_owned()
-            .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
+        let listed = runtime.list_owned().await.map_err(|e| e.to_string())?;
+        let stopped: Vec<String> = listed
+            .iter()
+            .filter(|o| !o.running)
             .map(|o| o.id.to_string())
             .collect();
+        if !stopped.is_empty() {
+            return Err(format!("listed but not running: {stopped:?}"));
+        }
+        let owned: BTreeSet<String> = listed.into_iter().map(|o| o.id.to_string()).collect();
         let live: BTreeSet<String> = client
             .containers(&ContainerQuery {
                 state: Some("live".into()),
@@ -422,10 +508,10 @@ async fn books_balance(client: &Client, runtime: &dyn Runtime, target: u32) {
                 live.len()
             ));
         }
-        if p.ready != target || p.starting != 0 {
+        if p.ready != target || p.starting != 0 || p.failed != 0 {
             return Err(format!(
-                "{} ready, {} starting (target {target})",
-                p.ready, p.starting
+                "{} ready, {} starting, {} failed (target {target})",
+                p.ready, p.starting, p.failed
             ));
         }
         Ok(())
@@ -510,6 +596,72 @@ async fn reap(p: &mut Proc) {
     }
 }
 
+/// The reason start-up recovery gives a record whose start a kill cut short: the
+/// only record a restart may close (a container that was running is adopted).
+const START_CUT_SHORT: &str = "lost (start interrupted)";
+
+/// Records closed as lost at restarts, by reason.
+async fn lost_records(client: &Client) -> BTreeMap<String, u64> {
+    client
+        .sql(
+            "SELECT stop_reason, count(*) FROM containers \
+             WHERE stop_reason LIKE 'lost%' GROUP BY stop_reason",
+        )
+        .await
+        .unwrap()
+        .rows
+        .iter()
+        .map(|r| (r[0].as_str().unwrap().to_owned(), r[1].as_u64().unwrap()))
+        .collect()
+}
+
+/// Every id ever handed out is still allocated (adopted by every restart so far),
+/// unless a client sent its release or its lifetime ran out. Answers how many
+/// were allocated, released and expired.
+async fn claimed_ids_adopted(client: &Client, t: &Target) -> (usize, usize, usize) {
+    let releasing = t.releasing.lock().unwrap().clone();
+    let views: Vec<(String, Result<warmpool_client::ContainerView, ClientError>)> =
+        futures_util::stream::iter(t.ids())
+            .map(|id| {
+                let client = client.clone();
+                async move {
+                    let v = client.container(&id).await;
+                    (id, v)
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+    let (mut allocated, mut released, mut expired) = (0, 0, 0);
+    let mut bad = Vec::new();
+    for (id, v) in views {
+        let v = match v {
+            Ok(v) => v,
+            Err(e) => {
+                bad.push(format!("{id}: {e}"));
+                continue;
+            }
+        };
+        // RFC 3339 UTC with milliseconds: ordered as text.
+        let ran_out = match (&v.expires_at, &v.stopped_at) {
+            (Some(e), Some(s)) => e <= s,
+            (Some(_), None) => v.state == "stopping",
+            (None, _) => false,
+        };
+        match (v.state.as_str(), v.stop_reason.as_deref()) {
+            ("allocated", _) => allocated += 1,
+            (_, Some("released")) if releasing.contains(&id) => released += 1,
+            (_, Some("expired")) if ran_out => expired += 1,
+            _ => bad.push(format!("{id}: {v:?}")),
+        }
+    }
+    assert!(
+        bad.is_empty(),
+        "handed out, and neither allocated, released by its client, nor expired: {bad:#?}"
+    );
+    (allocated, released, expired)
+}
+
 async fn crash_loop(rt: Rt) {
     let test = format!("crash_loop_{rt:?}");
     let restarts = env_u64("WARMPOOL_CHAOS_RESTARTS", 3) as usize;
@@ -545,6 +697,7 @@ async fn crash_loop(rt: Rt) {
             Kill::Random => {
                 // Choosing the kill moment, not waiting for a state.
                 tokio::time::sleep(rng.ms(200, 2500)).await;
+                t.mark_killed();
                 proc.kill9();
             }
             Kill::AfterClaim => {
@@ -578,6 +731,7 @@ async fn crash_loop(rt: Rt) {
                 // Somewhere in the batch's creation: planned, recorded, being
                 // created or probed (choosing the moment, not waiting for a state).
                 tokio::time::sleep(rng.ms(0, 150)).await;
+                t.mark_killed();
                 proc.kill9();
                 starting_at_kill.push(starting);
             }
@@ -596,6 +750,12 @@ async fn crash_loop(rt: Rt) {
         let dups = t.duplicates();
         assert!(dups.is_empty(), "ids handed out twice: {dups:?}");
         every_id_answers(&proc.base, t.ids()).await;
+        let lost = lost_records(&proc.client).await;
+        assert!(
+            lost.keys().all(|r| r == START_CUT_SHORT),
+            "records closed at a restart other than starts cut short: {lost:?}"
+        );
+        let (adopted, released, expired) = claimed_ids_adopted(&proc.client, &t).await;
         let claimed_at_kill = t.claimed_at_kill.lock().unwrap().take();
         if let Some(id) = claimed_at_kill {
             // Claimed right before the kill: the claim was durable, and the
@@ -606,7 +766,8 @@ async fn crash_loop(rt: Rt) {
             assert_eq!(r.status(), 200);
         }
         eprintln!(
-            "{test}: restart {}/{restarts} ({kind:?}): listening after {:?}, books balanced and pool at target after {:?}",
+            "{test}: restart {}/{restarts} ({kind:?}): listening after {:?}, books balanced and pool at target after {:?}; \
+             of the ids handed out, {adopted} allocated, {released} released, {expired} expired",
             round + 1,
             to_listen[round],
             to_target[round]
@@ -619,24 +780,19 @@ async fn crash_loop(rt: Rt) {
         c.await.unwrap();
     }
     let (routes, gone) = every_id_answers(&proc.base, t.ids()).await;
-    // Records a restart closed: starts cut short, or containers gone or silent.
-    let lost: BTreeMap<String, u64> = proc
-        .client
-        .sql(
-            "SELECT stop_reason, count(*) FROM containers \
-             WHERE stop_reason LIKE 'lost%' GROUP BY stop_reason",
-        )
-        .await
-        .unwrap()
-        .rows
-        .iter()
-        .map(|r| (r[0].as_str().unwrap().to_owned(), r[1].as_u64().unwrap()))
-        .collect();
+    let lost = lost_records(&proc.client).await;
+    assert!(
+        lost.keys().all(|r| r == START_CUT_SHORT),
+        "records closed at a restart other than starts cut short: {lost:?}"
+    );
+    let (adopted, released, expired) = claimed_ids_adopted(&proc.client, &t).await;
     let c = &t.counts[0];
     eprintln!(
         "{test}: FIGURES: {restarts} kill -9 and restarts survived (mid-batch kills with {starting_at_kill:?} starting); \
          {} claims answered ({} failed: {:?}), {} requests proxied ({} failed: {:?}), {} released; \
-         {} ids handed out, none twice, {routes} still route, {gone} answer 410 with a reason; \
+         {} failures at a kill, {} outside; \
+         {} ids handed out, none twice, {routes} still route, {gone} answer 410 with a reason \
+         ({adopted} allocated, {released} released, {expired} expired); \
          records closed at restarts: {lost:?}; \
          kill to listening: {}; kill to books balanced and pool at target: {}",
         c.claims.load(Ordering::SeqCst),
@@ -646,11 +802,22 @@ async fn crash_loop(rt: Rt) {
         c.proxy_errors.load(Ordering::SeqCst),
         c.proxy_failures.lock().unwrap().clone(),
         c.released.load(Ordering::SeqCst),
+        c.at_kill.load(Ordering::SeqCst),
+        c.outside_kills.lock().unwrap().len(),
         routes + gone,
         millis(&to_listen),
         millis(&to_target),
     );
     assert!(c.claims.load(Ordering::SeqCst) > 0 && c.proxied.load(Ordering::SeqCst) > 0);
+    // Outside the instant of a kill (see `Target`), nothing failed: no 5xx, no
+    // refused connection, no failed claim or release.
+    let outside = c.outside_kills.lock().unwrap().clone();
+    assert!(
+        outside.is_empty(),
+        "failures outside a kill of warmpool ({} at kills): {outside:#?}; all: {:?}",
+        c.at_kill.load(Ordering::SeqCst),
+        c.all_failures()
+    );
 
     // A clean shutdown leaves nothing of ours running.
     assert!(proc.sigterm().success());

@@ -266,8 +266,17 @@ async fn a_claim_whose_text_cannot_be_set_fails_and_releases_the_container() {
 /// Claims activate the reconciler, but a burst of them is served by a few passes
 /// (at most one per `MIN_PASS_GAP`), so a pass's cost, which grows with the number
 /// of tracked containers, is not paid per claim; the pool is still refilled.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+///
+/// The test holds the reconciler's clock: it pauses tokio's time (the runtime is
+/// single-threaded for that) and keeps a blocking task running, which stops tokio
+/// from advancing the paused clock on its own while everything waits on SQLite.
+/// So the burst of claims happens within one instant, whatever the machine's
+/// speed, and the clock moves only when the test moves it. Without coalescing,
+/// every claim of the burst gets its own pass.
+#[tokio::test]
 async fn a_burst_of_claims_is_served_by_a_few_reconciler_passes() {
+    const CLAIMS: u64 = 100;
+    let gap = warmpool_server::engine::MIN_PASS_GAP;
     let (mut wp, _sim) = with_sim(
         SimMode::Instant,
         &[
@@ -278,23 +287,73 @@ async fn a_burst_of_claims_is_served_by_a_few_reconciler_passes() {
     )
     .await;
     wp.wait_ready("default", 200, T).await;
-    let before = wp.app().metrics.reconcile_passes.get();
-    let started = std::time::Instant::now();
+    let app = wp.app().clone();
+    let passes = || app.metrics.reconcile_passes.get();
+
+    tokio::time::pause();
+    let (release_clock, held) = std::sync::mpsc::channel::<()>();
+    let holder = tokio::task::spawn_blocking(move || {
+        let _ = held.recv();
+    });
+    // Tokio's timers have a resolution of 1 ms (deadlines are rounded up), so a
+    // pass due a gap after the last one comes at most 1 ms later.
+    let tick = Duration::from_millis(1);
+    // Whatever pass was still due has run, and the last pass is at least a gap
+    // old, so the burst's first claim is served by a pass at once.
+    for _ in 0..3 {
+        tokio::time::advance(gap + tick).await;
+        settle().await;
+    }
+    let at = tokio::time::Instant::now();
+    let before = passes();
     let req = ClaimRequest::default();
-    let claims = (0..100).map(|_| wp.client.claim(&req));
-    let claimed = futures_util::future::join_all(claims).await;
-    assert!(claimed.iter().all(|c| c.as_ref().is_ok_and(|c| c.warm)));
-    wp.wait_ready("default", 200, T).await;
-    let passes = wp.app().metrics.reconcile_passes.get() - before;
-    // At most one pass per gap, plus the timer's and a pending activation's.
-    let gap = warmpool_server::engine::MIN_PASS_GAP;
-    let most = (started.elapsed().as_millis() / gap.as_millis()) as u64 + 3;
-    assert!(
-        passes >= 1 && passes <= most.min(99),
-        "{passes} passes for a burst of 100 claims in {:?}",
-        started.elapsed()
+    for i in 0..CLAIMS {
+        let c = wp.client.claim(&req).await.unwrap();
+        assert!(c.warm, "claim {i} was not served from the pool");
+    }
+    settle().await;
+    assert_eq!(tokio::time::Instant::now(), at, "the clock moved");
+    assert_eq!(
+        passes() - before,
+        1,
+        "passes for a burst of {CLAIMS} claims within one instant"
     );
+    // Within the gap after that pass, nothing; at its end, one pass for the rest.
+    tokio::time::advance(gap - tick).await;
+    settle().await;
+    assert_eq!(
+        passes() - before,
+        1,
+        "a pass less than {gap:?} after the last one"
+    );
+    tokio::time::advance(2 * tick).await;
+    settle_until(|| passes() - before == 2).await;
+    assert_eq!(passes() - before, 2, "one pass at the end of the gap");
+
+    // The clock runs again: the claims' activations did their job.
+    drop(release_clock);
+    holder.await.unwrap();
+    tokio::time::resume();
+    wp.wait_ready("default", 200, T).await;
     wp.shutdown().await;
+}
+
+/// Lets every task that can run at this instant of the paused clock run.
+async fn settle() {
+    for _ in 0..200 {
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Like [`settle`], until `done` (a bounded number of turns: the clock is held,
+/// so this waits for no timer).
+async fn settle_until(done: impl Fn() -> bool) {
+    for _ in 0..10_000 {
+        if done() {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
 }
 
 #[tokio::test]

@@ -149,6 +149,21 @@ impl Drop for InProc {
                     None => {}
                 }
             }
+            if r.app.runtime.name() == "docker" {
+                // Also those whose start is in flight (no handle yet), and those
+                // whose records are closed but which were never removed.
+                let instance = r.app.store.instance_id();
+                docker.extend(
+                    Command::new("docker")
+                        .args(["ps", "-aq", "--filter"])
+                        .arg(format!("label=dev.warmpool.instance={instance}"))
+                        .output()
+                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                        .unwrap_or_default()
+                        .split_whitespace()
+                        .map(str::to_owned),
+                );
+            }
             if !docker.is_empty() {
                 let _ = Command::new("docker")
                     .args(["rm", "-f"])
@@ -475,36 +490,64 @@ pub fn pid_of(handle: &str) -> i32 {
 }
 
 /// The books check of an in-process warmpool: polls until every live record is
-/// settled (ready or allocated, nothing starting or stopping) and the runtime
-/// runs exactly those containers of this instance, no more and no fewer.
+/// settled (ready or allocated, nothing starting, stopping or failed) and what the
+/// runtime lists as this instance's, running or not, is exactly those containers:
+/// no more (an exited container never removed is a leak too) and no fewer.
+/// Something in the middle of being removed gets until `within` to be gone.
 pub async fn books_balance(app: &warmpool_server::engine::Engine, within: Duration) {
-    poll(within, "the books to balance", || async {
-        let rows = app
-            .store
-            .containers(warmpool_store::ContainerFilter {
-                live_only: true,
-                ..Default::default()
-            })
-            .await
-            .ok()?;
-        let settled = rows.iter().all(|r| {
-            matches!(
+    let deadline = Instant::now() + within;
+    loop {
+        let last = match books(app).await {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        if Instant::now() >= deadline {
+            panic!("the books do not balance after {within:?}: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One look at the books: `Err` says what does not balance.
+async fn books(app: &warmpool_server::engine::Engine) -> Result<(), String> {
+    use std::collections::BTreeSet;
+    let rows = app
+        .store
+        .containers(warmpool_store::ContainerFilter {
+            live_only: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("cannot read the store: {e}"))?;
+    let unsettled: Vec<String> = rows
+        .iter()
+        .filter(|r| {
+            !matches!(
                 r.state,
                 warmpool_core::ContainerState::Ready | warmpool_core::ContainerState::Allocated
             )
-        });
-        let stored: std::collections::BTreeSet<String> =
-            rows.iter().map(|r| r.id.to_string()).collect();
-        let running: std::collections::BTreeSet<String> = app
-            .runtime
-            .list_owned()
-            .await
-            .ok()?
-            .into_iter()
-            .filter(|c| c.running)
-            .map(|c| c.id.to_string())
-            .collect();
-        (settled && stored == running).then_some(())
-    })
-    .await;
+        })
+        .map(|r| format!("{} {}", r.id, r.state))
+        .collect();
+    let stored: BTreeSet<String> = rows.iter().map(|r| r.id.to_string()).collect();
+    let owned = app
+        .runtime
+        .list_owned()
+        .await
+        .map_err(|e| format!("cannot list the runtime: {e}"))?;
+    let listed: BTreeSet<String> = owned.iter().map(|c| c.id.to_string()).collect();
+    let stopped: Vec<String> = owned
+        .iter()
+        .filter(|c| !c.running)
+        .map(|c| c.id.to_string())
+        .collect();
+    if unsettled.is_empty() && stored == listed && stopped.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "not settled: {unsettled:?}; listed by the runtime only: {:?}; \
+         live in the store only: {:?}; listed but not running: {stopped:?}",
+        listed.difference(&stored).collect::<Vec<_>>(),
+        stored.difference(&listed).collect::<Vec<_>>(),
+    ))
 }
