@@ -272,11 +272,43 @@ function renderCharts() {
 }
 
 async function refreshPools() {
-  const [pools, history] = await Promise.all([api("/v1/pools"), api("/v1/stats/history")]);
+  const [pools, history, status] = await Promise.all([
+    api("/v1/pools"),
+    api("/v1/stats/history"),
+    api("/v1/status"),
+  ]);
   state.pools = pools;
   state.history = history;
   renderPools();
   renderCharts();
+  renderTasks(status.tasks);
+}
+
+// ---- background tasks ----
+
+function renderTasks(tasks) {
+  const now = Date.now();
+  $("#tasks tbody").replaceChildren(
+    ...tasks.map((t) => {
+      const last = t.last;
+      const outcome = t.runningSince
+        ? el("span", { class: "state state-starting", text: "running" })
+        : last
+          ? el("span", { class: "state " + (last.outcome === "ok" ? "state-ready" : "state-failed"), text: last.outcome })
+          : el("span", { class: "muted", text: "not run yet" });
+      return el(
+        "tr",
+        { "data-task": t.name, "data-outcome": last ? last.outcome : "" },
+        el("th", { scope: "row", class: "mono", text: t.name }),
+        el("td", { class: "num", text: t.periodSeconds < 1 ? Math.round(t.periodSeconds * 1000) + " ms" : duration(t.periodSeconds * 1000) }),
+        el("td", { class: "num", text: String(t.runs) }),
+        el("td", { class: "num", text: String(t.errors) }),
+        el("td", { class: "num", "data-since": last ? last.startedAt : null, text: last ? duration(now - Date.parse(last.startedAt)) + " ago" : "" }),
+        el("td", { class: "num", text: last ? fmtNum(last.durationMs) + " ms" : "" }),
+        el("td", {}, outcome, last ? el("span", { class: "detail", text: " " + last.detail }) : null),
+      );
+    }),
+  );
 }
 
 // ---- containers ----

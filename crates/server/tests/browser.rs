@@ -217,6 +217,25 @@ async fn the_studio_works_in_a_real_browser() {
     }
     wait_text(&c, "#live", "the live indicator", |t| t == "Live").await;
 
+    // The background tasks, from GET /v1/status: the reconciler has run, and said so.
+    let reconcile = wait_text(
+        &c,
+        "#tasks tr[data-task=\"reconcile\"][data-outcome=\"ok\"]",
+        "the reconcile task's row with its last outcome",
+        |t| t.contains("launches"),
+    )
+    .await;
+    assert!(reconcile.starts_with("reconcile"), "{reconcile}");
+    // The simulated runtime has no real addresses, so no prober.
+    for task in ["sweep", "history", "prune_tombstones"] {
+        assert!(
+            text(&c, &format!("#tasks tr[data-task=\"{task}\"] th"))
+                .await
+                .is_some_and(|t| t == task),
+            "no row for the {task} task"
+        );
+    }
+
     // A claim through the API shows up without a reload.
     c.execute("window.__noReload = 42;", vec![]).await.unwrap();
     let claimed = api
