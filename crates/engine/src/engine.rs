@@ -186,6 +186,12 @@ impl Engine {
         &self.cancel
     }
 
+    /// The one shutdown token, for what runs beside the engine (the HTTP server)
+    /// and must stop when it does.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
     /// The pools, the default one first.
     pub fn pools(&self) -> &[Arc<Pool>] {
         &self.pools

@@ -10,8 +10,8 @@ use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{any, get, patch, post};
 use axum::Router;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use warmpool_docker::{DockerConfig, DockerRuntime};
 use warmpool_engine::{error_chain, Engine, EngineConfig, PoolSpec, Recovered};
 use warmpool_kubernetes::{KubernetesConfig, KubernetesRuntime};
@@ -184,7 +184,7 @@ async fn serve_http(
     listener: tokio::net::TcpListener,
     app: Router,
     limits: HttpLimits,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use tower::ServiceExt;
@@ -197,9 +197,7 @@ async fn serve_http(
     let slots = Arc::new(tokio::sync::Semaphore::new(max as usize));
     let stopping = shutdown.clone();
     // Completes once; the loop ends right then, so it is never polled again.
-    let mut stop = std::pin::pin!(async move {
-        let _ = shutdown.wait_for(|v| *v).await;
-    });
+    let mut stop = std::pin::pin!(shutdown.cancelled_owned());
     loop {
         let slot = tokio::select! {
             s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
@@ -230,11 +228,11 @@ async fn serve_http(
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
-        let mut stopping = stopping.clone();
+        let stopping = stopping.clone();
         tokio::spawn(async move {
             let mut conn = std::pin::pin!(conn);
             let stop = async move {
-                let _ = stopping.wait_for(|v| *v).await;
+                stopping.cancelled().await;
             };
             tokio::select! {
                 _ = conn.as_mut() => {}
@@ -260,7 +258,6 @@ pub struct Running {
     pub recovered: Recovered,
     config: Arc<Config>,
     shared: Arc<Shared>,
-    shutdown: watch::Sender<bool>,
     http: JoinHandle<std::io::Result<()>>,
 }
 
@@ -384,7 +381,6 @@ pub async fn start(
         }
     };
     let addr = listener.local_addr()?;
-    let (shutdown, rx) = watch::channel(false);
     let config = Arc::new(config);
     let shared = Arc::new(Shared::new(app.clone(), config.clone()));
     let limits = HttpLimits {
@@ -392,7 +388,12 @@ pub async fn start(
         header_timeout: config.header_timeout,
         body_timeout: config.body_timeout,
     };
-    let http = tokio::spawn(serve_http(listener, router(shared.clone()), limits, rx));
+    let http = tokio::spawn(serve_http(
+        listener,
+        router(shared.clone()),
+        limits,
+        app.shutdown_token(),
+    ));
     tracing::info!(%addr, "warmpool listening");
     Ok(Running {
         addr,
@@ -400,7 +401,6 @@ pub async fn start(
         recovered,
         config,
         shared,
-        shutdown,
         http,
     })
 }
@@ -416,8 +416,9 @@ impl Running {
     /// for the next start to adopt.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         let app = self.app;
+        // One token: claims are refused, the background tasks end, starts in
+        // flight give up, and the HTTP server stops accepting.
         app.begin_shutdown();
-        let _ = self.shutdown.send(true);
         let deadline = tokio::time::Instant::now() + self.config.drain_timeout;
         let mut http = self.http;
         match tokio::time::timeout_at(deadline, &mut http).await {
