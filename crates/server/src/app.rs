@@ -7,10 +7,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 use warmpool_core::{ContainerId, ContainerState, Desired, DesiredPool, PoolKey, Timestamp};
-use warmpool_runtime::{ContainerSpec, Resources, Runtime, RuntimeError, Started, Template};
+use warmpool_runtime::{
+    ContainerSpec, Resources, Runtime, RuntimeError, Started, Template, Workload,
+};
 use warmpool_store::{Change, NewContainer, Op, Store, StoreError};
 
-use crate::config::{Config, PoolConfig};
+use crate::config::{Config, PoolConfig, RuntimeKind};
 use crate::registry::Registry;
 
 /// Least time between two attempts to remove a failed container. Passes come as
@@ -36,18 +38,28 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(config: &PoolConfig) -> Self {
+    /// The pool of `config`, its workload as `runtime` runs it: an image on the
+    /// image runtimes; otherwise its command, or without one the sample app.
+    pub fn new(config: &PoolConfig, runtime: RuntimeKind) -> Self {
+        let workload = match runtime {
+            RuntimeKind::Docker | RuntimeKind::Kubernetes => Workload::Image {
+                image: config.image.clone(),
+                pids_limit: config.pids_limit,
+            },
+            RuntimeKind::Process | RuntimeKind::Sim if config.command.is_empty() => {
+                Workload::SampleApp
+            }
+            RuntimeKind::Process | RuntimeKind::Sim => Workload::Command(config.command.clone()),
+        };
         Self {
             name: config.name.as_str().into(),
             template: Arc::new(Template {
-                command: config.command.clone(),
-                image: config.image.clone(),
+                workload,
                 health_path: config.health_path.clone(),
                 env: config.env.clone(),
                 resources: Resources {
                     vcpu: config.vcpu,
                     memory_mib: config.memory_mib,
-                    pids_limit: config.pids_limit,
                     disk_mb: config.disk_mb,
                 },
                 start_timeout: config.start_timeout,
@@ -127,7 +139,7 @@ impl App {
         let pools: Vec<Arc<Pool>> = config
             .pools
             .iter()
-            .map(|p| Arc::new(Pool::new(p)))
+            .map(|p| Arc::new(Pool::new(p, config.runtime)))
             .collect();
         let desired = Desired {
             pools: pools

@@ -119,11 +119,17 @@ pub fn router(shared: Arc<Shared>) -> Router {
 /// The runtime the configuration asks for.
 pub async fn build_runtime(config: &Config, instance_id: &str) -> anyhow::Result<Arc<dyn Runtime>> {
     Ok(match config.runtime {
-        RuntimeKind::Process => Arc::new(ProcessRuntime::new(ProcessConfig {
-            instance_id: instance_id.to_owned(),
-            work_root: config.data_dir.join("containers"),
-            inherit_stderr: true,
-        })),
+        RuntimeKind::Process => {
+            let rt = ProcessRuntime::new(ProcessConfig {
+                instance_id: instance_id.to_owned(),
+                work_root: config.data_dir.join("containers"),
+                inherit_stderr: true,
+            });
+            // A pool without a command runs this binary's own sample app.
+            let exe =
+                std::env::current_exe().context("cannot find this binary to run its sample-app")?;
+            Arc::new(rt.with_sample_app(exe))
+        }
         RuntimeKind::Sim => Arc::new(SimRuntime::new(
             SimMode::Instant,
             config.sim_address.clone(),
@@ -306,10 +312,7 @@ fn raise_fd_limit(config: &Config) {
 
 /// Starts warmpool. With `runtime`, uses it instead of the configured one (tests
 /// pass a simulated runtime they keep a handle on).
-pub async fn start(
-    mut config: Config,
-    runtime: Option<Arc<dyn Runtime>>,
-) -> anyhow::Result<Running> {
+pub async fn start(config: Config, runtime: Option<Arc<dyn Runtime>>) -> anyhow::Result<Running> {
     check_exposure(&config)?;
     raise_fd_limit(&config);
     if config.warm_total() > u64::from(config.max_instances) {
@@ -331,14 +334,6 @@ pub async fn start(
         Some(r) => r,
         None => build_runtime(&config, store.instance_id()).await?,
     };
-    if runtime.name() == "process" && config.pools.iter().any(|p| p.command.is_empty()) {
-        // A pool without a command runs this binary's own sample app.
-        let exe =
-            std::env::current_exe().context("cannot find this binary to run its sample-app")?;
-        for p in config.pools.iter_mut().filter(|p| p.command.is_empty()) {
-            p.command = vec![exe.to_string_lossy().into_owned(), "sample-app".to_owned()];
-        }
-    }
     tracing::info!(instance_id = store.instance_id(), runtime = runtime.name(), data_dir = %config.data_dir.display(), "starting warmpool");
     let listen = config.listen;
     let app = Arc::new(App::new(config, store, registry, runtime));
