@@ -1,37 +1,35 @@
-//! The Docker Engine runtime: containers from a configured image on a user-defined
+//! The Docker Engine runtime: containers from each pool's image on a user-defined
 //! bridge network, with resource limits and warmpool's labels, watched through the
 //! engine's event stream. The only crate that depends on bollard.
 
+mod spec;
+
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::container::{
-    Config, CreateContainerOptions, InspectContainerOptions, ListContainersOptions,
-    RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
+    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
+    StartContainerOptions, StopContainerOptions,
 };
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerSummary, HostConfig, PortBinding};
+use bollard::models::EventMessage;
 use bollard::network::CreateNetworkOptions;
 use bollard::system::EventsOptions;
 use bollard::Docker;
-use futures_util::StreamExt;
 use tokio::sync::broadcast;
 use warmpool_core::ContainerId;
+use warmpool_runtime::watch::{follow, ExitLedger, Stopped, WatchTask, Watched, RELIST_EVERY};
 use warmpool_runtime::{
     ContainerSpec, HttpProbe, Inspection, OwnedContainer, Runtime, RuntimeError, RuntimeEvent,
     Started,
 };
 
-/// Label naming the warmpool instance that owns a container.
-pub const LABEL_INSTANCE: &str = "dev.warmpool.instance";
-/// Label holding the warmpool container id.
-pub const LABEL_CONTAINER: &str = "dev.warmpool.container-id";
-pub const LABEL_POOL: &str = "dev.warmpool.pool";
-pub const LABEL_LOCATION: &str = "dev.warmpool.location";
+pub use spec::{LABEL_CONTAINER, LABEL_INSTANCE, LABEL_LOCATION, LABEL_POOL};
 
 #[derive(Clone, Debug)]
 pub struct DockerConfig {
@@ -58,53 +56,49 @@ pub struct DockerRuntime {
     docker: Docker,
     cfg: DockerConfig,
     probe: HttpProbe,
-    events: broadcast::Sender<RuntimeEvent>,
-    state: Arc<Mutex<Watch>>,
+    /// Containers started or adopted, and which of them ended.
+    ledger: ExitLedger,
+    /// Containers the engine reported killed for memory (`oom`), until their
+    /// `die` is told apart.
+    oom: Mutex<HashSet<ContainerId>>,
     disk_supported: bool,
     /// The "no disk limit" warning was logged (once per runtime).
     disk_warned: AtomicBool,
+    watch: WatchTask,
 }
 
-/// What the event watcher knows: containers we started or adopted (to notice
-/// those removed behind our back), and those seen dying.
-#[derive(Default)]
-struct Watch {
-    known: HashSet<ContainerId>,
-    exited: HashSet<ContainerId>,
-    oom: HashSet<ContainerId>,
-}
-
-/// The HTTP status of an error answered by the engine.
-fn status(e: &DockerError) -> Option<u16> {
+/// What the engine's error means, by HTTP status (never by message); no answer
+/// at all is the engine being unreachable.
+fn map_error(e: DockerError) -> RuntimeError {
     match e {
-        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
-        _ => None,
+        DockerError::DockerResponseServerError {
+            status_code,
+            message,
+        } => RuntimeError::answered("docker", status_code, &message),
+        other => RuntimeError::unreachable("docker", chain(&other)),
     }
 }
 
-/// Runs one engine call for at most `limit`; past it, the call fails with an
-/// error saying so (shown as the pool's last error).
+/// Runs one engine call for at most `limit`; past it, the call fails with a
+/// [`RuntimeError::Timeout`] saying so (shown as the pool's last error).
 async fn within<T>(
     limit: Duration,
     call: impl Future<Output = Result<T, DockerError>>,
-) -> Result<T, DockerError> {
-    match tokio::time::timeout(limit, call).await {
-        Ok(r) => r,
-        Err(_) => Err(DockerError::IOError {
-            err: std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!(
-                    "the Docker Engine did not answer within {}",
-                    humanize(limit)
-                ),
-            ),
-        }),
-    }
+) -> Result<T, RuntimeError> {
+    bounded(limit, async { call.await.map_err(map_error) }).await
 }
 
-/// `10s`, `2.5s`.
-fn humanize(d: Duration) -> String {
-    format!("{}s", (d.as_secs_f64() * 1000.0).round() / 1000.0)
+/// Runs `work` (engine calls) for at most `limit`.
+async fn bounded<T>(
+    limit: Duration,
+    work: impl Future<Output = Result<T, RuntimeError>>,
+) -> Result<T, RuntimeError> {
+    tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+        Err(RuntimeError::Timeout {
+            what: "the Docker Engine did not answer".into(),
+            after: limit,
+        })
+    })
 }
 
 /// bollard's own per-request timeout (whole seconds), a little above `limit` so
@@ -112,16 +106,6 @@ fn humanize(d: Duration) -> String {
 /// for the engine's response headers.
 fn client_timeout(limit: Duration) -> Duration {
     Duration::from_secs(limit.as_secs_f64().ceil() as u64 + 1)
-}
-
-fn unavailable(e: DockerError) -> RuntimeError {
-    match e {
-        DockerError::DockerResponseServerError {
-            status_code,
-            message,
-        } => RuntimeError::Other(format!("docker answered {status_code}: {message}")),
-        other => RuntimeError::Unavailable(format!("docker: {}", chain(&other))),
-    }
 }
 
 /// An error and its sources, `a: b: c`: a connection failure's cause (refused,
@@ -151,13 +135,11 @@ impl DockerRuntime {
             None => Docker::connect_with_local_defaults(),
         };
         let docker = docker
-            .map_err(unavailable)?
+            .map_err(map_error)?
             .with_timeout(client_timeout(limit));
-        let docker = within(limit, docker.negotiate_version())
-            .await
-            .map_err(unavailable)?;
-        within(limit, docker.ping()).await.map_err(unavailable)?;
-        let info = within(limit, docker.info()).await.map_err(unavailable)?;
+        let docker = within(limit, docker.negotiate_version()).await?;
+        within(limit, docker.ping()).await?;
+        let info = within(limit, docker.info()).await?;
         let driver = info.driver.unwrap_or_default();
         // Only overlay2 on xfs with pquota, btrfs, zfs and devicemapper take a size.
         let disk_supported = matches!(driver.as_str(), "btrfs" | "zfs" | "devicemapper")
@@ -170,22 +152,18 @@ impl DockerRuntime {
         if !disk_supported {
             tracing::debug!(storage_driver = %driver, "the storage driver cannot limit container disk size");
         }
-        within(limit, async {
-            Ok(ensure_network(&docker, &cfg.network).await)
-        })
-        .await
-        .map_err(unavailable)??;
-        let (events, _) = broadcast::channel(4096);
+        bounded(limit, ensure_network(&docker, &cfg.network)).await?;
         let rt = Arc::new(Self {
             probe: HttpProbe::new(),
             docker,
             cfg,
-            events,
-            state: Arc::default(),
+            ledger: ExitLedger::new(),
+            oom: Mutex::default(),
             disk_supported,
             disk_warned: AtomicBool::new(false),
+            watch: WatchTask::default(),
         });
-        tokio::spawn(watch_events(Arc::downgrade(&rt)));
+        rt.watch.start(watch_events(Arc::downgrade(&rt)));
         Ok(rt)
     }
 
@@ -194,57 +172,46 @@ impl DockerRuntime {
         self.disk_supported
     }
 
-    fn address(&self, summary_ip: Option<String>, published: Option<u16>) -> Option<String> {
-        if self.cfg.publish {
-            published.map(|p| format!("127.0.0.1:{p}"))
-        } else {
-            summary_ip
-                .filter(|ip| !ip.is_empty())
-                .map(|ip| format!("{ip}:{}", self.cfg.container_port))
-        }
-    }
-
     async fn inspect_address(&self, handle: &str) -> Result<String, RuntimeError> {
         let c = self
             .call(
                 self.docker
                     .inspect_container(handle, None::<InspectContainerOptions>),
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         let ns = c.network_settings.unwrap_or_default();
         let ip = ns
             .networks
             .as_ref()
             .and_then(|n| n.get(&self.cfg.network))
             .and_then(|n| n.ip_address.clone());
-        let port_key = format!("{}/tcp", self.cfg.container_port);
+        let port_key = spec::port_key(self.cfg.container_port);
         let published = ns
             .ports
             .as_ref()
             .and_then(|p| p.get(&port_key).cloned().flatten())
             .and_then(|b| b.into_iter().find_map(|b| b.host_port?.parse().ok()));
-        self.address(ip, published)
-            .ok_or_else(|| RuntimeError::Other(format!("container {handle} has no address")))
+        spec::address(&self.cfg, ip, published)
+            .ok_or_else(|| RuntimeError::NoAddress(handle.to_owned()))
     }
 
     /// One engine call, bounded by the configured API timeout.
     async fn call<T>(
         &self,
         call: impl Future<Output = Result<T, DockerError>>,
-    ) -> Result<T, DockerError> {
+    ) -> Result<T, RuntimeError> {
         within(self.cfg.api_timeout, call).await
-    }
-
-    fn summary_id(&self, c: &ContainerSummary) -> Option<ContainerId> {
-        c.labels.as_ref()?.get(LABEL_CONTAINER)?.parse().ok()
     }
 }
 
 async fn ensure_network(docker: &Docker, name: &str) -> Result<(), RuntimeError> {
-    match docker.inspect_network::<String>(name, None).await {
+    match docker
+        .inspect_network::<String>(name, None)
+        .await
+        .map_err(map_error)
+    {
         Ok(_) => Ok(()),
-        Err(e) if status(&e) == Some(404) => {
+        Err(RuntimeError::NotFound { .. }) => {
             let created = docker
                 .create_network(CreateNetworkOptions {
                     name,
@@ -253,99 +220,89 @@ async fn ensure_network(docker: &Docker, name: &str) -> Result<(), RuntimeError>
                     labels: HashMap::from([("dev.warmpool.network", "true")]),
                     ..Default::default()
                 })
-                .await;
+                .await
+                .map_err(map_error);
             match created {
                 Ok(_) => Ok(()),
                 // Created meanwhile by another warmpool.
-                Err(e) if status(&e) == Some(409) => Ok(()),
-                Err(e) => Err(unavailable(e)),
+                Err(e) if e.status() == Some(409) => Ok(()),
+                Err(e) => Err(e),
             }
         }
-        Err(e) => Err(unavailable(e)),
+        Err(e) => Err(e),
     }
 }
 
-/// How often the event watcher also re-lists, as a safety net for events missed
-/// while its stream was (re)connecting.
-const RESYNC_EVERY: Duration = Duration::from_secs(15);
-
-/// Follows the engine's events for this instance's containers, forever: reports
-/// `die` (with `oom`), and containers destroyed behind our back; reconnects when
-/// the stream breaks and then re-lists, so nothing that happened meanwhile is lost.
-async fn watch_events(rt: std::sync::Weak<DockerRuntime>) {
+/// Follows the engine's events for this instance's containers while the runtime
+/// lives: `die` (with `oom`), and containers destroyed behind our back. Relists
+/// before each (re)connection, so nothing that happened meanwhile is lost, and
+/// every [`RELIST_EVERY`]; reconnects a second after the stream breaks.
+async fn watch_events(rt: Weak<DockerRuntime>) {
     loop {
         let Some(this) = rt.upgrade() else { return };
-        resync(&this).await;
+        this.relist().await;
         let filters = HashMap::from([
-            ("type", vec!["container"]),
-            ("event", vec!["die", "oom", "destroy"]),
+            ("type".to_owned(), vec!["container".to_owned()]),
+            (
+                "event".to_owned(),
+                vec!["die".to_owned(), "oom".to_owned(), "destroy".to_owned()],
+            ),
+            (
+                "label".to_owned(),
+                vec![spec::owned_label(&this.cfg.instance_id)],
+            ),
         ]);
-        let label = format!("{LABEL_INSTANCE}={}", this.cfg.instance_id);
-        let mut filters: HashMap<&str, Vec<&str>> = filters;
-        filters.insert("label", vec![label.as_str()]);
-        let mut stream = this.docker.events(Some(EventsOptions::<&str> {
+        let events = this.docker.events(Some(EventsOptions::<String> {
             filters,
             ..Default::default()
         }));
         drop(this);
-        let mut tick = tokio::time::interval(RESYNC_EVERY);
-        tick.tick().await;
-        loop {
-            let ev = tokio::select! {
-                ev = stream.next() => ev,
-                _ = tick.tick() => {
-                    let Some(this) = rt.upgrade() else { return };
-                    resync(&this).await;
-                    continue;
-                }
-            };
-            let Some(this) = rt.upgrade() else { return };
-            match ev {
-                Some(Ok(msg)) => this.on_event(msg).await,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "docker event stream failed; reconnecting");
-                    break;
-                }
-                None => {
-                    tracing::warn!("docker event stream ended; reconnecting");
-                    break;
-                }
-            }
+        match follow(&rt, events, RELIST_EVERY).await {
+            Stopped::RuntimeDropped => return,
+            Stopped::StreamEnded => tracing::warn!("docker event stream ended; reconnecting"),
+            // Logged by on_event.
+            Stopped::Broken => {}
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 
-/// After (re)connecting, and now and then: report every known container that no
-/// longer runs and has not been reported yet.
-async fn resync(rt: &DockerRuntime) {
-    let Ok(owned) = rt.list_owned().await else {
-        return;
-    };
-    let running: HashSet<_> = owned.iter().filter(|o| o.running).map(|o| o.id).collect();
-    let gone: Vec<_> = {
-        let st = rt.state.lock().unwrap();
-        st.known
-            .iter()
-            .filter(|id| !running.contains(id) && !st.exited.contains(id))
-            .copied()
-            .collect()
-    };
-    for id in gone {
-        rt.report_exit(
-            id,
-            None,
-            "exited (found stopped when re-listing containers)".into(),
-        );
+#[async_trait]
+impl Watched for DockerRuntime {
+    type Event = Result<EventMessage, DockerError>;
+
+    /// Reports every known container that no longer runs and was not reported yet.
+    async fn relist(&self) {
+        let relist = self.ledger.begin_relist();
+        match self.list_owned().await {
+            Ok(owned) => {
+                let running: HashSet<_> =
+                    owned.iter().filter(|o| o.running).map(|o| o.id).collect();
+                self.ledger.relisted(
+                    relist,
+                    &running,
+                    "exited (found stopped when re-listing containers)",
+                );
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot relist docker containers"),
+        }
+    }
+
+    async fn on_event(self: Arc<Self>, event: Self::Event) -> ControlFlow<()> {
+        match event {
+            Ok(msg) => {
+                self.apply(msg);
+                ControlFlow::Continue(())
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "docker event stream failed; reconnecting");
+                ControlFlow::Break(())
+            }
+        }
     }
 }
 
 impl DockerRuntime {
-    fn report_exit(&self, id: ContainerId, code: Option<i32>, detail: String) {
-        self.state.lock().unwrap().exited.insert(id);
-        let _ = self.events.send(RuntimeEvent::Exited { id, code, detail });
-    }
-
     /// Whether a container that died with `code` was killed for memory: an `oom`
     /// event, or its state, says so. Only a SIGKILL exit (137) can be one, and for
     /// those the engine may report the OOM a little after the exit, so it is asked
@@ -356,7 +313,7 @@ impl DockerRuntime {
             if attempt > 0 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            if self.state.lock().unwrap().oom.remove(&id) {
+            if self.oom.lock().unwrap().remove(&id) {
                 return true;
             }
             let state_says = self
@@ -375,7 +332,8 @@ impl DockerRuntime {
         false
     }
 
-    async fn on_event(self: &Arc<Self>, msg: bollard::models::EventMessage) {
+    /// Applies one engine event about a container of this instance.
+    fn apply(self: &Arc<Self>, msg: EventMessage) {
         let action = msg.action.unwrap_or_default();
         let actor = msg.actor.unwrap_or_default();
         let handle = actor.id.unwrap_or_default();
@@ -388,7 +346,7 @@ impl DockerRuntime {
         };
         match action.as_str() {
             "oom" => {
-                self.state.lock().unwrap().oom.insert(id);
+                self.oom.lock().unwrap().insert(id);
             }
             "die" => {
                 let code = attrs.get("exitCode").and_then(|c| c.parse::<i32>().ok());
@@ -404,14 +362,11 @@ impl DockerRuntime {
                             None => "exited".to_owned(),
                         }
                     };
-                    rt.report_exit(id, code, detail);
+                    rt.ledger.report(id, code, detail);
                 });
             }
             "destroy" => {
-                let was_known = self.state.lock().unwrap().known.remove(&id);
-                if was_known {
-                    self.report_exit(id, None, "removed from docker".into());
-                }
+                self.ledger.report(id, None, "removed from docker");
             }
             _ => {}
         }
@@ -425,74 +380,33 @@ impl Runtime for DockerRuntime {
     }
 
     async fn start(&self, spec: &ContainerSpec) -> Result<Started, RuntimeError> {
-        let name = format!("warmpool-{}", spec.id);
-        let env: Vec<String> = spec
-            .app_env(&self.cfg.instance_id, self.cfg.container_port)
-            .into_iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let labels = HashMap::from([
-            (LABEL_INSTANCE.to_owned(), self.cfg.instance_id.clone()),
-            (LABEL_CONTAINER.to_owned(), spec.id.to_string()),
-            (LABEL_POOL.to_owned(), spec.key.pool.to_string()),
-            (LABEL_LOCATION.to_owned(), spec.key.location.to_string()),
-        ]);
-        let port_key = format!("{}/tcp", self.cfg.container_port);
-        let res = spec.template.resources;
-        if res.disk_mb.is_some()
+        let config = spec::create_config(spec, &self.cfg, self.disk_supported)?;
+        if spec.template.resources.disk_mb.is_some()
             && !self.disk_supported
             && !self.disk_warned.swap(true, Ordering::Relaxed)
         {
             tracing::warn!("the storage driver cannot limit container disk size; the disk limit is not applied");
         }
-        // CPU (0.25 is a quarter of one) as NanoCpus; memory is a hard limit with
-        // no swap; disk is the writable layer's size, where the driver takes one.
-        let memory = res.memory_mib.map(|m| (m * 1024 * 1024) as i64);
-        let host_config = HostConfig {
-            network_mode: Some(self.cfg.network.clone()),
-            nano_cpus: res.vcpu.map(|v| (v * 1e9) as i64),
-            memory,
-            memory_swap: memory,
-            pids_limit: res.pids_limit,
-            storage_opt: res
-                .disk_mb
-                .filter(|_| self.disk_supported)
-                .map(|mb| HashMap::from([("size".to_owned(), format!("{mb}M"))])),
-            port_bindings: self.cfg.publish.then(|| {
-                HashMap::from([(
-                    port_key.clone(),
-                    Some(vec![PortBinding {
-                        host_ip: Some("127.0.0.1".into()),
-                        host_port: Some(String::new()),
-                    }]),
-                )])
-            }),
-            ..Default::default()
-        };
-        let config = Config {
-            image: Some(spec.template.image.clone()),
-            env: Some(env),
-            labels: Some(labels),
-            exposed_ports: Some(HashMap::from([(port_key, HashMap::new())])),
-            host_config: Some(host_config),
-            ..Default::default()
-        };
+        let image = config.image.clone().unwrap_or_default();
         let created = self
             .call(self.docker.create_container(
                 Some(CreateContainerOptions {
-                    name: name.clone(),
+                    name: spec::container_name(spec.id),
                     platform: None,
                 }),
                 config,
             ))
             .await
-            .map_err(|e| match status(&e) {
-                Some(404) => RuntimeError::Other(format!(
-                    "image {} not found (build it with scripts/build-sample-image.sh)",
-                    spec.template.image
-                )),
-                _ => unavailable(e),
+            .map_err(|e| match e {
+                RuntimeError::NotFound { .. } => RuntimeError::NotFound {
+                    message: format!(
+                        "image {image} not found (build it with scripts/build-sample-image.sh)"
+                    ),
+                },
+                e => e,
             })?;
+        // Known (so that its end is reported) before it can run.
+        self.ledger.know(spec.id);
         if let Err(e) = self
             .call(
                 self.docker
@@ -501,10 +415,8 @@ impl Runtime for DockerRuntime {
             .await
         {
             let _ = self.remove(spec.id, &created.id).await;
-            return Err(unavailable(e));
+            return Err(e);
         }
-        // Known (so that a re-list can tell it vanished) once it runs.
-        self.state.lock().unwrap().known.insert(spec.id);
         let address = match self.inspect_address(&created.id).await {
             Ok(a) => a,
             Err(e) => {
@@ -529,7 +441,7 @@ impl Runtime for DockerRuntime {
                 &started.address,
                 &spec.template.health_path,
                 timeout,
-                || self.state.lock().unwrap().exited.contains(&spec.id),
+                || self.ledger.has_ended(spec.id),
             )
             .await
     }
@@ -552,18 +464,14 @@ impl Runtime for DockerRuntime {
         {
             Ok(()) => Ok(()),
             // 304: already stopped; 404: already gone.
-            Err(e) if matches!(status(&e), Some(304 | 404)) => Ok(()),
-            Err(e) => Err(unavailable(e)),
+            Err(e) if matches!(e.status(), Some(304 | 404)) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
     async fn remove(&self, id: ContainerId, handle: &str) -> Result<(), RuntimeError> {
-        {
-            let mut st = self.state.lock().unwrap();
-            st.known.remove(&id);
-            st.exited.remove(&id);
-            st.oom.remove(&id);
-        }
+        self.ledger.forget(id);
+        self.oom.lock().unwrap().remove(&id);
         match self
             .call(self.docker.remove_container(
                 handle,
@@ -577,8 +485,8 @@ impl Runtime for DockerRuntime {
         {
             Ok(()) => Ok(()),
             // 404: already gone; 409: removal already in progress.
-            Err(e) if matches!(status(&e), Some(404 | 409)) => Ok(()),
-            Err(e) => Err(unavailable(e)),
+            Err(e) if matches!(e.status(), Some(404 | 409)) => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
@@ -600,59 +508,38 @@ impl Runtime for DockerRuntime {
                     }
                 })
             }
-            Err(e) if status(&e) == Some(404) => Ok(Inspection::Gone),
-            Err(e) => Err(unavailable(e)),
+            Err(RuntimeError::NotFound { .. }) => Ok(Inspection::Gone),
+            Err(e) => Err(e),
         }
     }
 
     async fn list_owned(&self) -> Result<Vec<OwnedContainer>, RuntimeError> {
-        let label = format!("{LABEL_INSTANCE}={}", self.cfg.instance_id);
         let list = self
             .call(
                 self.docker
                     .list_containers(Some(ListContainersOptions::<String> {
                         all: true,
-                        filters: HashMap::from([("label".to_owned(), vec![label])]),
+                        filters: HashMap::from([(
+                            "label".to_owned(),
+                            vec![spec::owned_label(&self.cfg.instance_id)],
+                        )]),
                         ..Default::default()
                     })),
             )
-            .await
-            .map_err(unavailable)?;
+            .await?;
         Ok(list
             .into_iter()
-            .filter_map(|c| {
-                let id = self.summary_id(&c)?;
-                let ip = c
-                    .network_settings
-                    .as_ref()
-                    .and_then(|n| n.networks.as_ref())
-                    .and_then(|n| n.get(&self.cfg.network))
-                    .and_then(|n| n.ip_address.clone());
-                let published = c.ports.as_ref().and_then(|ports| {
-                    ports
-                        .iter()
-                        .find(|p| {
-                            p.private_port == self.cfg.container_port && p.public_port.is_some()
-                        })
-                        .and_then(|p| p.public_port)
-                });
-                Some(OwnedContainer {
-                    id,
-                    address: self.address(ip, published),
-                    running: c.state.as_deref() == Some("running"),
-                    handle: c.id?,
-                })
-            })
+            .filter_map(|c| spec::owned(&self.cfg, c))
             .collect())
     }
 
     async fn adopt(&self, owned: &OwnedContainer) -> Result<(), RuntimeError> {
-        self.state.lock().unwrap().known.insert(owned.id);
+        self.ledger.know(owned.id);
         Ok(())
     }
 
     fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent> {
-        self.events.subscribe()
+        self.ledger.subscribe()
     }
 }
 
@@ -668,11 +555,71 @@ mod tests {
             .await
             .unwrap_err();
         assert!(started.elapsed() < Duration::from_secs(2));
-        assert_eq!(
-            unavailable(e).to_string(),
-            "runtime unavailable: docker: the Docker Engine did not answer within 0.2s"
+        assert!(
+            matches!(&e, RuntimeError::Timeout { after, .. } if *after == limit),
+            "{e:?}"
         );
-        assert_eq!(humanize(DEFAULT_API_TIMEOUT), "10s");
+        assert_eq!(
+            e.to_string(),
+            "the Docker Engine did not answer within 0.2s"
+        );
+        assert_eq!(
+            RuntimeError::Timeout {
+                what: "the Docker Engine did not answer".into(),
+                after: DEFAULT_API_TIMEOUT
+            }
+            .to_string(),
+            "the Docker Engine did not answer within 10s"
+        );
         assert_eq!(client_timeout(limit), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn engine_errors_map_by_status_never_by_message() {
+        let answered = |status_code: u16, message: &str| {
+            map_error(DockerError::DockerResponseServerError {
+                status_code,
+                message: message.into(),
+            })
+        };
+        let e = answered(404, "no such container");
+        assert!(matches!(e, RuntimeError::NotFound { .. }), "{e:?}");
+        // The message does not decide: a 500 saying "not found" is the engine failing.
+        let e = answered(500, "not found");
+        assert!(
+            matches!(
+                e,
+                RuntimeError::Api {
+                    status: Some(500),
+                    retryable: true,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            "runtime unavailable: docker answered 500: not found"
+        );
+        let e = answered(409, "conflict");
+        assert_eq!((e.status(), e.is_retryable()), (Some(409), false));
+        let e = map_error(DockerError::IOError {
+            err: std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused"),
+        });
+        assert!(
+            matches!(
+                e,
+                RuntimeError::Api {
+                    status: None,
+                    retryable: true,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(
+            e.to_string().starts_with("runtime unavailable: docker: "),
+            "{e}"
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! pod create, get, list and delete, equality label selectors,
 //! `fieldSelector=metadata.name=`, and streaming watches from a resourceVersion with
 //! `timeoutSeconds`; resourceVersions and uids only grow, and a 410 can be forced
-//! on the next watch to make clients re-list. The kubelet "schedules" a pod on one
+//! on the next watch to make clients relist. The kubelet "schedules" a pod on one
 //! of the configured nodes whose labels match its node selector (else marks it
 //! Unschedulable), runs the configured command as a local process bound to a
 //! distinct 127.0.0.N address with the pod's env, reports that address as the pod
@@ -399,7 +399,7 @@ impl FakeCluster {
     }
 
     /// Ends every open watch, and makes the next one answer 410 Gone (its
-    /// resourceVersion "too old"), so that clients re-list.
+    /// resourceVersion "too old"), so that clients relist.
     pub fn expire_watches(&self) {
         self.shared.state.lock().unwrap().expire_next_watch = true;
         self.shared.watch_gen.send_modify(|g| *g += 1);
@@ -628,7 +628,7 @@ fn watch_pods(
                         }
                     }
                     Ok(_) => {}
-                    // Too slow a reader: end the watch, the client resumes or re-lists.
+                    // Too slow a reader: end the watch, the client resumes or relists.
                     Err(_) => return,
                 },
             }

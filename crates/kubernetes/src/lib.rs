@@ -8,20 +8,20 @@ pub mod fake;
 pub mod spec;
 
 use std::collections::{HashMap, HashSet};
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use tokio::sync::{broadcast, watch};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use warmpool_core::ContainerId;
+use warmpool_runtime::watch::{follow, ExitLedger, Relist, WatchTask, Watched, RELIST_EVERY};
 use warmpool_runtime::{
     ContainerSpec, Inspection, OwnedContainer, Runtime, RuntimeError, RuntimeEvent, Started,
 };
@@ -53,64 +53,41 @@ const DELETE_SLACK: Duration = Duration::from_secs(10);
 pub struct KubernetesRuntime {
     pods: Api<Pod>,
     settings: PodSettings,
-    events: broadcast::Sender<RuntimeEvent>,
-    state: Arc<Mutex<Watched>>,
+    /// Containers started or adopted, and which of them ended.
+    ledger: ExitLedger,
+    /// The last state seen of each pod of ours, by container id.
+    seen: Mutex<HashMap<ContainerId, PodState>>,
+    /// The relist the watcher is doing (between its `Init` and `InitDone`), and the
+    /// pods it listed so far.
+    initial: Mutex<Option<(Relist, HashSet<ContainerId>)>>,
     /// Bumped on every change the watch applies, so waits wake up.
     changed: watch::Sender<u64>,
-    watcher: Mutex<Option<JoinHandle<()>>>,
+    watch: WatchTask,
 }
 
-/// What the pod watch knows.
-#[derive(Default)]
-struct Watched {
-    /// The last state seen of each pod of ours, by container id.
-    pods: HashMap<ContainerId, PodState>,
-    /// Pods being deleted (they have a deletion timestamp).
-    deleting: HashSet<ContainerId>,
-    /// Containers started or adopted and not removed (their end is reported), with
-    /// the list epoch they became known in.
-    known: HashMap<ContainerId, u64>,
-    /// Bumped when a re-list begins: a pod known since then may be missing from
-    /// that list without being gone (it was created after the list was taken).
-    epoch: u64,
-    /// Containers whose end was reported (once each).
-    reported: HashSet<ContainerId>,
-}
-
-/// The status code of an error the API server answered, if it answered.
-pub fn status_code(e: &kube::Error) -> Option<u16> {
-    match e {
-        kube::Error::Api(s) => Some(s.code),
-        _ => None,
-    }
-}
-
-/// Maps a kube error to the runtime's kinds by status code: 429 and 5xx (and no
-/// answer at all) are the cluster being unavailable; 403 and the rest are errors
-/// that waiting will not fix, named with the API server's own message.
-pub fn map_error(e: kube::Error) -> RuntimeError {
+/// Maps a kube error to the runtime's kinds by status code (never by message):
+/// 404 is not found; 429 and 5xx (and no answer at all) can pass by waiting; 403
+/// and the rest need a change, named with the API server's own message.
+fn map_error(e: kube::Error) -> RuntimeError {
     match e {
         kube::Error::Api(s) => {
-            let code = s.code;
             let what = if s.message.is_empty() {
-                s.reason.clone()
+                &s.reason
             } else {
-                s.message.clone()
+                &s.message
             };
-            match code {
-                429 => RuntimeError::Unavailable(format!(
-                    "kubernetes API is throttling requests (429): {what}"
-                )),
-                500..=599 => {
-                    RuntimeError::Unavailable(format!("kubernetes API answered {code}: {what}"))
-                }
-                403 => RuntimeError::Other(format!(
-                    "kubernetes API forbids it (403; check warmpool's Role): {what}"
-                )),
-                _ => RuntimeError::Other(format!("kubernetes API answered {code}: {what}")),
+            match s.code {
+                403 => RuntimeError::Api {
+                    status: Some(403),
+                    message: format!(
+                        "kubernetes API forbids it (403; check warmpool's Role): {what}"
+                    ),
+                    retryable: false,
+                },
+                code => RuntimeError::answered("kubernetes API", code, what),
             }
         }
-        other => RuntimeError::Unavailable(format!("kubernetes API: {other}")),
+        other => RuntimeError::unreachable("kubernetes API", other),
     }
 }
 
@@ -122,20 +99,20 @@ impl KubernetesRuntime {
         let config = match &cfg.kubeconfig {
             Some(path) => {
                 let kc = kube::config::Kubeconfig::read_from(path).map_err(|e| {
-                    RuntimeError::Unavailable(format!("kubeconfig {}: {e}", path.display()))
+                    RuntimeError::Config(format!("kubeconfig {}: {e}", path.display()))
                 })?;
                 kube::Config::from_custom_kubeconfig(kc, &Default::default())
                     .await
                     .map_err(|e| {
-                        RuntimeError::Unavailable(format!("kubeconfig {}: {e}", path.display()))
+                        RuntimeError::Config(format!("kubeconfig {}: {e}", path.display()))
                     })?
             }
             None => kube::Config::infer().await.map_err(|e| {
-                RuntimeError::Unavailable(format!("no kubernetes configuration found: {e}"))
+                RuntimeError::Config(format!("no kubernetes configuration found: {e}"))
             })?,
         };
         let client = kube::Client::try_from(config)
-            .map_err(|e| RuntimeError::Unavailable(format!("kubernetes client: {e}")))?;
+            .map_err(|e| RuntimeError::Config(format!("kubernetes client: {e}")))?;
         let rt = Self::new(client, cfg);
         rt.pods
             .list(
@@ -152,18 +129,16 @@ impl KubernetesRuntime {
     /// mock); starts the pod watch.
     pub fn new(client: kube::Client, cfg: KubernetesConfig) -> Arc<Self> {
         let rt = Self::without_watch(client, cfg);
-        let handle = tokio::spawn(watch_pods(
+        rt.watch.start(watch_pods(
             Arc::downgrade(&rt),
             rt.pods.clone(),
             owned_selector(&rt.settings.instance_id),
         ));
-        *rt.watcher.lock().unwrap() = Some(handle);
         rt
     }
 
     /// The runtime without its watch: requests only (the request-level tests).
     pub fn without_watch(client: kube::Client, cfg: KubernetesConfig) -> Arc<Self> {
-        let (events, _) = broadcast::channel(4096);
         Arc::new(Self {
             pods: Api::namespaced(client, &cfg.namespace),
             settings: PodSettings {
@@ -171,17 +146,12 @@ impl KubernetesRuntime {
                 container_port: cfg.container_port,
                 placement: cfg.placement,
             },
-            events,
-            state: Arc::default(),
+            ledger: ExitLedger::new(),
+            seen: Mutex::default(),
+            initial: Mutex::default(),
             changed: watch::channel(0).0,
-            watcher: Mutex::new(None),
+            watch: WatchTask::default(),
         })
-    }
-
-    fn report_exit(&self, st: &mut Watched, id: ContainerId, code: Option<i32>, detail: String) {
-        if st.known.contains_key(&id) && st.reported.insert(id) {
-            let _ = self.events.send(RuntimeEvent::Exited { id, code, detail });
-        }
     }
 
     /// Applies what the watch (or a GET) saw of a pod.
@@ -191,60 +161,39 @@ impl KubernetesRuntime {
         };
         let state = pod_state(pod);
         {
-            let mut st = self.state.lock().unwrap();
+            // Held while reporting: an end is reported in the order it was seen.
+            let mut seen = self.seen.lock().unwrap();
             if deleted {
-                let last = st.pods.remove(&id);
-                st.deleting.remove(&id);
+                let last = seen.remove(&id);
                 let (code, detail) = match last.filter(|s| !s.is_running()) {
                     Some(s @ PodState::Terminated { code, .. }) => (code, s.exit_detail()),
                     _ => (None, "pod deleted".to_owned()),
                 };
-                self.report_exit(&mut st, id, code, detail);
+                self.ledger.report(id, code, detail);
             } else {
                 if let PodState::Terminated { code, .. } = &state {
-                    let code = *code;
-                    self.report_exit(&mut st, id, code, state.exit_detail());
+                    self.ledger.report(id, *code, state.exit_detail());
                 } else if pod.metadata.deletion_timestamp.is_some() {
-                    self.report_exit(&mut st, id, None, "pod is being deleted".into());
+                    self.ledger.report(id, None, "pod is being deleted");
                 }
-                if pod.metadata.deletion_timestamp.is_some() {
-                    st.deleting.insert(id);
-                }
-                st.pods.insert(id, state);
+                seen.insert(id, state);
             }
         }
         self.changed.send_modify(|n| *n += 1);
     }
 
-    /// A re-list begins: returns its epoch, for [`Self::on_relisted`].
-    fn begin_relist(&self) -> u64 {
-        let mut st = self.state.lock().unwrap();
-        st.epoch += 1;
-        st.epoch
-    }
-
-    /// After a (re-)list begun at `epoch`: every pod known before it that the list
-    /// misses is gone.
-    fn on_relisted(&self, seen: &HashSet<ContainerId>, epoch: u64) {
+    /// After a list begun with `relist` that held the pods `listed`: every pod
+    /// known before it that the list misses is gone.
+    fn on_relisted(&self, relist: Relist, listed: &HashSet<ContainerId>) {
+        let gone = self.ledger.relisted(
+            relist,
+            listed,
+            "pod gone (found missing when re-listing pods)",
+        );
         {
-            let mut st = self.state.lock().unwrap();
-            let known = &st.known;
-            let missing =
-                |id: &ContainerId| !seen.contains(id) && known.get(id).is_some_and(|e| *e < epoch);
-            let stale: Vec<ContainerId> =
-                st.pods.keys().filter(|id| missing(id)).copied().collect();
-            let gone: Vec<ContainerId> = known.keys().filter(|id| missing(id)).copied().collect();
-            for id in &stale {
-                st.pods.remove(id);
-                st.deleting.remove(id);
-            }
-            for id in gone {
-                self.report_exit(
-                    &mut st,
-                    id,
-                    None,
-                    "pod gone (found missing when re-listing pods)".into(),
-                );
+            let mut seen = self.seen.lock().unwrap();
+            for id in &gone {
+                seen.remove(id);
             }
         }
         self.changed.send_modify(|n| *n += 1);
@@ -253,27 +202,27 @@ impl KubernetesRuntime {
     /// Lists this instance's pods and compares with what is known (after the
     /// watch failed: a dropped connection resumes from its resourceVersion, which
     /// loses nothing the server still has, but warmpool does not rely on that).
-    async fn relist(&self) -> Result<(), RuntimeError> {
-        let epoch = self.begin_relist();
+    async fn relist_pods(&self) -> Result<(), RuntimeError> {
+        let relist = self.ledger.begin_relist();
         let list = self
             .pods
             .list(&ListParams::default().labels(&owned_selector(&self.settings.instance_id)))
             .await
             .map_err(map_error)?;
-        let mut seen = HashSet::new();
+        let mut listed = HashSet::new();
         for pod in &list.items {
             if let Some(id) = container_id_of(pod) {
-                seen.insert(id);
+                listed.insert(id);
                 self.on_pod(pod, false);
             }
         }
-        self.on_relisted(&seen, epoch);
+        self.on_relisted(relist, &listed);
         Ok(())
     }
 
     /// The pod's state as last seen; `None` when not seen (yet) or deleted.
     fn seen(&self, id: ContainerId) -> Option<PodState> {
-        self.state.lock().unwrap().pods.get(&id).cloned()
+        self.seen.lock().unwrap().get(&id).cloned()
     }
 
     /// Asks the API server for the pod and records what it says; `Ok(None)`: gone.
@@ -284,7 +233,7 @@ impl KubernetesRuntime {
                 Ok(Some(pod_state(&pod)))
             }
             None => {
-                self.state.lock().unwrap().pods.remove(&id);
+                self.seen.lock().unwrap().remove(&id);
                 Ok(None)
             }
         }
@@ -323,22 +272,25 @@ impl KubernetesRuntime {
         }
     }
 
-    async fn delete(&self, name: &str, grace: Duration) -> Result<(), RuntimeError> {
+    /// Deletes pod `name` with `grace`; returns whether it is still there (being
+    /// deleted) rather than gone.
+    async fn delete(&self, name: &str, grace: Duration) -> Result<bool, RuntimeError> {
         let dp = DeleteParams {
             grace_period_seconds: Some(grace.as_secs_f64().ceil() as u32),
             ..DeleteParams::default()
         };
-        match self.pods.delete(name, &dp).await {
-            Ok(_) => Ok(()),
+        match self.pods.delete(name, &dp).await.map_err(map_error) {
+            // The pod, being deleted; or the status of a deletion done.
+            Ok(answer) => Ok(answer.is_left()),
             // Already gone.
-            Err(e) if status_code(&e) == Some(404) => Ok(()),
-            Err(e) => Err(map_error(e)),
+            Err(RuntimeError::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
         }
     }
 
     /// Deletes a pod that failed to start, without waiting.
     async fn discard(&self, id: ContainerId, name: &str) {
-        self.state.lock().unwrap().known.remove(&id);
+        self.ledger.forget(id);
         if let Err(e) = self.delete(name, Duration::ZERO).await {
             tracing::warn!(pod = name, error = %e, "cannot delete a pod that failed to start");
         }
@@ -353,19 +305,6 @@ impl KubernetesRuntime {
     }
 }
 
-impl Drop for KubernetesRuntime {
-    fn drop(&mut self) {
-        if let Some(h) = self.watcher.lock().unwrap().take() {
-            h.abort();
-        }
-    }
-}
-
-/// How often the pods are also re-listed and compared, as a safety net for a watch
-/// that resumed from its resourceVersion after a quiet drop (kube's watcher does
-/// not re-list then) and for anything else a watch could miss.
-const RESYNC_EVERY: Duration = Duration::from_secs(15);
-
 /// The error of a start that can no longer succeed: the pod is gone (deleted
 /// `when`), its container terminated, or it is broken (image, config); `None`
 /// while it may still get there.
@@ -379,7 +318,7 @@ fn ended(s: Option<&PodState>, when: &str) -> Option<RuntimeError> {
             code: *code,
             detail: s.exit_detail(),
         }),
-        Some(s @ PodState::Broken { .. }) => Some(RuntimeError::Other(format!(
+        Some(s @ PodState::Broken { .. }) => Some(RuntimeError::CannotStart(format!(
             "pod cannot start: {}",
             s.exit_detail()
         ))),
@@ -388,55 +327,57 @@ fn ended(s: Option<&PodState>, when: &str) -> Option<RuntimeError> {
 }
 
 /// Follows this instance's pods for as long as the runtime lives. The watcher
-/// re-lists by itself on a 410 Gone; a failed watch (dropped connection, refused)
-/// and the `RESYNC_EVERY` timer re-list here. Each re-list is compared with what
-/// is known, so a pod deleted meanwhile is noticed.
+/// relists by itself on a 410 Gone (`Init` .. `InitDone`); a failed watch
+/// (dropped connection, refused) and every [`RELIST_EVERY`] relist here. Each
+/// relist is compared with what is known, so a pod deleted meanwhile is noticed.
 async fn watch_pods(rt: Weak<KubernetesRuntime>, pods: Api<Pod>, selector: String) {
-    let stream =
+    let events =
         watcher::watcher(pods, watcher::Config::default().labels(&selector)).default_backoff();
-    futures_util::pin_mut!(stream);
-    let mut seen = HashSet::new();
-    let mut epoch = 0;
-    let mut tick = tokio::time::interval(RESYNC_EVERY);
-    tick.tick().await;
-    loop {
-        let ev = tokio::select! {
-            ev = stream.next() => ev,
-            _ = tick.tick() => {
-                let Some(this) = rt.upgrade() else { return };
-                if let Err(e) = this.relist().await {
-                    tracing::warn!(error = %e, "cannot re-list kubernetes pods");
-                }
-                continue;
-            }
-        };
-        let Some(ev) = ev else { return };
-        let Some(this) = rt.upgrade() else { return };
-        match ev {
+    follow(&rt, events, RELIST_EVERY).await;
+}
+
+#[async_trait]
+impl Watched for KubernetesRuntime {
+    type Event = Result<Event<Pod>, watcher::Error>;
+
+    async fn relist(&self) {
+        if let Err(e) = self.relist_pods().await {
+            tracing::warn!(error = %e, "cannot relist kubernetes pods");
+        }
+    }
+
+    async fn on_event(self: Arc<Self>, event: Self::Event) -> ControlFlow<()> {
+        match event {
             Ok(Event::Init) => {
-                seen.clear();
-                epoch = this.begin_relist();
+                *self.initial.lock().unwrap() = Some((self.ledger.begin_relist(), HashSet::new()));
             }
             Ok(Event::InitApply(pod)) => {
-                if let Some(id) = container_id_of(&pod) {
-                    seen.insert(id);
+                if let (Some(id), Some((_, listed))) =
+                    (container_id_of(&pod), self.initial.lock().unwrap().as_mut())
+                {
+                    listed.insert(id);
                 }
-                this.on_pod(&pod, false);
+                self.on_pod(&pod, false);
             }
-            Ok(Event::InitDone) => this.on_relisted(&seen, epoch),
-            Ok(Event::Apply(pod)) => this.on_pod(&pod, false),
-            Ok(Event::Delete(pod)) => this.on_pod(&pod, true),
-            // Expired: the watcher re-lists by itself (Init .. InitDone).
+            Ok(Event::InitDone) => {
+                let initial = self.initial.lock().unwrap().take();
+                if let Some((relist, listed)) = initial {
+                    self.on_relisted(relist, &listed);
+                }
+            }
+            Ok(Event::Apply(pod)) => self.on_pod(&pod, false),
+            Ok(Event::Delete(pod)) => self.on_pod(&pod, true),
+            // Expired: the watcher relists by itself (Init .. InitDone).
             Err(watcher::Error::WatchError(s)) if s.code == 410 => {
-                tracing::debug!("kubernetes pod watch expired (410); re-listing");
+                tracing::debug!("kubernetes pod watch expired (410); relisting");
             }
             Err(e) => {
-                tracing::warn!(error = %e, "kubernetes pod watch failed; re-listing");
-                if let Err(e) = this.relist().await {
-                    tracing::warn!(error = %e, "cannot re-list kubernetes pods");
-                }
+                tracing::warn!(error = %e, "kubernetes pod watch failed; relisting");
+                self.relist().await;
             }
         }
+        // kube's watcher reconnects by itself: its stream is never broken.
+        ControlFlow::Continue(())
     }
 }
 
@@ -450,17 +391,13 @@ impl Runtime for KubernetesRuntime {
     /// template's start timeout). A pod no node takes is deleted at the deadline
     /// and the error says why the scheduler refused it.
     async fn start(&self, spec: &ContainerSpec) -> Result<Started, RuntimeError> {
-        let pod = build_pod(spec, &self.settings);
+        let pod = build_pod(spec, &self.settings)?;
         let name = pod_name(spec.id);
         self.pods
             .create(&PostParams::default(), &pod)
             .await
             .map_err(map_error)?;
-        {
-            let mut st = self.state.lock().unwrap();
-            let epoch = st.epoch;
-            st.known.insert(spec.id, epoch);
-        }
+        self.ledger.know(spec.id);
         let timeout = match spec.template.start_timeout {
             t if t.is_zero() => DEFAULT_START_TIMEOUT,
             t => t,
@@ -483,8 +420,8 @@ impl Runtime for KubernetesRuntime {
                     let selector = self.settings.placement.node_selector(spec.key.location);
                     let selector: Vec<String> =
                         selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                    RuntimeError::Other(format!(
-                        "pod unschedulable: {message} (node selector {})",
+                    RuntimeError::Unschedulable(format!(
+                        "{message} (node selector {})",
                         if selector.is_empty() {
                             "none".to_owned()
                         } else {
@@ -548,21 +485,31 @@ impl Runtime for KubernetesRuntime {
         let deadline = Instant::now() + DELETE_SLACK;
         match self.wait_for(id, handle, deadline, ended).await? {
             Some(()) => Ok(()),
-            None => Err(RuntimeError::Other(format!(
-                "pod {handle} still runs {:?} after its deletion",
-                grace + DELETE_SLACK * 2
-            ))),
+            None => Err(RuntimeError::Timeout {
+                what: format!("pod {handle} was deleted but did not end"),
+                after: grace + DELETE_SLACK * 2,
+            }),
         }
     }
 
-    /// Deletes whatever is left of the pod; a pod already gone is success.
+    /// Deletes whatever is left of the pod at once, and waits until the API server
+    /// no longer has it; a pod already gone is success.
     async fn remove(&self, id: ContainerId, handle: &str) -> Result<(), RuntimeError> {
-        {
-            let mut st = self.state.lock().unwrap();
-            st.known.remove(&id);
-            st.reported.remove(&id);
+        self.ledger.forget(id);
+        if !self.delete(handle, Duration::ZERO).await? {
+            return Ok(());
         }
-        self.delete(handle, Duration::ZERO).await
+        let deadline = Instant::now() + DELETE_SLACK;
+        match self
+            .wait_for(id, handle, deadline, |s| s.is_none().then_some(()))
+            .await?
+        {
+            Some(()) => Ok(()),
+            None => Err(RuntimeError::Timeout {
+                what: format!("pod {handle} was deleted but is still there"),
+                after: DELETE_SLACK,
+            }),
+        }
     }
 
     async fn inspect(&self, id: ContainerId, handle: &str) -> Result<Inspection, RuntimeError> {
@@ -601,18 +548,16 @@ impl Runtime for KubernetesRuntime {
     }
 
     async fn adopt(&self, owned: &OwnedContainer) -> Result<(), RuntimeError> {
-        let mut st = self.state.lock().unwrap();
-        let epoch = st.epoch;
-        st.known.insert(owned.id, epoch);
+        self.ledger.know(owned.id);
         // Ended between the listing and now: report it like any other end.
-        if let Some(s @ PodState::Terminated { code, .. }) = st.pods.get(&owned.id).cloned() {
-            self.report_exit(&mut st, owned.id, code, s.exit_detail());
+        if let Some(s @ PodState::Terminated { code, .. }) = self.seen(owned.id) {
+            self.ledger.report(owned.id, code, s.exit_detail());
         }
         Ok(())
     }
 
     fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent> {
-        self.events.subscribe()
+        self.ledger.subscribe()
     }
 }
 

@@ -1,7 +1,7 @@
 //! Request-level tests with kube's `tower_test` mock: the exact requests the
 //! runtime sends (method, path, query, body) and how each answer of the API server
 //! maps to the runtime's results (404 on delete, 409, 403, 429, 500, and a 410 on
-//! the watch forcing a re-list).
+//! the watch forcing a relist).
 
 use std::pin::pin;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use tower_test::mock::{self, Handle};
 use warmpool_core::{ContainerId, Location, PoolKey};
 use warmpool_runtime::{
     ContainerSpec, Inspection, OwnedContainer, Resources, Runtime, RuntimeError, RuntimeEvent,
-    Template,
+    Template, Workload,
 };
 
 use super::*;
@@ -47,12 +47,14 @@ fn spec(location: Location) -> ContainerSpec {
         id: ContainerId::random(),
         key: PoolKey::new("web", location),
         template: Arc::new(Template {
-            image: "app:1".into(),
+            workload: Workload::Image {
+                image: "app:1".into(),
+                pids_limit: None,
+            },
             health_path: "/healthz".into(),
             resources: Resources {
                 vcpu: Some(0.5),
                 memory_mib: Some(128),
-                pids_limit: None,
                 disk_mb: None,
             },
             start_timeout: Duration::from_secs(5),
@@ -173,9 +175,10 @@ async fn a_create_conflict_is_an_error_naming_the_status() {
     });
     let e = rt.start(&spec(Location::Default)).await.unwrap_err();
     assert!(
-        matches!(&e, RuntimeError::Other(m) if m.contains("409") && m.contains("already exists")),
-        "{e}"
+        matches!(&e, RuntimeError::Api { status: Some(409), retryable: false, message } if message.contains("already exists")),
+        "{e:?}"
     );
+    assert!(e.to_string().contains("409"), "{e}");
     server.await.unwrap();
 }
 
@@ -278,7 +281,7 @@ async fn list_owned_selects_by_labels() {
 
 #[tokio::test]
 async fn api_errors_map_by_status_code() {
-    for (code, reason, unavailable) in [
+    for (code, reason, retry) in [
         (403, "Forbidden", false),
         (429, "TooManyRequests", true),
         (500, "InternalError", true),
@@ -291,9 +294,13 @@ async fn api_errors_map_by_status_code() {
             send.send_response(reply(code, status(code, reason, "nope")));
         });
         let e = rt.list_owned().await.unwrap_err();
-        match (&e, unavailable) {
-            (RuntimeError::Unavailable(m), true) | (RuntimeError::Other(m), false) => {
-                assert!(m.contains(&code.to_string()), "{m}")
+        match &e {
+            RuntimeError::Api {
+                status: Some(s),
+                message,
+                retryable,
+            } if *s == code && *retryable == retry => {
+                assert!(message.contains(&code.to_string()), "{message}")
             }
             _ => panic!("{code}: {e:?}"),
         }
@@ -339,7 +346,7 @@ async fn a_410_on_the_watch_forces_a_relist_that_notices_deleted_pods() {
         let expired =
             json!({"type": "ERROR", "object": status(410, "Expired", "too old resource version")});
         send.send_response(reply(200, expired));
-        // The re-list: b was deleted meanwhile.
+        // The relist: b was deleted meanwhile.
         let (req, send) = next(&mut handle).await;
         assert!(!req.uri().query().unwrap_or_default().contains("watch=true"));
         send.send_response(reply(
@@ -352,7 +359,7 @@ async fn a_410_on_the_watch_forces_a_relist_that_notices_deleted_pods() {
     });
     let ev = tokio::time::timeout(Duration::from_secs(20), events.recv())
         .await
-        .expect("no event after the re-list")
+        .expect("no event after the relist")
         .unwrap();
     match ev {
         RuntimeEvent::Exited { id, code, detail } => {
@@ -457,7 +464,7 @@ async fn a_failed_watch_relists_and_compares() {
         let (req, send) = next(&mut handle).await;
         assert!(req.uri().query().unwrap_or_default().contains("watch=true"));
         send.send_response(reply(503, status(503, "ServiceUnavailable", "down")));
-        // The runtime re-lists at once: b is gone.
+        // The runtime relists at once: b is gone.
         let (req, send) = next(&mut handle).await;
         assert!(!req.uri().query().unwrap_or_default().contains("watch=true"));
         send.send_response(reply(
@@ -469,7 +476,7 @@ async fn a_failed_watch_relists_and_compares() {
     });
     let ev = tokio::time::timeout(Duration::from_secs(20), events.recv())
         .await
-        .expect("no event after the re-list")
+        .expect("no event after the relist")
         .unwrap();
     let RuntimeEvent::Exited { id, detail, .. } = ev;
     assert_eq!(id, b);

@@ -11,7 +11,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use warmpool_core::{ContainerId, Location};
-use warmpool_runtime::ContainerSpec;
+use warmpool_runtime::{ContainerSpec, RuntimeError};
 
 /// The standard label every object warmpool creates carries.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -153,11 +153,17 @@ pub fn disk_quantity(mb: u64) -> Quantity {
     Quantity(format!("{mb}M"))
 }
 
-/// The pod that runs `spec`: its labels, the pool's image and env, requests equal
-/// to limits (CPU, memory, ephemeral storage), a readiness probe on the health
-/// path, `restartPolicy: Never` and the location's node selector. It gets no
-/// service account token and no service links: nothing of the cluster's leaks in.
-pub fn build_pod(spec: &ContainerSpec, settings: &PodSettings) -> Pod {
+/// The pod that runs `spec`: its labels, the workload's image and the pool's env,
+/// requests equal to limits (CPU, memory, ephemeral storage), a readiness probe on
+/// the health path, `restartPolicy: Never` and the location's node selector. It
+/// gets no service account token and no service links: nothing of the cluster's
+/// leaks in. A workload that is no image (a command) is refused; a pids limit has
+/// no Pod field (it is the kubelet's setting) and is not applied.
+pub fn build_pod(spec: &ContainerSpec, settings: &PodSettings) -> Result<Pod, RuntimeError> {
+    let workload = &spec.template.workload;
+    let Some((image, _pids_limit)) = workload.image() else {
+        return Err(workload.unsupported("kubernetes"));
+    };
     let labels = BTreeMap::from([
         (LABEL_MANAGED_BY.to_owned(), MANAGED_BY.to_owned()),
         (
@@ -195,7 +201,7 @@ pub fn build_pod(spec: &ContainerSpec, settings: &PodSettings) -> Pod {
     });
     let port = i32::from(settings.container_port);
     let node_selector = settings.placement.node_selector(spec.key.location);
-    Pod {
+    Ok(Pod {
         metadata: ObjectMeta {
             name: Some(pod_name(spec.id)),
             labels: Some(labels),
@@ -204,7 +210,7 @@ pub fn build_pod(spec: &ContainerSpec, settings: &PodSettings) -> Pod {
         spec: Some(PodSpec {
             containers: vec![Container {
                 name: CONTAINER_NAME.to_owned(),
-                image: Some(spec.template.image.clone()),
+                image: Some(image.to_owned()),
                 env: Some(env),
                 ports: Some(vec![ContainerPort {
                     container_port: port,
@@ -234,7 +240,7 @@ pub fn build_pod(spec: &ContainerSpec, settings: &PodSettings) -> Pod {
             ..Default::default()
         }),
         status: None,
-    }
+    })
 }
 
 /// The container id a pod of ours carries in its labels.

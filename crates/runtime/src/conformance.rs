@@ -1,5 +1,6 @@
 //! The runtime conformance suite: what every `Runtime` must do, run by the tests of
-//! each runtime (process, sim, docker) against the real thing.
+//! each runtime (process, sim, Docker, Kubernetes) against the real thing. Behind
+//! the cargo feature `conformance`: tests only, not the production library.
 
 use std::future::Future;
 use std::time::Duration;
@@ -66,13 +67,10 @@ where
     rt.stop(a.id, &started.handle, Duration::ZERO)
         .await
         .expect("stop after remove");
+    let listed = rt.list_owned().await.unwrap();
     assert!(
-        rt.list_owned()
-            .await
-            .unwrap()
-            .iter()
-            .all(|o| o.id != a.id || !o.running),
-        "{name}: a removed container is listed as running"
+        listed.iter().all(|o| o.id != a.id),
+        "{name}: a removed container is still listed: {listed:?}"
     );
 
     // An exit from outside is noticed, as an event naming the container.
@@ -101,4 +99,87 @@ where
         .await
         .unwrap();
     rt.remove(b.id, &started.handle).await.unwrap();
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use tokio::sync::broadcast;
+    use warmpool_core::{Location, PoolKey};
+
+    use super::*;
+    use crate::{OwnedContainer, RuntimeError, SimMode, SimRuntime, Template};
+
+    /// The simulated runtime, except that `remove` leaves the stopped container
+    /// listed.
+    struct KeepsRemoved(SimRuntime);
+
+    #[async_trait]
+    impl Runtime for KeepsRemoved {
+        fn name(&self) -> &'static str {
+            "keeps-removed"
+        }
+        fn reachable(&self) -> bool {
+            false
+        }
+        async fn start(&self, spec: &ContainerSpec) -> Result<Started, RuntimeError> {
+            self.0.start(spec).await
+        }
+        async fn wait_ready(
+            &self,
+            spec: &ContainerSpec,
+            started: &Started,
+            timeout: Duration,
+        ) -> Result<(), RuntimeError> {
+            self.0.wait_ready(spec, started, timeout).await
+        }
+        async fn stop(
+            &self,
+            id: ContainerId,
+            h: &str,
+            grace: Duration,
+        ) -> Result<(), RuntimeError> {
+            self.0.stop(id, h, grace).await
+        }
+        async fn remove(&self, _id: ContainerId, _h: &str) -> Result<(), RuntimeError> {
+            Ok(())
+        }
+        async fn inspect(&self, id: ContainerId, h: &str) -> Result<Inspection, RuntimeError> {
+            self.0.inspect(id, h).await
+        }
+        async fn list_owned(&self) -> Result<Vec<OwnedContainer>, RuntimeError> {
+            self.0.list_owned().await
+        }
+        async fn adopt(&self, owned: &OwnedContainer) -> Result<(), RuntimeError> {
+            self.0.adopt(owned).await
+        }
+        fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent> {
+            self.0.subscribe()
+        }
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "a removed container is still listed")]
+    async fn a_container_still_listed_after_remove_fails_the_suite() {
+        let rt = Arc::new(KeepsRemoved(SimRuntime::new(
+            SimMode::Instant,
+            "127.0.0.1:9",
+        )));
+        let template = Arc::new(Template::default());
+        let spec = move || ContainerSpec {
+            id: ContainerId::random(),
+            key: PoolKey::new("conformance", Location::Default),
+            template: template.clone(),
+        };
+        let sim = rt.clone();
+        check(rt.as_ref(), spec, false, move |id, _| {
+            let sim = sim.clone();
+            async move {
+                assert!(sim.0.kill(id, 137));
+            }
+        })
+        .await;
+    }
 }

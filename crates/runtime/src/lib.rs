@@ -2,12 +2,15 @@
 //! embedded default) and a simulated runtime for deterministic tests.
 //!
 //! Runtimes with heavy dependencies (Docker, Kubernetes) live in crates of their own
-//! and implement the same trait.
+//! and implement the same trait; [`watch`] is the event watch they share.
 
+#[cfg(feature = "conformance")]
 pub mod conformance;
+mod error;
 mod probe;
 mod process;
 mod sim;
+pub mod watch;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,6 +19,7 @@ use async_trait::async_trait;
 use tokio::sync::broadcast;
 use warmpool_core::{ContainerId, PoolKey};
 
+pub use error::RuntimeError;
 pub use probe::HttpProbe;
 pub use process::{ProcessConfig, ProcessRuntime};
 pub use sim::{SimMode, SimRuntime};
@@ -24,14 +28,15 @@ pub use sim::{SimMode, SimRuntime};
 /// a restarted warmpool tells its own containers from anybody else's.
 pub const INSTANCE_ENV: &str = "WARMPOOL_INSTANCE_ID";
 
+/// The image of warmpool's sample app (`scripts/build-sample-image.sh` builds it):
+/// what an image runtime runs for [`Workload::SampleApp`].
+pub const SAMPLE_APP_IMAGE: &str = "warmpool/sample-app:latest";
+
 /// What every container of one pool runs, and with what; one per pool, shared by
 /// its containers.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Template {
-    /// Program and arguments (process runtime).
-    pub command: Vec<String>,
-    /// Image (Docker and Kubernetes runtimes).
-    pub image: String,
+    pub workload: Workload,
     /// Readiness probe path.
     pub health_path: String,
     /// Extra env of the pool, set after warmpool's own variables.
@@ -43,12 +48,62 @@ pub struct Template {
     pub start_timeout: Duration,
 }
 
-/// Limits of one container, where the runtime enforces them (`None`: no limit).
+/// What a container runs. Each runtime runs the kinds it can and fails the start of
+/// any other with [`RuntimeError::Unsupported`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub enum Workload {
+    /// warmpool's own sample app: the process runtime runs its own program with
+    /// `sample-app` ([`ProcessRuntime::with_sample_app`]), an image runtime the
+    /// [`SAMPLE_APP_IMAGE`].
+    #[default]
+    SampleApp,
+    /// A program and its arguments, run as a local process (process runtime).
+    Command(Vec<String>),
+    /// A container image (Docker and Kubernetes runtimes).
+    Image {
+        image: String,
+        /// Processes per container. Docker's own limit (`PidsLimit`): a Pod has no
+        /// such field (it is a kubelet setting), and a local process none either.
+        pids_limit: Option<i64>,
+    },
+}
+
+impl Workload {
+    /// What an image runtime runs: the image and its pids limit; `None` for a
+    /// command, which runs no image.
+    pub fn image(&self) -> Option<(&str, Option<i64>)> {
+        match self {
+            Workload::SampleApp => Some((SAMPLE_APP_IMAGE, None)),
+            Workload::Image { image, pids_limit } => Some((image, *pids_limit)),
+            Workload::Command(_) => None,
+        }
+    }
+
+    /// How errors name it: `the sample app`, `a command`, `an image`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Workload::SampleApp => "the sample app",
+            Workload::Command(c) if c.is_empty() => "an empty command",
+            Workload::Command(_) => "a command",
+            Workload::Image { .. } => "an image",
+        }
+    }
+
+    /// The error of a runtime that cannot run it.
+    pub fn unsupported(&self, runtime: &'static str) -> RuntimeError {
+        RuntimeError::Unsupported {
+            runtime,
+            workload: self.kind(),
+        }
+    }
+}
+
+/// Limits of one container, where the runtime enforces them (`None`: no limit):
+/// its size, which the image runtimes enforce (CPU, memory, disk).
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Resources {
     pub vcpu: Option<f64>,
     pub memory_mib: Option<u64>,
-    pub pids_limit: Option<i64>,
     pub disk_mb: Option<u64>,
 }
 
@@ -118,28 +173,6 @@ pub enum RuntimeEvent {
     },
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    #[error("cannot start container: {what}")]
-    Spawn {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("container exited before it became ready ({detail})")]
-    ExitedEarly { code: Option<i32>, detail: String },
-    #[error("container did not become ready within {0:?}")]
-    StartTimeout(Duration),
-    #[error("invalid runtime handle {0:?}")]
-    BadHandle(String),
-    #[error("runtime unavailable: {0}")]
-    Unavailable(String),
-    #[error("injected failure: {0}")]
-    Injected(String),
-    #[error("runtime error: {0}")]
-    Other(String),
-}
-
 /// What actually runs containers. Implementations must be safe to call
 /// concurrently, and every operation is idempotent where it can be: stopping or
 /// removing something already gone is success.
@@ -169,7 +202,8 @@ pub trait Runtime: Send + Sync + 'static {
         grace: Duration,
     ) -> Result<(), RuntimeError>;
 
-    /// Removes what is left of a stopped container.
+    /// Removes what is left of a stopped container: once it returns,
+    /// [`Runtime::list_owned`] no longer lists it.
     async fn remove(&self, id: ContainerId, handle: &str) -> Result<(), RuntimeError>;
 
     async fn inspect(&self, id: ContainerId, handle: &str) -> Result<Inspection, RuntimeError>;
@@ -182,7 +216,7 @@ pub trait Runtime: Send + Sync + 'static {
     async fn adopt(&self, owned: &OwnedContainer) -> Result<(), RuntimeError>;
 
     /// Events the runtime notices on its own (exits). A lagging receiver should
-    /// re-list and compare.
+    /// relist and compare.
     fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent>;
 
     /// Whether its containers' addresses answer HTTP, so that warmpool can keep

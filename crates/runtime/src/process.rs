@@ -21,7 +21,7 @@ use warmpool_core::ContainerId;
 
 use crate::{
     ContainerSpec, HttpProbe, Inspection, OwnedContainer, Runtime, RuntimeError, RuntimeEvent,
-    Started, INSTANCE_ENV,
+    Started, Workload, INSTANCE_ENV,
 };
 
 #[derive(Clone, Debug)]
@@ -39,6 +39,8 @@ type Watched = watch::Receiver<bool>;
 
 pub struct ProcessRuntime {
     cfg: ProcessConfig,
+    /// The program that runs the sample app when given `sample-app`.
+    sample_app: Option<PathBuf>,
     probe: HttpProbe,
     events: broadcast::Sender<RuntimeEvent>,
     watched: Arc<Mutex<HashMap<ContainerId, Watched>>>,
@@ -53,8 +55,28 @@ impl ProcessRuntime {
         Self {
             probe: HttpProbe::new(),
             cfg,
+            sample_app: None,
             events,
             watched: Arc::default(),
+        }
+    }
+
+    /// Runs [`Workload::SampleApp`] as `program sample-app` (warmpool's own
+    /// binary); without it, such a start fails with [`RuntimeError::Unsupported`].
+    pub fn with_sample_app(mut self, program: PathBuf) -> Self {
+        self.sample_app = Some(program);
+        self
+    }
+
+    /// The program and arguments of `workload`.
+    fn command(&self, workload: &Workload) -> Result<(String, Vec<String>), RuntimeError> {
+        match (workload, &self.sample_app) {
+            (Workload::Command(c), _) if !c.is_empty() => Ok((c[0].clone(), c[1..].to_vec())),
+            (Workload::SampleApp, Some(program)) => Ok((
+                program.to_string_lossy().into_owned(),
+                vec!["sample-app".to_owned()],
+            )),
+            (w, _) => Err(w.unsupported(self.name())),
         }
     }
 
@@ -208,11 +230,7 @@ impl Runtime for ProcessRuntime {
     }
 
     async fn start(&self, spec: &ContainerSpec) -> Result<Started, RuntimeError> {
-        let (program, args) = spec
-            .template
-            .command
-            .split_first()
-            .ok_or_else(|| RuntimeError::Other("empty command".into()))?;
+        let (program, args) = self.command(&spec.template.workload)?;
         let spawn_err = |what: String| move |source| RuntimeError::Spawn { what, source };
         let port = free_port().map_err(spawn_err("no free port".into()))?;
         let dir = self.work_dir(spec.id);
@@ -220,8 +238,8 @@ impl Runtime for ProcessRuntime {
             .await
             .map_err(spawn_err(format!("cannot create {}", dir.display())))?;
 
-        let mut cmd = tokio::process::Command::new(program);
-        cmd.args(args)
+        let mut cmd = tokio::process::Command::new(&program);
+        cmd.args(&args)
             .current_dir(&dir)
             // Only what the app needs: warmpool's own secrets stay out of children.
             .env_clear()
@@ -243,10 +261,10 @@ impl Runtime for ProcessRuntime {
         let mut child = cmd
             .spawn()
             .map_err(spawn_err(format!("cannot run {program:?}")))?;
-        let pid = child
-            .id()
-            .ok_or_else(|| RuntimeError::Other("child exited at once".into()))?
-            as i32;
+        let pid = child.id().ok_or_else(|| RuntimeError::ExitedEarly {
+            code: None,
+            detail: "it exited at once".into(),
+        })? as i32;
         let start_time = proc_stat(pid).map(|(_, _, st)| st).unwrap_or(0);
 
         let (tx, rx) = watch::channel(false);
@@ -321,12 +339,14 @@ impl Runtime for ProcessRuntime {
             tracing::warn!(container_id = %id, pid, "container did not stop within its grace period; killing it");
         }
         let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
-        if wait_gone(Duration::from_secs(5)).await {
+        let after = Duration::from_secs(5);
+        if wait_gone(after).await {
             Ok(())
         } else {
-            Err(RuntimeError::Other(format!(
-                "process {pid} survived SIGKILL"
-            )))
+            Err(RuntimeError::Timeout {
+                what: format!("process {pid} did not end after SIGKILL"),
+                after,
+            })
         }
     }
 
@@ -334,7 +354,10 @@ impl Runtime for ProcessRuntime {
         match tokio::fs::remove_dir_all(self.work_dir(id)).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(RuntimeError::Other(format!("cannot remove work dir: {e}"))),
+            Err(source) => Err(RuntimeError::Io {
+                what: "cannot remove work dir".into(),
+                source,
+            }),
         }
     }
 
@@ -351,8 +374,10 @@ impl Runtime for ProcessRuntime {
         let instance = self.cfg.instance_id.clone();
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
-            let dir = std::fs::read_dir("/proc")
-                .map_err(|e| RuntimeError::Unavailable(format!("cannot read /proc: {e}")))?;
+            let dir = std::fs::read_dir("/proc").map_err(|source| RuntimeError::Io {
+                what: "cannot read /proc".into(),
+                source,
+            })?;
             for entry in dir.flatten() {
                 let Some(pid) = entry
                     .file_name()
@@ -391,7 +416,10 @@ impl Runtime for ProcessRuntime {
             Ok(out)
         })
         .await
-        .map_err(|e| RuntimeError::Other(format!("list task failed: {e}")))?
+        .map_err(|e| RuntimeError::Io {
+            what: "cannot list processes".into(),
+            source: std::io::Error::other(e),
+        })?
     }
 
     async fn adopt(&self, owned: &OwnedContainer) -> Result<(), RuntimeError> {
@@ -420,6 +448,48 @@ mod tests {
         assert_eq!(ports.len(), 500, "a port was handed out twice");
         if lo > 11_000 {
             assert!(ports.iter().all(|p| (10_000..lo).contains(p)));
+        }
+    }
+
+    #[test]
+    fn workloads_resolve_to_a_command_or_fail_typed() {
+        let cfg = ProcessConfig {
+            instance_id: "i".into(),
+            work_root: "/nonexistent".into(),
+            inherit_stderr: false,
+        };
+        let bare = ProcessRuntime::new(cfg.clone());
+        let sample = ProcessRuntime::new(cfg).with_sample_app("/opt/warmpool".into());
+        let cmd = Workload::Command(vec!["python3".into(), "-m".into(), "http.server".into()]);
+        assert_eq!(
+            bare.command(&cmd).unwrap(),
+            (
+                "python3".to_owned(),
+                vec!["-m".to_owned(), "http.server".to_owned()]
+            )
+        );
+        assert_eq!(
+            sample.command(&Workload::SampleApp).unwrap(),
+            ("/opt/warmpool".to_owned(), vec!["sample-app".to_owned()])
+        );
+        let image = Workload::Image {
+            image: "app:1".into(),
+            pids_limit: None,
+        };
+        for (rt, w, says) in [
+            (&bare, Workload::SampleApp, "the sample app"),
+            (&sample, image, "an image"),
+            (&sample, Workload::Command(vec![]), "an empty command"),
+        ] {
+            let e = rt.command(&w).unwrap_err();
+            assert!(
+                matches!(e, RuntimeError::Unsupported { runtime: "process", workload } if workload == says),
+                "{e:?}"
+            );
+            assert_eq!(
+                e.to_string(),
+                format!("runtime error: the process runtime cannot run {says}")
+            );
         }
     }
 

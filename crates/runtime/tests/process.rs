@@ -7,7 +7,7 @@ use std::time::Duration;
 use warmpool_core::{ContainerId, Location, PoolKey};
 use warmpool_runtime::{
     ContainerSpec, Inspection, ProcessConfig, ProcessRuntime, Runtime, RuntimeError, RuntimeEvent,
-    Template,
+    Template, Workload,
 };
 
 /// A runtime, and a maker of specs of containers that run `script`.
@@ -18,7 +18,7 @@ fn runtime(dir: &std::path::Path, script: &str) -> (ProcessRuntime, impl Fn() ->
         inherit_stderr: false,
     });
     let template = Arc::new(Template {
-        command: vec!["sh".into(), "-c".into(), script.into()],
+        workload: Workload::Command(vec!["sh".into(), "-c".into(), script.into()]),
         health_path: "/healthz".into(),
         env: vec![("EXTRA".into(), "1".into())],
         ..Template::default()
@@ -193,4 +193,36 @@ async fn bad_handles_are_refused() {
             Err(RuntimeError::BadHandle(_))
         ));
     }
+}
+
+#[tokio::test]
+async fn an_image_is_refused_before_anything_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, spec) = runtime(dir.path(), "true");
+    let s = ContainerSpec {
+        template: Arc::new(Template {
+            workload: Workload::Image {
+                image: "warmpool/sample-app:latest".into(),
+                pids_limit: None,
+            },
+            ..(*spec().template).clone()
+        }),
+        ..spec()
+    };
+    let err = rt.start(&s).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RuntimeError::Unsupported {
+                runtime: "process",
+                workload: "an image"
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        !dir.path().join(s.id.to_string()).exists(),
+        "a work dir was made"
+    );
+    assert!(rt.list_owned().await.unwrap().is_empty());
 }

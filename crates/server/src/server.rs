@@ -16,7 +16,7 @@ use warmpool_docker::{DockerConfig, DockerRuntime};
 use warmpool_engine::{error_chain, Engine, EngineConfig, PoolSpec, Recovered};
 use warmpool_kubernetes::{KubernetesConfig, KubernetesRuntime};
 use warmpool_runtime::{
-    ProcessConfig, ProcessRuntime, Resources, Runtime, SimMode, SimRuntime, Template,
+    ProcessConfig, ProcessRuntime, Resources, Runtime, SimMode, SimRuntime, Template, Workload,
 };
 
 use crate::config::{Config, PoolConfig, RuntimeKind};
@@ -112,11 +112,17 @@ pub fn router(shared: Arc<Shared>) -> Router {
 /// The runtime the configuration asks for.
 pub async fn build_runtime(config: &Config, instance_id: &str) -> anyhow::Result<Arc<dyn Runtime>> {
     Ok(match config.runtime {
-        RuntimeKind::Process => Arc::new(ProcessRuntime::new(ProcessConfig {
-            instance_id: instance_id.to_owned(),
-            work_root: config.data_dir.join("containers"),
-            inherit_stderr: true,
-        })),
+        RuntimeKind::Process => {
+            let rt = ProcessRuntime::new(ProcessConfig {
+                instance_id: instance_id.to_owned(),
+                work_root: config.data_dir.join("containers"),
+                inherit_stderr: true,
+            });
+            // A pool without a command runs this binary's own sample app.
+            let exe =
+                std::env::current_exe().context("cannot find this binary to run its sample-app")?;
+            Arc::new(rt.with_sample_app(exe))
+        }
         RuntimeKind::Sim => Arc::new(SimRuntime::new(
             SimMode::Instant,
             config.sim_address.clone(),
@@ -264,7 +270,11 @@ pub struct Running {
 /// What the engine is told, from the config.
 pub fn engine_config(config: &Config) -> EngineConfig {
     EngineConfig {
-        pools: config.pools.iter().map(pool_spec).collect(),
+        pools: config
+            .pools
+            .iter()
+            .map(|p| pool_spec(p, config.runtime))
+            .collect(),
         max_instances: config.max_instances,
         claim_timeout: config.claim_timeout,
         stop_grace: config.stop_grace,
@@ -275,18 +285,26 @@ pub fn engine_config(config: &Config) -> EngineConfig {
     }
 }
 
-fn pool_spec(config: &PoolConfig) -> PoolSpec {
+/// A pool as the engine runs it, its workload as `runtime` runs it: an image on
+/// the image runtimes; otherwise its command, or without one the sample app.
+fn pool_spec(config: &PoolConfig, runtime: RuntimeKind) -> PoolSpec {
+    let workload = match runtime {
+        RuntimeKind::Docker | RuntimeKind::Kubernetes => Workload::Image {
+            image: config.image.clone(),
+            pids_limit: config.pids_limit,
+        },
+        RuntimeKind::Process | RuntimeKind::Sim if config.command.is_empty() => Workload::SampleApp,
+        RuntimeKind::Process | RuntimeKind::Sim => Workload::Command(config.command.clone()),
+    };
     PoolSpec {
         name: config.name.clone(),
         template: Arc::new(Template {
-            command: config.command.clone(),
-            image: config.image.clone(),
+            workload,
             health_path: config.health_path.clone(),
             env: config.env.clone(),
             resources: Resources {
                 vcpu: config.vcpu,
                 memory_mib: config.memory_mib,
-                pids_limit: config.pids_limit,
                 disk_mb: config.disk_mb,
             },
             start_timeout: config.start_timeout,
@@ -335,10 +353,7 @@ fn raise_fd_limit(config: &Config) {
 
 /// Starts warmpool. With `runtime`, uses it instead of the configured one (tests
 /// pass a simulated runtime they keep a handle on).
-pub async fn start(
-    mut config: Config,
-    runtime: Option<Arc<dyn Runtime>>,
-) -> anyhow::Result<Running> {
+pub async fn start(config: Config, runtime: Option<Arc<dyn Runtime>>) -> anyhow::Result<Running> {
     check_exposure(&config)?;
     raise_fd_limit(&config);
     if config.warm_total() > u64::from(config.max_instances) {
@@ -358,14 +373,6 @@ pub async fn start(
         Some(r) => r,
         None => build_runtime(&config, store.instance_id()).await?,
     };
-    if runtime.name() == "process" && config.pools.iter().any(|p| p.command.is_empty()) {
-        // A pool without a command runs this binary's own sample app.
-        let exe =
-            std::env::current_exe().context("cannot find this binary to run its sample-app")?;
-        for p in config.pools.iter_mut().filter(|p| p.command.is_empty()) {
-            p.command = vec![exe.to_string_lossy().into_owned(), "sample-app".to_owned()];
-        }
-    }
     tracing::info!(instance_id = store.instance_id(), runtime = runtime.name(), data_dir = %config.data_dir.display(), "starting warmpool");
     let listen = config.listen;
     let (app, recovered) = Engine::start(engine_config(&config), store, registry, runtime)

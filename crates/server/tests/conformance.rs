@@ -13,7 +13,7 @@ use warmpool_kubernetes::fake::{FakeCluster, FakeOptions};
 use warmpool_kubernetes::{KubernetesConfig, KubernetesRuntime, Placement};
 use warmpool_runtime::{
     conformance, ContainerSpec, ProcessConfig, ProcessRuntime, Resources, SimMode, SimRuntime,
-    Template,
+    Template, Workload,
 };
 
 /// A maker of fresh specs of containers that run `template`.
@@ -29,7 +29,7 @@ fn specs(template: Template) -> impl Fn() -> ContainerSpec {
 /// The sample app, as the process runtime runs it.
 fn sample_app() -> Template {
     Template {
-        command: vec![common::bin().into(), "sample-app".into()],
+        workload: Workload::SampleApp,
         health_path: "/healthz".into(),
         ..Template::default()
     }
@@ -46,7 +46,8 @@ async fn process_runtime_conforms() {
         instance_id: instance(),
         work_root: dir.path().to_owned(),
         inherit_stderr: false,
-    });
+    })
+    .with_sample_app(common::bin().into());
     conformance::check(&rt, specs(sample_app()), true, |_, started| async move {
         common::kill9_handle(Some(&started.handle));
     })
@@ -87,12 +88,14 @@ async fn docker_runtime_conforms() {
     .await
     .unwrap();
     let image = Template {
-        image: common::IMAGE.into(),
+        workload: Workload::Image {
+            image: common::IMAGE.into(),
+            pids_limit: Some(64),
+        },
         health_path: "/healthz".into(),
         resources: Resources {
             vcpu: Some(0.5),
             memory_mib: Some(64),
-            pids_limit: Some(64),
             disk_mb: None,
         },
         ..Template::default()
@@ -121,12 +124,14 @@ async fn kubernetes_runtime_conforms() {
         },
     );
     let image = Template {
-        image: common::IMAGE.into(),
+        workload: Workload::Image {
+            image: common::IMAGE.into(),
+            pids_limit: None,
+        },
         health_path: "/healthz".into(),
         resources: Resources {
             vcpu: Some(0.5),
             memory_mib: Some(64),
-            pids_limit: None,
             disk_mb: None,
         },
         start_timeout: std::time::Duration::from_secs(30),

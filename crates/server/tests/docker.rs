@@ -411,7 +411,7 @@ impl Relay {
 async fn docker_exits_missed_while_the_event_stream_was_down_are_found_on_reconnect() {
     use warmpool_core::{ContainerId, Location, PoolKey};
     use warmpool_docker::{DockerConfig, DockerRuntime};
-    use warmpool_runtime::{ContainerSpec, Runtime, RuntimeEvent, Template};
+    use warmpool_runtime::{ContainerSpec, Runtime, RuntimeEvent, Template, Workload};
     if !docker_ready("docker_exits_missed_while_the_event_stream_was_down_are_found_on_reconnect") {
         return;
     }
@@ -434,7 +434,10 @@ async fn docker_exits_missed_while_the_event_stream_was_down_are_found_on_reconn
         id: ContainerId::random(),
         key: PoolKey::new("default", Location::Default),
         template: std::sync::Arc::new(Template {
-            image: common::IMAGE.into(),
+            workload: Workload::Image {
+                image: common::IMAGE.into(),
+                pids_limit: None,
+            },
             health_path: "/healthz".into(),
             ..Template::default()
         }),

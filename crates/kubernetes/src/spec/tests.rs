@@ -6,21 +6,27 @@ use std::time::Duration;
 
 use serde_json::json;
 use warmpool_core::{ContainerId, Location, PoolKey};
-use warmpool_runtime::{ContainerSpec, Resources, Template};
+use warmpool_runtime::{ContainerSpec, Resources, Template, Workload, SAMPLE_APP_IMAGE};
 
 use super::*;
+
+fn build(spec: &ContainerSpec, settings: &PodSettings) -> Pod {
+    build_pod(spec, settings).unwrap()
+}
 
 fn spec(pool: &str, location: Location, resources: Resources) -> ContainerSpec {
     ContainerSpec {
         id: ContainerId::random(),
         key: PoolKey::new(pool, location),
         template: Arc::new(Template {
-            image: "registry.example/app:1".into(),
+            workload: Workload::Image {
+                image: "registry.example/app:1".into(),
+                pids_limit: Some(64),
+            },
             health_path: "/healthz".into(),
             env: vec![("GREETING".into(), "hello there".into())],
             resources,
             start_timeout: Duration::from_secs(5),
-            ..Template::default()
         }),
     }
 }
@@ -37,7 +43,6 @@ fn full() -> Resources {
     Resources {
         vcpu: Some(0.25),
         memory_mib: Some(256),
-        pids_limit: Some(64),
         disk_mb: Some(512),
     }
 }
@@ -45,7 +50,7 @@ fn full() -> Resources {
 #[test]
 fn pod_is_named_and_labelled_after_its_container() {
     let s = spec("default", Location::Weur, full());
-    let pod = build_pod(&s, &settings(Placement::default()));
+    let pod = build(&s, &settings(Placement::default()));
     assert_eq!(
         pod.metadata.name.as_deref(),
         Some(format!("warmpool-{}", s.id).as_str())
@@ -88,7 +93,7 @@ fn label_values_are_made_valid() {
 #[test]
 fn pod_runs_the_image_with_the_app_env_never_restarts_and_gets_no_token() {
     let s = spec("web", Location::Default, full());
-    let pod = build_pod(&s, &settings(Placement::default()));
+    let pod = build(&s, &settings(Placement::default()));
     let ps = pod.spec.unwrap();
     assert_eq!(ps.restart_policy.as_deref(), Some("Never"));
     assert_eq!(ps.automount_service_account_token, Some(false));
@@ -124,7 +129,7 @@ fn pod_runs_the_image_with_the_app_env_never_restarts_and_gets_no_token() {
 #[test]
 fn resources_are_kubernetes_quantities_with_requests_equal_to_limits() {
     let s = spec("default", Location::Default, full());
-    let pod = build_pod(&s, &settings(Placement::default()));
+    let pod = build(&s, &settings(Placement::default()));
     let r = pod.spec.unwrap().containers[0].resources.clone().unwrap();
     let limits = r.limits.unwrap();
     assert_eq!(limits["cpu"].0, "250m");
@@ -136,13 +141,13 @@ fn resources_are_kubernetes_quantities_with_requests_equal_to_limits() {
     assert_eq!(memory_quantity(64).0, "64Mi");
 
     let none = spec("default", Location::Default, Resources::default());
-    let pod = build_pod(&none, &settings(Placement::default()));
+    let pod = build(&none, &settings(Placement::default()));
     assert!(pod.spec.unwrap().containers[0].resources.is_none());
     let cpu_only = Resources {
         vcpu: Some(2.0),
         ..Resources::default()
     };
-    let pod = build_pod(
+    let pod = build(
         &spec("default", Location::Default, cpu_only),
         &settings(Placement::default()),
     );
@@ -156,9 +161,37 @@ fn resources_are_kubernetes_quantities_with_requests_equal_to_limits() {
 }
 
 #[test]
+fn the_sample_app_runs_its_image_and_a_command_is_refused() {
+    let with = |workload: Workload| {
+        let mut s = spec("default", Location::Default, full());
+        s.template = Arc::new(Template {
+            workload,
+            ..(*s.template).clone()
+        });
+        build_pod(&s, &settings(Placement::default()))
+    };
+    let pod = with(Workload::SampleApp).unwrap();
+    assert_eq!(
+        pod.spec.unwrap().containers[0].image.as_deref(),
+        Some(SAMPLE_APP_IMAGE)
+    );
+    let e = with(Workload::Command(vec!["sh".into()])).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            RuntimeError::Unsupported {
+                runtime: "kubernetes",
+                workload: "a command"
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+#[test]
 fn readiness_probe_gets_the_health_path_on_the_app_port() {
     let s = spec("default", Location::Default, full());
-    let pod = build_pod(&s, &settings(Placement::default()));
+    let pod = build(&s, &settings(Placement::default()));
     let probe = pod.spec.unwrap().containers[0]
         .readiness_probe
         .clone()
@@ -208,12 +241,12 @@ fn locations_select_nodes_by_region_unless_mapped_and_default_selects_none() {
         p.node_selector(Location::Me),
         BTreeMap::from([("example.com/location".to_owned(), "me".to_owned())])
     );
-    let pod = build_pod(
+    let pod = build(
         &spec("default", Location::Wnam, full()),
         &settings(p.clone()),
     );
     assert_eq!(pod.spec.unwrap().node_selector.unwrap().len(), 2);
-    let pod = build_pod(&spec("default", Location::Default, full()), &settings(p));
+    let pod = build(&spec("default", Location::Default, full()), &settings(p));
     assert!(pod.spec.unwrap().node_selector.is_none());
 
     for bad in ["weur", "mars=a=b", "weur=novalue", "weur==x"] {
