@@ -19,7 +19,7 @@ use warmpool_store::ContainerFilter;
 
 use crate::claim::{claim, ClaimError};
 use crate::problem::ApiError;
-use crate::server::Shared;
+use crate::state::Shared;
 use crate::views::{self, rfc3339};
 
 /// Largest accepted management request body.

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::config::Token;
 use crate::problem::ApiError;
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// What a route requires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -20,7 +20,7 @@ use warmpool_client::{ColumnView, SqlResult, TableList, TableView};
 use warmpool_store::{Cell, ConsoleError, ConsoleLimits, QueryResult};
 
 use crate::problem::ApiError;
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// Largest `POST /v1/sql` body.
 pub const MAX_SQL_BODY: usize = 64 * 1024;

@@ -21,5 +21,6 @@ pub mod reconciler;
 pub mod recovery;
 pub mod registry;
 pub mod server;
+pub mod state;
 pub mod studio;
 pub mod views;

@@ -22,7 +22,7 @@ use warmpool_runtime::Inspection;
 use crate::app::now;
 use crate::problem::ApiError;
 use crate::registry::{ActivityGuard, Route};
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// How long the proxy waits for a container's response headers before 504.
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(120);

@@ -21,6 +21,7 @@ use crate::app::App;
 use crate::config::{Config, RuntimeKind};
 use crate::proxy::Upstream;
 use crate::registry::Registry;
+use crate::state::Shared;
 use crate::{api, auth, console, history, openapi, prober, proxy, reconciler, recovery, studio};
 
 /// Gives every request an id (the client's `X-Request-Id` when it is short and
@@ -53,14 +54,6 @@ async fn request_id(
     let mut resp = next.run(req).instrument(span).await;
     resp.headers_mut().insert(name, id);
     resp
-}
-
-/// State shared by every handler.
-pub struct Shared {
-    pub app: Arc<App>,
-    pub upstream: Upstream,
-    /// Studio logins.
-    pub sessions: studio::Sessions,
 }
 
 pub fn router(shared: Arc<Shared>) -> Router {

@@ -18,7 +18,7 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::server::Shared;
+use crate::state::Shared;
 
 /// Name of the session cookie.
 pub const COOKIE: &str = "warmpool_session";
