@@ -20,6 +20,7 @@ pub mod proxy;
 pub mod reconciler;
 pub mod recovery;
 pub mod registry;
+pub mod routes;
 pub mod server;
 pub mod state;
 pub mod studio;

@@ -168,6 +168,9 @@ const NO_ADMIN: &str =
     "No admin token is configured (WARMPOOL_ADMIN_TOKEN), so the studio is closed.";
 
 /// `GET /studio`: the console, or the login form without a session.
+#[utoipa::path(get, path = "/studio", tag = "studio", operation_id = "studio",
+    responses((status = 200, description = "The studio page; the login form when tokens are configured and there is no session", content_type = "text/html"))
+)]
 pub async fn index(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let config = &s.app.config;
     if !config.auth_enabled() || logged_in(&s, &headers) {
@@ -217,6 +220,14 @@ fn form_value(body: &[u8], name: &str) -> Option<Vec<u8>> {
 }
 
 /// `POST /studio/login` (form: `token`): a session cookie for an admin token.
+#[utoipa::path(post, path = "/studio/login", tag = "studio", operation_id = "studio_login",
+    request_body(content = crate::openapi::LoginForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Logged in: a `warmpool_session` cookie (HttpOnly, SameSite=Strict, 12 h) holding a random session id, and back to /studio"),
+        (status = 401, description = "Not an admin token: the form again", content_type = "text/html"),
+        (status = 403, description = "No admin token is configured", content_type = "text/html"),
+    )
+)]
 pub async fn login(
     State(s): State<Arc<Shared>>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
@@ -250,6 +261,9 @@ pub async fn login(
 }
 
 /// `POST /studio/logout`: ends the session and clears its cookie.
+#[utoipa::path(post, path = "/studio/logout", tag = "studio", operation_id = "studio_logout",
+    responses((status = 303, description = "The session is ended and its cookie cleared; back to /studio"))
+)]
 pub async fn logout(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     if let Some(id) = session_cookie(&headers) {
         s.sessions.remove(id);
@@ -272,11 +286,17 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 /// `GET /studio/studio.css`
+#[utoipa::path(get, path = "/studio/studio.css", tag = "studio", operation_id = "studio_css",
+    responses((status = 200, description = "The studio's style sheet", content_type = "text/css"))
+)]
 pub async fn css() -> Response {
     asset("text/css; charset=utf-8", STUDIO_CSS)
 }
 
 /// `GET /studio/studio.js`
+#[utoipa::path(get, path = "/studio/studio.js", tag = "studio", operation_id = "studio_js",
+    responses((status = 200, description = "The studio's script", content_type = "text/javascript"))
+)]
 pub async fn js() -> Response {
     asset("text/javascript; charset=utf-8", STUDIO_JS)
 }
