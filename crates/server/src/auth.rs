@@ -1,17 +1,18 @@
-//! Who may call what: every route's access class in one table, and the middleware
-//! that checks `Authorization: Bearer` tokens (or a studio session cookie)
-//! against it.
+//! Who may call what: the access classes, read from the route table
+//! ([`crate::routes::table`]), and the middleware that checks
+//! `Authorization: Bearer` tokens (or a studio session cookie) against them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use crate::config::Token;
 use crate::problem::ApiError;
 use crate::state::Shared;
+use crate::tokens::{any_matches, bearer_token};
 
 /// What a route requires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -27,65 +28,75 @@ pub enum Access {
     Proxy,
 }
 
-/// Every route: method (`*` for any), path pattern as routed, and its access.
-/// A route missing here is refused to all but admins (fail closed).
-pub const ROUTES: &[(&str, &str, Access)] = &[
-    ("POST", "/container", Access::Api),
-    ("*", "/container/{id}", Access::Proxy),
-    ("*", "/container/{id}/", Access::Proxy),
-    ("*", "/container/{id}/{*path}", Access::Proxy),
-    ("GET", "/v1/containers", Access::Api),
-    ("GET", "/v1/containers/{id}", Access::Api),
-    ("DELETE", "/v1/containers/{id}", Access::Api),
-    ("POST", "/v1/containers/{id}/admin/{*path}", Access::Admin),
-    ("GET", "/v1/pools", Access::Api),
-    ("PATCH", "/v1/pools/{pool}", Access::Admin),
-    ("GET", "/v1/events", Access::Api),
-    ("GET", "/metrics", Access::Api),
-    ("GET", "/openapi", Access::Open),
-    ("GET", "/openapi.json", Access::Open),
-    ("GET", "/docs", Access::Open),
-    ("GET", "/healthz", Access::Open),
-    ("GET", "/readyz", Access::Open),
-    ("GET", "/v1/stats/history", Access::Api),
-    ("GET", "/v1/status", Access::Api),
-    ("POST", "/v1/sql", Access::Admin),
-    ("GET", "/v1/tables", Access::Admin),
-    ("GET", "/v1/tables/{name}/rows", Access::Admin),
-    // The page and its files hold no data; the page asks for a login itself.
-    ("GET", "/studio", Access::Open),
-    ("GET", "/studio/studio.css", Access::Open),
-    ("GET", "/studio/studio.js", Access::Open),
-    ("POST", "/studio/login", Access::Open),
-    ("POST", "/studio/logout", Access::Open),
-];
+impl Access {
+    /// How much it asks for: a method a path does not serve takes the
+    /// strictest class of the path.
+    fn rank(self) -> u8 {
+        match self {
+            Access::Open => 0,
+            Access::Proxy => 1,
+            Access::Api => 2,
+            Access::Admin => 3,
+        }
+    }
+}
 
-/// The access class of a routed path pattern.
-pub fn access_of(pattern: &str) -> Access {
-    ROUTES
-        .iter()
-        .find(|(_, p, _)| *p == pattern)
-        .map_or(Access::Admin, |(_, _, a)| *a)
+/// The access class of every routed path and method. A path missing here is
+/// refused to all but admins (fail closed).
+#[derive(Debug, Default)]
+pub struct Classes {
+    /// Path pattern as routed -> (method, `None` for every one; class).
+    paths: HashMap<String, Vec<(Option<Method>, Access)>>,
+}
+
+impl Classes {
+    /// From `(path, methods or None for every one, class)`.
+    pub fn new(routes: impl IntoIterator<Item = (String, Option<Vec<Method>>, Access)>) -> Self {
+        let mut paths: HashMap<String, Vec<(Option<Method>, Access)>> = HashMap::new();
+        for (path, methods, access) in routes {
+            let entry = paths.entry(path).or_default();
+            match methods {
+                None => entry.push((None, access)),
+                Some(ms) => entry.extend(ms.into_iter().map(|m| (Some(m), access))),
+            }
+        }
+        Self { paths }
+    }
+
+    /// The class of `method` on the routed path pattern `pattern`.
+    pub fn of(&self, method: &Method, pattern: &str) -> Access {
+        let Some(entries) = self.paths.get(pattern) else {
+            return Access::Admin;
+        };
+        let find = |wanted: Option<&Method>| {
+            entries
+                .iter()
+                .find(|(m, _)| m.as_ref() == wanted)
+                .map(|(_, a)| *a)
+        };
+        find(Some(method))
+            // HEAD is answered by the GET handler.
+            .or_else(|| {
+                (method == Method::HEAD)
+                    .then(|| find(Some(&Method::GET)))
+                    .flatten()
+            })
+            .or_else(|| find(None))
+            // A method the path does not serve: it gets a 405, behind the
+            // strictest class of the path.
+            .or_else(|| entries.iter().map(|(_, a)| *a).max_by_key(|a| a.rank()))
+            .unwrap_or(Access::Admin)
+    }
+}
+
+/// What the middleware needs: the handlers' state and the classes.
+pub struct Gate {
+    pub shared: Arc<Shared>,
+    pub classes: Classes,
 }
 
 fn presented(req: &Request) -> Option<&[u8]> {
     bearer_token(req.headers())
-}
-
-/// The token of an `Authorization: Bearer` header.
-pub fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&[u8]> {
-    let v = headers.get(header::AUTHORIZATION)?.as_bytes();
-    let token = v
-        .strip_prefix(b"Bearer ")
-        .or_else(|| v.strip_prefix(b"bearer "))?;
-    Some(token.trim_ascii())
-}
-
-pub fn any_matches(tokens: &[Token], presented: &[u8]) -> bool {
-    // Every token is compared, so the time taken does not say which one matched.
-    tokens
-        .iter()
-        .fold(false, |found, t| t.matches(presented) | found)
 }
 
 fn unauthorized(detail: &str) -> Response {
@@ -104,7 +115,8 @@ fn unauthorized(detail: &str) -> Response {
 }
 
 /// The middleware: lets a request through if its route's access allows it.
-pub async fn check(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
+pub async fn check(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> Response {
+    let shared = &gate.shared;
     let config = &shared.config;
     if !config.auth_enabled() {
         // Loopback-only mode (enforced at start-up).
@@ -113,7 +125,7 @@ pub async fn check(State(shared): State<Arc<Shared>>, req: Request, next: Next) 
     let access = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or(Access::Admin, |m| access_of(m.as_str()));
+        .map_or(Access::Admin, |m| gate.classes.of(req.method(), m.as_str()));
     let needs_api = match access {
         Access::Open => return next.run(req).await,
         Access::Proxy if !config.proxy_require_token => return next.run(req).await,
@@ -122,12 +134,12 @@ pub async fn check(State(shared): State<Arc<Shared>>, req: Request, next: Next) 
     };
     let Some(token) = presented(&req) else {
         // A studio session counts as an admin token.
-        let session = crate::studio::session_cookie(req.headers())
+        let session = crate::sessions::session_cookie(req.headers())
             .is_some_and(|id| shared.sessions.valid(id));
         if !session {
             return unauthorized("this route needs an Authorization: Bearer token");
         }
-        if !crate::studio::cookie_may(req.method(), req.headers()) {
+        if !crate::sessions::cookie_may(req.method(), req.headers()) {
             return ApiError::new(
                 StatusCode::FORBIDDEN,
                 "cross-site-request",
@@ -153,8 +165,28 @@ mod tests {
 
     #[test]
     fn unknown_routes_need_an_admin() {
-        assert_eq!(access_of("/v1/pools"), Access::Api);
-        assert_eq!(access_of("/healthz"), Access::Open);
-        assert_eq!(access_of("/v1/something-new"), Access::Admin);
+        let classes = Classes::new([
+            ("/v1/pools".to_owned(), Some(vec![Method::GET]), Access::Api),
+            (
+                "/v1/pools/{pool}".to_owned(),
+                Some(vec![Method::PATCH]),
+                Access::Admin,
+            ),
+            ("/healthz".to_owned(), Some(vec![Method::GET]), Access::Open),
+            ("/container/{id}".to_owned(), None, Access::Proxy),
+            ("/mixed".to_owned(), Some(vec![Method::GET]), Access::Open),
+            ("/mixed".to_owned(), Some(vec![Method::POST]), Access::Api),
+        ]);
+        assert_eq!(classes.of(&Method::GET, "/v1/pools"), Access::Api);
+        assert_eq!(classes.of(&Method::HEAD, "/v1/pools"), Access::Api);
+        assert_eq!(classes.of(&Method::GET, "/healthz"), Access::Open);
+        assert_eq!(
+            classes.of(&Method::PATCH, "/v1/pools/{pool}"),
+            Access::Admin
+        );
+        assert_eq!(classes.of(&Method::TRACE, "/container/{id}"), Access::Proxy);
+        assert_eq!(classes.of(&Method::GET, "/mixed"), Access::Open);
+        assert_eq!(classes.of(&Method::DELETE, "/mixed"), Access::Api);
+        assert_eq!(classes.of(&Method::GET, "/v1/something-new"), Access::Admin);
     }
 }

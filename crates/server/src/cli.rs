@@ -405,7 +405,7 @@ pub fn main() -> anyhow::Result<i32> {
     let cli = Cli::parse();
     match &cli.command {
         Cmd::Openapi => {
-            print!("{}", crate::openapi::json());
+            print!("{}", crate::routes::json());
             Ok(0)
         }
         Cmd::Bench(args) => warmpool_bench::run(args, cli.json),

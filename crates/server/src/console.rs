@@ -10,20 +10,25 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use serde_json::Value;
-use warmpool_client::{ColumnView, SqlResult, TableList, TableView};
+use warmpool_client::{ColumnView, Problem, SqlRequest, SqlResult, TableList, TableView};
 use warmpool_store::{Cell, ConsoleError, ConsoleLimits, QueryResult};
 
+use crate::api::{JsonBody, RequestBody};
+use crate::openapi::PROBLEM;
 use crate::problem::ApiError;
 use crate::state::Shared;
 
 /// Largest `POST /v1/sql` body.
 pub const MAX_SQL_BODY: usize = 64 * 1024;
+
+impl RequestBody for SqlRequest {
+    const LIMIT: usize = MAX_SQL_BODY;
+}
 
 /// Rows a table page holds at most.
 pub const MAX_PAGE: usize = 500;
@@ -87,25 +92,23 @@ fn console_error(e: ConsoleError) -> ApiError {
 }
 
 /// `POST /v1/sql` `{"sql": "..."}`: runs one read-only statement.
-pub async fn sql(
+#[utoipa::path(post, path = "/v1/sql", tag = "studio",
+    request_body(content = SqlRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "At most 500 rows (`truncated` if there were more), on a read-only connection", body = SqlResult),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "Missing or wrong admin token (or studio session)", body = Problem, content_type = PROBLEM),
+        (status = 403, description = "Refused: the statement would write, attach, set a pragma or run more than one statement; or a cookie-authenticated request without X-Requested-With", body = Problem, content_type = PROBLEM),
+        (status = 413, description = "Body too large", body = Problem, content_type = PROBLEM),
+        (status = 415, description = "Not JSON", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "Invalid SQL (`invalid-sql`), or stopped at the 2 s time limit (`query-timeout`)", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "The store cannot be read right now", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub(crate) async fn sql(
     State(s): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(SqlRequest { sql }): JsonBody<SqlRequest>,
 ) -> Result<Json<SqlResult>, ApiError> {
-    let mut sql = None;
-    for (k, v) in crate::api::json_object(&headers, body)? {
-        match (k.as_str(), v) {
-            ("sql", Value::String(t)) => sql = Some(t),
-            ("sql", _) => return Err(ApiError::invalid("sql", "expected a string")),
-            (other, _) => {
-                return Err(ApiError::invalid(
-                    other,
-                    format!("unknown field {other:?}: expected sql"),
-                ))
-            }
-        }
-    }
-    let sql = sql.ok_or_else(|| ApiError::invalid("sql", "the statement to run is missing"))?;
     let r = s
         .app
         .store
@@ -116,6 +119,13 @@ pub async fn sql(
 }
 
 /// `GET /v1/tables`: the store's tables, their columns and row counts.
+#[utoipa::path(get, path = "/v1/tables", tag = "studio",
+    responses(
+        (status = 200, description = "The store's tables with their columns and row counts", body = TableList),
+        (status = 401, description = "Missing or wrong admin token (or studio session)", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "The store cannot be read right now", body = Problem, content_type = PROBLEM),
+    )
+)]
 pub async fn tables(State(s): State<Arc<Shared>>) -> Result<Json<TableList>, ApiError> {
     let tables = s
         .app
@@ -146,6 +156,19 @@ pub async fn tables(State(s): State<Arc<Shared>>) -> Result<Json<TableList>, Api
 
 /// `GET /v1/tables/{name}/rows?offset=&limit=`: one page, in key order;
 /// `truncated` says more rows follow.
+#[utoipa::path(get, path = "/v1/tables/{name}/rows", tag = "studio", operation_id = "table_rows",
+    params(
+        ("name" = String, Path, description = "A table named by GET /v1/tables"),
+        ("offset" = Option<u64>, Query, description = "Rows to skip (default 0)"),
+        ("limit" = Option<u32>, Query, description = "1 to 500 (default 100)")
+    ),
+    responses(
+        (status = 200, description = "One page in primary key order; `truncated` if more rows follow", body = SqlResult),
+        (status = 401, description = "Missing or wrong admin token (or studio session)", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such table", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "Invalid or unknown parameter", body = Problem, content_type = PROBLEM),
+    )
+)]
 pub async fn rows(
     State(s): State<Arc<Shared>>,
     name: Result<Path<String>, PathRejection>,

@@ -13,9 +13,13 @@ pub mod console;
 pub mod openapi;
 pub mod problem;
 pub mod proxy;
+pub mod routes;
 pub mod server;
+pub mod sessions;
 pub mod state;
 pub mod studio;
+pub mod tokens;
+pub mod upstream;
 pub mod views;
 
 pub use warmpool_engine as engine;

@@ -7,8 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::extract::DefaultBodyLimit;
-use axum::routing::{any, get, patch, post};
 use axum::Router;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -20,94 +18,8 @@ use warmpool_runtime::{
 };
 
 use crate::config::{Config, PoolConfig, RuntimeKind};
+use crate::routes::router;
 use crate::state::Shared;
-use crate::{api, auth, console, openapi, proxy, studio};
-
-/// Gives every request an id (the client's `X-Request-Id` when it is short and
-/// printable, a random one otherwise), runs it inside a log span carrying the id,
-/// and returns the id in the answer's `X-Request-Id`.
-async fn request_id(
-    mut req: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use tracing::Instrument;
-    let name = axum::http::HeaderName::from_static("x-request-id");
-    let id = req
-        .headers()
-        .get(&name)
-        .filter(|v| {
-            !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(u8::is_ascii_graphic)
-        })
-        .cloned()
-        .unwrap_or_else(|| {
-            axum::http::HeaderValue::from_str(&uuid::Uuid::new_v4().simple().to_string())
-                .expect("hex is a valid header value")
-        });
-    req.headers_mut().insert(name.clone(), id.clone());
-    let span = tracing::debug_span!(
-        "request",
-        method = %req.method(),
-        path = %req.uri().path(),
-        request_id = %id.to_str().unwrap_or("-"),
-    );
-    let mut resp = next.run(req).instrument(span).await;
-    resp.headers_mut().insert(name, id);
-    resp
-}
-
-pub fn router(shared: Arc<Shared>) -> Router {
-    Router::new()
-        .route(
-            "/container",
-            post(api::post_container).layer(DefaultBodyLimit::max(api::MAX_BODY)),
-        )
-        .route("/container/{id}", any(proxy::handle))
-        .route("/container/{id}/", any(proxy::handle))
-        .route("/container/{id}/{*path}", any(proxy::handle))
-        .route("/v1/containers", get(api::list_containers))
-        .route(
-            "/v1/containers/{id}",
-            get(api::get_container).delete(api::delete_container),
-        )
-        .route(
-            "/v1/containers/{id}/admin/{*path}",
-            post(proxy::admin_passthrough),
-        )
-        .route("/v1/pools", get(api::pools))
-        .route("/v1/pools/{pool}", patch(api::patch_pool))
-        .route("/v1/events", get(api::events))
-        .route("/metrics", get(api::metrics))
-        .route("/openapi", get(openapi::serve_json))
-        .route("/openapi.json", get(openapi::serve_json))
-        .route("/docs", get(openapi::serve_docs))
-        .route("/healthz", get(api::healthz))
-        .route("/readyz", get(api::readyz))
-        .route("/v1/stats/history", get(api::history))
-        .route("/v1/status", get(api::status))
-        .route(
-            "/v1/sql",
-            post(console::sql).layer(DefaultBodyLimit::max(console::MAX_SQL_BODY)),
-        )
-        .route("/v1/tables", get(console::tables))
-        .route("/v1/tables/{name}/rows", get(console::rows))
-        .route("/studio", get(studio::index))
-        .route("/studio/studio.css", get(studio::css))
-        .route("/studio/studio.js", get(studio::js))
-        .route(
-            "/studio/login",
-            post(studio::login).layer(DefaultBodyLimit::max(4096)),
-        )
-        .route("/studio/logout", post(studio::logout))
-        .route_layer(axum::middleware::from_fn_with_state(
-            shared.clone(),
-            auth::check,
-        ))
-        .fallback(api::not_found)
-        .method_not_allowed_fallback(api::method_not_allowed)
-        .with_state(shared)
-        // Outermost: every request gets an id, logged with it and returned.
-        .layer(axum::middleware::from_fn(request_id))
-}
 
 /// The runtime the configuration asks for.
 pub async fn build_runtime(config: &Config, instance_id: &str) -> anyhow::Result<Arc<dyn Runtime>> {

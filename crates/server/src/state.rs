@@ -9,14 +9,15 @@ use tokio::sync::Notify;
 use warmpool_engine::Engine;
 
 use crate::config::Config;
-use crate::proxy::Upstream;
+use crate::sessions::Sessions;
+use crate::upstream::Upstream;
 
 pub struct Shared {
     pub app: Arc<Engine>,
     pub config: Arc<Config>,
     pub upstream: Upstream,
     /// Studio logins.
-    pub sessions: crate::studio::Sessions,
+    pub sessions: Sessions,
     upgrades: Arc<Upgrades>,
 }
 

@@ -9,105 +9,23 @@
 //! `SameSite=Strict` besides). The page itself reads and acts only through the
 //! public API.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use crate::sessions::{session_cookie, COOKIE, SESSION_TTL};
 use crate::state::Shared;
 
-/// Name of the session cookie.
-pub const COOKIE: &str = "warmpool_session";
 
-/// How long a session lasts after login.
-pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 
-/// Sessions kept at most (the oldest go first past it).
-const MAX_SESSIONS: usize = 1000;
 
 const INDEX_HTML: &str = include_str!("../studio/index.html");
 const LOGIN_HTML: &str = include_str!("../studio/login.html");
 const STUDIO_CSS: &str = include_str!("../studio/studio.css");
 const STUDIO_JS: &str = include_str!("../studio/studio.js");
-
-/// Logged-in studio sessions: random id -> expiry.
-#[derive(Default)]
-pub struct Sessions {
-    map: Mutex<HashMap<String, Instant>>,
-}
-
-impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
-        self.map.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// A new session; answers its id.
-    pub fn create(&self) -> String {
-        let id = format!(
-            "{}{}",
-            uuid::Uuid::new_v4().simple(),
-            uuid::Uuid::new_v4().simple()
-        );
-        let now = Instant::now();
-        let mut map = self.lock();
-        map.retain(|_, exp| *exp > now);
-        if map.len() >= MAX_SESSIONS {
-            if let Some(oldest) = map.iter().min_by_key(|(_, e)| **e).map(|(k, _)| k.clone()) {
-                map.remove(&oldest);
-            }
-        }
-        map.insert(id.clone(), now + SESSION_TTL);
-        id
-    }
-
-    /// Whether `id` is a live session.
-    pub fn valid(&self, id: &str) -> bool {
-        self.lock().get(id).is_some_and(|exp| *exp > Instant::now())
-    }
-
-    pub fn remove(&self, id: &str) {
-        self.lock().remove(id);
-    }
-}
-
-/// The session id in the request's cookies, if any.
-pub fn session_cookie(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| {
-            let (k, v) = c.trim().split_once('=')?;
-            (k == COOKIE && !v.is_empty()).then_some(v)
-        })
-}
-
-/// Whether a cookie-authenticated request may go through: reading always; a
-/// change only with a header a cross-site form cannot set.
-pub fn cookie_may(method: &Method, headers: &HeaderMap) -> bool {
-    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
-        return true;
-    }
-    if headers.contains_key("x-requested-with") {
-        return true;
-    }
-    headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .is_some_and(|ct| ct == "application/json")
-}
 
 /// Whether the request carries a live session or an admin bearer token.
 fn logged_in(s: &Shared, headers: &HeaderMap) -> bool {
@@ -122,7 +40,7 @@ fn logged_in(s: &Shared, headers: &HeaderMap) -> bool {
                 .or_else(|| v.strip_prefix(b"bearer "))
         })
         .map(<[u8]>::trim_ascii);
-    presented.is_some_and(|t| crate::auth::any_matches(&s.config.admin_tokens, t))
+    presented.is_some_and(|t| crate::tokens::any_matches(&s.config.admin_tokens, t))
 }
 
 /// Headers of every studio page: no framing, no sniffing, nothing but itself.
@@ -168,6 +86,9 @@ const NO_ADMIN: &str =
     "No admin token is configured (WARMPOOL_ADMIN_TOKEN), so the studio is closed.";
 
 /// `GET /studio`: the console, or the login form without a session.
+#[utoipa::path(get, path = "/studio", tag = "studio", operation_id = "studio",
+    responses((status = 200, description = "The studio page; the login form when tokens are configured and there is no session", content_type = "text/html"))
+)]
 pub async fn index(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     let config = &s.config;
     if !config.auth_enabled() || logged_in(&s, &headers) {
@@ -217,6 +138,14 @@ fn form_value(body: &[u8], name: &str) -> Option<Vec<u8>> {
 }
 
 /// `POST /studio/login` (form: `token`): a session cookie for an admin token.
+#[utoipa::path(post, path = "/studio/login", tag = "studio", operation_id = "studio_login",
+    request_body(content = crate::openapi::LoginForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "Logged in: a `warmpool_session` cookie (HttpOnly, SameSite=Strict, 12 h) holding a random session id, and back to /studio"),
+        (status = 401, description = "Not an admin token: the form again", content_type = "text/html"),
+        (status = 403, description = "No admin token is configured", content_type = "text/html"),
+    )
+)]
 pub async fn login(
     State(s): State<Arc<Shared>>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
@@ -234,7 +163,7 @@ pub async fn login(
     }
     let token = form_value(&body, "token").unwrap_or_default();
     let token = token.trim_ascii();
-    if token.is_empty() || !crate::auth::any_matches(&config.admin_tokens, token) {
+    if token.is_empty() || !crate::tokens::any_matches(&config.admin_tokens, token) {
         tracing::info!("studio login refused: wrong token");
         return login_page(
             StatusCode::UNAUTHORIZED,
@@ -250,6 +179,9 @@ pub async fn login(
 }
 
 /// `POST /studio/logout`: ends the session and clears its cookie.
+#[utoipa::path(post, path = "/studio/logout", tag = "studio", operation_id = "studio_logout",
+    responses((status = 303, description = "The session is ended and its cookie cleared; back to /studio"))
+)]
 pub async fn logout(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
     if let Some(id) = session_cookie(&headers) {
         s.sessions.remove(id);
@@ -272,11 +204,17 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
 }
 
 /// `GET /studio/studio.css`
+#[utoipa::path(get, path = "/studio/studio.css", tag = "studio", operation_id = "studio_css",
+    responses((status = 200, description = "The studio's style sheet", content_type = "text/css"))
+)]
 pub async fn css() -> Response {
     asset("text/css; charset=utf-8", STUDIO_CSS)
 }
 
 /// `GET /studio/studio.js`
+#[utoipa::path(get, path = "/studio/studio.js", tag = "studio", operation_id = "studio_js",
+    responses((status = 200, description = "The studio's script", content_type = "text/javascript"))
+)]
 pub async fn js() -> Response {
     asset("text/javascript; charset=utf-8", STUDIO_JS)
 }
@@ -294,36 +232,4 @@ mod tests {
         assert_eq!(form_value(b"tokens=x", "token"), None);
     }
 
-    #[test]
-    fn the_session_cookie_is_found_among_others() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::COOKIE,
-            HeaderValue::from_static("a=b; warmpool_session=xyz; c=d"),
-        );
-        assert_eq!(session_cookie(&h), Some("xyz"));
-        let sessions = Sessions::default();
-        let id = sessions.create();
-        assert_eq!(id.len(), 64);
-        assert!(sessions.valid(&id) && !sessions.valid("xyz"));
-        sessions.remove(&id);
-        assert!(!sessions.valid(&id));
-    }
-
-    #[test]
-    fn cookie_changes_need_a_non_simple_header() {
-        let mut h = HeaderMap::new();
-        assert!(cookie_may(&Method::GET, &h));
-        assert!(!cookie_may(&Method::DELETE, &h));
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        assert!(!cookie_may(&Method::POST, &h));
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json; charset=utf-8"),
-        );
-        assert!(cookie_may(&Method::POST, &h));
-        let mut h = HeaderMap::new();
-        h.insert("x-requested-with", HeaderValue::from_static("studio"));
-        assert!(cookie_may(&Method::DELETE, &h));
-    }
 }

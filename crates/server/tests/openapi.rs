@@ -1,66 +1,60 @@
-//! The OpenAPI document describes every route the router serves (read from the
-//! router's source), with its methods; the checked-in `docs/openapi.json` is what
-//! the code generates; and the document and the offline reference are served.
+//! The OpenAPI document describes every route of the route table (the one the
+//! router and the auth check are built from), with its methods, and nothing
+//! else; its security says what the route's access class asks; it is valid
+//! (unique operationIds); the checked-in `docs/openapi.json` is what the code
+//! generates; and the document and the offline reference are served.
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 
+use serde_json::json;
 use warmpool_runtime::{SimMode, SimRuntime};
-use warmpool_server::auth::ROUTES;
+use warmpool_server::auth::Access;
+use warmpool_server::openapi::openapi_path;
+use warmpool_server::routes::table;
 
 const ALL_METHODS: [&str; 7] = ["get", "post", "put", "patch", "delete", "head", "options"];
 
 fn doc() -> serde_json::Value {
-    serde_json::from_str(&warmpool_server::openapi::json()).unwrap()
-}
-
-/// OpenAPI spells `{*path}` as `{path}`.
-fn openapi_path(routed: &str) -> String {
-    routed.replace("{*", "{")
-}
-
-/// Every path the router is given, read from `.route("...")` in its source.
-fn routed_paths() -> BTreeSet<String> {
-    let src = include_str!("../src/server.rs");
-    src.split(".route(")
-        .skip(1)
-        .filter_map(|rest| {
-            let rest = rest.trim_start();
-            let rest = rest.strip_prefix('"')?;
-            Some(rest[..rest.find('"')?].to_owned())
-        })
-        .collect()
+    serde_json::from_str(&warmpool_server::routes::json()).unwrap()
 }
 
 #[test]
-fn every_routed_path_has_an_access_class_and_a_description() {
-    let routed = routed_paths();
-    assert!(routed.len() >= 10, "{routed:?}");
-    let in_table: BTreeSet<String> = ROUTES.iter().map(|(_, p, _)| p.to_string()).collect();
-    assert_eq!(routed, in_table, "auth::ROUTES and the router disagree");
-
+fn every_route_of_the_table_is_described_with_its_access() {
+    let table = table();
+    assert!(table.len() >= 26, "{} routes", table.len());
     let doc = doc();
     assert_eq!(doc["openapi"], "3.1.0");
     let paths = doc["paths"].as_object().unwrap();
     let documented: BTreeSet<String> = paths.keys().cloned().collect();
-    let expected: BTreeSet<String> = routed.iter().map(|p| openapi_path(p)).collect();
-    assert_eq!(documented, expected, "the document and the router disagree");
-    for (method, path, _) in ROUTES {
-        let item = &paths[&openapi_path(path)];
-        let methods: Vec<&str> = if *method == "*" {
-            ALL_METHODS.to_vec()
-        } else {
-            vec![method]
+    let expected: BTreeSet<String> = table.iter().map(|r| openapi_path(&r.path)).collect();
+    assert_eq!(documented, expected, "the document and the table disagree");
+
+    let mut routed = HashSet::new();
+    for r in &table {
+        let item = &paths[&openapi_path(&r.path)];
+        let methods: Vec<String> = match &r.methods {
+            None => ALL_METHODS.iter().map(|m| m.to_string()).collect(),
+            Some(ms) => ms.iter().map(|m| m.as_str().to_lowercase()).collect(),
+        };
+        assert!(!methods.is_empty(), "{}: no methods", r.path);
+        let security = match r.access {
+            Access::Open => serde_json::Value::Null,
+            Access::Api | Access::Admin => json!([{"bearer": []}]),
+            Access::Proxy => json!([{}, {"bearer": []}]),
         };
         for m in methods {
-            let op = &item[m.to_lowercase()];
-            assert!(op.is_object(), "{m} {path} is not described");
+            let what = format!("{m} {}", r.path);
+            assert!(routed.insert(what.clone()), "{what} is in the table twice");
+            let op = &item[&m];
+            assert!(op.is_object(), "{what} is not described");
             assert!(
                 op["responses"].as_object().is_some_and(|r| !r.is_empty()),
-                "{m} {path}: no responses"
+                "{what}: no responses"
             );
+            assert_eq!(op["security"], security, "{what} ({:?})", r.access);
         }
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
@@ -68,11 +62,32 @@ fn every_routed_path_has_an_access_class_and_a_description() {
 }
 
 #[test]
+fn operation_ids_are_unique() {
+    let doc = doc();
+    let mut seen = HashSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path}: no operationId"));
+            assert!(
+                seen.insert(id.to_owned()),
+                "operationId {id} repeats ({method} {path})"
+            );
+        }
+    }
+    assert!(
+        seen.contains("claim") && seen.contains("proxy_path_get"),
+        "{seen:?}"
+    );
+}
+
+#[test]
 fn the_checked_in_document_is_current() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
     let committed = std::fs::read_to_string(path).unwrap_or_default();
     assert!(
-        committed == warmpool_server::openapi::json(),
+        committed == warmpool_server::routes::json(),
         "docs/openapi.json is stale: regenerate it with `cargo run -p warmpool -- openapi > docs/openapi.json`"
     );
 }

@@ -617,7 +617,7 @@ impl Registry {
         (out, inner.live())
     }
 
-    /// Every live container (for shutdown and resync).
+    /// Every live container (for shutdown and the sweep).
     pub fn live(&self) -> Vec<(ContainerId, Entry)> {
         self.lock()
             .containers

@@ -9,10 +9,9 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::uri::Authority;
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use warmpool_core::ContainerId;
 use warmpool_runtime::Inspection;
 
@@ -23,25 +22,6 @@ use warmpool_engine::registry::{ActivityGuard, Route};
 
 /// How long the proxy waits for a container's response headers before 504.
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// The pooled HTTP client to containers.
-#[derive(Clone)]
-pub struct Upstream {
-    client: Client<HttpConnector, Body>,
-}
-
-impl Default for Upstream {
-    fn default() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(64)
-            .build(connector);
-        Self { client }
-    }
-}
 
 /// Longest the proxy waits, after a failed request, for the container's exit
 /// to be recorded (or for the runtime to say it has ended): a container killed a
@@ -205,25 +185,3 @@ pub async fn forward(
     resp.map(Body::new)
 }
 
-impl Upstream {
-    /// `POST http://{address}{path}` with `body`; the answer's status.
-    pub async fn post(
-        &self,
-        address: &str,
-        path: &str,
-        body: bytes::Bytes,
-    ) -> Result<StatusCode, String> {
-        let uri: Uri = format!("http://{address}{path}")
-            .parse()
-            .map_err(|e| format!("bad address {address:?}: {e}"))?;
-        let req = axum::http::Request::post(uri)
-            .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-            .body(Body::from(body))
-            .map_err(|e| e.to_string())?;
-        match tokio::time::timeout(Duration::from_secs(10), self.client.request(req)).await {
-            Ok(Ok(resp)) => Ok(resp.status()),
-            Ok(Err(e)) => Err(format!("the container did not answer: {e}")),
-            Err(_) => Err("the container did not answer within 10 s".into()),
-        }
-    }
-}

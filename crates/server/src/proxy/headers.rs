@@ -87,9 +87,9 @@ pub(super) fn to_container(
 /// required it; the app never needs it), and the studio's session cookie. Anything
 /// else the client sends is the app's business and passes through.
 fn strip_warmpool_credentials(config: &Config, headers: &mut HeaderMap) {
-    let ours = crate::auth::bearer_token(headers).is_some_and(|t| {
-        crate::auth::any_matches(&config.api_tokens, t)
-            || crate::auth::any_matches(&config.admin_tokens, t)
+    let ours = crate::tokens::bearer_token(headers).is_some_and(|t| {
+        crate::tokens::any_matches(&config.api_tokens, t)
+            || crate::tokens::any_matches(&config.admin_tokens, t)
     });
     if ours {
         headers.remove(header::AUTHORIZATION);
@@ -97,7 +97,7 @@ fn strip_warmpool_credentials(config: &Config, headers: &mut HeaderMap) {
     // Only requests that carry the session cookie pay for rewriting the header.
     let is_session = |c: &str| {
         c.split_once('=')
-            .is_some_and(|(k, _)| k.trim() == crate::studio::COOKIE)
+            .is_some_and(|(k, _)| k.trim() == crate::sessions::COOKIE)
     };
     let cookies = || {
         headers
@@ -230,7 +230,7 @@ mod tests {
 
     #[test]
     fn warmpool_credentials_are_stripped_and_the_apps_kept() {
-        let session = crate::studio::COOKIE;
+        let session = crate::sessions::COOKIE;
         let api = format!("Bearer {API}");
         let admin = format!("bearer {ADMIN}");
         let both = format!("a=1; {session}=s3cret; b=2");

@@ -8,7 +8,8 @@
 //! - `guard.rs`: the `/admin` refusal, on every reading of a path.
 //! - `headers.rs`: what a request and an answer lose or gain on the way
 //!   (hop-by-hop headers, warmpool's credentials, `X-Forwarded-*`).
-//! - `forward.rs`: the pooled client ([`Upstream`]) and [`forward`], which sends
+//! - `forward.rs`: [`forward`], which sends (through the pooled client of
+//!   [`crate::upstream`])
 //!   every proxied and passed-through request to its container, with its error
 //!   answers.
 
@@ -16,7 +17,7 @@ mod forward;
 mod guard;
 mod headers;
 
-pub use forward::{forward, Upstream, UPSTREAM_TIMEOUT};
+pub use forward::{forward, UPSTREAM_TIMEOUT};
 pub use guard::is_admin_path;
 
 use std::net::SocketAddr;

@@ -1,0 +1,234 @@
+//! Containers: claim one (`POST /container`), list them, get one, release one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::Json;
+use warmpool_client::{ClaimRequest, ClaimResponse, ContainerList, ContainerView, Problem};
+use warmpool_core::Location;
+use warmpool_engine::{ClaimError, ClaimRequest as Claim, SetupError};
+use warmpool_store::ContainerFilter;
+
+use super::{id_in_path, query_map, store_error, ApiResult, JsonBody, RequestBody};
+use crate::openapi::PROBLEM;
+use crate::problem::ApiError;
+use crate::state::Shared;
+use crate::views::{self, rfc3339};
+
+/// Longest `text` a claim may set (the sample app's own limit).
+pub(crate) const MAX_TEXT: usize = 1024 * 1024;
+
+impl RequestBody for ClaimRequest {}
+
+/// `POST /container`: claim a ready container (or start one on demand).
+#[utoipa::path(post, path = "/container", tag = "claim",
+    request_body(content = Option<ClaimRequest>, description = "All fields optional", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Claimed; durable before this answer", body = ClaimResponse),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "Missing or wrong token", body = Problem, content_type = PROBLEM),
+        (status = 413, description = "Body too large", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No pool of that name (`field` is `pool`)", body = Problem, content_type = PROBLEM),
+        (status = 415, description = "Not JSON", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "Invalid or unknown field (named in `field`)", body = Problem, content_type = PROBLEM),
+        (status = 502, description = "The container did not take its text; it was released", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "At capacity, no container ready in time, or store unavailable (Retry-After)", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub(crate) async fn claim(
+    State(s): State<Arc<Shared>>,
+    JsonBody(req): JsonBody<ClaimRequest>,
+) -> ApiResult<ClaimResponse> {
+    // The pool first: its settings bound the other fields.
+    let pool = match &req.pool {
+        None => s.app.default_pool(),
+        // A well-formed name of a pool that does not exist: 404, naming the field.
+        Some(name) => s
+            .app
+            .pool(name)
+            .ok_or_else(|| super::pools::unknown_pool(&s, name).field("pool"))?,
+    }
+    .clone();
+    let max = pool.spec.max_lifetime.as_secs().max(1);
+    let seconds = |field: &str, value: Option<u64>| match value {
+        None => Ok(None),
+        Some(secs) if (1..=max).contains(&secs) => Ok(Some(Duration::from_secs(secs))),
+        Some(secs) => Err(ApiError::invalid(
+            field,
+            format!("expected a whole number from 1 to {max}, got {secs}"),
+        )),
+    };
+    let location = match &req.location {
+        None => Location::Default,
+        Some(l) => l.parse().map_err(|e: warmpool_core::InvalidLocation| {
+            ApiError::invalid("location", e.to_string())
+        })?,
+    };
+    let lifetime = seconds("maxLifetimeInSeconds", req.max_lifetime_in_seconds)?
+        .unwrap_or(pool.spec.max_lifetime);
+    let idle_timeout =
+        seconds("idleTimeoutInSeconds", req.idle_timeout_in_seconds)?.or(pool.spec.idle_timeout);
+    if req.text.as_ref().is_some_and(|t| t.len() > MAX_TEXT) {
+        return Err(ApiError::invalid(
+            "text",
+            format!("at most {MAX_TEXT} bytes"),
+        ));
+    }
+    let claim = Claim {
+        pool,
+        location,
+        lifetime,
+        idle_timeout,
+        text: req.text,
+    };
+    match s.app.claim(claim).await {
+        Ok(c) => Ok(Json(ClaimResponse {
+            id: c.id.to_string(),
+            pool: c.pool.to_string(),
+            location: c.location.to_string(),
+            expires_at: rfc3339(c.expires_at),
+            warm: c.warm,
+        })),
+        Err(e) => {
+            let detail = warmpool_engine::error_chain(&e);
+            Err(match e {
+                ClaimError::AtCapacity { .. } => {
+                    ApiError::unavailable("at-capacity", "At Capacity", detail, 5)
+                }
+                ClaimError::Timeout(_) => {
+                    ApiError::unavailable("no-container-ready", "No Container Ready", detail, 2)
+                }
+                ClaimError::StartFailed(_) => {
+                    ApiError::unavailable("start-failed", "Container Start Failed", detail, 5)
+                }
+                ClaimError::Store(_) => {
+                    ApiError::unavailable("store-unavailable", "Store Unavailable", detail, 1)
+                }
+                ClaimError::ShuttingDown => {
+                    ApiError::unavailable("shutting-down", "Shutting Down", detail, 5)
+                }
+                // The container was released: never handed out half set up.
+                ClaimError::Setup(SetupError::Text(_)) => ApiError::new(
+                    StatusCode::BAD_GATEWAY,
+                    "text-not-set",
+                    "Bad Gateway",
+                    detail,
+                ),
+            })
+        }
+    }
+}
+
+/// `GET /v1/containers?state=&location=&pool=&limit=`
+#[utoipa::path(get, path = "/v1/containers", tag = "manage",
+    params(
+        ("state" = Option<String>, Query, description = "starting, ready, allocated, stopping, stopped or failed; or live (every state but stopped)",
+            pattern = "^(starting|ready|allocated|stopping|stopped|failed|live)$"),
+        ("location" = Option<String>, Query, description = "default, wnam, enam, sam, weur, eeur, apac, oc, afr or me",
+            pattern = "^(default|wnam|enam|sam|weur|eeur|apac|oc|afr|me)$"),
+        ("pool" = Option<String>, Query, description = "Pool name"),
+        ("limit" = Option<u32>, Query, description = "1 to 10000 (default 1000)", minimum = 1, maximum = 10000)
+    ),
+    responses(
+        (status = 200, description = "Containers, oldest first", body = ContainerList),
+        (status = 401, description = "Missing or wrong token", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "Invalid or unknown parameter", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub(crate) async fn list_containers(
+    State(s): State<Arc<Shared>>,
+    q: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> ApiResult<ContainerList> {
+    let q = query_map(q)?;
+    let mut f = ContainerFilter {
+        limit: Some(1000),
+        ..Default::default()
+    };
+    for (k, v) in q {
+        match k.as_str() {
+            "state" if v == "live" => f.live_only = true,
+            "state" => {
+                f.state = Some(v.parse().map_err(|e: warmpool_core::InvalidState| {
+                    ApiError::invalid("state", e.to_string())
+                })?)
+            }
+            "location" => {
+                f.location = Some(v.parse().map_err(|e: warmpool_core::InvalidLocation| {
+                    ApiError::invalid("location", e.to_string())
+                })?)
+            }
+            "pool" => f.pool = Some(v),
+            "limit" => {
+                f.limit = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|l| (1..=10_000).contains(l))
+                        .ok_or_else(|| {
+                            ApiError::invalid(
+                                "limit",
+                                format!("expected a whole number from 1 to 10000, got {v:?}"),
+                            )
+                        })?,
+                )
+            }
+            other => {
+                return Err(ApiError::invalid(
+                    other,
+                    format!(
+                    "unknown query parameter {other:?}: expected state, location, pool or limit"
+                ),
+                ))
+            }
+        }
+    }
+    let rows = s.app.store.containers(f).await.map_err(store_error)?;
+    Ok(Json(ContainerList {
+        containers: rows.into_iter().map(views::container).collect(),
+    }))
+}
+
+async fn view(s: &Shared, id: warmpool_core::ContainerId) -> ApiResult<ContainerView> {
+    match s.app.store.container(id).await.map_err(store_error)? {
+        Some(row) => Ok(Json(views::container(row))),
+        None => Err(ApiError::not_found(format!("no container {id}"))),
+    }
+}
+
+/// `GET /v1/containers/{id}`
+#[utoipa::path(get, path = "/v1/containers/{id}", tag = "manage",
+    params(("id" = String, Path, description = "Container id")),
+    responses(
+        (status = 200, description = "The container", body = ContainerView),
+        (status = 401, description = "Missing or wrong token", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such container", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub(crate) async fn get_container(
+    State(s): State<Arc<Shared>>,
+    raw: Result<Path<String>, PathRejection>,
+) -> ApiResult<ContainerView> {
+    view(&s, id_in_path(raw)?).await
+}
+
+/// `DELETE /v1/containers/{id}`: stop and release early. Idempotent: releasing a
+/// container that is already stopping or stopped answers its current view.
+#[utoipa::path(delete, path = "/v1/containers/{id}", tag = "manage",
+    params(("id" = String, Path, description = "Container id")),
+    responses(
+        (status = 200, description = "Stopped (idempotent): its final view", body = ContainerView),
+        (status = 401, description = "Missing or wrong token", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such container", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub(crate) async fn release_container(
+    State(s): State<Arc<Shared>>,
+    raw: Result<Path<String>, PathRejection>,
+) -> ApiResult<ContainerView> {
+    let id = id_in_path(raw)?;
+    s.app.release(id).await;
+    view(&s, id).await
+}

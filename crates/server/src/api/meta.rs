@@ -1,0 +1,118 @@
+//! About warmpool itself: liveness (`/healthz`), readiness (`/readyz`),
+//! Prometheus metrics (`/metrics`) and the last hour's history
+//! (`/v1/stats/history`).
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use warmpool_client::{Health, History, Problem};
+
+use super::ApiResult;
+use crate::openapi::PROBLEM;
+use crate::problem::ApiError;
+use crate::state::Shared;
+
+/// `GET /metrics`: Prometheus text exposition.
+#[utoipa::path(get, path = "/metrics", tag = "operate",
+    responses(
+        (status = 200, description = "Prometheus metrics (OpenMetrics text)", body = String, content_type = "application/openmetrics-text"),
+        (status = 401, description = "Missing or wrong token", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub(crate) async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+    let app = &s.app;
+    let keys: Vec<_> = app.desired().pools.iter().map(|p| p.key.clone()).collect();
+    let (counts, _) = app.registry.pool_counts(&keys);
+    app.metrics.containers.clear();
+    for (key, c) in counts {
+        for (state, n) in [
+            ("starting", c.starting),
+            ("ready", c.ready),
+            ("allocated", c.allocated),
+            ("stopping", c.stopping),
+            ("failed", c.failed),
+        ] {
+            app.metrics
+                .containers
+                .get_or_create(&warmpool_engine::metrics::StateLabels {
+                    pool: key.pool.to_string(),
+                    location: key.location.to_string(),
+                    state: state.into(),
+                })
+                .set(i64::from(n));
+        }
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+/// `GET /v1/status`: the background tasks and how their last runs went.
+#[utoipa::path(get, path = "/v1/status", tag = "manage",
+    responses(
+        (status = 200, description = "warmpool's background tasks (reconcile, sweep, prober, history, prune_tombstones): period, runs, errors, and the last run's start, duration and outcome", body = warmpool_client::Status),
+        (status = 401, description = "Missing or wrong token", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub(crate) async fn status(State(s): State<Arc<Shared>>) -> Json<warmpool_client::Status> {
+    Json(crate::views::status(&s.app.task_status()))
+}
+
+/// `GET /v1/stats/history`: pool depth and claim latency over the last hour.
+#[utoipa::path(get, path = "/v1/stats/history", tag = "manage",
+    responses(
+        (status = 200, description = "Pool depth and claim latency (successful claims) every 10 s over the last hour, kept in memory", body = History),
+        (status = 401, description = "Missing or wrong token", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub(crate) async fn history(State(s): State<Arc<Shared>>) -> Json<History> {
+    Json(History {
+        interval_seconds: warmpool_engine::history::INTERVAL.as_secs(),
+        samples: s
+            .app
+            .history_snapshot()
+            .iter()
+            .map(crate::views::history_sample)
+            .collect(),
+    })
+}
+
+/// `GET /healthz`: the process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operate",
+    responses((status = 200, description = "The process is up", body = Health))
+)]
+pub(crate) async fn healthz() -> Json<Health> {
+    Json(Health {
+        status: "ok".into(),
+    })
+}
+
+/// `GET /readyz`: the store is open and the reconciler has run once.
+#[utoipa::path(get, path = "/readyz", tag = "operate",
+    responses(
+        (status = 200, description = "The store is open and the reconciler has run", body = Health),
+        (status = 503, description = "Not ready yet, or shutting down", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub(crate) async fn readyz(State(s): State<Arc<Shared>>) -> ApiResult<Health> {
+    if s.app.has_reconciled() && !s.app.is_shutting_down() {
+        Ok(Json(Health {
+            status: "ready".into(),
+        }))
+    } else {
+        Err(ApiError::unavailable(
+            "not-ready",
+            "Not Ready",
+            "the reconciler has not run yet or warmpool is shutting down",
+            1,
+        ))
+    }
+}
