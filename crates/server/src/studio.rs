@@ -19,9 +19,6 @@ use axum::response::{IntoResponse, Response};
 use crate::sessions::{session_cookie, COOKIE, SESSION_TTL};
 use crate::state::Shared;
 
-
-
-
 const INDEX_HTML: &str = include_str!("../studio/index.html");
 const LOGIN_HTML: &str = include_str!("../studio/login.html");
 const STUDIO_CSS: &str = include_str!("../studio/studio.css");
@@ -231,5 +228,4 @@ mod tests {
         );
         assert_eq!(form_value(b"tokens=x", "token"), None);
     }
-
 }

@@ -184,4 +184,3 @@ pub async fn forward(
     headers::strip_hop_by_hop(resp.headers_mut());
     resp.map(Body::new)
 }
-
