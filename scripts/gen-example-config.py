@@ -1,7 +1,7 @@
-# Writes examples/warmpool.toml from the SETTINGS table of crates/server/src/config.rs.
+# Writes examples/warmpool.toml from the SETTINGS table of crates/server/src/config/settings.rs.
 # Run from the repository root: python3 scripts/gen-example-config.py
 import re, textwrap
-src=open('crates/server/src/config.rs').read()
+src=open('crates/server/src/config/settings.rs').read()
 rows=re.findall(r'^\s*(global|pool) "([A-Z_]+)", "([a-z-]+)", "([^"]*)", "((?:[^"\\]|\\.)*)";$',src,re.M)
 out=['''# warmpool.toml: every setting with its default value.
 #

@@ -277,7 +277,7 @@ async fn admin_paths_are_refused_in_every_spelling() {
 
 /// Generated spellings of `/admin/update-text` (encodings, dot segments, odd
 /// separators, case) sent to a real sample app through the proxy: none may set the
-/// text. (`proxy::tests` checks the same property against many more paths, with
+/// text. (`proxy::guard`'s tests check the same property against many more paths, with
 /// models of how servers read paths; this one checks it against the real app.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn generated_admin_spellings_never_reach_the_app() {
