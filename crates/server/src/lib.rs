@@ -4,22 +4,22 @@
 //! Handlers are thin: they read a request into the client crate's wire types, call
 //! the engine, and turn the result into a view. `server.rs` only wires.
 
-pub mod api;
+pub(crate) mod api;
 pub mod auth;
-pub mod body;
+pub(crate) mod body;
 pub mod cli;
 pub mod config;
-pub mod console;
+pub(crate) mod console;
 pub mod openapi;
-pub mod problem;
-pub mod proxy;
+pub(crate) mod problem;
+pub(crate) mod proxy;
 pub mod routes;
 pub mod server;
-pub mod sessions;
-pub mod state;
-pub mod studio;
-pub mod tokens;
-pub mod upstream;
-pub mod views;
+pub(crate) mod sessions;
+pub(crate) mod state;
+pub(crate) mod studio;
+pub(crate) mod tokens;
+pub(crate) mod upstream;
+pub(crate) mod views;
 
 pub use warmpool_engine as engine;

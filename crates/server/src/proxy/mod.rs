@@ -17,7 +17,7 @@ mod forward;
 mod guard;
 mod headers;
 
-pub use forward::{forward, UPSTREAM_TIMEOUT};
+pub use forward::forward;
 pub use guard::is_admin_path;
 
 use std::net::SocketAddr;
