@@ -57,6 +57,20 @@ impl ApiError {
         .field(field)
     }
 
+    /// A request body that stalled for `t` ([`crate::body::TimedBody`]): 408,
+    /// whether the body was for warmpool or on its way to a container.
+    pub fn body_timeout(t: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "body-timeout",
+            "Request Timeout",
+            format!(
+                "the request body stalled: nothing came for {}s",
+                t.as_secs_f64()
+            ),
+        )
+    }
+
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(
             StatusCode::BAD_REQUEST,

@@ -49,23 +49,11 @@ fn too_large(limit: usize) -> ApiError {
     )
 }
 
-fn stalled(t: std::time::Duration) -> ApiError {
-    ApiError::new(
-        StatusCode::REQUEST_TIMEOUT,
-        "body-timeout",
-        "Request Timeout",
-        format!(
-            "the request body stalled: nothing came for {}s",
-            t.as_secs_f64()
-        ),
-    )
-}
-
 /// The problem document for a body that could not be read: 408 when the client
 /// paused too long ([`crate::body`]), 413 past `limit` bytes, else 400.
 pub(crate) fn body_error(e: BytesRejection, limit: usize) -> ApiError {
     if let Some(t) = e.source().and_then(crate::body::is_body_timeout) {
-        return stalled(t);
+        return ApiError::body_timeout(t);
     }
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         return too_large(limit);
@@ -101,7 +89,7 @@ impl<T: RequestBody, S: Send + Sync> FromRequest<S> for JsonBody<T> {
 /// [`body_error`] for a body read with [`axum::body::to_bytes`].
 fn read_error(e: &(dyn std::error::Error + 'static), limit: usize) -> ApiError {
     if let Some(t) = crate::body::is_body_timeout(e) {
-        return stalled(t);
+        return ApiError::body_timeout(t);
     }
     let mut next = Some(e);
     while let Some(cause) = next {

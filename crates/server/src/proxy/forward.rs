@@ -125,16 +125,7 @@ pub async fn forward(
                     return gone(&id.to_string(), &reason);
                 }
                 if let Some(t) = crate::body::is_body_timeout(&e) {
-                    return ApiError::new(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "body-timeout",
-                        "Request Timeout",
-                        format!(
-                            "the request body stalled: nothing came for {}s",
-                            t.as_secs_f64()
-                        ),
-                    )
-                    .into_response();
+                    return ApiError::body_timeout(t).into_response();
                 }
                 return ApiError::new(
                     StatusCode::BAD_GATEWAY,
