@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::oneshot;
 use warmpool_core::{ContainerId, ContainerState, Location, PoolKey, Timestamp};
-use warmpool_runtime::HttpProbe;
 use warmpool_store::{Change, StoreError};
 
 use crate::lifecycle::LaunchError;
@@ -200,11 +199,7 @@ impl Engine {
     async fn set_text(&self, id: ContainerId, text: String) -> Result<(), SetupError> {
         let address = self.registry.get(&id).and_then(|e| e.address);
         let result = match address {
-            Some(a) => {
-                HttpProbe::new()
-                    .post_text(&a, "/admin/update-text", text)
-                    .await
-            }
+            Some(a) => self.probe.post_text(&a, "/admin/update-text", text).await,
             None => Err("the container has no address".into()),
         };
         let Err(failure) = result else {

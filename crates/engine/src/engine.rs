@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use warmpool_core::{Desired, DesiredPool, Location, PoolKey};
-use warmpool_runtime::Runtime;
+use warmpool_runtime::{HttpProbe, Runtime};
 use warmpool_store::Store;
 
 use crate::config::{EngineConfig, PoolSpec};
@@ -61,6 +61,8 @@ pub struct Engine {
     /// for them rather than polling.
     pub(crate) work: TaskTracker,
     pub(crate) tasks: Driver,
+    /// warmpool's own HTTP calls to apps: health probes and a claim's text.
+    pub(crate) probe: HttpProbe,
 }
 
 impl Engine {
@@ -110,6 +112,7 @@ impl Engine {
             tasks: Driver::new(cancel.clone(), now),
             cancel,
             work: TaskTracker::new(),
+            probe: HttpProbe::new(),
         })
     }
 

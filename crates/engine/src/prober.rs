@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex};
 
 use futures_util::future::join_all;
 use warmpool_core::{ContainerId, ContainerState};
-use warmpool_runtime::HttpProbe;
 use warmpool_store::Change;
 
 use crate::tasks::Outcome;
@@ -23,7 +22,7 @@ pub(crate) struct Failures(Mutex<HashMap<ContainerId, u32>>);
 
 /// One round: probes every ready container once, at the same time.
 pub(crate) async fn probe_ready(engine: &Arc<Engine>, failures: &Failures) -> Outcome {
-    let probe = HttpProbe::new();
+    let probe = &engine.probe;
     let ready: Vec<(ContainerId, String, Arc<str>)> = engine
         .registry
         .live()
@@ -34,10 +33,11 @@ pub(crate) async fn probe_ready(engine: &Arc<Engine>, failures: &Failures) -> Ou
             Some((id, e.address?, path.into()))
         })
         .collect();
-    let answers = join_all(ready.iter().map(|(id, address, path)| {
-        let probe = &probe;
-        async move { (*id, probe.check(address, path).await) }
-    }))
+    let answers = join_all(
+        ready
+            .iter()
+            .map(|(id, address, path)| async move { (*id, probe.check(address, path).await) }),
+    )
     .await;
     let mut to_fail = Vec::new();
     {

@@ -15,7 +15,8 @@ use crate::RuntimeError;
 #[derive(Clone)]
 pub struct HttpProbe {
     client: Client<HttpConnector, Empty<Bytes>>,
-    connector: HttpConnector,
+    /// The same, for requests with a body ([`HttpProbe::post_text`]).
+    posts: Client<HttpConnector, http_body_util::Full<Bytes>>,
 }
 
 impl Default for HttpProbe {
@@ -32,7 +33,10 @@ impl HttpProbe {
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)
             .build(connector.clone());
-        Self { client, connector }
+        let posts = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(connector);
+        Self { client, posts }
     }
 
     /// One attempt.
@@ -94,11 +98,7 @@ impl HttpProbe {
             .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
             .body(http_body_util::Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
-        let client: Client<HttpConnector, http_body_util::Full<Bytes>> =
-            Client::builder(TokioExecutor::new())
-                .pool_max_idle_per_host(0)
-                .build(self.connector.clone());
-        match tokio::time::timeout(Duration::from_secs(10), client.request(req)).await {
+        match tokio::time::timeout(Duration::from_secs(10), self.posts.request(req)).await {
             Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
             Ok(Ok(resp)) => Err(format!("the container answered {}", resp.status())),
             Ok(Err(e)) => Err(format!("the container did not answer: {e}")),

@@ -24,7 +24,7 @@ use crate::state::Shared;
 )]
 pub(crate) async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let app = &s.app;
-    let keys: Vec<_> = app.desired().pools.iter().map(|p| p.key.clone()).collect();
+    let keys = app.desired_keys();
     let (counts, _) = app.registry.pool_counts(&keys);
     app.metrics.containers.clear();
     for (key, c) in counts {
