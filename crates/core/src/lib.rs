@@ -7,10 +7,12 @@ mod id;
 mod location;
 pub mod plan;
 mod state;
+mod surge;
 mod time;
 
 pub use id::{ContainerId, InvalidContainerId};
 pub use location::{InvalidLocation, Location, PoolKey};
 pub use plan::{plan, Action, Desired, DesiredPool, Observed, ObservedContainer, Plan, StopReason};
+pub use surge::{InvalidSurge, Surge};
 pub use state::{transition, ContainerState, InvalidState, InvalidTransition};
 pub use time::Timestamp;

@@ -26,44 +26,61 @@ pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest the proxy waits, after a failed request, for the container's exit
 /// to be recorded (or for the runtime to say it has ended): a container killed a
 /// moment ago answers 410 with its exit, not 502. (Docker may take a few hundred
-/// milliseconds to notice that a killed container's process is gone.)
-const EXIT_GRACE: Duration = Duration::from_secs(1);
+/// milliseconds to notice that a killed container's process is gone, and more
+/// on a loaded host; only failed requests wait.)
+const EXIT_GRACE: Duration = Duration::from_secs(3);
 
-/// How often the runtime is asked meanwhile.
+/// How long after the runtime said the container ended the proxy still waits
+/// for its recorded end, which says more (out of memory, released...).
+const RECORD_GRACE: Duration = Duration::from_secs(1);
+
+/// How often the runtime is asked meanwhile (each question runs to its answer).
 const EXIT_ASK_EVERY: Duration = Duration::from_millis(200);
 
 /// Why the container ended, if it has: its recorded end (which says the most:
-/// out of memory, released...), or else, at the end of [`EXIT_GRACE`], what the
-/// runtime said of it (asked every [`EXIT_ASK_EVERY`]; the exit event that
-/// follows records it as usual). Only failed requests pay for this.
+/// out of memory, released...), or else what the runtime says of it (asked
+/// every [`EXIT_ASK_EVERY`], then [`RECORD_GRACE`] for the record; the exit
+/// event that follows records it as usual). `None` when neither says so within
+/// [`EXIT_GRACE`]. Only failed requests pay for this.
 async fn dies(shared: &Shared, id: ContainerId) -> Option<String> {
-    let deadline = tokio::time::Instant::now() + EXIT_GRACE;
-    let mut ask_at = tokio::time::Instant::now();
-    let mut said = None;
-    loop {
-        match shared.app.registry.route(&id) {
-            Some(Route::Gone { reason, .. }) => return Some(reason.to_string()),
-            None => return Some("it ended".into()),
-            Some(Route::Live { .. }) => {}
+    let recorded = || match shared.app.registry.route(&id) {
+        Some(Route::Gone { reason, .. }) => Some(reason.to_string()),
+        None => Some("it ended".to_string()),
+        Some(Route::Live { .. }) => None,
+    };
+    let until_recorded = || async {
+        loop {
+            if let Some(reason) = recorded() {
+                return reason;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let now = tokio::time::Instant::now();
-        if now >= deadline {
-            return said;
-        }
-        if said.is_none() && now >= ask_at {
-            ask_at = now + EXIT_ASK_EVERY;
-            let handle = shared.app.registry.get(&id).and_then(|e| e.handle);
-            if let Some(handle) = handle {
-                let asked =
-                    tokio::time::timeout(EXIT_ASK_EVERY, shared.app.runtime.inspect(id, &handle));
-                said = match asked.await {
-                    Ok(Ok(Inspection::Exited { code })) => Some(exited(code)),
-                    Ok(Ok(Inspection::Gone)) => Some("it was removed".into()),
-                    _ => None,
-                };
+    };
+    let handle = shared.app.registry.get(&id).and_then(|e| e.handle);
+    let runtime_says = async {
+        let handle = handle?;
+        loop {
+            match shared.app.runtime.inspect(id, &handle).await {
+                Ok(Inspection::Exited { code }) => return Some(exited(code)),
+                Ok(Inspection::Gone) => return Some("it was removed".to_string()),
+                _ => tokio::time::sleep(EXIT_ASK_EVERY).await,
             }
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    let first = tokio::time::timeout(EXIT_GRACE, async {
+        tokio::select! {
+            reason = until_recorded() => Ok(reason),
+            Some(said) = runtime_says => Err(said),
+        }
+    });
+    match first.await.ok()? {
+        Ok(reason) => Some(reason),
+        // The record usually follows within milliseconds, and says more.
+        Err(said) => Some(
+            tokio::time::timeout(RECORD_GRACE, until_recorded())
+                .await
+                .unwrap_or(said),
+        ),
     }
 }
 
