@@ -13,6 +13,6 @@ mod time;
 pub use id::{ContainerId, InvalidContainerId};
 pub use location::{InvalidLocation, Location, PoolKey};
 pub use plan::{plan, Action, Desired, DesiredPool, Observed, ObservedContainer, Plan, StopReason};
-pub use surge::{InvalidSurge, Surge};
 pub use state::{transition, ContainerState, InvalidState, InvalidTransition};
+pub use surge::{InvalidSurge, Surge};
 pub use time::Timestamp;

@@ -19,10 +19,16 @@ pub struct DesiredPool {
     pub batch_size: u32,
     /// Minimum time between the starts of two batches of this pool.
     pub spacing: Duration,
+    /// The revision new containers are started from; ready or starting
+    /// containers of any other revision are stale and replaced (a rollout).
+    pub revision: u32,
+    /// During a rollout, containers started at most beyond the target before
+    /// stale ones stop (at least 1; see [`crate::Surge`]).
+    pub surge: u32,
 }
 
 /// The whole desired state.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Desired {
     pub pools: Vec<DesiredPool>,
     /// Global cap on live containers (every state but `stopped`).
@@ -38,6 +44,8 @@ pub struct ObservedContainer {
     /// Started on demand for a waiting claim: it belongs to that claim, not to the
     /// pool, so it neither counts toward the pool's target nor is ever surplus.
     pub on_demand: bool,
+    /// The revision of its pool it was started from.
+    pub revision: u32,
     pub created_at: Timestamp,
     pub expires_at: Option<Timestamp>,
     /// An allocated container with an idle timeout and nothing in flight: when it
@@ -61,6 +69,9 @@ pub enum StopReason {
     Surplus,
     /// An allocated container that had no traffic for its idle timeout.
     Idle,
+    /// A ready container of an older revision, replaced by a ready one of the
+    /// pool's current revision (a rollout).
+    Outdated,
 }
 
 impl StopReason {
@@ -69,14 +80,19 @@ impl StopReason {
             StopReason::Expired => "expired",
             StopReason::Surplus => "surplus",
             StopReason::Idle => "idle",
+            StopReason::Outdated => "outdated",
         }
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
-    /// Start a batch of `count` containers for `key`.
-    Launch { key: PoolKey, count: u32 },
+    /// Start a batch of `count` containers for `key`, from `revision`.
+    Launch {
+        key: PoolKey,
+        count: u32,
+        revision: u32,
+    },
     /// Stop a live container gracefully.
     Stop { id: ContainerId, reason: StopReason },
     /// Remove what is left of a failed container and close its record.
@@ -93,10 +109,14 @@ pub struct Plan {
 
 #[derive(Default)]
 struct Supply {
-    /// Ready containers, oldest first once sorted.
+    /// Ready containers of the pool's revision, oldest first once sorted.
     ready: Vec<(Timestamp, ContainerId)>,
-    /// Starting containers that will join the pool.
+    /// Starting containers of the pool's revision that will join it.
     starting: u32,
+    /// Ready containers of other revisions (stale), oldest first once sorted.
+    stale_ready: Vec<(Timestamp, ContainerId)>,
+    /// Starting containers of other revisions: they join as stale ones.
+    stale_starting: u32,
 }
 
 /// Plans the actions that bring `observed` toward `desired` at time `now`.
@@ -107,7 +127,12 @@ struct Supply {
 /// - the global cap is never exceeded by creations;
 /// - at most one batch per pool per spacing interval;
 /// - only expired allocated containers, surplus ready ones and failed ones are
-///   acted upon: a starting or an unexpired allocated container is never touched.
+///   acted upon: a starting or an unexpired allocated container is never touched;
+/// - a rollout (ready or starting containers of another revision than the
+///   pool's) starts new ones first, up to target + surge containers in all, and
+///   stops a stale ready container only while the pool's ready count stays at
+///   or above its target: the ready count never falls below
+///   min(target, ready before) through the rollout's own stops.
 pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     let mut out = Plan::default();
     let wake = |t: Timestamp, out: &mut Plan| {
@@ -115,6 +140,9 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     };
 
     let mut live: u32 = 0;
+    let revision: BTreeMap<&PoolKey, u32> =
+        desired.pools.iter().map(|p| (&p.key, p.revision)).collect();
+    let current = |c: &ObservedContainer| revision.get(&c.key) == Some(&c.revision);
     let mut supply: BTreeMap<&PoolKey, Supply> = BTreeMap::new();
     for c in &observed.containers {
         if c.state.is_live() {
@@ -140,13 +168,21 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
                 }
             }
             ContainerState::Failed => out.actions.push(Action::Remove { id: c.id }),
-            ContainerState::Ready if !c.on_demand => supply
-                .entry(&c.key)
-                .or_default()
-                .ready
-                .push((c.created_at, c.id)),
+            ContainerState::Ready if !c.on_demand => {
+                let s = supply.entry(&c.key).or_default();
+                if current(c) {
+                    s.ready.push((c.created_at, c.id))
+                } else {
+                    s.stale_ready.push((c.created_at, c.id))
+                }
+            }
             ContainerState::Starting if !c.on_demand => {
-                supply.entry(&c.key).or_default().starting += 1
+                let s = supply.entry(&c.key).or_default();
+                if current(c) {
+                    s.starting += 1
+                } else {
+                    s.stale_starting += 1
+                }
             }
             _ => {}
         }
@@ -155,7 +191,7 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     // Ready containers of pools that are no longer desired are surplus.
     for (key, s) in &supply {
         if !desired.pools.iter().any(|p| &p.key == *key) {
-            for (_, id) in &s.ready {
+            for (_, id) in s.ready.iter().chain(&s.stale_ready) {
                 out.actions.push(Action::Stop {
                     id: *id,
                     reason: StopReason::Surplus,
@@ -166,19 +202,37 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
 
     let mut room = desired.max_instances.saturating_sub(live);
     for pool in &desired.pools {
-        let s = supply.remove(&pool.key).unwrap_or_default();
-        let have = s.ready.len() as u32 + s.starting;
-        if have > pool.target {
-            let mut ready = s.ready;
+        let mut s = supply.remove(&pool.key).unwrap_or_default();
+        let stop = |ready: &mut Vec<(Timestamp, ContainerId)>, n: u32, reason, out: &mut Plan| {
             ready.sort();
-            let surplus = (have - pool.target).min(ready.len() as u32) as usize;
-            for (_, id) in ready.into_iter().take(surplus) {
-                out.actions.push(Action::Stop {
-                    id,
-                    reason: StopReason::Surplus,
-                });
+            for (_, id) in ready.drain(..n as usize) {
+                out.actions.push(Action::Stop { id, reason });
             }
+        };
+        // A rollout: stale ready containers stop, oldest first, only as far as
+        // the ready ones left (of any revision) stay at the target.
+        let ready = (s.ready.len() + s.stale_ready.len()) as u32;
+        let outdated = ready
+            .saturating_sub(pool.target)
+            .min(s.stale_ready.len() as u32);
+        stop(&mut s.stale_ready, outdated, StopReason::Outdated, &mut out);
+        let have = s.ready.len() as u32 + s.starting;
+        let stale = s.stale_ready.len() as u32 + s.stale_starting;
+        if have > pool.target {
+            let surplus = (have - pool.target).min(s.ready.len() as u32);
+            stop(&mut s.ready, surplus, StopReason::Surplus, &mut out);
         } else if have < pool.target {
+            // During a rollout the pool holds at most target + surge containers.
+            let cap = if stale > 0 {
+                (pool.target + pool.surge).saturating_sub(have + stale)
+            } else {
+                u32::MAX
+            };
+            if cap == 0 {
+                // Ready stale ones stop as new ones become ready, which wakes
+                // the reconciler.
+                continue;
+            }
             let next_batch = observed
                 .last_batch
                 .get(&pool.key)
@@ -188,12 +242,13 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
                 wake(t, &mut out);
                 continue;
             }
-            let count = pool.batch_size.min(pool.target - have).min(room);
+            let count = pool.batch_size.min(pool.target - have).min(room).min(cap);
             if count > 0 {
                 room -= count;
                 out.actions.push(Action::Launch {
                     key: pool.key.clone(),
                     count,
+                    revision: pool.revision,
                 });
                 if have + count < pool.target {
                     // The next batch is due one spacing from now.
@@ -221,6 +276,8 @@ mod tests {
             target,
             batch_size: batch,
             spacing: Duration::from_millis(spacing_ms),
+            revision: 0,
+            surge: 1,
         }
     }
 
@@ -230,6 +287,7 @@ mod tests {
             key: key(l),
             state,
             on_demand: false,
+            revision: 0,
             created_at: Timestamp(at),
             expires_at: None,
             idle_at: None,
@@ -257,7 +315,8 @@ mod tests {
             p.actions,
             vec![Action::Launch {
                 key: key(Location::Default),
-                count: 10
+                count: 10,
+                revision: 0,
             }]
         );
         // The next batch is due one spacing later: plan again then.
@@ -429,6 +488,85 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_rollout_starts_new_containers_first_and_stops_old_ones_as_new_ones_are_ready() {
+        let mut d = Desired {
+            pools: vec![pool(Location::Default, 4, 10, 0)],
+            max_instances: 1000,
+        };
+        let mut o = Observed::default();
+        for at in 0..4 {
+            o.containers
+                .push(container(Location::Default, ContainerState::Ready, at));
+        }
+        d.pools[0].revision = 1;
+        d.pools[0].surge = 1;
+        let p = plan(&d, &o, Timestamp(10));
+        assert_eq!(
+            p.actions,
+            vec![Action::Launch {
+                key: key(Location::Default),
+                count: 1,
+                revision: 1
+            }],
+            "one above the target, nothing stopped"
+        );
+        apply(&mut o, &p, Timestamp(10));
+        // Still starting: nothing more (the surge is used up), nothing stopped.
+        assert!(plan(&d, &o, Timestamp(11)).actions.is_empty());
+        advance(&mut o);
+        // Ready: the oldest old one stops, and the next new one starts.
+        let p = plan(&d, &o, Timestamp(12));
+        let oldest = o.containers[0].id;
+        assert_eq!(
+            p.actions,
+            vec![
+                Action::Stop {
+                    id: oldest,
+                    reason: StopReason::Outdated
+                },
+                Action::Launch {
+                    key: key(Location::Default),
+                    count: 1,
+                    revision: 1
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_rollout_never_takes_the_ready_count_below_the_target_and_ends_with_only_new_ones() {
+        for (target, surge, batch, before) in
+            [(4, 1, 10, 4), (10, 3, 2, 10), (5, 2, 1, 3), (3, 5, 10, 3)]
+        {
+            let mut d = Desired {
+                pools: vec![pool(Location::Default, target, batch, 0)],
+                max_instances: 1000,
+            };
+            let mut o = Observed::default();
+            for at in 0..before {
+                o.containers.push(container(
+                    Location::Default,
+                    ContainerState::Ready,
+                    i64::from(at),
+                ));
+            }
+            d.pools[0].revision = 1;
+            d.pools[0].surge = surge;
+            let floor = target.min(before);
+            for step in 0..100 {
+                let now = Timestamp(step);
+                let p = plan(&d, &o, now);
+                apply(&mut o, &p, now);
+                assert!(ready(&o, &key(Location::Default)) >= floor, "step {step}");
+                assert!(supply(&o, &key(Location::Default)) <= target + surge);
+                advance(&mut o);
+            }
+            assert_eq!(current_supply(&o, &d.pools[0]), target);
+            assert!(o.containers.iter().all(|c| c.revision == 1));
+        }
+    }
+
     fn arb_state() -> impl Strategy<Value = ContainerState> {
         prop::sample::select(ContainerState::ALL.to_vec())
     }
@@ -445,16 +583,20 @@ mod tests {
             0i64..1000,
             prop::option::of(0i64..2000),
             prop::option::of(0i64..2000),
+            0u32..3,
         )
-            .prop_map(|(l, state, on_demand, at, exp, idle)| ObservedContainer {
-                id: ContainerId::random(),
-                key: key(l),
-                state,
-                on_demand,
-                created_at: Timestamp(at),
-                expires_at: exp.map(Timestamp),
-                idle_at: idle.map(Timestamp),
-            });
+            .prop_map(
+                |(l, state, on_demand, at, exp, idle, revision)| ObservedContainer {
+                    id: ContainerId::random(),
+                    key: key(l),
+                    state,
+                    on_demand,
+                    revision,
+                    created_at: Timestamp(at),
+                    expires_at: exp.map(Timestamp),
+                    idle_at: idle.map(Timestamp),
+                },
+            );
         (
             prop::collection::vec(c, 0..60),
             prop::collection::btree_map(
@@ -471,13 +613,21 @@ mod tests {
 
     fn arb_desired() -> impl Strategy<Value = Desired> {
         (
-            prop::collection::btree_map(arb_location(), (0u32..40, 1u32..12, 0u64..500), 0..3),
+            prop::collection::btree_map(
+                arb_location(),
+                (0u32..40, 1u32..12, 0u64..500, 0u32..3, 1u32..6),
+                0..3,
+            ),
             0u32..80,
         )
             .prop_map(|(pools, max_instances)| Desired {
                 pools: pools
                     .into_iter()
-                    .map(|(l, (t, b, s))| pool(l, t, b, s))
+                    .map(|(l, (t, b, s, revision, surge))| DesiredPool {
+                        revision,
+                        surge,
+                        ..pool(l, t, b, s)
+                    })
                     .collect(),
                 max_instances,
             })
@@ -490,6 +640,23 @@ mod tests {
             .filter(|c| {
                 matches!(c.state, ContainerState::Ready | ContainerState::Starting) && !c.on_demand
             })
+            .count() as u32
+    }
+
+    /// Ready and starting pool containers of the pool's revision.
+    fn current_supply(o: &Observed, dp: &DesiredPool) -> u32 {
+        o.containers
+            .iter()
+            .filter(|c| c.key == dp.key && c.revision == dp.revision && !c.on_demand)
+            .filter(|c| matches!(c.state, ContainerState::Ready | ContainerState::Starting))
+            .count() as u32
+    }
+
+    /// Ready pool containers of any revision.
+    fn ready(o: &Observed, k: &PoolKey) -> u32 {
+        o.containers
+            .iter()
+            .filter(|c| &c.key == k && c.state == ContainerState::Ready && !c.on_demand)
             .count() as u32
     }
 
@@ -511,7 +678,11 @@ mod tests {
     fn apply(o: &mut Observed, p: &Plan, now: Timestamp) {
         for a in &p.actions {
             match a {
-                Action::Launch { key, count } => {
+                Action::Launch {
+                    key,
+                    count,
+                    revision,
+                } => {
                     o.last_batch.insert(key.clone(), now);
                     for _ in 0..*count {
                         o.containers.push(ObservedContainer {
@@ -519,6 +690,7 @@ mod tests {
                             key: key.clone(),
                             state: ContainerState::Starting,
                             on_demand: false,
+                            revision: *revision,
                             created_at: now,
                             expires_at: None,
                             idle_at: None,
@@ -543,10 +715,15 @@ mod tests {
             }
             for a in &p.actions {
                 match a {
-                    Action::Launch { key, count } => {
+                    Action::Launch { key, count, revision } => {
                         let dp = d.pools.iter().find(|p| &p.key == key).unwrap();
                         prop_assert!(*count >= 1 && *count <= dp.batch_size);
-                        prop_assert!(supply(&o, key) + count <= dp.target);
+                        prop_assert_eq!(*revision, dp.revision);
+                        prop_assert!(current_supply(&o, dp) + count <= dp.target);
+                        // During a rollout: at most target + surge in all.
+                        if supply(&o, key) > current_supply(&o, dp) {
+                            prop_assert!(supply(&o, key) + count <= dp.target + dp.surge);
+                        }
                         if let Some(last) = o.last_batch.get(key) {
                             prop_assert!(*last + dp.spacing <= now);
                         }
@@ -557,6 +734,10 @@ mod tests {
                             StopReason::Expired => prop_assert!(c.state == ContainerState::Allocated && c.expires_at.unwrap() <= now),
                             StopReason::Idle => prop_assert!(c.state == ContainerState::Allocated && c.idle_at.unwrap() <= now),
                             StopReason::Surplus => prop_assert!(c.state == ContainerState::Ready && !c.on_demand),
+                            StopReason::Outdated => {
+                                let dp = d.pools.iter().find(|p| p.key == c.key).unwrap();
+                                prop_assert!(c.state == ContainerState::Ready && !c.on_demand && c.revision != dp.revision);
+                            }
                         }
                     }
                     Action::Remove { id } => {
@@ -565,11 +746,17 @@ mod tests {
                     }
                 }
             }
-            // No pool is driven below its target by surplus stops.
+            // No pool is driven below its target by surplus stops, nor its
+            // ready count below the target by a rollout's stops.
             for dp in &d.pools {
-                let stopped = p.actions.iter().filter(|a| matches!(a, Action::Stop { id, reason: StopReason::Surplus } if o.containers.iter().any(|c| c.id == *id && c.key == dp.key))).count() as u32;
-                if stopped > 0 {
-                    prop_assert!(supply(&o, &dp.key) - stopped >= dp.target);
+                let stopped = |r: StopReason| p.actions.iter().filter(|a| matches!(a, Action::Stop { id, reason } if *reason == r && o.containers.iter().any(|c| c.id == *id && c.key == dp.key))).count() as u32;
+                let surplus = stopped(StopReason::Surplus);
+                if surplus > 0 {
+                    prop_assert!(current_supply(&o, dp) - surplus >= dp.target);
+                }
+                let outdated = stopped(StopReason::Outdated);
+                if outdated > 0 {
+                    prop_assert!(ready(&o, &dp.key) - outdated - surplus >= dp.target);
                 }
             }
         }
@@ -593,8 +780,11 @@ mod tests {
             prop_assert!(quiet, "no fixed point after 200 steps");
             // At the fixed point every pool is at target, or the cap is reached.
             for dp in &d.pools {
-                let s = supply(&o, &dp.key);
+                let s = current_supply(&o, dp);
                 prop_assert!(s == dp.target || (s < dp.target && live(&o) >= d.max_instances), "pool {} at {s} of {}", dp.key, dp.target);
+                if s == dp.target {
+                    prop_assert_eq!(supply(&o, &dp.key), s, "stale containers left in {}", dp.key);
+                }
             }
             prop_assert!(plan(&d, &o, now).actions.is_empty());
         }

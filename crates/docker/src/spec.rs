@@ -18,6 +18,8 @@ pub const LABEL_INSTANCE: &str = "dev.warmpool.instance";
 pub const LABEL_CONTAINER: &str = "dev.warmpool.container-id";
 pub const LABEL_POOL: &str = "dev.warmpool.pool";
 pub const LABEL_LOCATION: &str = "dev.warmpool.location";
+/// The revision of its pool a container was started from.
+pub const LABEL_REVISION: &str = "dev.warmpool.revision";
 
 /// The engine's name of a container: `warmpool-<id>`.
 pub(crate) fn container_name(id: ContainerId) -> String {
@@ -59,6 +61,7 @@ pub(crate) fn create_config(
         (LABEL_CONTAINER.to_owned(), spec.id.to_string()),
         (LABEL_POOL.to_owned(), spec.key.pool.to_string()),
         (LABEL_LOCATION.to_owned(), spec.key.location.to_string()),
+        (LABEL_REVISION.to_owned(), spec.revision.to_string()),
     ]);
     let port_key = port_key(cfg.container_port);
     let res = spec.template.resources;
@@ -160,6 +163,7 @@ mod tests {
         ContainerSpec {
             id: ContainerId::random(),
             key: PoolKey::new("web", Location::Weur),
+            revision: 3,
             template: Arc::new(Template {
                 workload,
                 health_path: "/healthz".into(),
@@ -190,7 +194,7 @@ mod tests {
     }
 
     #[test]
-    fn labels_name_the_instance_container_pool_and_location() {
+    fn labels_name_the_instance_container_pool_location_and_revision() {
         let s = spec(image(None), Resources::default());
         let c = create_config(&s, &cfg(false), true).unwrap();
         assert_eq!(c.image.as_deref(), Some("registry.example/app:1"));
@@ -201,6 +205,7 @@ mod tests {
                 (LABEL_CONTAINER.to_owned(), s.id.to_string()),
                 (LABEL_POOL.to_owned(), "web".to_owned()),
                 (LABEL_LOCATION.to_owned(), "weur".to_owned()),
+                (LABEL_REVISION.to_owned(), "3".to_owned()),
             ])
         );
         assert_eq!(container_name(s.id), format!("warmpool-{}", s.id));

@@ -110,7 +110,7 @@ impl Engine {
             warm,
         };
         for _ in 0..MAX_PICKS {
-            let Some(lease) = self.registry.pop_ready(key) else {
+            let Some(lease) = self.registry.pop_ready(key, req.pool.launch_revision) else {
                 break;
             };
             match self.allocate(lease, req).await {
@@ -130,13 +130,14 @@ impl Engine {
         let max = self.config.max_instances;
         let id = self
             .registry
-            .try_launch_on_demand(key, now(), max)
+            .try_launch_on_demand(key, req.pool.launch_revision, now(), max)
             .ok_or(ClaimError::AtCapacity { max })?;
         let (tx, rx) = oneshot::channel::<Result<(), LaunchError>>();
         let engine = self.clone();
         let task_key = key.clone();
+        let revision = req.pool.launch_revision;
         self.spawn_work(async move {
-            let result = engine.launch(id, task_key, true).await;
+            let result = engine.launch(id, task_key, revision, true).await;
             if let Err(Ok(())) = tx.send(result) {
                 // The claim stopped waiting: the container serves the pool instead.
                 engine.registry.join_pool(id);

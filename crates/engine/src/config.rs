@@ -4,12 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use warmpool_core::Location;
+use warmpool_core::{Location, Surge};
 use warmpool_runtime::Template;
 
-/// One pool: what its containers run, how many are kept ready where, and the
-/// defaults of its claims.
-#[derive(Clone, Debug)]
+/// One pool: what its containers run, how many are kept ready where, the
+/// defaults of its claims, and how a new template rolls out. A change to its
+/// template makes a new revision; the other fields are not part of it.
+#[derive(Clone, Debug, PartialEq)]
 pub struct PoolSpec {
     pub name: String,
     /// What its containers run, shared by all of them.
@@ -22,12 +23,21 @@ pub struct PoolSpec {
     pub max_lifetime: Duration,
     /// Default idle timeout of claims (`None`: off).
     pub idle_timeout: Option<Duration>,
+    /// During a rollout, containers started beyond the target before old ones stop.
+    pub max_surge: Surge,
+    /// Failed starts of a new revision in a row that stop its rollout.
+    pub rollout_failure_limit: u32,
+    /// A rollout not complete after this long fails.
+    pub progress_deadline: Duration,
 }
 
 /// The engine's settings. Durations of zero mean "off" where the field says so.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
-    /// The pools; the first is the default pool (claims that name none).
+    /// The pools the configuration declares; the first is the default pool
+    /// (claims that name none). The store keeps the pools (the API changes
+    /// them); these are applied to it at the first start and whenever they
+    /// differ from what was last applied ([`crate::Engine::apply_declared`]).
     pub pools: Vec<PoolSpec>,
     /// Live containers at most, across every pool and location.
     pub max_instances: u32,

@@ -4,29 +4,91 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use std::collections::{BTreeMap, HashMap};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use warmpool_core::{Desired, DesiredPool, Location, PoolKey};
-use warmpool_runtime::{HttpProbe, Runtime};
+
+use warmpool_core::{Desired, DesiredPool, Location, PoolKey, Timestamp};
+use warmpool_runtime::{HttpProbe, Runtime, Template};
 use warmpool_store::Store;
 
 use crate::config::{EngineConfig, PoolSpec};
 use crate::history::{History, Sample};
 use crate::metrics::Metrics;
 use crate::now;
+use crate::pools::Revision;
 use crate::registry::Registry;
 use crate::tasks::{Driver, TaskStatus};
 
-/// A pool, as claims and launches use it.
+/// A pool, as claims and launches use it: a snapshot, replaced whole whenever
+/// the pool changes (its settings, its revision, its rollout's outcome).
 #[derive(Debug)]
 pub struct Pool {
     pub name: Arc<str>,
+    /// Its settings; `spec.template` is the template of `revision`.
     pub spec: PoolSpec,
+    /// The revision of its template new containers are meant to start from.
+    pub revision: u32,
+    /// The last revision whose rollout completed.
+    pub stable_revision: u32,
+    /// What launches start now: `revision`, or `stable_revision` while the
+    /// rollout to `revision` has failed (the old revision keeps the pool full).
+    pub launch_revision: u32,
+    /// When the rollout to `revision` began (`None`: none in progress).
+    pub rollout_started_at: Option<Timestamp>,
+    /// Why the rollout to `revision` failed.
+    pub rollout_error: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
 }
 
 impl Pool {
     pub fn key(&self, location: Location) -> PoolKey {
         PoolKey::new(self.name.clone(), location)
+    }
+
+    /// A rollout to `revision` is under way (neither complete nor failed).
+    pub fn rolling_out(&self) -> bool {
+        self.revision != self.stable_revision && self.rollout_error.is_none()
+    }
+
+    /// Ready containers it keeps, over every location.
+    pub fn target_total(&self) -> u32 {
+        self.spec.targets.iter().map(|(_, n)| *n).sum()
+    }
+}
+
+/// The pools and the desired state made from them, replaced together.
+#[derive(Debug, Default)]
+pub(crate) struct PoolSet {
+    /// The default pool first (if it exists), then by name.
+    pub(crate) list: Vec<Arc<Pool>>,
+    pub(crate) desired: Arc<Desired>,
+}
+
+impl PoolSet {
+    pub(crate) fn new(mut list: Vec<Arc<Pool>>, default: &str, max_instances: u32) -> Self {
+        list.sort_by(|a, b| (&*a.name != default, &a.name).cmp(&(&*b.name != default, &b.name)));
+        let desired = Desired {
+            pools: list
+                .iter()
+                .flat_map(|p| {
+                    p.spec.targets.iter().map(|(l, n)| DesiredPool {
+                        key: p.key(*l),
+                        target: *n,
+                        batch_size: p.spec.batch_size,
+                        spacing: p.spec.batch_spacing,
+                        revision: p.launch_revision,
+                        surge: p.spec.max_surge.of(*n),
+                    })
+                })
+                .collect(),
+            max_instances,
+        };
+        PoolSet {
+            list,
+            desired: Arc::new(desired),
+        }
     }
 }
 
@@ -45,14 +107,18 @@ pub struct Engine {
     pub runtime: Arc<dyn Runtime>,
     /// The in-memory mirror of the store, kept current by the store's commit hook.
     pub registry: Arc<Registry>,
-    /// What the reconciler aims at; targets can change at runtime
-    /// ([`Engine::set_targets`]), the set of pools and locations cannot.
-    desired: std::sync::RwLock<Arc<Desired>>,
+    /// The pools and what the reconciler aims at, replaced whole when a pool
+    /// changes (`pools.rs`).
+    pub(crate) pools: std::sync::RwLock<Arc<PoolSet>>,
+    /// Each pool's revisions: the template each was started from.
+    pub(crate) revisions: std::sync::Mutex<HashMap<String, BTreeMap<u32, Revision>>>,
+    /// Serialises changes to pools (API calls, reloads, rollout outcomes).
+    pub(crate) pool_writes: tokio::sync::Mutex<()>,
+    /// Failed starts in a row of each pool's new revision: (revision, count).
+    pub(crate) start_failures: std::sync::Mutex<HashMap<Arc<str>, (u32, u32)>>,
     pub metrics: Metrics,
     /// The last hour of pool depth and claim latency, in memory.
     pub history: History,
-    /// The pools; the first is the default one.
-    pools: Vec<Arc<Pool>>,
     reconciled: AtomicBool,
     /// Cancelled when shutdown begins: ends the background tasks, makes launches
     /// in flight give up, and refuses claims.
@@ -74,40 +140,18 @@ impl Engine {
         registry: Arc<Registry>,
         runtime: Arc<dyn Runtime>,
     ) -> Arc<Self> {
-        let pools: Vec<Arc<Pool>> = config
-            .pools
-            .iter()
-            .map(|p| {
-                Arc::new(Pool {
-                    name: p.name.as_str().into(),
-                    spec: p.clone(),
-                })
-            })
-            .collect();
-        let desired = Desired {
-            pools: pools
-                .iter()
-                .flat_map(|p| {
-                    p.spec.targets.iter().map(|(l, n)| DesiredPool {
-                        key: p.key(*l),
-                        target: *n,
-                        batch_size: p.spec.batch_size,
-                        spacing: p.spec.batch_spacing,
-                    })
-                })
-                .collect(),
-            max_instances: config.max_instances,
-        };
         let cancel = CancellationToken::new();
         Arc::new(Self {
             config,
             store,
             runtime,
             registry,
-            desired: std::sync::RwLock::new(Arc::new(desired)),
+            pools: Default::default(),
+            revisions: Default::default(),
+            pool_writes: Default::default(),
+            start_failures: Default::default(),
             metrics: Default::default(),
             history: Default::default(),
-            pools,
             reconciled: AtomicBool::new(false),
             tasks: Driver::new(cancel.clone(), now),
             cancel,
@@ -133,32 +177,11 @@ impl Engine {
 
     /// The desired state now (cheap: a shared snapshot).
     pub fn desired(&self) -> Arc<Desired> {
-        self.desired
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        self.pool_set().desired.clone()
     }
 
-    /// Changes the targets of some locations of a pool at runtime, and wakes the
-    /// reconciler. Every location must be one the pool is configured with; on an
-    /// error nothing changes. Runtime targets live in memory: a restart returns to
-    /// the configured ones.
-    pub fn set_targets(&self, pool: &str, targets: &[(Location, u32)]) -> Result<(), Location> {
-        {
-            let mut guard = self.desired.write().unwrap_or_else(|e| e.into_inner());
-            let mut next = Desired::clone(&guard);
-            for (location, target) in targets {
-                let p = next
-                    .pools
-                    .iter_mut()
-                    .find(|p| &*p.key.pool == pool && p.key.location == *location)
-                    .ok_or(*location)?;
-                p.target = *target;
-            }
-            *guard = Arc::new(next);
-        }
-        self.activate();
-        Ok(())
+    pub(crate) fn pool_set(&self) -> Arc<PoolSet> {
+        self.pools.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Wakes the reconciler now (after a claim, an exit, a config change).
@@ -195,25 +218,44 @@ impl Engine {
         self.cancel.clone()
     }
 
-    /// The pools, the default one first.
-    pub fn pools(&self) -> &[Arc<Pool>] {
-        &self.pools
+    /// The pools, the default one first, then by name.
+    pub fn pools(&self) -> Vec<Arc<Pool>> {
+        self.pool_set().list.clone()
     }
 
-    /// The pool claims go to unless they name one.
-    pub fn default_pool(&self) -> &Arc<Pool> {
-        &self.pools[0]
+    /// The name of the default pool: claims that name none go to it.
+    pub fn default_pool_name(&self) -> &str {
+        &self.config.pools[0].name
     }
 
-    /// The pool called `name`, if configured.
-    pub fn pool(&self, name: &str) -> Option<&Arc<Pool>> {
-        self.pools.iter().find(|p| &*p.name == name)
+    /// The pool claims go to unless they name one (`None` if it was deleted).
+    pub fn default_pool(&self) -> Option<Arc<Pool>> {
+        self.pool(self.default_pool_name())
     }
 
-    /// The pool of a container: its own, or the default pool's settings for one
-    /// no longer configured (recovered from an earlier configuration).
-    pub fn pool_of(&self, key: &PoolKey) -> &Arc<Pool> {
-        self.pool(&key.pool).unwrap_or(self.default_pool())
+    /// The pool called `name`, if it exists.
+    pub fn pool(&self, name: &str) -> Option<Arc<Pool>> {
+        self.pool_set()
+            .list
+            .iter()
+            .find(|p| &*p.name == name)
+            .cloned()
+    }
+
+    /// The template a container of `pool` started from `revision` runs: that
+    /// revision's, else the pool's current one, else the default template (a
+    /// container of a pool deleted before this start).
+    pub fn template(&self, pool: &str, revision: u32) -> Arc<Template> {
+        let known = self
+            .revisions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(pool)
+            .and_then(|r| r.get(&revision))
+            .map(|r| r.template.clone());
+        known
+            .or_else(|| self.pool(pool).map(|p| p.spec.template.clone()))
+            .unwrap_or_default()
     }
 
     /// Begins shutdown: claims are refused from now on, the background tasks end,

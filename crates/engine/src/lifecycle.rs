@@ -52,6 +52,7 @@ impl Engine {
         &self,
         id: ContainerId,
         key: PoolKey,
+        revision: u32,
         on_demand: bool,
     ) -> Result<(), LaunchError> {
         let created_at = now();
@@ -62,6 +63,7 @@ impl Engine {
                 key: key.clone(),
                 runtime: self.runtime.name().to_owned(),
                 on_demand,
+                revision,
                 created_at,
             })
             .await
@@ -84,7 +86,8 @@ impl Engine {
         let spec = ContainerSpec {
             id,
             key: key.clone(),
-            template: self.pool_of(&key).spec.template.clone(),
+            template: self.template(&key.pool, revision),
+            revision: revision,
         };
         match self.start_and_wait(&spec).await {
             Ok(started) => {
@@ -104,6 +107,7 @@ impl Engine {
                 self.metrics
                     .start_seconds
                     .observe(ready_at.since(created_at).as_secs_f64());
+                self.start_succeeded(&key, revision);
                 Ok(())
             }
             Err(LaunchError::ShuttingDown) => {
@@ -115,12 +119,13 @@ impl Engine {
                 self.action_failed(&key, id, "container failed to start", &reason, true);
                 let mut c =
                     Change::new(id, ContainerState::Starting, ContainerState::Failed, now())
-                        .reason(reason);
+                        .reason(reason.clone());
                 if let LaunchError::Runtime(RuntimeError::ExitedEarly { code, .. }) = &e {
                     c.exit_code = *code;
                 }
                 // Conflict: shutdown got there first; the record is already closing.
                 let _ = self.store.change(c).await;
+                self.start_failed(&key, revision, &reason).await;
                 self.activate();
                 Err(e)
             }
@@ -151,7 +156,7 @@ impl Engine {
             .map_err(LaunchError::Store);
         let waited = match recorded {
             Ok(()) => {
-                let timeout = self.pool_of(&spec.key).spec.template.start_timeout;
+                let timeout = spec.template.start_timeout;
                 tokio::select! {
                     r = self.runtime.wait_ready(spec, &started, timeout) => r.map_err(LaunchError::from),
                     _ = self.cancelled().cancelled() => Err(LaunchError::ShuttingDown),

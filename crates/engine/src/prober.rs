@@ -29,7 +29,7 @@ pub(crate) async fn probe_ready(engine: &Arc<Engine>, failures: &Failures) -> Ou
         .into_iter()
         .filter(|(_, e)| e.state == ContainerState::Ready && !e.leased)
         .filter_map(|(id, e)| {
-            let path = engine.pool_of(&e.key).spec.template.health_path.clone();
+            let path = engine.template(&e.key.pool, e.revision).health_path.clone();
             Some((id, e.address?, path.into()))
         })
         .collect();

@@ -31,10 +31,10 @@ pub(crate) fn pass(engine: &Arc<Engine>) -> Outcome {
     for d in work {
         let e = engine.clone();
         match d {
-            Dispatch::Launch { id, key } => {
+            Dispatch::Launch { id, key, revision } => {
                 launches += 1;
                 engine.spawn_work(async move {
-                    let _ = e.launch(id, key, false).await;
+                    let _ = e.launch(id, key, revision, false).await;
                 });
             }
             Dispatch::Stop {
@@ -52,6 +52,11 @@ pub(crate) fn pass(engine: &Arc<Engine>) -> Outcome {
                 engine.spawn_work(async move { e.remove_failed(lease).await });
             }
         }
+    }
+    // Rollouts that completed or ran out of time are recorded as such.
+    for (pool, outcome) in engine.rollouts_due(now()) {
+        let e = engine.clone();
+        engine.spawn_work(async move { e.end_rollout(&pool, outcome).await });
     }
     engine.mark_reconciled();
     engine.metrics.reconcile_passes.inc();

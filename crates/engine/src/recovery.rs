@@ -65,6 +65,7 @@ pub(crate) async fn recover(engine: &Arc<Engine>) -> Result<Recovered, RecoveryE
                 key: warmpool_core::PoolKey::new(row.pool.as_str(), row.location),
                 state: row.state,
                 on_demand: false,
+                revision: row.revision,
                 created_at: row.created_at,
                 expires_at: row.expires_at,
                 handle: Some(o.handle.clone()),
@@ -110,7 +111,8 @@ pub(crate) async fn recover(engine: &Arc<Engine>) -> Result<Recovered, RecoveryE
             let spec = ContainerSpec {
                 id,
                 key: entry.key.clone(),
-                template: engine.pool_of(&entry.key).spec.template.clone(),
+                template: engine.template(&entry.key.pool, entry.revision),
+                revision: entry.revision,
             };
             let ok = engine
                 .runtime

@@ -29,6 +29,8 @@ pub enum OpenError {
     Recovery(#[source] RecoveryError),
     #[error("no pool is configured")]
     NoPool,
+    #[error("cannot load or apply the pools")]
+    Pools(#[source] crate::PoolError),
 }
 
 impl Engine {
@@ -60,6 +62,27 @@ impl Engine {
             return Err(OpenError::NoPool);
         }
         let engine = Engine::new(config, store, registry, runtime);
+        // The pools are the store's; the declared ones are applied over them if
+        // they changed since they were last applied.
+        engine.load_pools().map_err(OpenError::Pools)?;
+        let declared = engine.config.pools.clone();
+        if let Some(applied) = engine
+            .apply_declared(&declared)
+            .await
+            .map_err(OpenError::Pools)?
+        {
+            let changed = applied.iter().filter(|o| o.changed).count();
+            tracing::info!(
+                pools = applied.len(),
+                changed,
+                "applied the configured pools"
+            );
+        }
+        for p in engine.pools() {
+            if !declared.iter().any(|d| *d.name == *p.name) {
+                tracing::info!(pool = %p.name, "pool kept from the store (not in the configuration; `warmpool pools rm` deletes it)");
+            }
+        }
         let recovered = crate::recovery::recover(&engine)
             .await
             .map_err(OpenError::Recovery)?;

@@ -46,6 +46,7 @@ fn spec(location: Location) -> ContainerSpec {
     ContainerSpec {
         id: ContainerId::random(),
         key: PoolKey::new("web", location),
+        revision: 0,
         template: Arc::new(Template {
             workload: Workload::Image {
                 image: "app:1".into(),

@@ -23,6 +23,8 @@ pub const LABEL_INSTANCE: &str = "warmpool.dev/instance";
 pub const LABEL_CONTAINER: &str = "warmpool.dev/container-id";
 pub const LABEL_POOL: &str = "warmpool.dev/pool";
 pub const LABEL_LOCATION: &str = "warmpool.dev/location";
+/// The revision of its pool a pod was started from.
+pub const LABEL_REVISION: &str = "warmpool.dev/revision";
 /// Name of the one container of each pod.
 pub const CONTAINER_NAME: &str = "app";
 /// The node label a location selects by default.
@@ -173,6 +175,7 @@ pub fn build_pod(spec: &ContainerSpec, settings: &PodSettings) -> Result<Pod, Ru
         (LABEL_CONTAINER.to_owned(), spec.id.to_string()),
         (LABEL_POOL.to_owned(), label_value(spec.key.pool.as_ref())),
         (LABEL_LOCATION.to_owned(), spec.key.location.to_string()),
+        (LABEL_REVISION.to_owned(), spec.revision.to_string()),
     ]);
     let env = spec
         .app_env(&settings.instance_id, settings.container_port)

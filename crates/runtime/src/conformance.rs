@@ -172,6 +172,7 @@ mod tests {
             id: ContainerId::random(),
             key: PoolKey::new("conformance", Location::Default),
             template: template.clone(),
+            revision: 0,
         };
         let sim = rt.clone();
         check(rt.as_ref(), spec, false, move |id, _| {

@@ -34,7 +34,10 @@ pub const SAMPLE_APP_IMAGE: &str = "warmpool/sample-app:latest";
 
 /// What every container of one pool runs, and with what; one per pool, shared by
 /// its containers.
-#[derive(Clone, Debug, Default, PartialEq)]
+///
+/// Serialisable, so that a pool's revisions can be kept (the engine stores each
+/// template as JSON and compares revisions by that text).
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Template {
     pub workload: Workload,
     /// Readiness probe path.
@@ -50,7 +53,7 @@ pub struct Template {
 
 /// What a container runs. Each runtime runs the kinds it can and fails the start of
 /// any other with [`RuntimeError::Unsupported`].
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Workload {
     /// warmpool's own sample app: the process runtime runs its own program with
     /// `sample-app` ([`ProcessRuntime::with_sample_app`]), an image runtime the
@@ -100,7 +103,7 @@ impl Workload {
 
 /// Limits of one container, where the runtime enforces them (`None`: no limit):
 /// its size, which the image runtimes enforce (CPU, memory, disk).
-#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Resources {
     pub vcpu: Option<f64>,
     pub memory_mib: Option<u64>,
@@ -113,6 +116,9 @@ pub struct ContainerSpec {
     pub id: ContainerId,
     pub key: PoolKey,
     pub template: Arc<Template>,
+    /// The revision of its pool the template is (labelled on what the runtime
+    /// makes, so that `docker ps` or `kubectl get pods` shows it).
+    pub revision: u32,
 }
 
 impl ContainerSpec {

@@ -27,6 +27,7 @@ fn runtime(dir: &std::path::Path, script: &str) -> (ProcessRuntime, impl Fn() ->
         id: ContainerId::random(),
         key: PoolKey::new("default", Location::Weur),
         template: template.clone(),
+        revision: 0,
     };
     (rt, spec)
 }
@@ -200,6 +201,7 @@ async fn an_image_is_refused_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();
     let (rt, spec) = runtime(dir.path(), "true");
     let s = ContainerSpec {
+        revision: 0,
         template: Arc::new(Template {
             workload: Workload::Image {
                 image: "warmpool/sample-app:latest".into(),

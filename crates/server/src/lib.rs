@@ -16,6 +16,7 @@ pub(crate) mod proxy;
 pub mod routes;
 pub mod server;
 pub(crate) mod sessions;
+pub mod specs;
 pub(crate) mod state;
 pub(crate) mod studio;
 pub(crate) mod tokens;

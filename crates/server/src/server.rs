@@ -11,15 +11,16 @@ use axum::Router;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use warmpool_docker::{DockerConfig, DockerRuntime};
-use warmpool_engine::{error_chain, Engine, EngineConfig, PoolSpec, Recovered};
+use warmpool_engine::{error_chain, Engine, Recovered};
 use warmpool_kubernetes::{KubernetesConfig, KubernetesRuntime};
 use warmpool_runtime::{
     ProcessConfig, ProcessRuntime, Resources, Runtime, SimMode, SimRuntime, Template, Workload,
 };
 
-use crate::config::{Config, PoolConfig, RuntimeKind};
+use crate::config::{Config, RuntimeKind};
 use crate::routes::router;
-use crate::state::Shared;
+pub use crate::specs::engine_config;
+use crate::state::{Reload, Shared};
 
 /// The runtime the configuration asks for.
 pub async fn build_runtime(config: &Config, instance_id: &str) -> anyhow::Result<Arc<dyn Runtime>> {
@@ -179,56 +180,6 @@ pub struct Running {
     http: JoinHandle<std::io::Result<()>>,
 }
 
-/// What the engine is told, from the config.
-pub fn engine_config(config: &Config) -> EngineConfig {
-    EngineConfig {
-        pools: config
-            .pools
-            .iter()
-            .map(|p| pool_spec(p, config.runtime))
-            .collect(),
-        max_instances: config.max_instances,
-        claim_timeout: config.claim_timeout,
-        stop_grace: config.stop_grace,
-        probe_interval: config.probe_interval,
-        reconcile_interval: config.reconcile_interval,
-        sweep_interval: config.sweep_interval,
-        tombstone_retention: config.tombstone_retention,
-    }
-}
-
-/// A pool as the engine runs it, its workload as `runtime` runs it: an image on
-/// the image runtimes; otherwise its command, or without one the sample app.
-fn pool_spec(config: &PoolConfig, runtime: RuntimeKind) -> PoolSpec {
-    let workload = match runtime {
-        RuntimeKind::Docker | RuntimeKind::Kubernetes => Workload::Image {
-            image: config.image.clone(),
-            pids_limit: config.pids_limit,
-        },
-        RuntimeKind::Process | RuntimeKind::Sim if config.command.is_empty() => Workload::SampleApp,
-        RuntimeKind::Process | RuntimeKind::Sim => Workload::Command(config.command.clone()),
-    };
-    PoolSpec {
-        name: config.name.clone(),
-        template: Arc::new(Template {
-            workload,
-            health_path: config.health_path.clone(),
-            env: config.env.clone(),
-            resources: Resources {
-                vcpu: config.vcpu,
-                memory_mib: config.memory_mib,
-                disk_mb: config.disk_mb,
-            },
-            start_timeout: config.start_timeout,
-        }),
-        targets: config.targets.clone(),
-        batch_size: config.batch_size,
-        batch_spacing: config.batch_spacing,
-        max_lifetime: config.max_lifetime,
-        idle_timeout: config.idle_timeout,
-    }
-}
-
 /// Fails start-up with a clear message when the data dir cannot be created or
 /// written (a read-only mount, wrong owner), rather than with SQLite's "unable to
 /// open database file".
@@ -266,6 +217,16 @@ fn raise_fd_limit(config: &Config) {
 /// Starts warmpool. With `runtime`, uses it instead of the configured one (tests
 /// pass a simulated runtime they keep a handle on).
 pub async fn start(config: Config, runtime: Option<Arc<dyn Runtime>>) -> anyhow::Result<Running> {
+    start_reloadable(config, runtime, None).await
+}
+
+/// [`start`], with a way to read the configuration again (SIGHUP and `POST
+/// /v1/reload` apply the pools it declares).
+pub async fn start_reloadable(
+    config: Config,
+    runtime: Option<Arc<dyn Runtime>>,
+    reload: Option<Reload>,
+) -> anyhow::Result<Running> {
     check_exposure(&config)?;
     raise_fd_limit(&config);
     if config.warm_total() > u64::from(config.max_instances) {
@@ -301,7 +262,7 @@ pub async fn start(config: Config, runtime: Option<Arc<dyn Runtime>>) -> anyhow:
     };
     let addr = listener.local_addr()?;
     let config = Arc::new(config);
-    let shared = Arc::new(Shared::new(app.clone(), config.clone()));
+    let shared = Arc::new(Shared::new(app.clone(), config.clone(), reload));
     let limits = HttpLimits {
         max_connections: config.max_connections,
         header_timeout: config.header_timeout,
@@ -364,19 +325,36 @@ impl Running {
     }
 }
 
-/// Runs until SIGTERM or SIGINT, then shuts down.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Runs until SIGTERM or SIGINT, then shuts down; on SIGHUP reads the
+/// configuration again with `reload` and applies its pools.
+pub async fn run(config: Config, reload: Option<Reload>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     // Handlers first: a signal that arrives while starting must still shut down
     // in order rather than kill the process and strand its containers.
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let running = start(config, None).await?;
+    let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    let running = start_reloadable(config, None, reload).await?;
     // One line on stdout, for people and for scripts that started us on port 0.
     println!("warmpool listening on http://{}", running.addr);
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT received, shutting down"),
+    loop {
+        tokio::select! {
+            _ = term.recv() => {
+                tracing::info!("SIGTERM received, shutting down");
+                break;
+            }
+            _ = int.recv() => {
+                tracing::info!("SIGINT received, shutting down");
+                break;
+            }
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP received, reading the configuration again");
+                match crate::api::pools::reload_config(&running.shared).await {
+                    Ok(r) => tracing::info!(applied = r.applied, pools = r.pools.len(), "{}", r.reason),
+                    Err(e) => tracing::warn!(error = %e.detail, "reload refused; nothing changed"),
+                }
+            }
+        }
     }
     running.shutdown().await
 }

@@ -8,13 +8,19 @@ use std::sync::Arc;
 use tokio::sync::Notify;
 use warmpool_engine::Engine;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::sessions::Sessions;
 use crate::upstream::Upstream;
+
+/// Reads the configuration again (SIGHUP, `POST /v1/reload`): the same flags
+/// and env vars, the config file as it is now.
+pub type Reload = Arc<dyn Fn() -> Result<Config, ConfigError> + Send + Sync>;
 
 pub struct Shared {
     pub app: Arc<Engine>,
     pub config: Arc<Config>,
+    /// How to read the configuration again, if it came from one.
+    pub reload: Option<Reload>,
     pub upstream: Upstream,
     /// Studio logins.
     pub sessions: Sessions,
@@ -60,10 +66,11 @@ impl Upgrades {
 }
 
 impl Shared {
-    pub fn new(app: Arc<Engine>, config: Arc<Config>) -> Self {
+    pub fn new(app: Arc<Engine>, config: Arc<Config>, reload: Option<Reload>) -> Self {
         Self {
             app,
             config,
+            reload,
             upstream: Upstream::default(),
             sessions: Default::default(),
             upgrades: Default::default(),

@@ -23,6 +23,7 @@ fn specs(template: Template) -> impl Fn() -> ContainerSpec {
         id: ContainerId::random(),
         key: PoolKey::new("conformance", Location::Default),
         template: template.clone(),
+        revision: 0,
     }
 }
 

@@ -8,6 +8,7 @@
 mod console;
 mod error;
 mod migrations;
+mod pools;
 mod rows;
 mod writer;
 
@@ -20,6 +21,7 @@ use warmpool_core::{ContainerId, ContainerState, Timestamp};
 pub use console::{Cell, ColumnInfo, ConsoleError, ConsoleLimits, QueryResult, TableInfo};
 pub use error::StoreError;
 pub use migrations::{expected_schema, schema_of, SCHEMA_VERSION};
+pub use pools::{PoolEventRow, PoolRecord, PoolWrite, RevisionRecord};
 pub use rows::{ContainerFilter, ContainerRow, EventRow};
 pub use writer::{Change, CommitHook, NewContainer, Op};
 
@@ -182,6 +184,34 @@ impl Store {
         container: Option<ContainerId>,
     ) -> Result<Vec<EventRow>, StoreError> {
         self.read(move |c| rows::query_events(c, after, limit, container))
+            .await
+    }
+
+    /// Every pool record and every revision of every pool (at start-up).
+    pub fn load_pools_blocking(
+        &self,
+    ) -> Result<(Vec<PoolRecord>, Vec<RevisionRecord>), StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        Ok((pools::query_pools(&conn)?, pools::query_revisions(&conn)?))
+    }
+
+    /// A value of the `meta` table.
+    pub fn meta_blocking(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(conn
+            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+                r.get(0)
+            })
+            .optional()?)
+    }
+
+    /// The last `limit` events of a pool, oldest first.
+    pub async fn pool_events(
+        &self,
+        pool: String,
+        limit: u32,
+    ) -> Result<Vec<PoolEventRow>, StoreError> {
+        self.read(move |c| pools::query_pool_events(c, &pool, limit))
             .await
     }
 

@@ -42,6 +42,36 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_container ON events (container_id, seq);",
     // 2: the idle timeout a claim asked for.
     "ALTER TABLE containers ADD COLUMN idle_timeout_ms INTEGER;",
+    // 3: pools as data: their settings, their template revisions, the revision
+    // each container was started from, and the pools' own events (rollouts).
+    "ALTER TABLE containers ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE pools (
+        name               TEXT PRIMARY KEY NOT NULL,
+        spec               TEXT NOT NULL,
+        revision           INTEGER NOT NULL,
+        stable_revision    INTEGER NOT NULL,
+        rollout_started_at INTEGER,
+        rollout_error      TEXT,
+        created_at         INTEGER NOT NULL,
+        updated_at         INTEGER NOT NULL
+    ) STRICT;
+    CREATE TABLE pool_revisions (
+        pool       TEXT NOT NULL,
+        revision   INTEGER NOT NULL,
+        template   TEXT NOT NULL,
+        hash       TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (pool, revision)
+    ) STRICT;
+    CREATE TABLE pool_events (
+        seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+        at       INTEGER NOT NULL,
+        pool     TEXT NOT NULL,
+        revision INTEGER,
+        kind     TEXT NOT NULL,
+        detail   TEXT
+    ) STRICT;
+    CREATE INDEX pool_events_pool ON pool_events (pool, seq);",
 ];
 
 /// The schema version this build writes.
@@ -118,5 +148,8 @@ pub fn expected_schema() -> Vec<(String, Vec<String>)> {
         t("containers", crate::rows::CONTAINER_COLUMNS),
         t("events", crate::rows::EVENT_COLUMNS),
         t("meta", &["key", "value"]),
+        t("pool_events", crate::pools::POOL_EVENT_COLUMNS),
+        t("pool_revisions", crate::pools::REVISION_COLUMNS),
+        t("pools", crate::pools::POOL_COLUMNS),
     ]
 }

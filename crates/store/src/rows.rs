@@ -22,6 +22,7 @@ pub(crate) const CONTAINER_COLUMNS: &[&str] = &[
     "stop_reason",
     "exit_code",
     "idle_timeout_ms",
+    "revision",
 ];
 
 pub(crate) const EVENT_COLUMNS: &[&str] = &[
@@ -33,7 +34,7 @@ pub(crate) const EVENT_COLUMNS: &[&str] = &[
     "reason",
 ];
 
-const SELECT_CONTAINERS: &str = "SELECT id, pool, location, state, runtime, runtime_handle, address, on_demand, created_at, ready_at, allocated_at, expires_at, stopped_at, stop_reason, exit_code, idle_timeout_ms FROM containers";
+const SELECT_CONTAINERS: &str = "SELECT id, pool, location, state, runtime, runtime_handle, address, on_demand, created_at, ready_at, allocated_at, expires_at, stopped_at, stop_reason, exit_code, idle_timeout_ms, revision FROM containers";
 
 /// One row of `containers`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,6 +56,8 @@ pub struct ContainerRow {
     pub exit_code: Option<i32>,
     /// Stop after this long without traffic (set on claim).
     pub idle_timeout: Option<std::time::Duration>,
+    /// The revision of its pool it was started from.
+    pub revision: u32,
 }
 
 /// One row of `events`: a state change.
@@ -111,6 +114,7 @@ fn container_row(r: &Row<'_>) -> rusqlite::Result<ContainerRow> {
         idle_timeout: r
             .get::<_, Option<i64>>(15)?
             .map(|ms| std::time::Duration::from_millis(ms.max(0) as u64)),
+        revision: r.get(16)?,
     })
 }
 

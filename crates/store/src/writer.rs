@@ -16,6 +16,8 @@ pub struct NewContainer {
     pub key: PoolKey,
     pub runtime: String,
     pub on_demand: bool,
+    /// The revision of its pool it is started from.
+    pub revision: u32,
     pub created_at: Timestamp,
 }
 
@@ -67,6 +69,8 @@ pub enum Op {
         address: Option<String>,
     },
     Transition(Change),
+    /// Pool records, revisions, pool events and metadata, written together.
+    Pools(Vec<crate::pools::PoolWrite>),
 }
 
 /// Called with each op once it is committed (see [`crate::Store::open_with_hook`]).
@@ -197,8 +201,8 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
         Op::Insert(c) => {
             let inserted = conn
                 .prepare_cached(
-                    "INSERT INTO containers (id, pool, location, state, runtime, on_demand, created_at)
-                     VALUES (?1, ?2, ?3, 'starting', ?4, ?5, ?6) ON CONFLICT (id) DO NOTHING",
+                    "INSERT INTO containers (id, pool, location, state, runtime, on_demand, created_at, revision)
+                     VALUES (?1, ?2, ?3, 'starting', ?4, ?5, ?6, ?7) ON CONFLICT (id) DO NOTHING",
                 )?
                 .execute(params![
                     c.id.to_string(),
@@ -206,7 +210,8 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
                     c.key.location.as_str(),
                     c.runtime,
                     c.on_demand,
-                    c.created_at.0
+                    c.created_at.0,
+                    c.revision,
                 ])?;
             if inserted == 0 {
                 return Err(StoreError::Exists { id: c.id });
@@ -277,6 +282,7 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
             }
             event(conn, c.at, c.id, Some(c.from), c.to, c.reason.as_deref())
         }
+        Op::Pools(writes) => writes.iter().try_for_each(|w| crate::pools::write(conn, w)),
     }
 }
 

@@ -12,6 +12,7 @@ fn new(id: ContainerId, at: i64) -> NewContainer {
         key: PoolKey::new("default", Location::Weur),
         runtime: "process".into(),
         on_demand: false,
+        revision: 0,
         created_at: Timestamp(at),
     }
 }

@@ -89,7 +89,7 @@ mod tests {
     use crate::registry::Registry;
 
     fn ready_one(r: &Arc<Registry>, key: &PoolKey) -> warmpool_core::ContainerId {
-        let id = r.try_launch_on_demand(key, Timestamp(0), 10).unwrap();
+        let id = r.try_launch_on_demand(key, 0, Timestamp(0), 10).unwrap();
         r.join_pool(id);
         r.committed(&Op::Transition(Change::new(
             id,
@@ -106,16 +106,16 @@ mod tests {
         let key = PoolKey::new("p", Location::Default);
         let a = ready_one(&r, &key);
         let b = ready_one(&r, &key);
-        let lease = r.pop_ready(&key).unwrap();
+        let lease = r.pop_ready(&key, 0).unwrap();
         assert_eq!(lease.id(), a);
         assert!(
             r.lease(a).is_none(),
             "a leased container cannot be taken twice"
         );
         drop(lease);
-        let again = r.pop_ready(&key).unwrap();
+        let again = r.pop_ready(&key, 0).unwrap();
         assert_eq!(again.id(), a, "first in line again");
-        assert_eq!(r.pop_ready(&key).map(|l| l.id()), Some(b));
+        assert_eq!(r.pop_ready(&key, 0).map(|l| l.id()), Some(b));
     }
 
     #[test]
@@ -123,7 +123,7 @@ mod tests {
         let r = Arc::new(Registry::default());
         let key = PoolKey::new("p", Location::Default);
         let a = ready_one(&r, &key);
-        let lease = r.pop_ready(&key).unwrap();
+        let lease = r.pop_ready(&key, 0).unwrap();
         // What a claim does: record `ready -> allocated`, then commit.
         r.committed(&Op::Transition(Change::new(
             a,
@@ -132,7 +132,10 @@ mod tests {
             Timestamp(2),
         )));
         lease.commit();
-        assert!(r.pop_ready(&key).is_none(), "committed: not queued again");
+        assert!(
+            r.pop_ready(&key, 0).is_none(),
+            "committed: not queued again"
+        );
         assert!(r.lease(a).is_some(), "but free for another operation");
     }
 
@@ -143,32 +146,32 @@ mod tests {
         let a = ready_one(&r, &key);
         let l = r.lease(a).unwrap();
         assert!(
-            r.pop_ready(&key).is_none(),
+            r.pop_ready(&key, 0).is_none(),
             "a leased container is not handed out"
         );
         drop(l);
-        let again = r.pop_ready(&key).expect("back in its queue");
+        let again = r.pop_ready(&key, 0).expect("back in its queue");
         assert_eq!(again.id(), a);
         drop(again);
         // Given back once, queued once: no second copy in the queue.
-        let _held = r.pop_ready(&key).unwrap();
-        assert!(r.pop_ready(&key).is_none());
+        let _held = r.pop_ready(&key, 0).unwrap();
+        assert!(r.pop_ready(&key, 0).is_none());
     }
 
     #[test]
     fn an_on_demand_lease_dropped_uncommitted_joins_the_pool() {
         let r = Arc::new(Registry::default());
         let key = PoolKey::new("p", Location::Default);
-        let id = r.try_launch_on_demand(&key, Timestamp(0), 10).unwrap();
+        let id = r.try_launch_on_demand(&key, 0, Timestamp(0), 10).unwrap();
         r.committed(&Op::Transition(Change::new(
             id,
             ContainerState::Starting,
             ContainerState::Ready,
             Timestamp(1),
         )));
-        assert!(r.pop_ready(&key).is_none(), "on demand: not in the pool");
+        assert!(r.pop_ready(&key, 0).is_none(), "on demand: not in the pool");
         let l = r.lease_with(id, super::GiveBack::JoinPool).expect("free");
         drop(l);
-        assert_eq!(r.pop_ready(&key).map(|l| l.id()), Some(id));
+        assert_eq!(r.pop_ready(&key, 0).map(|l| l.id()), Some(id));
     }
 }

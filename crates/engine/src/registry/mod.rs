@@ -84,6 +84,8 @@ pub struct Entry {
     pub key: PoolKey,
     pub state: ContainerState,
     pub on_demand: bool,
+    /// The revision of its pool it was started from.
+    pub revision: u32,
     pub created_at: Timestamp,
     pub expires_at: Option<Timestamp>,
     pub handle: Option<String>,
@@ -115,6 +117,7 @@ pub(crate) enum Dispatch {
     Launch {
         id: ContainerId,
         key: PoolKey,
+        revision: u32,
     },
     Stop {
         lease: Lease,
@@ -165,6 +168,19 @@ pub struct Registry {
     routes: RwLock<HashMap<ContainerId, Route>>,
     /// Woken whenever an event row is committed (long-polling readers).
     pub events_written: tokio::sync::Notify,
+}
+
+/// Counts of one pool's containers by revision, against its current one.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RevisionCounts {
+    /// Ready containers of the current revision.
+    pub updated_ready: u32,
+    /// Ready containers of other revisions (replaced by a rollout).
+    pub stale_ready: u32,
+    /// Starting containers of other revisions.
+    pub stale_starting: u32,
+    /// Allocated containers of other revisions (never stopped by a rollout).
+    pub outdated_allocated: u32,
 }
 
 /// Counts of one pool key, for `GET /v1/pools`.
@@ -238,6 +254,7 @@ impl Registry {
     pub(crate) fn try_launch_on_demand(
         &self,
         key: &PoolKey,
+        revision: u32,
         now: Timestamp,
         max_instances: u32,
     ) -> Option<ContainerId> {
@@ -248,13 +265,15 @@ impl Registry {
         let id = ContainerId::random();
         inner
             .containers
-            .insert(id, starting(key.clone(), true, now));
+            .insert(id, starting(key.clone(), revision, true, now));
         Some(id)
     }
 
-    /// Takes the oldest ready container of `key` for a claim. Dropped uncommitted,
-    /// the lease puts it back at the front of its queue (if it is still ready).
-    pub(crate) fn pop_ready(self: &Arc<Self>, key: &PoolKey) -> Option<Lease> {
+    /// Takes the oldest ready container of `key` for a claim, of revision
+    /// `prefer` if there is one (a rollout hands out new containers first).
+    /// Dropped uncommitted, the lease puts it back at the front of its queue
+    /// (if it is still ready).
+    pub(crate) fn pop_ready(self: &Arc<Self>, key: &PoolKey, prefer: u32) -> Option<Lease> {
         let mut inner = self.lock();
         let Inner {
             containers,
@@ -263,6 +282,22 @@ impl Registry {
             ..
         } = &mut *inner;
         let queue = ready.get_mut(key)?;
+        // Usually the first one (outside a rollout, every one is `prefer`).
+        let preferred = queue.iter().position(|id| {
+            containers.get(id).is_some_and(|e| {
+                e.state == ContainerState::Ready && !e.leased && e.revision == prefer
+            })
+        });
+        if let Some(at) = preferred.filter(|at| *at > 0) {
+            if let Some(id) = queue.remove(at) {
+                if let Some(e) = containers.get_mut(&id) {
+                    e.queued = false;
+                    e.leased = true;
+                    let entry = e.clone();
+                    return Some(Lease::new(self.clone(), id, entry, GiveBack::Requeue));
+                }
+            }
+        }
         while let Some(id) = queue.pop_front() {
             let e = containers.get_mut(&id);
             let ready = e.as_ref().is_some_and(|e| e.state == ContainerState::Ready);
@@ -360,6 +395,8 @@ impl Registry {
             }
             // Registered in memory before it was written (so that planning sees it).
             Op::Insert(_) => {}
+            // Pools are the engine's (`pools.rs`), which swaps its own set.
+            Op::Pools(_) => {}
         }
     }
 
@@ -500,6 +537,7 @@ impl Registry {
                         key: e.key.clone(),
                         state: e.state,
                         on_demand: e.on_demand,
+                        revision: e.revision,
                         created_at: e.created_at,
                         expires_at: e.expires_at,
                         idle_at: e
@@ -542,7 +580,11 @@ impl Registry {
         let mut out = Vec::with_capacity(p.actions.len());
         for action in p.actions {
             match action {
-                Action::Launch { key, count } => {
+                Action::Launch {
+                    key,
+                    count,
+                    revision,
+                } => {
                     let count = count.min(room);
                     if count == 0 {
                         continue;
@@ -553,10 +595,11 @@ impl Registry {
                         let id = ContainerId::random();
                         inner
                             .containers
-                            .insert(id, starting(key.clone(), false, now));
+                            .insert(id, starting(key.clone(), revision, false, now));
                         out.push(Dispatch::Launch {
                             id,
                             key: key.clone(),
+                            revision,
                         });
                     }
                 }
@@ -617,6 +660,25 @@ impl Registry {
         (out, inner.live())
     }
 
+    /// Counts of `pool`'s containers by revision, against `current`.
+    pub fn revision_counts(&self, pool: &str, current: u32) -> RevisionCounts {
+        let mut c = RevisionCounts::default();
+        for e in self.lock().containers.values() {
+            if &*e.key.pool != pool || (e.on_demand && e.state != ContainerState::Allocated) {
+                continue;
+            }
+            let now = e.revision == current;
+            match (e.state, now) {
+                (ContainerState::Ready, true) => c.updated_ready += 1,
+                (ContainerState::Ready, false) => c.stale_ready += 1,
+                (ContainerState::Starting, false) => c.stale_starting += 1,
+                (ContainerState::Allocated, false) => c.outdated_allocated += 1,
+                _ => {}
+            }
+        }
+        c
+    }
+
     /// Every live container (for shutdown and the sweep).
     pub fn live(&self) -> Vec<(ContainerId, Entry)> {
         self.lock()
@@ -639,11 +701,12 @@ fn live_route(e: &Entry) -> Option<Route> {
     }
 }
 
-fn starting(key: PoolKey, on_demand: bool, now: Timestamp) -> Entry {
+fn starting(key: PoolKey, revision: u32, on_demand: bool, now: Timestamp) -> Entry {
     Entry {
         key,
         state: ContainerState::Starting,
         on_demand,
+        revision,
         created_at: now,
         expires_at: None,
         handle: None,

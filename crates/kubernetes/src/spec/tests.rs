@@ -18,6 +18,7 @@ fn spec(pool: &str, location: Location, resources: Resources) -> ContainerSpec {
     ContainerSpec {
         id: ContainerId::random(),
         key: PoolKey::new(pool, location),
+        revision: 3,
         template: Arc::new(Template {
             workload: Workload::Image {
                 image: "registry.example/app:1".into(),
@@ -65,6 +66,7 @@ fn pod_is_named_and_labelled_after_its_container() {
     assert_eq!(labels[LABEL_CONTAINER], s.id.to_string());
     assert_eq!(labels[LABEL_POOL], "default");
     assert_eq!(labels[LABEL_LOCATION], "weur");
+    assert_eq!(labels[LABEL_REVISION], "3");
     for v in labels.values() {
         assert!(v.len() <= 63, "{v}");
     }

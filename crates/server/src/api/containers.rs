@@ -45,7 +45,9 @@ pub(crate) async fn claim(
 ) -> ApiResult<ClaimResponse> {
     // The pool first: its settings bound the other fields.
     let pool = match &req.pool {
-        None => s.app.default_pool(),
+        None => s.app.default_pool().ok_or_else(|| {
+            super::pools::unknown_pool(&s, s.app.default_pool_name()).field("pool")
+        })?,
         // A well-formed name of a pool that does not exist: 404, naming the field.
         Some(name) => s
             .app

@@ -1,0 +1,107 @@
+//! Between the configuration and the engine: a pool's settings as the engine
+//! runs it ([`pool_spec`]) and back as the API shows them ([`pool_settings`]),
+//! and the engine's whole configuration ([`engine_config`]).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use warmpool_client::PoolSettings;
+use warmpool_engine::{EngineConfig, PoolSpec};
+use warmpool_runtime::{Resources, Template, Workload};
+
+use crate::config::{Config, PoolConfig, RuntimeKind, SETTINGS};
+
+/// What the engine is told, from the config.
+pub fn engine_config(config: &Config) -> EngineConfig {
+    EngineConfig {
+        pools: config
+            .pools
+            .iter()
+            .map(|p| pool_spec(p, config.runtime))
+            .collect(),
+        max_instances: config.max_instances,
+        claim_timeout: config.claim_timeout,
+        stop_grace: config.stop_grace,
+        probe_interval: config.probe_interval,
+        reconcile_interval: config.reconcile_interval,
+        sweep_interval: config.sweep_interval,
+        tombstone_retention: config.tombstone_retention,
+    }
+}
+
+/// A pool as the engine runs it, its workload as `runtime` runs it: an image on
+/// the image runtimes; otherwise its command, or without one the sample app.
+pub fn pool_spec(config: &PoolConfig, runtime: RuntimeKind) -> PoolSpec {
+    let workload = match runtime {
+        RuntimeKind::Docker | RuntimeKind::Kubernetes => Workload::Image {
+            image: config.image.clone(),
+            pids_limit: config.pids_limit,
+        },
+        RuntimeKind::Process | RuntimeKind::Sim if config.command.is_empty() => Workload::SampleApp,
+        RuntimeKind::Process | RuntimeKind::Sim => Workload::Command(config.command.clone()),
+    };
+    PoolSpec {
+        name: config.name.clone(),
+        template: Arc::new(Template {
+            workload,
+            health_path: config.health_path.clone(),
+            env: config.env.clone(),
+            resources: Resources {
+                vcpu: config.vcpu,
+                memory_mib: config.memory_mib,
+                disk_mb: config.disk_mb,
+            },
+            start_timeout: config.start_timeout,
+        }),
+        targets: config.targets.clone(),
+        batch_size: config.batch_size,
+        batch_spacing: config.batch_spacing,
+        max_lifetime: config.max_lifetime,
+        idle_timeout: config.idle_timeout,
+        max_surge: config.max_surge,
+        rollout_failure_limit: config.rollout_failure_limit,
+        progress_deadline: config.progress_deadline,
+    }
+}
+
+/// A pool's settings as `GET /v1/pools/{pool}` shows them: every one resolved,
+/// keyed as in a `[pools.NAME]` table (a setting the runtime does not use shows
+/// its default: the image on the process runtime, the command on Docker).
+pub fn pool_settings(spec: &PoolSpec) -> PoolSettings {
+    let default_image = SETTINGS
+        .iter()
+        .find(|s| s.env == "WARMPOOL_IMAGE")
+        .map_or("", |s| s.default);
+    let t = &spec.template;
+    let (command, image, pids_limit) = match &t.workload {
+        Workload::SampleApp => (Vec::new(), default_image.to_owned(), None),
+        Workload::Command(c) => (c.clone(), default_image.to_owned(), None),
+        Workload::Image { image, pids_limit } => (Vec::new(), image.clone(), *pids_limit),
+    };
+    PoolSettings {
+        command: Some(command),
+        image: Some(image),
+        health_path: Some(t.health_path.clone()),
+        target: None,
+        targets: Some(
+            spec.targets
+                .iter()
+                .map(|(l, n)| (l.to_string(), *n))
+                .collect::<BTreeMap<_, _>>(),
+        ),
+        locations: None,
+        batch_size: Some(spec.batch_size),
+        batch_spacing: Some(spec.batch_spacing.as_secs_f64()),
+        max_lifetime: Some(spec.max_lifetime.as_secs_f64()),
+        idle_timeout: Some(spec.idle_timeout.map_or(0.0, |d| d.as_secs_f64())),
+        start_timeout: Some(t.start_timeout.as_secs_f64()),
+        app_env: Some(t.env.iter().cloned().collect()),
+        vcpu: Some(t.resources.vcpu.unwrap_or(0.0)),
+        memory_mib: Some(t.resources.memory_mib.unwrap_or(0)),
+        pids_limit: Some(pids_limit.unwrap_or(0)),
+        disk_mb: Some(t.resources.disk_mb.unwrap_or(0)),
+        max_surge: Some(spec.max_surge.to_string()),
+        rollout_failure_limit: Some(spec.rollout_failure_limit),
+        progress_deadline: Some(spec.progress_deadline.as_secs_f64()),
+    }
+}
