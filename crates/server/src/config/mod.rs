@@ -147,6 +147,13 @@ pub struct PoolConfig {
     pub memory_mib: Option<u64>,
     pub pids_limit: Option<i64>,
     pub disk_mb: Option<u64>,
+    /// New-revision containers a rollout starts beyond the target before old
+    /// ones stop.
+    pub max_surge: warmpool_core::Surge,
+    /// Failed starts of a new revision in a row that stop its rollout.
+    pub rollout_failure_limit: u32,
+    /// How long a rollout may take before it fails.
+    pub progress_deadline: Duration,
     /// The resolved value of each setting, by env var, for `--check-config`.
     resolved: Vec<(&'static str, String)>,
 }
