@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use warmpool_core::Location;
 
+use super::file::pool_from_table;
 use super::settings::setting;
 use super::{Config, ConfigError, ConfigFile, PoolConfig, RuntimeKind, ShutdownPolicy, Token};
 
@@ -164,12 +165,28 @@ impl Reader<'_> {
 }
 
 /// Pool names: what a label value, a metric label and a URL segment all take.
-fn valid_pool_name(name: &str) -> bool {
+pub(super) fn valid_pool_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// The pool `name` from `lookup(env var name)` (the values of its `[pools.NAME]`
+/// table), errors naming `pools.NAME.key`.
+pub(super) fn read_pool(
+    name: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<PoolConfig, ConfigError> {
+    let r = Reader {
+        lookup,
+        pool: Some(name),
+        resolved: Default::default(),
+    };
+    let mut pool = PoolConfig::read(name, &r)?;
+    pool.resolved = r.into_resolved();
+    Ok(pool)
 }
 
 impl PoolConfig {
@@ -382,28 +399,16 @@ impl Config {
         config.pools.push(default_pool);
 
         for (name, table) in &file.pools {
-            let bad = |reason: String| ConfigError {
-                key: format!("pools.{name}"),
-                value: String::new(),
-                reason,
-            };
-            if !valid_pool_name(name) {
-                return Err(bad("a pool name is up to 63 letters, digits, - or _".into()));
-            }
             if *name == pool_name {
-                return Err(bad(format!(
-                    "{name:?} is the default pool, which the top-level settings configure"
-                )));
+                return Err(ConfigError {
+                    key: format!("pools.{name}"),
+                    value: String::new(),
+                    reason: format!(
+                        "{name:?} is the default pool, which the top-level settings configure"
+                    ),
+                });
             }
-            let lookup = |k: &str| table.get(k).cloned();
-            let r = Reader {
-                lookup: &lookup,
-                pool: Some(name),
-                resolved: Default::default(),
-            };
-            let mut pool = PoolConfig::read(name, &r)?;
-            pool.resolved = r.into_resolved();
-            config.pools.push(pool);
+            config.pools.push(pool_from_table(name, table)?);
         }
         Ok(config)
     }
