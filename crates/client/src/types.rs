@@ -76,6 +76,10 @@ pub struct ContainerView {
     pub stopped_at: Option<String>,
     pub stop_reason: Option<String>,
     pub exit_code: Option<i32>,
+    /// The revision of its pool's template it was started from (0 from a
+    /// server without revisions).
+    #[serde(default)]
+    pub revision: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +109,9 @@ pub struct PoolView {
     pub failed_starts: u64,
     pub last_error: Option<String>,
     pub last_error_at: Option<String>,
+    /// The pool's current revision (0 from a server without revisions).
+    #[serde(default)]
+    pub revision: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -566,5 +573,25 @@ mod tests {
             serde_json::to_value(change("image")).unwrap(),
             json!({"key": "image", "old": null, "new": 1})
         );
+    }
+
+    /// Views from a server without revisions still read, as revision 0.
+    #[test]
+    fn views_without_a_revision_read_as_revision_0() {
+        let pool: PoolView = serde_json::from_value(json!({
+            "pool": "default", "location": "default", "target": 1, "ready": 1,
+            "starting": 0, "allocated": 0, "stopping": 0, "failed": 0, "hits": 0,
+            "misses": 0, "failedStarts": 0, "lastError": null, "lastErrorAt": null,
+        }))
+        .unwrap();
+        assert_eq!(pool.revision, 0);
+        let container: ContainerView = serde_json::from_value(json!({
+            "id": "x", "pool": "default", "location": "default", "state": "ready",
+            "runtime": "sim", "runtimeHandle": null, "address": null, "onDemand": false,
+            "createdAt": "2024-01-01T00:00:00Z", "readyAt": null, "allocatedAt": null,
+            "expiresAt": null, "stoppedAt": null, "stopReason": null, "exitCode": null,
+        }))
+        .unwrap();
+        assert_eq!(container.revision, 0);
     }
 }

@@ -285,7 +285,7 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<i32> {
             } else {
                 table(
                     &[
-                        "id", "state", "pool", "location", "address", "created", "expires",
+                        "id", "state", "pool", "rev", "location", "address", "created", "expires",
                     ],
                     list.containers
                         .into_iter()
@@ -294,6 +294,7 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<i32> {
                                 c.id,
                                 c.state,
                                 c.pool,
+                                c.revision.to_string(),
                                 c.location,
                                 opt(&c.address),
                                 c.created_at,
@@ -442,6 +443,7 @@ fn pool_table(pools: Vec<PoolView>) {
     table(
         &[
             "pool",
+            "rev",
             "location",
             "target",
             "ready",
@@ -457,6 +459,7 @@ fn pool_table(pools: Vec<PoolView>) {
             .map(|p| {
                 vec![
                     p.pool,
+                    p.revision.to_string(),
                     p.location,
                     p.target.to_string(),
                     p.ready.to_string(),
