@@ -84,6 +84,21 @@ impl Client {
         path: &str,
         body: Option<&impl serde::Serialize>,
     ) -> Result<T, ClientError> {
+        let resp = self.send(method, path, body).await?;
+        let status = resp.status();
+        resp.json()
+            .await
+            .map_err(|source| ClientError::Decode { status, source })
+    }
+
+    /// Sends a request; a success's answer is the caller's to read, an error's
+    /// problem document becomes [`ClientError::Api`].
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl serde::Serialize>,
+    ) -> Result<reqwest::Response, ClientError> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url);
         if let Some(t) = &self.token {
@@ -98,9 +113,7 @@ impl Client {
             .map_err(|source| ClientError::Connect { url, source })?;
         let status = resp.status();
         if status.is_success() {
-            resp.json()
-                .await
-                .map_err(|source| ClientError::Decode { status, source })
+            Ok(resp)
         } else {
             let problem = resp
                 .json::<Problem>()
@@ -145,6 +158,63 @@ impl Client {
 
     pub async fn pools(&self) -> Result<PoolList, ClientError> {
         self.call(Method::GET, "/v1/pools", None::<&()>).await
+    }
+
+    /// One pool: its settings, revision, rollout, numbers and recent events.
+    pub async fn pool(&self, name: &str) -> Result<PoolDetail, ClientError> {
+        self.call(Method::GET, &format!("/v1/pools/{name}"), None::<&()>)
+            .await
+    }
+
+    /// Creates the pool `name` or replaces its settings (what `settings` leaves
+    /// out takes its default). With `dry_run`, changes nothing and answers what
+    /// would change.
+    pub async fn put_pool(
+        &self,
+        name: &str,
+        settings: &PoolSettings,
+        dry_run: bool,
+    ) -> Result<PutPoolResponse, ClientError> {
+        self.call(
+            Method::PUT,
+            &format!("/v1/pools/{name}?dryRun={dry_run}"),
+            Some(settings),
+        )
+        .await
+    }
+
+    /// Changes the settings `settings` sets; the pool's others keep theirs.
+    pub async fn patch_pool_settings(
+        &self,
+        name: &str,
+        settings: &PoolSettings,
+    ) -> Result<PutPoolResponse, ClientError> {
+        self.call(Method::PATCH, &format!("/v1/pools/{name}"), Some(settings))
+            .await
+    }
+
+    /// Deletes a pool: it drains (its ready containers stop, allocated ones run
+    /// to the end of their lifetime) and claims naming it answer 404.
+    pub async fn delete_pool(&self, name: &str) -> Result<(), ClientError> {
+        self.send(Method::DELETE, &format!("/v1/pools/{name}"), None::<&()>)
+            .await
+            .map(drop)
+    }
+
+    /// Returns the pool to its previous revision.
+    pub async fn rollback(&self, name: &str) -> Result<PoolDetail, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/pools/{name}/rollback"),
+            None::<&()>,
+        )
+        .await
+    }
+
+    /// Re-reads the server's config file and applies its pools if it changed
+    /// since they were last applied.
+    pub async fn reload(&self) -> Result<ReloadResponse, ClientError> {
+        self.call(Method::POST, "/v1/reload", None::<&()>).await
     }
 
     pub async fn events(&self, after: i64, limit: u32) -> Result<EventList, ClientError> {

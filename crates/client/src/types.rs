@@ -76,6 +76,10 @@ pub struct ContainerView {
     pub stopped_at: Option<String>,
     pub stop_reason: Option<String>,
     pub exit_code: Option<i32>,
+    /// The revision of its pool's template it was started from (0 from a
+    /// server without revisions).
+    #[serde(default)]
+    pub revision: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,6 +109,9 @@ pub struct PoolView {
     pub failed_starts: u64,
     pub last_error: Option<String>,
     pub last_error_at: Option<String>,
+    /// The pool's current revision (0 from a server without revisions).
+    #[serde(default)]
+    pub revision: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,6 +178,208 @@ pub struct PoolPatch {
         schema(value_type = std::collections::BTreeMap<String, u32>)
     )]
     pub targets: std::collections::BTreeMap<String, u32>,
+}
+
+/// A pool's settings, keyed as in a config file's `[pools.NAME]` table (so
+/// snake_case, unlike the rest of the API): `PUT /v1/pools/{pool}` takes any
+/// subset (what it leaves out takes its default) and the server checks it exactly
+/// as it checks such a table; `GET` answers every resolved setting (its targets
+/// as `targets`, never `target` or `locations`). Durations are in seconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct PoolSettings {
+    /// Program and arguments of each container (process runtime); empty: the
+    /// server's own sample app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Image of each container (Docker and Kubernetes runtimes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Readiness probe path, starting with `/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_path: Option<String>,
+    /// Input only: ready containers to keep in each of `locations`, 0 to
+    /// 100000 (`targets` overrides it where they name the same location).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<u32>,
+    /// Ready containers to keep, by location (0 to 100000); its locations keep
+    /// a warm pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<std::collections::BTreeMap<String, u32>>,
+    /// Input only: locations that keep a warm pool of `target` containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locations: Option<Vec<String>>,
+    /// Containers started at most per batch, 1 to 10000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_size: Option<u32>,
+    /// Least seconds between two batches of the pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_spacing: Option<f64>,
+    /// Longest lifetime a claim may ask for, and the default, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lifetime: Option<f64>,
+    /// Seconds without traffic after which an allocated container stops, unless
+    /// its claim says otherwise (0: off).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<f64>,
+    /// Seconds a container has to become ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_timeout: Option<f64>,
+    /// Extra environment of every container, name to value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_env: Option<std::collections::BTreeMap<String, String>>,
+    /// CPUs per container (0: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vcpu: Option<f64>,
+    /// Hard memory limit per container, in MiB (0: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    /// Processes per container (0: no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<i64>,
+    /// Writable layer or ephemeral storage per container, in MB (0: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_mb: Option<u64>,
+    /// New-revision containers a rollout starts beyond the target before old
+    /// ones stop: a share of the target (`25%`) or a count (`3`); at least 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_surge: Option<String>,
+    /// Failed starts of a new revision in a row that stop its rollout (phase
+    /// `failed`), 1 to 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout_failure_limit: Option<u32>,
+    /// Seconds a rollout may take before it fails, 1 to 86400.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_deadline: Option<f64>,
+}
+
+/// The settings whose change makes a new revision of a pool (its template: what
+/// its containers run and with what). A change of any other (targets, batches,
+/// lifetimes, rollout limits) applies to the running revision.
+pub const TEMPLATE_KEYS: &[&str] = &[
+    "command",
+    "image",
+    "health_path",
+    "app_env",
+    "vcpu",
+    "memory_mib",
+    "pids_limit",
+    "disk_mb",
+    "start_timeout",
+];
+
+/// One setting that differs between a pool's settings and new ones.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct SettingChange {
+    /// Its key in [`PoolSettings`].
+    pub key: String,
+    /// The value before (none: it was not set).
+    pub old: Option<serde_json::Value>,
+    /// The value after (none: it is no longer set).
+    pub new: Option<serde_json::Value>,
+}
+
+impl SettingChange {
+    /// Whether this change makes a new revision ([`TEMPLATE_KEYS`]).
+    pub fn is_template(&self) -> bool {
+        TEMPLATE_KEYS.contains(&self.key.as_str())
+    }
+}
+
+/// Where a pool's rollout of its current revision stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// The revision being rolled out (the pool's current one).
+    pub revision: u32,
+    /// The last revision whose rollout completed.
+    pub stable_revision: u32,
+    /// Ready containers of the current revision.
+    pub updated_ready: u32,
+    /// Ready containers of older revisions (stopped as new ones become ready).
+    pub stale_ready: u32,
+    /// Allocated containers of older revisions (never stopped by a rollout).
+    pub outdated_allocated: u32,
+    /// `progressing`, `complete` or `failed`.
+    pub phase: String,
+    /// Why the rollout failed.
+    pub error: Option<String>,
+    /// RFC 3339: when the rollout began.
+    pub started_at: Option<String>,
+    /// RFC 3339: when the rollout fails unless complete.
+    pub deadline: Option<String>,
+}
+
+/// Something that happened to a pool (created, changed, a rollout step,
+/// deleted).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct PoolEvent {
+    pub seq: i64,
+    /// RFC 3339.
+    pub at: String,
+    pub pool: String,
+    /// The revision it concerns, if one.
+    pub revision: Option<u32>,
+    pub kind: String,
+    pub detail: Option<String>,
+}
+
+/// `GET /v1/pools/{pool}`: a pool's settings, revision, rollout, numbers per
+/// location and recent events.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct PoolDetail {
+    pub name: String,
+    /// Every resolved setting.
+    pub settings: PoolSettings,
+    /// The current revision of its template.
+    pub revision: u32,
+    pub rollout: RolloutStatus,
+    /// Its pool keys, one per location.
+    pub locations: Vec<PoolView>,
+    /// Its recent events, oldest first.
+    pub events: Vec<PoolEvent>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// RFC 3339.
+    pub updated_at: String,
+}
+
+/// Answer of `PUT` and `PATCH /v1/pools/{pool}`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct PutPoolResponse {
+    /// The pool after the change (with `dryRun`: as it would be).
+    pub pool: PoolDetail,
+    /// The pool did not exist before.
+    pub created: bool,
+    /// Nothing was changed (`?dryRun=true`): this is what would be.
+    pub dry_run: bool,
+    /// The settings that differ, in key order (empty: unchanged).
+    pub changes: Vec<SettingChange>,
+    /// A template setting changed, so a new revision rolls out.
+    pub new_revision: bool,
+}
+
+/// Answer of `POST /v1/reload`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct ReloadResponse {
+    /// The config file's pools were applied (false: see `reason`).
+    pub applied: bool,
+    /// Why not, or what was done (`unchanged since last applied`).
+    pub reason: String,
+    /// Each pool of the file, as applied.
+    pub pools: Vec<PutPoolResponse>,
 }
 
 /// Body of `POST /v1/sql`: one read-only statement.
@@ -319,4 +528,70 @@ pub struct TaskRunView {
     pub outcome: String,
     /// What the run did (`ok`), or why it failed (`error`).
     pub detail: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn pool_settings_are_snake_case_and_leave_out_what_is_not_set() {
+        let s = PoolSettings {
+            health_path: Some("/".into()),
+            max_surge: Some("25%".into()),
+            rollout_failure_limit: Some(3),
+            ..Default::default()
+        };
+        let v = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            v,
+            json!({"health_path": "/", "max_surge": "25%", "rollout_failure_limit": 3})
+        );
+        assert_eq!(serde_json::from_value::<PoolSettings>(v).unwrap(), s);
+        assert_eq!(
+            serde_json::to_value(PoolSettings::default()).unwrap(),
+            json!({})
+        );
+        let e = serde_json::from_value::<PoolSettings>(json!({"healthPath": "/"})).unwrap_err();
+        assert!(e.to_string().contains("unknown field `healthPath`"), "{e}");
+    }
+
+    #[test]
+    fn template_changes_are_told_by_key() {
+        let change = |key: &str| SettingChange {
+            key: key.into(),
+            old: None,
+            new: Some(json!(1)),
+        };
+        assert!(change("image").is_template());
+        assert!(change("app_env").is_template());
+        assert!(!change("targets").is_template());
+        assert!(!change("max_surge").is_template());
+        assert_eq!(
+            serde_json::to_value(change("image")).unwrap(),
+            json!({"key": "image", "old": null, "new": 1})
+        );
+    }
+
+    /// Views from a server without revisions still read, as revision 0.
+    #[test]
+    fn views_without_a_revision_read_as_revision_0() {
+        let pool: PoolView = serde_json::from_value(json!({
+            "pool": "default", "location": "default", "target": 1, "ready": 1,
+            "starting": 0, "allocated": 0, "stopping": 0, "failed": 0, "hits": 0,
+            "misses": 0, "failedStarts": 0, "lastError": null, "lastErrorAt": null,
+        }))
+        .unwrap();
+        assert_eq!(pool.revision, 0);
+        let container: ContainerView = serde_json::from_value(json!({
+            "id": "x", "pool": "default", "location": "default", "state": "ready",
+            "runtime": "sim", "runtimeHandle": null, "address": null, "onDemand": false,
+            "createdAt": "2024-01-01T00:00:00Z", "readyAt": null, "allocatedAt": null,
+            "expiresAt": null, "stoppedAt": null, "stopReason": null, "exitCode": null,
+        }))
+        .unwrap();
+        assert_eq!(container.revision, 0);
+    }
 }

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches, Parser, Subcommand};
-use warmpool_client::{ClaimRequest, Client, ContainerQuery};
+use warmpool_client::{
+    ClaimRequest, Client, ContainerQuery, PoolDetail, PoolSettings, PoolView, PutPoolResponse,
+};
 
-use crate::config::{Config, SETTINGS};
+use crate::config::{settings_from_table, Config, SETTINGS};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -67,8 +69,24 @@ pub enum Cmd {
     Get { id: String },
     /// Stop and release a container early.
     Release { id: String },
-    /// Show each pool's numbers.
-    Pools,
+    /// Show each pool's numbers; `pools get|rm|rollback NAME` for one pool.
+    Pools {
+        #[command(subcommand)]
+        action: Option<PoolsCmd>,
+    },
+    /// Create or change pools from a file of `[pools.NAME]` tables (a config
+    /// file's pools), printing what changes; pools it does not name are left alone.
+    Apply {
+        /// The TOML file.
+        #[arg(short = 'f', long = "filename", value_name = "FILE")]
+        file: std::path::PathBuf,
+        /// Only print what would change.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Make the server re-read its config file and apply its pools if the file
+    /// changed since they were last applied.
+    Reload,
     /// Show lifecycle events.
     Events {
         #[arg(long, default_value_t = 0)]
@@ -86,6 +104,18 @@ pub enum Cmd {
         #[arg(long, default_value_t = 120)]
         timeout: u64,
     },
+}
+
+/// What `warmpool pools` does to one pool.
+#[derive(Subcommand, Debug)]
+pub enum PoolsCmd {
+    /// Show a pool's settings, revision, rollout and numbers per location.
+    Get { name: String },
+    /// Delete a pool: its ready containers stop, allocated ones run to the end of
+    /// their lifetime, and claims naming it answer 404.
+    Rm { name: String },
+    /// Return a pool to its previous revision.
+    Rollback { name: String },
 }
 
 /// `serve`'s flags: one per setting (see [`SETTINGS`]), each also read from its env
@@ -255,7 +285,7 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<i32> {
             } else {
                 table(
                     &[
-                        "id", "state", "pool", "location", "address", "created", "expires",
+                        "id", "state", "pool", "rev", "location", "address", "created", "expires",
                     ],
                     list.containers
                         .into_iter()
@@ -264,6 +294,7 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<i32> {
                                 c.id,
                                 c.state,
                                 c.pool,
+                                c.revision.to_string(),
                                 c.location,
                                 opt(&c.address),
                                 c.created_at,
@@ -286,43 +317,90 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<i32> {
                 println!("{} {}", c.id, c.state);
             }
         }
-        Cmd::Pools => {
+        Cmd::Pools { action: None } => {
             let p = client.pools().await?;
             if cli.json {
                 print_json(&p)?;
             } else {
-                table(
-                    &[
-                        "pool",
-                        "location",
-                        "target",
-                        "ready",
-                        "starting",
-                        "allocated",
-                        "failed",
-                        "hits",
-                        "misses",
-                        "last error",
-                    ],
-                    p.pools
-                        .into_iter()
-                        .map(|p| {
-                            vec![
-                                p.pool,
-                                p.location,
-                                p.target.to_string(),
-                                p.ready.to_string(),
-                                p.starting.to_string(),
-                                p.allocated.to_string(),
-                                p.failed.to_string(),
-                                p.hits.to_string(),
-                                p.misses.to_string(),
-                                opt(&p.last_error),
-                            ]
-                        })
-                        .collect(),
-                );
+                pool_table(p.pools);
                 println!("live {} of at most {}", p.live, p.max_instances);
+            }
+        }
+        Cmd::Pools {
+            action: Some(PoolsCmd::Get { name }),
+        } => {
+            let d = client.pool(name).await?;
+            if cli.json {
+                print_json(&d)?;
+            } else {
+                print!("{}", pool_summary(&d));
+                println!();
+                pool_table(d.locations);
+            }
+        }
+        Cmd::Pools {
+            action: Some(PoolsCmd::Rm { name }),
+        } => {
+            client.delete_pool(name).await?;
+            println!(
+                "pool/{name} deleted (draining: ready containers stop, allocated ones run to the end of their lifetime)"
+            );
+        }
+        Cmd::Pools {
+            action: Some(PoolsCmd::Rollback { name }),
+        } => {
+            let d = client.rollback(name).await?;
+            if cli.json {
+                print_json(&d)?;
+            } else {
+                println!("pool/{name} rolled back to revision {}", d.revision);
+            }
+        }
+        Cmd::Apply { file, dry_run } => {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let pools =
+                apply_pools(&text).with_context(|| format!("cannot apply {}", file.display()))?;
+            // Every pool past the server's checks before any is changed.
+            let mut answers = Vec::new();
+            for (name, settings) in &pools {
+                let a = client
+                    .put_pool(name, settings, true)
+                    .await
+                    .with_context(|| format!("pool/{name}"))?;
+                answers.push(a);
+            }
+            if !dry_run {
+                answers.clear();
+                for (name, settings) in &pools {
+                    let a = client
+                        .put_pool(name, settings, false)
+                        .await
+                        .with_context(|| format!("pool/{name}"))?;
+                    answers.push(a);
+                }
+            }
+            if cli.json {
+                print_json(&answers)?;
+            } else {
+                for ((name, _), a) in pools.iter().zip(&answers) {
+                    print!("{}", describe_put(name, a));
+                }
+            }
+        }
+        Cmd::Reload => {
+            let r = client.reload().await?;
+            if cli.json {
+                print_json(&r)?;
+            } else {
+                println!(
+                    "{}: {}",
+                    if r.applied { "applied" } else { "not applied" },
+                    r.reason
+                );
+                for a in &r.pools {
+                    print!("{}", describe_put(&a.pool.name, a));
+                }
             }
         }
         Cmd::Events { after, limit } => {
@@ -358,6 +436,150 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Prints pool keys as a table.
+fn pool_table(pools: Vec<PoolView>) {
+    table(
+        &[
+            "pool",
+            "rev",
+            "location",
+            "target",
+            "ready",
+            "starting",
+            "allocated",
+            "failed",
+            "hits",
+            "misses",
+            "last error",
+        ],
+        pools
+            .into_iter()
+            .map(|p| {
+                vec![
+                    p.pool,
+                    p.revision.to_string(),
+                    p.location,
+                    p.target.to_string(),
+                    p.ready.to_string(),
+                    p.starting.to_string(),
+                    p.allocated.to_string(),
+                    p.failed.to_string(),
+                    p.hits.to_string(),
+                    p.misses.to_string(),
+                    opt(&p.last_error),
+                ]
+            })
+            .collect(),
+    );
+}
+
+/// The pools of an `apply` file, in name order, each checked here as the server
+/// will check it (so that an error names its field before anything is sent) and
+/// in the types the API takes. Top-level keys are refused: they are the server's
+/// own settings, not a pool's.
+fn apply_pools(text: &str) -> anyhow::Result<Vec<(String, PoolSettings)>> {
+    let doc: toml::Table = text.parse().context("not a TOML file")?;
+    if let Some(key) = doc.keys().find(|k| *k != "pools") {
+        anyhow::bail!(
+            "{key}: apply takes [pools.NAME] tables; top-level settings are the server's own"
+        );
+    }
+    let Some(pools) = doc.get("pools") else {
+        anyhow::bail!("no [pools.NAME] table");
+    };
+    let toml::Value::Table(pools) = pools else {
+        anyhow::bail!("pools: expected [pools.NAME] tables");
+    };
+    let mut out = Vec::new();
+    for (name, table) in pools {
+        let toml::Value::Table(table) = table else {
+            anyhow::bail!("pools.{name}: expected a table");
+        };
+        out.push((name.clone(), settings_from_table(name, table)?));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// What a `PUT` of pool `name` did (or, dry, would do), as `kubectl apply`
+/// says it: `pool/NAME created|configured|unchanged`, then each change.
+fn describe_put(name: &str, a: &PutPoolResponse) -> String {
+    use std::fmt::Write;
+    let dry = if a.dry_run { " (dry run)" } else { "" };
+    let what = if a.created {
+        "created"
+    } else if a.changes.is_empty() {
+        "unchanged"
+    } else {
+        "configured"
+    };
+    let mut out = format!("pool/{name} {what}{dry}\n");
+    if a.created {
+        return out;
+    }
+    let value = |v: &Option<serde_json::Value>| match v {
+        Some(v) => v.to_string(),
+        None => "(default)".to_owned(),
+    };
+    for c in &a.changes {
+        let revision = if c.is_template() {
+            " (new revision)"
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            "  {}: {} -> {}{revision}",
+            c.key,
+            value(&c.old),
+            value(&c.new)
+        );
+    }
+    out
+}
+
+/// A pool's detail as text: revision and rollout, then its settings as the
+/// `[pools.NAME]` table that `apply` takes.
+fn pool_summary(d: &PoolDetail) -> String {
+    use std::fmt::Write;
+    let r = &d.rollout;
+    let mut out = String::new();
+    let _ = writeln!(out, "pool      {}", d.name);
+    let _ = writeln!(
+        out,
+        "revision  {} (stable {})",
+        d.revision, r.stable_revision
+    );
+    let _ = writeln!(
+        out,
+        "rollout   {} of revision {}: {} updated ready, {} stale ready, {} outdated allocated",
+        r.phase, r.revision, r.updated_ready, r.stale_ready, r.outdated_allocated
+    );
+    if let Some(started) = &r.started_at {
+        let _ = writeln!(
+            out,
+            "          started {started}, deadline {}",
+            opt(&r.deadline)
+        );
+    }
+    if let Some(e) = &r.error {
+        let _ = writeln!(out, "error     {e}");
+    }
+    let _ = writeln!(out, "created   {}", d.created_at);
+    let _ = writeln!(out, "updated   {}", d.updated_at);
+    match toml::Value::try_from(&d.settings) {
+        Ok(settings) => {
+            let pools = toml::Table::from_iter([(d.name.clone(), settings)]);
+            let doc = toml::Table::from_iter([("pools".to_owned(), toml::Value::Table(pools))]);
+            let _ = write!(out, "\n{doc}");
+        }
+        Err(e) => {
+            let _ = writeln!(out, "\nsettings: cannot show them: {e}");
+        }
+    }
+    out
 }
 
 async fn wait_ready(
@@ -445,5 +667,185 @@ pub fn main() -> anyhow::Result<i32> {
                 .build()?;
             rt.block_on(run_client(&cli))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use warmpool_client::{RolloutStatus, SettingChange};
+
+    use super::*;
+
+    fn detail(name: &str, settings: PoolSettings) -> PoolDetail {
+        PoolDetail {
+            name: name.into(),
+            settings,
+            revision: 3,
+            rollout: RolloutStatus {
+                revision: 3,
+                stable_revision: 2,
+                updated_ready: 4,
+                stale_ready: 2,
+                outdated_allocated: 1,
+                phase: "progressing".into(),
+                error: None,
+                started_at: Some("2025-01-01T00:00:00Z".into()),
+                deadline: Some("2025-01-01T00:10:00Z".into()),
+            },
+            locations: vec![],
+            events: vec![],
+            created_at: "2024-12-01T00:00:00Z".into(),
+            updated_at: "2025-01-01T00:00:00Z".into(),
+        }
+    }
+
+    fn put(created: bool, dry_run: bool, changes: Vec<SettingChange>) -> PutPoolResponse {
+        PutPoolResponse {
+            pool: detail("web", PoolSettings::default()),
+            created,
+            dry_run,
+            new_revision: changes.iter().any(SettingChange::is_template),
+            changes,
+        }
+    }
+
+    fn change(key: &str, old: Option<serde_json::Value>, new: serde_json::Value) -> SettingChange {
+        SettingChange {
+            key: key.into(),
+            old,
+            new: Some(new),
+        }
+    }
+
+    #[test]
+    fn commands_parse() {
+        for (args, ok) in [
+            (&["warmpool", "pools"][..], true),
+            (&["warmpool", "pools", "get", "web"], true),
+            (&["warmpool", "pools", "rm", "web"], true),
+            (&["warmpool", "pools", "rollback", "web"], true),
+            (&["warmpool", "pools", "rm"], false),
+            (&["warmpool", "apply", "-f", "pools.toml"], true),
+            (
+                &["warmpool", "apply", "--filename", "pools.toml", "--dry-run"],
+                true,
+            ),
+            (&["warmpool", "apply"], false),
+            (&["warmpool", "reload", "--json"], true),
+        ] {
+            assert_eq!(Cli::try_parse_from(args).is_ok(), ok, "{args:?}");
+        }
+        let cli = Cli::try_parse_from(["warmpool", "apply", "-f", "p.toml", "--dry-run"]).unwrap();
+        assert!(matches!(cli.command, Cmd::Apply { dry_run: true, .. }));
+    }
+
+    #[test]
+    fn apply_refuses_top_level_settings() {
+        for text in ["runtime = \"docker\"\n[pools.a]\ntarget = 1", "target = 1"] {
+            let e = apply_pools(text).unwrap_err();
+            assert!(
+                e.to_string().contains(
+                    "apply takes [pools.NAME] tables; top-level settings are the server's own"
+                ),
+                "{e:#}"
+            );
+        }
+        for (text, says) in [
+            ("", "no [pools.NAME] table"),
+            ("pools = 1", "pools: expected [pools.NAME] tables"),
+            ("[pools]\na = 1", "pools.a: expected a table"),
+            ("[pools.a", "not a TOML file"),
+        ] {
+            let e = apply_pools(text).unwrap_err();
+            assert!(format!("{e:#}").contains(says), "{text}: {e:#}");
+        }
+    }
+
+    #[test]
+    fn apply_checks_each_pool_before_sending_naming_the_field() {
+        let e = apply_pools("[pools.a]\ntarget = 1\n[pools.b]\nhealth_path = \"x\"").unwrap_err();
+        let e = e.downcast::<crate::config::ConfigError>().unwrap();
+        assert_eq!(e.key, "pools.b.health_path");
+    }
+
+    #[test]
+    fn apply_sends_each_pool_in_name_order_with_what_its_table_sets() {
+        let pools = apply_pools(
+            "[pools.web]\ncommand = \"python3 -m http.server\"\ntarget = 2\n[pools.api]\nimage = \"x:1\"\n[pools.bare]",
+        )
+        .unwrap();
+        let names: Vec<&str> = pools.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["api", "bare", "web"]);
+        assert_eq!(
+            serde_json::to_value(&pools[0].1).unwrap(),
+            json!({"image": "x:1"})
+        );
+        assert_eq!(serde_json::to_value(&pools[1].1).unwrap(), json!({}));
+        assert_eq!(
+            serde_json::to_value(&pools[2].1).unwrap(),
+            json!({"command": ["python3", "-m", "http.server"], "targets": {"default": 2}})
+        );
+    }
+
+    #[test]
+    fn put_answers_read_like_kubectl_apply() {
+        for (answer, expected) in [
+            (put(true, false, vec![]), "pool/web created\n"),
+            (put(true, true, vec![]), "pool/web created (dry run)\n"),
+            (put(false, false, vec![]), "pool/web unchanged\n"),
+            (
+                put(
+                    false,
+                    true,
+                    vec![
+                        change("image", Some(json!("a")), json!("b")),
+                        change("targets", Some(json!({"weur": 1})), json!({"weur": 2})),
+                    ],
+                ),
+                "pool/web configured (dry run)\n  image: \"a\" -> \"b\" (new revision)\n  targets: {\"weur\":1} -> {\"weur\":2}\n",
+            ),
+            (
+                put(false, false, vec![change("max_surge", None, json!("3"))]),
+                "pool/web configured\n  max_surge: (default) -> \"3\"\n",
+            ),
+        ] {
+            assert_eq!(describe_put("web", &answer), expected);
+        }
+    }
+
+    #[test]
+    fn a_pools_summary_holds_its_settings_as_a_table_apply_takes() {
+        let settings = PoolSettings {
+            command: Some(vec!["python3".into(), "-m".into(), "http.server".into()]),
+            image: Some("x:1".into()),
+            health_path: Some("/".into()),
+            targets: Some([("weur".to_owned(), 3), ("wnam".to_owned(), 0)].into()),
+            batch_size: Some(10),
+            batch_spacing: Some(0.5),
+            max_lifetime: Some(3600.0),
+            idle_timeout: Some(0.0),
+            start_timeout: Some(30.0),
+            app_env: Some([("A".to_owned(), "it's \"quoted\"".to_owned())].into()),
+            vcpu: Some(0.25),
+            memory_mib: Some(256),
+            pids_limit: Some(0),
+            disk_mb: Some(512),
+            max_surge: Some("25%".into()),
+            rollout_failure_limit: Some(3),
+            progress_deadline: Some(600.0),
+            ..Default::default()
+        };
+        let text = pool_summary(&detail("web", settings.clone()));
+        assert!(text.contains("revision  3 (stable 2)"), "{text}");
+        assert!(
+            text.contains(
+                "rollout   progressing of revision 3: 4 updated ready, 2 stale ready, 1 outdated allocated"
+            ),
+            "{text}"
+        );
+        let (_, table) = text.split_once("\n\n").unwrap();
+        let pools = apply_pools(table).unwrap_or_else(|e| panic!("{e:#}\n{table}"));
+        assert_eq!(pools, vec![("web".to_owned(), settings)]);
     }
 }

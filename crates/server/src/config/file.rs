@@ -4,15 +4,50 @@
 
 use std::collections::HashMap;
 
+use super::reader::{read_pool, valid_pool_name};
 use super::settings::setting;
-use super::{Config, ConfigError, Setting, SETTINGS};
+use super::{Config, ConfigError, PoolConfig, Setting, SETTINGS};
 
-/// A parsed config file: top-level values and `[pools.NAME]` tables, keyed by env
-/// var, values as they would be written in one.
+/// A parsed config file: top-level values, keyed by env var, values as they would
+/// be written in one; and the `[pools.NAME]` tables as written, in name order
+/// (each read by [`pool_from_table`] when the configuration is built).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ConfigFile {
     pub settings: HashMap<String, String>,
-    pub pools: Vec<(String, HashMap<String, String>)>,
+    pub pools: Vec<(String, toml::Table)>,
+}
+
+/// One pool's settings from its `[pools.NAME]` table: the checks of a config
+/// file's pool (its name, each key a per-pool setting, each value of a type the
+/// key takes) and then its values, every setting the table leaves out taking its
+/// built-in default. Errors name the field: `pools.NAME.key`, or `pools.NAME` for
+/// the name. It does not refuse the default pool's name: that is for the caller
+/// that knows which pool the top-level settings configure.
+pub fn pool_from_table(name: &str, table: &toml::Table) -> Result<PoolConfig, ConfigError> {
+    if !valid_pool_name(name) {
+        return Err(ConfigError {
+            key: format!("pools.{name}"),
+            value: String::new(),
+            reason: "a pool name is up to 63 letters, digits, - or _".into(),
+        });
+    }
+    let mut values: HashMap<&'static str, String> = HashMap::new();
+    for (key, value) in table {
+        let bad = |reason: String| ConfigError {
+            key: format!("pools.{name}.{key}"),
+            value: match value {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            },
+            reason,
+        };
+        let s = file_setting(key).ok_or_else(|| bad("unknown setting".into()))?;
+        if !s.per_pool {
+            return Err(bad(format!("{key} is global; set it at the top level")));
+        }
+        values.insert(s.env, file_value(s, value.clone()).map_err(bad)?);
+    }
+    read_pool(name, &|env| values.get(env).cloned())
 }
 
 impl Config {
@@ -36,24 +71,13 @@ impl Config {
                 let toml::Value::Table(pools) = value else {
                     return Err(bad("pools: expected [pools.NAME] tables".into()));
                 };
+                // Their keys and values are checked by `pool_from_table`, which
+                // the API's pool documents go through too.
                 for (name, pool) in pools {
                     let toml::Value::Table(pool) = pool else {
                         return Err(bad(format!("pools.{name}: expected a table")));
                     };
-                    let mut settings = HashMap::new();
-                    for (key, value) in pool {
-                        let s = file_setting(&key)
-                            .ok_or_else(|| bad(format!("pools.{name}: unknown setting {key:?}")))?;
-                        if !s.per_pool {
-                            return Err(bad(format!(
-                                "pools.{name}: {key} is global; set it at the top level"
-                            )));
-                        }
-                        let v = file_value(s, value)
-                            .map_err(|e| bad(format!("pools.{name}.{key}: {e}")))?;
-                        settings.insert(s.env.to_owned(), v);
-                    }
-                    file.pools.push((name, settings));
+                    file.pools.push((name, pool));
                 }
                 continue;
             }
@@ -213,9 +237,7 @@ mod tests {
             "target = [1]",
             "runtime = ",
             "pools = 3",
-            "[pools.a]\nlisten = \"0.0.0.0:1\"",
-            "[pools.a]\nshape = \"round\"",
-            "[pools.a]\ntargets = { weur = \"x\" }",
+            "[pools]\na = 1",
         ] {
             let e = Config::parse_file(bad).unwrap_err();
             assert_eq!(e.key, "WARMPOOL_CONFIG", "{bad}");
@@ -281,6 +303,10 @@ mod tests {
             ("[pools.py]\ntargets = \"mars=1\"", "pools.py.targets"),
             ("[pools.py]\nmemory_mib = -5", "pools.py.memory_mib"),
             ("[pools.default]\ntarget = 1", "pools.default"),
+            ("[pools.a]\nlisten = \"0.0.0.0:1\"", "pools.a.listen"),
+            ("[pools.a]\nshape = \"round\"", "pools.a.shape"),
+            ("[pools.a]\ntargets = { weur = \"x\" }", "pools.a.targets"),
+            ("[pools.a]\nmax_surge = \"0%\"", "pools.a.max_surge"),
             ("[pools.\"a b\"]\ntarget = 1", "pools.a b"),
         ] {
             let e = from_file(text, &[]).unwrap_err();

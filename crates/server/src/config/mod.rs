@@ -6,13 +6,18 @@
 //! - `settings.rs`: the table of settings ([`SETTINGS`]).
 //! - `reader.rs`: [`Config::from_sources`], the parser over a lookup by env var.
 //! - `file.rs`: the config file, read into a [`ConfigFile`] and printed back
-//!   ([`Config::to_toml`]).
+//!   ([`Config::to_toml`]); [`pool_from_table`], one `[pools.NAME]` table.
+//! - `document.rs`: a pool's settings as a JSON document, read like such a table
+//!   ([`pool_from_json`]), shown ([`PoolConfig::settings`]) and compared
+//!   ([`settings_diff`]).
 
+mod document;
 mod file;
 mod reader;
 mod settings;
 
-pub use file::ConfigFile;
+pub use document::{pool_from_json, settings_diff, settings_from_table};
+pub use file::{pool_from_table, ConfigFile};
 pub use settings::{Setting, SETTINGS};
 
 use std::net::SocketAddr;
@@ -147,6 +152,13 @@ pub struct PoolConfig {
     pub memory_mib: Option<u64>,
     pub pids_limit: Option<i64>,
     pub disk_mb: Option<u64>,
+    /// New-revision containers a rollout starts beyond the target before old
+    /// ones stop.
+    pub max_surge: warmpool_core::Surge,
+    /// Failed starts of a new revision in a row that stop its rollout.
+    pub rollout_failure_limit: u32,
+    /// How long a rollout may take before it fails.
+    pub progress_deadline: Duration,
     /// The resolved value of each setting, by env var, for `--check-config`.
     resolved: Vec<(&'static str, String)>,
 }

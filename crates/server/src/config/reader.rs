@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use warmpool_core::Location;
 
+use super::file::pool_from_table;
 use super::settings::setting;
 use super::{Config, ConfigError, ConfigFile, PoolConfig, RuntimeKind, ShutdownPolicy, Token};
 
@@ -164,12 +165,28 @@ impl Reader<'_> {
 }
 
 /// Pool names: what a label value, a metric label and a URL segment all take.
-fn valid_pool_name(name: &str) -> bool {
+pub(super) fn valid_pool_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 63
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+/// The pool `name` from `lookup(env var name)` (the values of its `[pools.NAME]`
+/// table), errors naming `pools.NAME.key`.
+pub(super) fn read_pool(
+    name: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> Result<PoolConfig, ConfigError> {
+    let r = Reader {
+        lookup,
+        pool: Some(name),
+        resolved: Default::default(),
+    };
+    let mut pool = PoolConfig::read(name, &r)?;
+    pool.resolved = r.into_resolved();
+    Ok(pool)
 }
 
 impl PoolConfig {
@@ -232,6 +249,10 @@ impl PoolConfig {
         if !vcpu.is_finite() || !(0.0..=1024.0).contains(&vcpu) {
             return Err(r.err("WARMPOOL_VCPU", &v, "expected 0 to 1024 CPUs"));
         }
+        let v = r.get("WARMPOOL_MAX_SURGE");
+        let max_surge = v
+            .parse::<warmpool_core::Surge>()
+            .map_err(|e| r.err("WARMPOOL_MAX_SURGE", &v, e.to_string()))?;
         let nonzero = |n: u32| (n > 0).then_some(n);
         Ok(PoolConfig {
             name: name.to_owned(),
@@ -250,6 +271,9 @@ impl PoolConfig {
             memory_mib: nonzero(r.num("WARMPOOL_MEMORY_MIB", 0, 1_048_576)?).map(u64::from),
             pids_limit: nonzero(r.num("WARMPOOL_PIDS_LIMIT", 0, 4_194_304)?).map(i64::from),
             disk_mb: nonzero(r.num("WARMPOOL_DISK_MB", 0, 1_048_576_000)?).map(u64::from),
+            max_surge,
+            rollout_failure_limit: r.num("WARMPOOL_ROLLOUT_FAILURE_LIMIT", 1, 1000)?,
+            progress_deadline: r.secs("WARMPOOL_PROGRESS_DEADLINE_SECONDS", 1.0, 86_400.0)?,
             resolved: Vec::new(),
         })
     }
@@ -375,28 +399,16 @@ impl Config {
         config.pools.push(default_pool);
 
         for (name, table) in &file.pools {
-            let bad = |reason: String| ConfigError {
-                key: format!("pools.{name}"),
-                value: String::new(),
-                reason,
-            };
-            if !valid_pool_name(name) {
-                return Err(bad("a pool name is up to 63 letters, digits, - or _".into()));
-            }
             if *name == pool_name {
-                return Err(bad(format!(
-                    "{name:?} is the default pool, which the top-level settings configure"
-                )));
+                return Err(ConfigError {
+                    key: format!("pools.{name}"),
+                    value: String::new(),
+                    reason: format!(
+                        "{name:?} is the default pool, which the top-level settings configure"
+                    ),
+                });
             }
-            let lookup = |k: &str| table.get(k).cloned();
-            let r = Reader {
-                lookup: &lookup,
-                pool: Some(name),
-                resolved: Default::default(),
-            };
-            let mut pool = PoolConfig::read(name, &r)?;
-            pool.resolved = r.into_resolved();
-            config.pools.push(pool);
+            config.pools.push(pool_from_table(name, table)?);
         }
         Ok(config)
     }
@@ -428,10 +440,16 @@ mod tests {
             ("WARMPOOL_APP_ENV", "GREETING='hello world' EMPTY="),
             ("WARMPOOL_VCPU", "0"),
             ("WARMPOOL_POOL", "web"),
+            ("WARMPOOL_MAX_SURGE", "3"),
+            ("WARMPOOL_ROLLOUT_FAILURE_LIMIT", "5"),
+            ("WARMPOOL_PROGRESS_DEADLINE_SECONDS", "90"),
         ])
         .unwrap();
         let p = c.default_pool();
         assert_eq!(p.name, "web");
+        assert_eq!(p.max_surge, warmpool_core::Surge::Count(3));
+        assert_eq!(p.rollout_failure_limit, 5);
+        assert_eq!(p.progress_deadline, Duration::from_secs(90));
         assert_eq!(
             p.env,
             vec![
@@ -488,6 +506,12 @@ mod tests {
             ("WARMPOOL_ADMIN_TOKEN", "has a space in it, long enough"),
             ("WARMPOOL_PROXY_REQUIRE_TOKEN", "sometimes"),
             ("WARMPOOL_LOG_FORMAT", "xml"),
+            ("WARMPOOL_MAX_SURGE", "0%"),
+            ("WARMPOOL_MAX_SURGE", "lots"),
+            ("WARMPOOL_ROLLOUT_FAILURE_LIMIT", "0"),
+            ("WARMPOOL_ROLLOUT_FAILURE_LIMIT", "1001"),
+            ("WARMPOOL_PROGRESS_DEADLINE_SECONDS", "0"),
+            ("WARMPOOL_PROGRESS_DEADLINE_SECONDS", "86401"),
         ] {
             let e = check(&[(k, v)]).unwrap_err();
             assert_eq!(e.key, k, "{k}={v}");

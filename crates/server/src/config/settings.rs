@@ -79,6 +79,9 @@ settings! {
     pool "WARMPOOL_MEMORY_MIB", "memory-mib", "256", "hard memory limit per container, no swap (docker and kubernetes runtimes; 0 for none)";
     pool "WARMPOOL_PIDS_LIMIT", "pids-limit", "256", "processes per container (docker runtime; 0 for no limit)";
     pool "WARMPOOL_DISK_MB", "disk-mb", "512", "writable layer size per container, where the storage driver supports it (docker runtime), or ephemeral-storage (kubernetes runtime); 0 for none";
+    pool "WARMPOOL_MAX_SURGE", "max-surge", "25%", "during a rollout, new-revision containers started beyond the target before old ones stop: a share of the target (25%) or a count (at least 1)";
+    pool "WARMPOOL_ROLLOUT_FAILURE_LIMIT", "rollout-failure-limit", "3", "failed starts of a new revision in a row that stop its rollout (phase failed); the old revision keeps serving";
+    pool "WARMPOOL_PROGRESS_DEADLINE_SECONDS", "progress-deadline", "600", "a rollout not complete after this many seconds fails (phase failed); the old revision keeps serving";
 }
 
 /// The setting whose env var is `env` (a name the code spells out).
@@ -115,6 +118,9 @@ mod tests {
         assert_eq!(c.max_instances, 1000);
         assert_eq!(p.max_lifetime, Duration::from_secs(3600));
         assert_eq!(p.idle_timeout, None);
+        assert_eq!(p.max_surge, warmpool_core::Surge::Percent(25));
+        assert_eq!(p.rollout_failure_limit, 3);
+        assert_eq!(p.progress_deadline, Duration::from_secs(600));
     }
 
     #[test]
