@@ -166,20 +166,6 @@ pub struct Problem {
     pub field: Option<String>,
 }
 
-/// Body of `PATCH /v1/pools/{pool}`: new targets for some of the pool's
-/// locations (the others keep theirs).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct PoolPatch {
-    /// Location (one the pool is configured with) to its new target, 0 to 100000.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(value_type = std::collections::BTreeMap<String, u32>)
-    )]
-    pub targets: std::collections::BTreeMap<String, u32>,
-}
-
 /// A pool's settings, keyed as in a config file's `[pools.NAME]` table (so
 /// snake_case, unlike the rest of the API): `PUT /v1/pools/{pool}` takes any
 /// subset (what it leaves out takes its default) and the server checks it exactly

@@ -16,7 +16,6 @@ use crate::config::{EngineConfig, PoolSpec};
 use crate::history::{History, Sample};
 use crate::metrics::Metrics;
 use crate::now;
-use crate::pools::Revision;
 use crate::registry::Registry;
 use crate::tasks::{Driver, TaskStatus};
 
@@ -56,6 +55,14 @@ impl Pool {
     pub fn target_total(&self) -> u32 {
         self.spec.targets.iter().map(|(_, n)| *n).sum()
     }
+}
+
+/// One revision of a pool: the template its containers were started from.
+#[derive(Clone, Debug)]
+pub(crate) struct Revision {
+    pub(crate) template: Arc<Template>,
+    /// The template as stored (revisions are compared by this text).
+    pub(crate) json: String,
 }
 
 /// The pools and the desired state made from them, replaced together.

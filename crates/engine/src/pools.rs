@@ -21,19 +21,11 @@ use warmpool_runtime::Template;
 use warmpool_store::{Op, PoolEventRow, PoolRecord, PoolWrite, RevisionRecord, StoreError};
 
 use crate::config::PoolSpec;
-use crate::engine::{Pool, PoolSet};
+use crate::engine::{Pool, PoolSet, Revision};
 use crate::{now, Engine};
 
 /// `meta` key of the hash of the declared pools last applied.
 const DECLARED_KEY: &str = "declared_pools_hash";
-
-/// One revision of a pool: the template its containers were started from.
-#[derive(Clone, Debug)]
-pub(crate) struct Revision {
-    pub(crate) template: Arc<Template>,
-    /// The template as stored (revisions are compared by this text).
-    pub(crate) json: String,
-}
 
 /// What a change to a pool did (or, dry, would do).
 #[derive(Clone, Debug)]

@@ -657,7 +657,11 @@ pub fn main() -> anyhow::Result<i32> {
                 logs.init();
             }
             let rt = tokio::runtime::Runtime::new()?;
-            rt.block_on(crate::server::run(config))
+            // SIGHUP and `POST /v1/reload` read the same flags and env vars and
+            // the config file as it is then.
+            let reread = args.clone();
+            let reload: crate::state::Reload = std::sync::Arc::new(move || reread.config());
+            rt.block_on(crate::server::run(config, Some(reload)))
                 .context("warmpool failed")?;
             Ok(0)
         }

@@ -13,9 +13,7 @@ use tokio_util::sync::CancellationToken;
 use warmpool_docker::{DockerConfig, DockerRuntime};
 use warmpool_engine::{error_chain, Engine, Recovered};
 use warmpool_kubernetes::{KubernetesConfig, KubernetesRuntime};
-use warmpool_runtime::{
-    ProcessConfig, ProcessRuntime, Resources, Runtime, SimMode, SimRuntime, Template, Workload,
-};
+use warmpool_runtime::{ProcessConfig, ProcessRuntime, Runtime, SimMode, SimRuntime};
 
 use crate::config::{Config, RuntimeKind};
 use crate::routes::router;

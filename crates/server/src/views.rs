@@ -29,6 +29,7 @@ pub fn container(r: ContainerRow) -> ContainerView {
         stopped_at: r.stopped_at.map(rfc3339),
         stop_reason: r.stop_reason,
         exit_code: r.exit_code,
+        revision: r.revision,
     }
 }
 

@@ -327,11 +327,18 @@ async fn patching_a_pool_validates_every_field() {
             422,
             Some("target"),
         ),
+        ("/v1/pools/default", serde_json::json!({}), 422, Some("")),
         (
             "/v1/pools/default",
-            serde_json::json!({}),
+            serde_json::json!({"batch_size": 0}),
             422,
-            Some("targets"),
+            Some("batch_size"),
+        ),
+        (
+            "/v1/pools/default",
+            serde_json::json!({"colour": "red"}),
+            422,
+            Some("colour"),
         ),
     ];
     for (path, body, status, field) in cases {
@@ -367,9 +374,20 @@ async fn patching_a_pool_validates_every_field() {
     )
     .await;
     assert_eq!(got, 200, "{answer}");
-    let answer: warmpool_client::PoolList = serde_json::from_value(answer).unwrap();
+    let answer: warmpool_client::PutPoolResponse = serde_json::from_value(answer).unwrap();
     let expected = [("default".to_string(), 2), ("weur".to_string(), 3)];
-    assert_eq!(targets(answer), expected);
+    assert_eq!(
+        answer
+            .pool
+            .locations
+            .iter()
+            .map(|p| (p.location.clone(), p.target))
+            .collect::<Vec<_>>(),
+        expected
+    );
+    // Targets are not the template: no new revision.
+    assert!(!answer.new_revision);
+    assert_eq!(answer.pool.revision, 1);
     assert_eq!(targets(wp.client.pools().await.unwrap()), expected);
     wp.wait_ready("weur", 3, Duration::from_secs(30)).await;
 }

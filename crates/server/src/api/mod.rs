@@ -209,7 +209,7 @@ pub(crate) async fn method_not_allowed() -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use warmpool_client::{ClaimRequest, PoolPatch, SqlRequest};
+    use warmpool_client::{ClaimRequest, SqlRequest};
 
     fn check<T: RequestBody + std::fmt::Debug>(body: &str) -> Result<T, (u16, Option<String>)> {
         json_object(&HeaderMap::new(), &Bytes::copy_from_slice(body.as_bytes()))
@@ -239,11 +239,6 @@ mod tests {
             check::<ClaimRequest>(r#"{"maxLifetimeInSeconds": -1}"#).unwrap_err(),
             (422, f("maxLifetimeInSeconds"))
         );
-        assert_eq!(
-            check::<PoolPatch>(r#"{"targets": {"weur": "3"}}"#).unwrap_err(),
-            (422, f("targets.weur"))
-        );
-        assert_eq!(check::<PoolPatch>("{}").unwrap_err(), (422, f("targets")));
         assert_eq!(check::<SqlRequest>("").unwrap_err(), (422, f("sql")));
         assert_eq!(
             check::<SqlRequest>(r#"{"sql": "SELECT 1"}"#).unwrap().sql,
