@@ -87,7 +87,7 @@ impl Engine {
             id,
             key: key.clone(),
             template: self.template(&key.pool, revision),
-            revision: revision,
+            revision,
         };
         match self.start_and_wait(&spec).await {
             Ok(started) => {

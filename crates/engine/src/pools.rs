@@ -24,8 +24,10 @@ use crate::config::PoolSpec;
 use crate::engine::{Pool, PoolSet, Revision};
 use crate::{now, Engine};
 
-/// `meta` key of the hash of the declared pools last applied.
-const DECLARED_KEY: &str = "declared_pools_hash";
+/// `meta` key of the hash of a declared pool's settings as last applied.
+fn declared_key(pool: &str) -> String {
+    format!("declared_pool.{pool}")
+}
 
 /// What a change to a pool did (or, dry, would do).
 #[derive(Clone, Debug)]
@@ -185,20 +187,14 @@ fn event(pool: &str, revision: Option<u32>, kind: &str, detail: String) -> PoolW
     }
 }
 
-/// What the declared pools are, as one hash.
-fn declared_hash(specs: &[PoolSpec]) -> String {
-    let text: Vec<String> = specs
-        .iter()
-        .map(|s| {
-            format!(
-                "{}\n{}\n{}",
-                s.name,
-                serde_json::to_string(&StoredSpec::of(s)).expect("serialises"),
-                template_json(&s.template)
-            )
-        })
-        .collect();
-    hash(&text.join("\n\n"))
+/// What a declared pool is, as one hash.
+fn declared_hash(spec: &PoolSpec) -> String {
+    hash(&format!(
+        "{}\n{}\n{}",
+        spec.name,
+        serde_json::to_string(&StoredSpec::of(spec)).expect("serialises"),
+        template_json(&spec.template)
+    ))
 }
 
 impl Engine {
@@ -274,33 +270,29 @@ impl Engine {
         self.set_pools(list);
     }
 
-    /// Applies the declared pools (the configuration's) if they differ from
-    /// what was last applied, as [`Engine::put_pool`] would each; `None` if they
-    /// do not (so a restart keeps what the API changed since).
+    /// Applies each declared pool (the configuration's) whose declaration
+    /// changed since it was last applied, as [`Engine::put_pool`] would; the
+    /// others keep what the API made of them since. `None` if none changed (so
+    /// a restart with the same configuration changes nothing).
     pub async fn apply_declared(
         &self,
         specs: &[PoolSpec],
     ) -> Result<Option<Vec<PutOutcome>>, PoolError> {
-        let hash = declared_hash(specs);
-        let last = self
-            .store
-            .meta_blocking(DECLARED_KEY)
-            .map_err(PoolError::Store)?;
-        if last.as_deref() == Some(hash.as_str()) {
-            return Ok(None);
-        }
         let mut out = Vec::new();
         for spec in specs {
+            let key = declared_key(&spec.name);
+            let hash = declared_hash(spec);
+            let last = self.store.meta_blocking(&key).map_err(PoolError::Store)?;
+            if last.as_deref() == Some(hash.as_str()) {
+                continue;
+            }
             out.push(self.put_pool(spec.clone(), false).await?);
+            self.store
+                .apply(Op::Pools(vec![PoolWrite::Meta { key, value: hash }]))
+                .await
+                .map_err(PoolError::Store)?;
         }
-        self.store
-            .apply(Op::Pools(vec![PoolWrite::Meta {
-                key: DECLARED_KEY.into(),
-                value: hash,
-            }]))
-            .await
-            .map_err(PoolError::Store)?;
-        Ok(Some(out))
+        Ok((!out.is_empty()).then_some(out))
     }
 
     /// Creates or replaces a pool. A new template makes a new revision (or

@@ -147,6 +147,13 @@ async fn a_rollout_under_continuous_claims_keeps_every_claim_warm_and_the_ready_
     let claims = claimer.await.unwrap();
     let samples = sampler.await.unwrap();
 
+    assert!(samples.len() >= 5, "too few samples: {}", samples.len());
+    for (ready, outstanding) in &samples {
+        assert!(
+            u64::from(*ready) + outstanding >= u64::from(bound),
+            "ready {ready} with {outstanding} claim(s) outstanding, below the bound {bound}: {samples:?}"
+        );
+    }
     assert!(
         claims_in_rollout >= 3,
         "too few claims during the rollout: {claims_in_rollout}"
@@ -158,13 +165,6 @@ async fn a_rollout_under_continuous_claims_keeps_every_claim_warm_and_the_ready_
         claims.iter().any(|(_, _, r)| *r == 2),
         "no claim got the new revision: {claims:?}"
     );
-    assert!(samples.len() >= 5, "too few samples: {}", samples.len());
-    for (ready, outstanding) in &samples {
-        assert!(
-            u64::from(*ready) + outstanding >= u64::from(bound),
-            "ready {ready} with {outstanding} claim(s) outstanding, below the bound {bound}: {samples:?}"
-        );
-    }
     // Only the new revision is ready; the old allocated ones are still answering.
     assert_eq!(done.rollout.stale_ready, 0);
     assert_eq!(done.rollout.outdated_allocated, 2);
