@@ -214,6 +214,13 @@ async fn the_studio_works_in_a_real_browser() {
                 .as_deref(),
             Some("0")
         );
+        // The pool's revision (issue 14: the studio shows it).
+        assert_eq!(
+            text(&c, &card("default", location, "revision"))
+                .await
+                .as_deref(),
+            Some("1")
+        );
     }
     wait_text(&c, "#live", "the live indicator", |t| t == "Live").await;
 

@@ -131,7 +131,7 @@ fn json_object(headers: &HeaderMap, body: &Bytes) -> Result<Value, ApiError> {
 
 /// Deserializes a JSON object into `T`; a failure is a 422 naming the field
 /// (`targets.wnam` inside an object), a missing one by `T`'s schema.
-fn from_object<T: RequestBody>(object: Value) -> Result<T, ApiError> {
+pub(crate) fn from_object<T: RequestBody>(object: Value) -> Result<T, ApiError> {
     let e = match serde_path_to_error::deserialize::<_, T>(&object) {
         Ok(t) => return Ok(t),
         Err(e) => e,

@@ -20,7 +20,7 @@ use warmpool_client::{
 use warmpool_core::Location;
 use warmpool_engine::{Engine, Pool, PoolError, PutOutcome};
 
-use super::{query_map, store_error, ApiResult, JsonBody, RequestBody};
+use super::{from_object, query_map, store_error, ApiResult, JsonBody, RequestBody};
 use crate::config::{pool_from_json, settings_diff, ConfigError};
 use crate::openapi::PROBLEM;
 use crate::problem::ApiError;
@@ -47,6 +47,8 @@ impl utoipa::PartialSchema for SettingsBody {
 }
 
 impl RequestBody for SettingsBody {}
+
+impl RequestBody for PoolSettings {}
 
 /// `GET /v1/pools`
 #[utoipa::path(get, path = "/v1/pools", tag = "manage",
@@ -220,7 +222,10 @@ async fn save(
     settings: &serde_json::Map<String, Value>,
     dry_run: bool,
 ) -> Result<PutPoolResponse, ApiError> {
+    // What the config file would refuse is refused with its error; then what
+    // a file may say but the documented JSON types do not (`"batch_size": "10"`).
     let config = pool_from_json(name, settings).map_err(|e| config_error(name, e))?;
+    from_object::<PoolSettings>(Value::Object(settings.clone()))?;
     let spec = pool_spec(&config, s.config.runtime);
     let out = s
         .app
