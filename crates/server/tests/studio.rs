@@ -225,7 +225,17 @@ async fn tables_are_listed_and_paged() {
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["containers", "events", "meta"]);
+    assert_eq!(
+        names,
+        [
+            "containers",
+            "events",
+            "meta",
+            "pool_events",
+            "pool_revisions",
+            "pools"
+        ]
+    );
     let containers = &body["tables"][0];
     assert_eq!(containers["rows"], 3);
     assert_eq!(containers["columns"][0]["name"], "id");

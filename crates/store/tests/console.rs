@@ -151,7 +151,17 @@ async fn tables_are_listed_and_paged() {
         .await
         .unwrap();
     let names: Vec<&str> = tables.iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(names, ["containers", "events", "meta"]);
+    assert_eq!(
+        names,
+        [
+            "containers",
+            "events",
+            "meta",
+            "pool_events",
+            "pool_revisions",
+            "pools"
+        ]
+    );
     let meta = &tables[2];
     assert_eq!(meta.rows, 1);
     assert!(meta.columns[0].primary_key && meta.columns[0].name == "key");

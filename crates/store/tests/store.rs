@@ -223,3 +223,82 @@ async fn many_writers_are_grouped_and_all_durable() {
     assert_eq!(rows.len(), 500);
     assert_eq!(store.count_by_state().await.unwrap(), vec![(Starting, 500)]);
 }
+
+#[tokio::test]
+async fn pools_revisions_events_and_meta_are_written_together_and_read_back() {
+    use warmpool_store::{PoolRecord, PoolWrite, RevisionRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let pool = PoolRecord {
+        name: "py".into(),
+        spec: "{\"batch_size\":1}".into(),
+        revision: 2,
+        stable_revision: 1,
+        rollout_started_at: Some(Timestamp(5)),
+        rollout_error: None,
+        created_at: Timestamp(1),
+        updated_at: Timestamp(5),
+    };
+    let revision = |n: u32| RevisionRecord {
+        pool: "py".into(),
+        revision: n,
+        template: format!("{{\"n\":{n}}}"),
+        hash: format!("h{n}"),
+        created_at: Timestamp(i64::from(n)),
+    };
+    store
+        .apply(Op::Pools(vec![
+            PoolWrite::Revision(revision(1)),
+            PoolWrite::Revision(revision(2)),
+            PoolWrite::Put(pool.clone()),
+            PoolWrite::Event {
+                at: Timestamp(5),
+                pool: "py".into(),
+                revision: Some(2),
+                kind: "rollout-started".into(),
+                detail: Some("revision 2 replaces revision 1".into()),
+            },
+            PoolWrite::Meta {
+                key: "declared_pool.py".into(),
+                value: "abc".into(),
+            },
+        ]))
+        .await
+        .unwrap();
+    // A revision is never rewritten; a record is replaced whole.
+    let mut again = revision(1);
+    again.template = "changed".into();
+    let failed = PoolRecord {
+        rollout_error: Some("3 starts failed".into()),
+        ..pool.clone()
+    };
+    store
+        .apply(Op::Pools(vec![
+            PoolWrite::Revision(again),
+            PoolWrite::Put(failed.clone()),
+        ]))
+        .await
+        .unwrap();
+    drop(store);
+
+    let store = Store::open(dir.path()).unwrap();
+    let (pools, revisions) = store.load_pools_blocking().unwrap();
+    assert_eq!(pools, vec![failed]);
+    assert_eq!(revisions, vec![revision(1), revision(2)]);
+    assert_eq!(
+        store.meta_blocking("declared_pool.py").unwrap().as_deref(),
+        Some("abc")
+    );
+    let events = store.pool_events("py".into(), 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, "rollout-started");
+    // Deleting the pool keeps its revisions and events.
+    store
+        .apply(Op::Pools(vec![PoolWrite::Delete("py".into())]))
+        .await
+        .unwrap();
+    let (pools, revisions) = store.load_pools_blocking().unwrap();
+    assert!(pools.is_empty());
+    assert_eq!(revisions.len(), 2);
+    assert_eq!(store.pool_events("py".into(), 10).await.unwrap().len(), 1);
+}
