@@ -274,13 +274,18 @@ impl Watched for DockerRuntime {
     /// Reports every known container that no longer runs and was not reported yet.
     async fn relist(&self) {
         let relist = self.ledger.begin_relist();
-        match self.list_owned().await {
-            Ok(owned) => {
-                let running: HashSet<_> =
-                    owned.iter().filter(|o| o.running).map(|o| o.id).collect();
+        match self.list_listed().await {
+            Ok(listed) => {
+                // A container being started is listed as created, not running:
+                // it has not ended (its start would be failed as an exit).
+                let alive: HashSet<_> = listed
+                    .iter()
+                    .filter(|(_, ended)| !ended)
+                    .map(|(o, _)| o.id)
+                    .collect();
                 self.ledger.relisted(
                     relist,
-                    &running,
+                    &alive,
                     "exited (found stopped when re-listing containers)",
                 );
             }
@@ -303,6 +308,31 @@ impl Watched for DockerRuntime {
 }
 
 impl DockerRuntime {
+    /// This instance's containers, each with whether it has ended (exited or
+    /// dead; a container created but not started yet has not).
+    async fn list_listed(&self) -> Result<Vec<(OwnedContainer, bool)>, RuntimeError> {
+        let list = self
+            .call(
+                self.docker
+                    .list_containers(Some(ListContainersOptions::<String> {
+                        all: true,
+                        filters: HashMap::from([(
+                            "label".to_owned(),
+                            vec![spec::owned_label(&self.cfg.instance_id)],
+                        )]),
+                        ..Default::default()
+                    })),
+            )
+            .await?;
+        Ok(list
+            .into_iter()
+            .filter_map(|c| {
+                let ended = spec::has_ended(c.state.as_deref());
+                spec::owned(&self.cfg, c).map(|o| (o, ended))
+            })
+            .collect())
+    }
+
     /// Whether a container that died with `code` was killed for memory: an `oom`
     /// event, or its state, says so. Only a SIGKILL exit (137) can be one, and for
     /// those the engine may report the OOM a little after the exit, so it is asked
@@ -514,22 +544,11 @@ impl Runtime for DockerRuntime {
     }
 
     async fn list_owned(&self) -> Result<Vec<OwnedContainer>, RuntimeError> {
-        let list = self
-            .call(
-                self.docker
-                    .list_containers(Some(ListContainersOptions::<String> {
-                        all: true,
-                        filters: HashMap::from([(
-                            "label".to_owned(),
-                            vec![spec::owned_label(&self.cfg.instance_id)],
-                        )]),
-                        ..Default::default()
-                    })),
-            )
-            .await?;
-        Ok(list
+        Ok(self
+            .list_listed()
+            .await?
             .into_iter()
-            .filter_map(|c| spec::owned(&self.cfg, c))
+            .map(|(o, _)| o)
             .collect())
     }
 

@@ -137,8 +137,25 @@ pub(crate) fn owned(cfg: &DockerConfig, c: ContainerSummary) -> Option<OwnedCont
     })
 }
 
+/// Whether a listed container's state says it has ended: exited or dead (or
+/// no state). Created (a start in progress), running, restarting, paused and
+/// removing ones have not (a removal is reported by its own event).
+pub(crate) fn has_ended(state: Option<&str>) -> bool {
+    matches!(state, None | Some("exited" | "dead"))
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_container_being_started_has_not_ended() {
+        assert!(!has_ended(Some("created")));
+        assert!(!has_ended(Some("running")));
+        assert!(!has_ended(Some("paused")));
+        assert!(has_ended(Some("exited")));
+        assert!(has_ended(Some("dead")));
+        assert!(has_ended(None));
+    }
     use std::sync::Arc;
     use std::time::Duration;
 

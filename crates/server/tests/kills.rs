@@ -178,8 +178,9 @@ struct Traffic {
     gone: Vec<String>,
     /// Ids whose responses were cut off midway (killed while answering).
     cut: Vec<String>,
-    /// Proxied requests answered otherwise: id and status.
-    bad_answers: Vec<(String, u16)>,
+    /// Proxied requests answered otherwise: id, status, whether the killer had
+    /// chosen it, and the answer's body.
+    bad_answers: Vec<(String, u16, bool, String)>,
     /// Ids whose client sent their release.
     releasing: HashSet<String>,
     /// Ids the killer chose (it kills them right after).
@@ -229,12 +230,27 @@ async fn kills_under_traffic(mut wp: InProc, killer: Killer) {
                     .push((c.id.clone(), Instant::now()));
                 for _ in 0..3 {
                     let r = http.get(format!("{base}/container/{}/", c.id)).send().await;
+                    let answer = match r {
+                        Ok(r) => {
+                            let status = r.status().as_u16();
+                            let body = if matches!(status, 200 | 410) {
+                                String::new()
+                            } else {
+                                r.text().await.unwrap_or_default()
+                            };
+                            Ok((status, body))
+                        }
+                        Err(e) => Err(e),
+                    };
                     {
                         let mut t = traffic.lock().unwrap();
-                        match r.map(|r| r.status().as_u16()) {
-                            Ok(200) => t.served += 1,
-                            Ok(410) => t.gone.push(c.id.clone()),
-                            Ok(s) => t.bad_answers.push((c.id.clone(), s)),
+                        match answer {
+                            Ok((200, _)) => t.served += 1,
+                            Ok((410, _)) => t.gone.push(c.id.clone()),
+                            Ok((s, body)) => {
+                                let doomed = t.doomed.contains(&c.id);
+                                t.bad_answers.push((c.id.clone(), s, doomed, body))
+                            }
                             Err(_) => t.cut.push(c.id.clone()),
                         }
                     }

@@ -251,6 +251,36 @@ async fn a_failing_revision_fails_its_rollout_while_the_old_one_serves_and_rollb
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_past_its_progress_deadline_fails_and_the_pool_stays_full() {
+    let wp = InProc::start(&[("POOL_TARGET_INSTANCES", "2")]).await;
+    let client = wp.client.clone();
+    wait_ready(&client, "default", 2, T).await;
+    // Its containers run but never answer their health path: no start fails
+    // within the deadline, the deadline ends the rollout.
+    let put = client
+        .patch_pool_settings(
+            "default",
+            &PoolSettings {
+                health_path: Some("/admin/never".into()),
+                progress_deadline: Some(1.0),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(put.pool.rollout.phase, "progressing");
+    assert!(put.pool.rollout.deadline.is_some());
+    let failed = wait_phase(&client, "default", "failed", T).await;
+    let error = failed.rollout.error.unwrap();
+    assert!(error.contains("progress deadline exceeded"), "{error}");
+    // The old revision still fills the pool and serves claims.
+    wait_ready(&client, "default", 2, T).await;
+    let c = client.claim(&ClaimRequest::default()).await.unwrap();
+    assert!(c.warm);
+    assert_eq!(client.container(&c.id).await.unwrap().revision, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_in_the_middle_of_a_rollout_resumes_it_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     // One new container at a time, a second apart: the rollout takes a while.

@@ -44,7 +44,9 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE containers ADD COLUMN idle_timeout_ms INTEGER;",
     // 3: pools as data: their settings, their template revisions, the revision
     // each container was started from, and the pools' own events (rollouts).
-    "ALTER TABLE containers ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;
+    // Containers from before are of revision 1, each pool's first: an upgrade
+    // adopts them as current rather than rolling every pool out.
+    "ALTER TABLE containers ADD COLUMN revision INTEGER NOT NULL DEFAULT 1;
     CREATE TABLE pools (
         name               TEXT PRIMARY KEY NOT NULL,
         spec               TEXT NOT NULL,

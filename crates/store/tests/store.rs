@@ -302,3 +302,28 @@ async fn pools_revisions_events_and_meta_are_written_together_and_read_back() {
     assert_eq!(revisions.len(), 2);
     assert_eq!(store.pool_events("py".into(), 10).await.unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn containers_from_before_pool_revisions_are_of_revision_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = ContainerId::random();
+    {
+        let store = Store::open(dir.path()).unwrap();
+        store.insert(new(id, 1)).await.unwrap();
+    }
+    // The same file as a version 2 store wrote it: no pools, no revision column.
+    {
+        let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.execute_batch(
+            "ALTER TABLE containers DROP COLUMN revision;
+             DROP TABLE pools; DROP TABLE pool_revisions; DROP TABLE pool_events;
+             PRAGMA user_version = 2;",
+        )
+        .unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let row = store.container(id).await.unwrap().unwrap();
+    assert_eq!(row.revision, 1);
+    let (pools, revisions) = store.load_pools_blocking().unwrap();
+    assert!(pools.is_empty() && revisions.is_empty());
+}

@@ -28,7 +28,7 @@ pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(120);
 /// moment ago answers 410 with its exit, not 502. (Docker may take a few hundred
 /// milliseconds to notice that a killed container's process is gone, and more
 /// on a loaded host; only failed requests wait.)
-const EXIT_GRACE: Duration = Duration::from_secs(3);
+const EXIT_GRACE: Duration = Duration::from_secs(5);
 
 /// How long after the runtime said the container ended the proxy still waits
 /// for its recorded end, which says more (out of memory, released...).
@@ -40,9 +40,13 @@ const EXIT_ASK_EVERY: Duration = Duration::from_millis(200);
 /// Why the container ended, if it has: its recorded end (which says the most:
 /// out of memory, released...), or else what the runtime says of it (asked
 /// every [`EXIT_ASK_EVERY`], then [`RECORD_GRACE`] for the record; the exit
-/// event that follows records it as usual). `None` when neither says so within
-/// [`EXIT_GRACE`]. Only failed requests pay for this.
-async fn dies(shared: &Shared, id: ContainerId) -> Option<String> {
+/// event that follows records it as usual). When neither says so within
+/// [`EXIT_GRACE`], `Err` with what the runtime last said, for the 502's detail.
+/// Only failed requests pay for this.
+async fn dies(shared: &Shared, id: ContainerId) -> Result<String, &'static str> {
+    use std::sync::atomic::{AtomicU8, Ordering};
+    // What the runtime last said: 0 nothing yet, 1 running, 2 an error.
+    let last = AtomicU8::new(0);
     let recorded = || match shared.app.registry.route(&id) {
         Some(Route::Gone { reason, .. }) => Some(reason.to_string()),
         None => Some("it ended".to_string()),
@@ -63,7 +67,14 @@ async fn dies(shared: &Shared, id: ContainerId) -> Option<String> {
             match shared.app.runtime.inspect(id, &handle).await {
                 Ok(Inspection::Exited { code }) => return Some(exited(code)),
                 Ok(Inspection::Gone) => return Some("it was removed".to_string()),
-                _ => tokio::time::sleep(EXIT_ASK_EVERY).await,
+                Ok(Inspection::Running) => {
+                    last.store(1, Ordering::Relaxed);
+                    tokio::time::sleep(EXIT_ASK_EVERY).await
+                }
+                Err(_) => {
+                    last.store(2, Ordering::Relaxed);
+                    tokio::time::sleep(EXIT_ASK_EVERY).await
+                }
             }
         }
     };
@@ -73,14 +84,19 @@ async fn dies(shared: &Shared, id: ContainerId) -> Option<String> {
             Some(said) = runtime_says => Err(said),
         }
     });
-    match first.await.ok()? {
-        Ok(reason) => Some(reason),
+    let Ok(first) = first.await else {
+        return Err(match last.load(Ordering::Relaxed) {
+            1 => "the runtime says it is running",
+            2 => "the runtime could not be asked",
+            _ => "the runtime did not answer in time",
+        });
+    };
+    match first {
+        Ok(reason) => Ok(reason),
         // The record usually follows within milliseconds, and says more.
-        Err(said) => Some(
-            tokio::time::timeout(RECORD_GRACE, until_recorded())
-                .await
-                .unwrap_or(said),
-        ),
+        Err(said) => Ok(tokio::time::timeout(RECORD_GRACE, until_recorded())
+            .await
+            .unwrap_or(said)),
     }
 }
 
@@ -138,17 +154,20 @@ pub async fn forward(
             Ok(Err(e)) => {
                 tracing::debug!(container_id = %id, error = %e, "upstream request failed");
                 // Refused or reset: most likely the container died a moment ago.
-                if let Some(reason) = dies(shared, id).await {
-                    return gone(&id.to_string(), &reason);
-                }
+                let runtime = match dies(shared, id).await {
+                    Ok(reason) => return gone(&id.to_string(), &reason),
+                    Err(runtime) => runtime,
+                };
                 if let Some(t) = crate::body::is_body_timeout(&e) {
                     return ApiError::body_timeout(t).into_response();
                 }
+                let error = warmpool_engine::error_chain(&e);
+                tracing::warn!(container_id = %id, error, runtime, "container did not answer");
                 return ApiError::new(
                     StatusCode::BAD_GATEWAY,
                     "container-unreachable",
                     "Bad Gateway",
-                    format!("container {id} did not answer"),
+                    format!("container {id} did not answer ({error}; {runtime})"),
                 )
                 .into_response();
             }
