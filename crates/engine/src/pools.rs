@@ -282,7 +282,11 @@ impl Engine {
         for spec in specs {
             let key = declared_key(&spec.name);
             let hash = declared_hash(spec);
-            let last = self.store.meta_blocking(&key).map_err(PoolError::Store)?;
+            let last = self
+                .store
+                .meta(key.clone())
+                .await
+                .map_err(PoolError::Store)?;
             if last.as_deref() == Some(hash.as_str()) {
                 continue;
             }
@@ -577,12 +581,10 @@ impl Engine {
             if c.stale_ready == 0 && c.stale_starting == 0 && c.updated_ready >= pool.target_total()
             {
                 due.push((pool.clone(), Ok(())));
-            } else if let Some(deadline) = pool
+            } else if pool
                 .rollout_started_at
-                .map(|t| t + pool.spec.progress_deadline)
-                .filter(|d| *d <= at)
+                .is_some_and(|t| t + pool.spec.progress_deadline <= at)
             {
-                let _ = deadline;
                 due.push((
                     pool.clone(),
                     Err(format!(

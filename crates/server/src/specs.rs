@@ -31,7 +31,14 @@ pub fn engine_config(config: &Config) -> EngineConfig {
 
 /// A pool as the engine runs it, its workload as `runtime` runs it: an image on
 /// the image runtimes; otherwise its command, or without one the sample app.
+/// Its env and targets are in key order, as a document's maps are, so that the
+/// same pool from a config file and from the API is the same spec (an env in
+/// another order is not a new template).
 pub fn pool_spec(config: &PoolConfig, runtime: RuntimeKind) -> PoolSpec {
+    let mut env = config.env.clone();
+    env.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut targets = config.targets.clone();
+    targets.sort_by_key(|(l, _)| l.to_string());
     let workload = match runtime {
         RuntimeKind::Docker | RuntimeKind::Kubernetes => Workload::Image {
             image: config.image.clone(),
@@ -45,7 +52,7 @@ pub fn pool_spec(config: &PoolConfig, runtime: RuntimeKind) -> PoolSpec {
         template: Arc::new(Template {
             workload,
             health_path: config.health_path.clone(),
-            env: config.env.clone(),
+            env,
             resources: Resources {
                 vcpu: config.vcpu,
                 memory_mib: config.memory_mib,
@@ -53,7 +60,7 @@ pub fn pool_spec(config: &PoolConfig, runtime: RuntimeKind) -> PoolSpec {
             },
             start_timeout: config.start_timeout,
         }),
-        targets: config.targets.clone(),
+        targets,
         batch_size: config.batch_size,
         batch_spacing: config.batch_spacing,
         max_lifetime: config.max_lifetime,
@@ -103,5 +110,32 @@ pub fn pool_settings(spec: &PoolSpec) -> PoolSettings {
         max_surge: Some(spec.max_surge.to_string()),
         rollout_failure_limit: Some(spec.rollout_failure_limit),
         progress_deadline: Some(spec.progress_deadline.as_secs_f64()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::pool_from_json;
+
+    #[test]
+    fn a_pool_read_back_from_its_settings_is_the_same_spec() {
+        for runtime in [RuntimeKind::Process, RuntimeKind::Docker] {
+            let config = Config::from_lookup(|k| match k {
+                "WARMPOOL_APP_ENV" => Some("B=1 A=2".into()),
+                "WARMPOOL_TARGETS" => Some("wnam=2,default=1,apac=3".into()),
+                "WARMPOOL_VCPU" => Some("0".into()),
+                _ => None,
+            })
+            .unwrap();
+            let spec = pool_spec(config.default_pool(), runtime);
+            let serde_json::Value::Object(settings) =
+                serde_json::to_value(pool_settings(&spec)).unwrap()
+            else {
+                panic!("settings are an object");
+            };
+            let again = pool_from_json(&spec.name, &settings).unwrap();
+            assert_eq!(pool_spec(&again, runtime), spec, "{runtime:?}");
+        }
     }
 }

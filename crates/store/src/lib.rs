@@ -196,13 +196,14 @@ impl Store {
     }
 
     /// A value of the `meta` table.
-    pub fn meta_blocking(&self, key: &str) -> Result<Option<String>, StoreError> {
-        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
+    pub async fn meta(&self, key: String) -> Result<Option<String>, StoreError> {
+        self.read(move |c| {
+            c.query_row("SELECT value FROM meta WHERE key = ?1", params![key], |r| {
                 r.get(0)
             })
-            .optional()?)
+            .optional()
+        })
+        .await
     }
 
     /// The last `limit` events of a pool, oldest first.

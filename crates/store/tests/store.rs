@@ -286,7 +286,11 @@ async fn pools_revisions_events_and_meta_are_written_together_and_read_back() {
     assert_eq!(pools, vec![failed]);
     assert_eq!(revisions, vec![revision(1), revision(2)]);
     assert_eq!(
-        store.meta_blocking("declared_pool.py").unwrap().as_deref(),
+        store
+            .meta("declared_pool.py".into())
+            .await
+            .unwrap()
+            .as_deref(),
         Some("abc")
     );
     let events = store.pool_events("py".into(), 10).await.unwrap();
