@@ -59,6 +59,11 @@ pub struct Observed {
     pub containers: Vec<ObservedContainer>,
     /// When the last batch of each pool was started.
     pub last_batch: BTreeMap<PoolKey, Timestamp>,
+    /// During a rollout, per pool: containers of its revision that became ready
+    /// and have not yet replaced a stale one. Each lets one stale ready
+    /// container stop, whatever the ready count (claims may hold it below the
+    /// target all along): the rollout itself never lowers it.
+    pub replacements: BTreeMap<PoolKey, u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -130,9 +135,10 @@ struct Supply {
 ///   acted upon: a starting or an unexpired allocated container is never touched;
 /// - a rollout (ready or starting containers of another revision than the
 ///   pool's) starts new ones first, up to target + surge containers in all, and
-///   stops a stale ready container only while the pool's ready count stays at
-///   or above its target: the ready count never falls below
-///   min(target, ready before) through the rollout's own stops.
+///   stops a stale ready container only for a new one that became ready (a
+///   replacement) or while the pool's ready count stays at or above its target:
+///   the ready count never falls below min(target, ready before) through the
+///   rollout's own stops.
 pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     let mut out = Plan::default();
     let wake = |t: Timestamp, out: &mut Plan| {
@@ -209,19 +215,26 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
                 out.actions.push(Action::Stop { id, reason });
             }
         };
-        // A rollout: stale ready containers stop, oldest first, only as far as
-        // the ready ones left (of any revision) stay at the target.
+        // A rollout: stale ready containers stop, oldest first, one for each
+        // new one that became ready, or as far as the ready ones left (of any
+        // revision) stay at the target.
         let ready = (s.ready.len() + s.stale_ready.len()) as u32;
+        let replacements = observed.replacements.get(&pool.key).copied().unwrap_or(0);
         let outdated = ready
             .saturating_sub(pool.target)
+            .max(replacements)
             .min(s.stale_ready.len() as u32);
         stop(&mut s.stale_ready, outdated, StopReason::Outdated, &mut out);
         let have = s.ready.len() as u32 + s.starting;
         let stale = s.stale_ready.len() as u32 + s.stale_starting;
-        if have > pool.target {
+        // During a rollout, each stale ready container left wants a replacement
+        // beyond the target: under steady claims the new ones never all sit
+        // ready at once, and the last stale ones would never go.
+        let want = pool.target + s.stale_ready.len() as u32;
+        if stale == 0 && have > pool.target {
             let surplus = (have - pool.target).min(s.ready.len() as u32);
             stop(&mut s.ready, surplus, StopReason::Surplus, &mut out);
-        } else if have < pool.target {
+        } else if have < want {
             // During a rollout the pool holds at most target + surge containers.
             let cap = if stale > 0 {
                 (pool.target + pool.surge).saturating_sub(have + stale)
@@ -242,7 +255,7 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
                 wake(t, &mut out);
                 continue;
             }
-            let count = pool.batch_size.min(pool.target - have).min(room).min(cap);
+            let count = pool.batch_size.min(want - have).min(room).min(cap);
             if count > 0 {
                 room -= count;
                 out.actions.push(Action::Launch {
@@ -250,7 +263,7 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
                     count,
                     revision: pool.revision,
                 });
-                if have + count < pool.target {
+                if have + count < want {
                     // The next batch is due one spacing from now.
                     wake(now + pool.spacing, &mut out);
                 }
@@ -535,6 +548,57 @@ mod tests {
     }
 
     #[test]
+    fn under_claims_each_new_ready_container_replaces_a_stale_one() {
+        // Claims hold the ready count below the target: 3 new ready (one was
+        // just claimed), its refill starting, 1 stale ready.
+        let mut d = Desired {
+            pools: vec![pool(Location::Default, 4, 10, 0)],
+            max_instances: 1000,
+        };
+        d.pools[0].revision = 1;
+        let mut o = Observed::default();
+        let stale = container(Location::Default, ContainerState::Ready, 0);
+        o.containers.push(stale.clone());
+        for at in 1..4 {
+            let mut c = container(Location::Default, ContainerState::Ready, at);
+            c.revision = 1;
+            o.containers.push(c);
+        }
+        let mut refill = container(Location::Default, ContainerState::Starting, 5);
+        refill.revision = 1;
+        o.containers.push(refill);
+        // Without a replacement the stale one stays (ready is not above target)...
+        let stops = |p: &Plan| {
+            p.actions
+                .iter()
+                .filter(|a| {
+                    matches!(
+                        a,
+                        Action::Stop {
+                            reason: StopReason::Outdated,
+                            ..
+                        }
+                    )
+                })
+                .count()
+        };
+        assert_eq!(stops(&plan(&d, &o, Timestamp(10))), 0);
+        // ...and one new container that became ready replaces it.
+        o.replacements.insert(key(Location::Default), 1);
+        let p = plan(&d, &o, Timestamp(10));
+        assert_eq!(
+            p.actions,
+            vec![Action::Stop {
+                id: stale.id,
+                reason: StopReason::Outdated
+            }]
+        );
+        // Never more stops than stale containers.
+        o.replacements.insert(key(Location::Default), 5);
+        assert_eq!(stops(&plan(&d, &o, Timestamp(10))), 1);
+    }
+
+    #[test]
     fn a_rollout_never_takes_the_ready_count_below_the_target_and_ends_with_only_new_ones() {
         for (target, surge, batch, before) in
             [(4, 1, 10, 4), (10, 3, 2, 10), (5, 2, 1, 3), (3, 5, 10, 3)]
@@ -608,6 +672,7 @@ mod tests {
             .prop_map(|(containers, last_batch)| Observed {
                 containers,
                 last_batch,
+                replacements: BTreeMap::new(),
             })
     }
 
@@ -719,10 +784,16 @@ mod tests {
                         let dp = d.pools.iter().find(|p| &p.key == key).unwrap();
                         prop_assert!(*count >= 1 && *count <= dp.batch_size);
                         prop_assert_eq!(*revision, dp.revision);
-                        prop_assert!(current_supply(&o, dp) + count <= dp.target);
-                        // During a rollout: at most target + surge in all.
-                        if supply(&o, key) > current_supply(&o, dp) {
-                            prop_assert!(supply(&o, key) + count <= dp.target + dp.surge);
+                        // Stops of the same plan come first.
+                        let stopped = p.actions.iter().filter(|a| matches!(a, Action::Stop { id, reason: StopReason::Outdated | StopReason::Surplus } if o.containers.iter().any(|c| c.id == *id && &c.key == key))).count() as u32;
+                        let stale = supply(&o, key) - current_supply(&o, dp);
+                        if stale == 0 {
+                            prop_assert!(current_supply(&o, dp) + count <= dp.target);
+                        } else {
+                            // During a rollout: at most target + surge in all,
+                            // and new ones for the target and each stale one.
+                            prop_assert!(supply(&o, key) - stopped + count <= dp.target + dp.surge);
+                            prop_assert!(current_supply(&o, dp) + count <= dp.target + stale);
                         }
                         if let Some(last) = o.last_batch.get(key) {
                             prop_assert!(*last + dp.spacing <= now);

@@ -578,7 +578,14 @@ impl Engine {
         let mut due = Vec::new();
         for pool in self.pool_set().list.iter().filter(|p| p.rolling_out()) {
             let c = self.registry.revision_counts(&pool.name, pool.revision);
-            if c.stale_ready == 0 && c.stale_starting == 0 && c.updated_ready >= pool.target_total()
+            // Complete: nothing stale left, and the new revision fills the target
+            // (claims may be holding some of it as refills, still starting), with
+            // at least one of it ready.
+            let target = pool.target_total();
+            if c.stale_ready == 0
+                && c.stale_starting == 0
+                && c.updated_ready + c.updated_starting >= target
+                && c.updated_ready >= target.min(1)
             {
                 due.push((pool.clone(), Ok(())));
             } else if pool

@@ -191,6 +191,48 @@ async fn a_rollout_under_continuous_claims_keeps_every_claim_warm_and_the_ready_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_completes_under_claims_that_never_pause() {
+    // Claims that never wait for the pool to refill hold its ready count below
+    // the target all along: each new container that becomes ready must still
+    // replace an old one, or the last old ones would never go.
+    const TARGET: u32 = 6;
+    let wp = InProc::start(&[("POOL_TARGET_INSTANCES", &TARGET.to_string())]).await;
+    let client = wp.client.clone();
+    wait_ready(&client, "default", TARGET, T).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let claimers: Vec<_> = (0..2)
+        .map(|_| {
+            let (client, stop) = (client.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let c = client.claim(&ClaimRequest::default()).await.unwrap();
+                    client.release(&c.id).await.unwrap();
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    client
+        .patch_pool_settings("default", &env_change("2"))
+        .await
+        .unwrap();
+    let done = wait_phase(&client, "default", "complete", T).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut claims = 0;
+    for c in claimers {
+        claims += c.await.unwrap();
+    }
+    assert!(claims >= 10, "too few claims: {claims}");
+    assert_eq!(done.rollout.stale_ready, 0);
+    wait_ready(&client, "default", TARGET, T).await;
+    let revisions = ready_revisions(&client, "default").await;
+    assert!(revisions.iter().all(|r| *r == 2), "{revisions:?}");
+    common::books_balance(wp.app(), T).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_revision_fails_its_rollout_while_the_old_one_serves_and_rollback_returns() {
     let wp = InProc::start(&[
         ("POOL_TARGET_INSTANCES", "3"),
