@@ -1,4 +1,4 @@
-//! The six scenarios of the benchmark. Each starts what it measures, measures it
+//! The seven scenarios of the benchmark. Each starts what it measures, measures it
 //! next to its baseline in the same run, reports rows and stops everything again.
 
 use std::collections::HashSet;
@@ -40,6 +40,11 @@ pub struct Params {
     pub scale_big: u64,
     pub scale_small: u64,
     pub scale_claims: u64,
+    /// Scenario 7: the pool rolled out, and the claims per second meanwhile.
+    pub rollout_pool: u64,
+    pub rollout_rate: f64,
+    /// Seconds of claims before the rollout (the refills settle).
+    pub rollout_warmup_secs: f64,
 }
 
 impl Params {
@@ -66,6 +71,9 @@ impl Params {
                 scale_big: 10_000,
                 scale_small: 100,
                 scale_claims: 200,
+                rollout_pool: 30,
+                rollout_rate: 20.0,
+                rollout_warmup_secs: 1.0,
             }
         } else {
             Params {
@@ -89,6 +97,9 @@ impl Params {
                 scale_big: 10_000,
                 scale_small: 100,
                 scale_claims: 1_000,
+                rollout_pool: 100,
+                rollout_rate: 50.0,
+                rollout_warmup_secs: 2.0,
             }
         }
     }
@@ -871,4 +882,351 @@ pub async fn scale(ctx: &mut Ctx, p: &Params) -> anyhow::Result<()> {
         lb.sorted_ms(),
     ));
     Ok(())
+}
+
+// ---------------------------------------------------------------- scenario 7
+
+/// The pool scenario 7 rolls out (the server's default pool).
+const ROLLOUT_POOL: &str = "default";
+/// How often scenario 7 reads `GET /v1/pools/{pool}`: the resolution of its
+/// durations and of the lowest ready count.
+const SAMPLE_EVERY: Duration = Duration::from_millis(20);
+
+/// `GET path` as JSON over `conn`.
+async fn get_json(conn: &mut Conn, path: &str) -> anyhow::Result<serde_json::Value> {
+    let a = conn.request(Method::GET, path, Bytes::new(), true).await?;
+    if !a.status.is_success() {
+        bail!(
+            "GET {path} answered {}: {}",
+            a.status,
+            String::from_utf8_lossy(&a.body)
+        );
+    }
+    Ok(serde_json::from_slice(&a.body)?)
+}
+
+/// `PATCH /v1/pools/{pool}` with `settings`; returns the answer
+/// (`PutPoolResponse`).
+async fn patch_pool(
+    conn: &mut Conn,
+    pool: &str,
+    settings: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let (status, answer) = conn
+        .json(Method::PATCH, &format!("/v1/pools/{pool}"), &settings)
+        .await?;
+    if !status.is_success() {
+        bail!("PATCH /v1/pools/{pool} {settings} answered {status}: {answer}");
+    }
+    Ok(answer)
+}
+
+/// Ready containers of a `PoolDetail`, every revision and location.
+fn ready_of(detail: &serde_json::Value) -> u64 {
+    detail["locations"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|l| l["ready"].as_u64()).sum())
+        .unwrap_or(0)
+}
+
+/// What [`watch_pool`] saw.
+struct Watched {
+    /// From `since` until the sample that met the condition was answered.
+    took: Duration,
+    /// The lowest ready count of the samples.
+    lowest_ready: u64,
+    samples: u64,
+}
+
+/// Reads the pool every [`SAMPLE_EVERY`] until `done` says it is done (or
+/// fails); fails after `within`.
+async fn watch_pool(
+    conn: &mut Conn,
+    pool: &str,
+    since: Instant,
+    within: Duration,
+    mut done: impl FnMut(&serde_json::Value) -> anyhow::Result<bool>,
+) -> anyhow::Result<Watched> {
+    let path = format!("/v1/pools/{pool}");
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut lowest_ready, mut samples) = (u64::MAX, 0);
+    loop {
+        tick.tick().await;
+        let detail = get_json(conn, &path).await?;
+        let took = since.elapsed();
+        samples += 1;
+        lowest_ready = lowest_ready.min(ready_of(&detail));
+        if done(&detail)? {
+            return Ok(Watched {
+                took,
+                lowest_ready,
+                samples,
+            });
+        }
+        if took > within {
+            bail!(
+                "not done after {within:?}: {}",
+                serde_json::json!({
+                    "rollout": detail["rollout"],
+                    "ready": ready_of(&detail),
+                })
+            );
+        }
+    }
+}
+
+/// The claims of an open-loop run that were due in a window.
+#[derive(Default)]
+struct Tally {
+    answered: u64,
+    warm: u64,
+    failed: u64,
+    latency: Samples,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    fn of(claims: &[load::ClaimRecord], from: Instant, len: Duration) -> Tally {
+        let mut t = Tally::default();
+        for c in claims
+            .iter()
+            .filter(|c| c.due >= from && c.due < from + len)
+        {
+            match &c.warm {
+                Ok(warm) => {
+                    t.answered += 1;
+                    t.warm += u64::from(*warm);
+                    t.latency.push(c.took);
+                }
+                Err(e) => {
+                    t.failed += 1;
+                    t.first_error.get_or_insert_with(|| e.clone());
+                }
+            }
+        }
+        t
+    }
+
+    fn warm_percent(&self) -> f64 {
+        100.0 * self.warm as f64 / self.answered.max(1) as f64
+    }
+}
+
+/// A pool of `rollout_pool` process containers, claimed at `rollout_rate` per
+/// second (each released once answered), rolls out a new revision (a changed
+/// `app_env`). Baselines in the same run: a plain fill of the same pool with
+/// the same batch settings (target 0 -> n), and the same claims for as long
+/// again once the rollout is complete.
+pub async fn rollout(ctx: &mut Ctx, p: &Params) -> anyhow::Result<()> {
+    let (n, rate, pool) = (p.rollout_pool, p.rollout_rate, ROLLOUT_POOL);
+    let sc = "7 rollout";
+    ctx.step(&format!("7 rollout: plain fill of {n} (process)"));
+    let mut settings = fill_settings("process", 0);
+    settings.push(("WARMPOOL_POOL", pool.into()));
+    let server = Server::spawn(&settings)?;
+    let mut conn = Conn::connect(server.addr).await?;
+    let detail = get_json(&mut conn, &format!("/v1/pools/{pool}")).await?;
+    let surge = detail["settings"]["max_surge"]
+        .as_str()
+        .unwrap_or("?")
+        .to_owned();
+    let t = Instant::now();
+    patch_pool(
+        &mut conn,
+        pool,
+        serde_json::json!({ "targets": { "default": n } }),
+    )
+    .await?;
+    let fill = watch_pool(&mut conn, pool, t, Duration::from_secs(300), |d| {
+        Ok(ready_of(d) >= n)
+    })
+    .await?;
+    settle().await;
+
+    ctx.step(&format!(
+        "7 rollout: claims at {rate}/s, then a new revision"
+    ));
+    let claims = load::OpenClaims::start(server.addr, rate);
+    tokio::time::sleep(Duration::from_secs_f64(p.rollout_warmup_secs)).await;
+    let before = ready_of(&get_json(&mut conn, &format!("/v1/pools/{pool}")).await?);
+    let t = Instant::now();
+    let answer = patch_pool(
+        &mut conn,
+        pool,
+        serde_json::json!({ "app_env": { "BENCH_REVISION": "2" } }),
+    )
+    .await?;
+    if answer["newRevision"] != serde_json::Value::Bool(true) {
+        bail!("changing app_env made no new revision: {answer}");
+    }
+    let revision = answer["pool"]["revision"]
+        .as_u64()
+        .context("PATCH answered no revision")?;
+    let roll = watch_pool(&mut conn, pool, t, Duration::from_secs(300), |d| {
+        let r = &d["rollout"];
+        match r["phase"].as_str() {
+            Some("failed") => bail!("the rollout failed: {}", r["error"]),
+            Some("complete") => Ok(r["revision"].as_u64() == Some(revision)),
+            _ => Ok(false),
+        }
+    })
+    .await?;
+
+    // The same claims for as long again, with no rollout.
+    let quiet_for = roll
+        .took
+        .clamp(Duration::from_secs(1), Duration::from_secs(30));
+    ctx.step(&format!(
+        "7 rollout: the same claims for {:.1} s without a rollout",
+        quiet_for.as_secs_f64()
+    ));
+    let t2 = Instant::now();
+    let quiet = watch_pool(
+        &mut conn,
+        pool,
+        t2,
+        quiet_for + Duration::from_secs(10),
+        |_| Ok(t2.elapsed() >= quiet_for),
+    )
+    .await?;
+    let result = claims.stop().await?;
+    server.stop();
+
+    let during = Tally::of(&result.claims, t, roll.took);
+    let after = Tally::of(&result.claims, t2, quiet.took);
+    for (what, tally) in [("during the rollout", &during), ("after it", &after)] {
+        if let Some(e) = &tally.first_error {
+            ctx.note(format!(
+                "7 rollout: {} claims {what} failed; the first: {e}",
+                tally.failed
+            ));
+        }
+    }
+    if result.release_errors > 0 {
+        ctx.note(format!(
+            "7 rollout: {} releases failed",
+            result.release_errors
+        ));
+    }
+    let load_text = format!("process pool {n}, {rate} claims/s");
+    ctx.rows.push(
+        Row::new(
+            sc,
+            format!(
+                "warm claims during the rollout: {} of {} answered, {} failed ({load_text})",
+                during.warm, during.answered, during.failed
+            ),
+        )
+        .value(during.warm_percent(), "% warm")
+        .goal(
+            "100% warm, no claim failed",
+            during.answered > 0 && during.warm == during.answered && during.failed == 0,
+        ),
+    );
+    ctx.rows.push(
+        Row::new(
+            sc,
+            format!(
+                "warm claims, same load, no rollout: {} of {} answered, {} failed",
+                after.warm, after.answered, after.failed
+            ),
+        )
+        .value(after.warm_percent(), "% warm"),
+    );
+    let (ds, qs) = (during.latency.summary(), after.latency.summary());
+    ctx.rows.push(
+        Row::new(sc, "claim latency during the rollout (from its tick)")
+            .latency(ds.clone())
+            .ratio(ds.median_ms / qs.median_ms, "x no rollout (p50)"),
+    );
+    ctx.rows.push(
+        Row::new(
+            sc,
+            format!(
+                "claim latency, same load, no rollout ({:.1} s after it)",
+                quiet.took.as_secs_f64()
+            ),
+        )
+        .latency(qs),
+    );
+    ctx.rows.push(
+        Row::new(
+            sc,
+            format!(
+                "lowest ready during the rollout (target {n}, {before} ready before; {} samples)",
+                roll.samples
+            ),
+        )
+        .value(roll.lowest_ready as f64, "ready")
+        .ratio(roll.lowest_ready as f64 / n as f64, "x target"),
+    );
+    ctx.rows.push(
+        Row::new(
+            sc,
+            format!(
+                "lowest ready, same load, no rollout ({} samples)",
+                quiet.samples
+            ),
+        )
+        .value(quiet.lowest_ready as f64, "ready")
+        .ratio(quiet.lowest_ready as f64 / n as f64, "x target"),
+    );
+    let (rs, fs) = (roll.took.as_secs_f64(), fill.took.as_secs_f64());
+    ctx.rows.push(
+        Row::new(
+            sc,
+            format!(
+                "rollout of {n} under load: PATCH app_env until phase complete (surge {surge})"
+            ),
+        )
+        .value(rs, "s")
+        .ratio(rs / fs, "x plain fill"),
+    );
+    ctx.rows.push(
+        Row::new(
+            sc,
+            format!("plain fill of {n}, no load: target 0 -> {n} until {n} ready (batch 10, no spacing)"),
+        )
+        .value(fs, "s"),
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::ClaimRecord;
+
+    #[test]
+    fn a_tally_counts_the_claims_due_in_its_window() {
+        let t0 = Instant::now();
+        let at = |ms: u64, warm: Result<bool, String>| ClaimRecord {
+            due: t0 + Duration::from_millis(ms),
+            took: Duration::from_millis(1),
+            warm,
+        };
+        let claims = [
+            at(0, Ok(true)),
+            at(100, Ok(true)),
+            at(200, Ok(false)),
+            at(300, Err("503".into())),
+            at(400, Ok(true)),
+        ];
+        let t = Tally::of(
+            &claims,
+            t0 + Duration::from_millis(100),
+            Duration::from_millis(200),
+        );
+        assert_eq!((t.answered, t.warm, t.failed), (2, 1, 0));
+        assert_eq!(t.warm_percent(), 50.0);
+        let t = Tally::of(
+            &claims,
+            t0 + Duration::from_millis(250),
+            Duration::from_millis(200),
+        );
+        assert_eq!((t.answered, t.warm, t.failed), (1, 1, 1));
+        assert_eq!(t.first_error.as_deref(), Some("503"));
+        assert_eq!(t.latency.len(), 1);
+    }
 }
