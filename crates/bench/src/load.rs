@@ -113,6 +113,11 @@ impl Conn {
         })
     }
 
+    /// The connection has ended (the server closed it, or it broke).
+    pub fn is_closed(&self) -> bool {
+        self.send.is_closed()
+    }
+
     pub async fn get(&mut self, path: &str) -> anyhow::Result<Answer> {
         self.request(Method::GET, path, Bytes::new(), false).await
     }
@@ -184,7 +189,7 @@ impl OpenClaims {
     pub fn start(addr: SocketAddr, per_second: f64) -> OpenClaims {
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let ticker = tokio::spawn(async move {
-            let idle: Arc<Mutex<Vec<Conn>>> = Arc::default();
+            let idle: Arc<Mutex<Vec<(Instant, Conn)>>> = Arc::default();
             let records: Arc<Mutex<OpenClaimsResult>> = Arc::default();
             let mut tasks = tokio::task::JoinSet::new();
             let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_second));
@@ -225,19 +230,29 @@ impl OpenClaims {
     }
 }
 
+/// Idle connections older than this are not reused (warmpool closes idle
+/// keep-alive connections after its header timeout, 30 s by default: a claim
+/// must not fail because its connection was closed while it sat unused).
+const MAX_IDLE: Duration = Duration::from_secs(5);
+
 /// One claim of an open-loop run, due at `due`, and its release; the second
 /// value is true if the release failed.
 async fn open_claim(
     addr: SocketAddr,
     due: Instant,
-    idle: &Mutex<Vec<Conn>>,
+    idle: &Mutex<Vec<(Instant, Conn)>>,
 ) -> (ClaimRecord, bool) {
     let failed = |e: anyhow::Error| ClaimRecord {
         due,
         took: due.elapsed(),
         warm: Err(format!("{e:#}")),
     };
-    let taken = idle.lock().expect("not poisoned").pop();
+    let taken = {
+        let mut idle = idle.lock().expect("not poisoned");
+        // The most recently used first; the stale ones are dropped.
+        idle.retain(|(since, c)| since.elapsed() < MAX_IDLE && !c.is_closed());
+        idle.pop().map(|(_, c)| c)
+    };
     let mut conn = match taken {
         Some(c) => c,
         None => match Conn::connect(addr).await {
@@ -261,7 +276,9 @@ async fn open_claim(
         .await;
     let release_failed = !matches!(&released, Ok(a) if a.status.is_success());
     if released.is_ok() {
-        idle.lock().expect("not poisoned").push(conn);
+        idle.lock()
+            .expect("not poisoned")
+            .push((Instant::now(), conn));
     }
     (record, release_failed)
 }
