@@ -1,6 +1,7 @@
 //! `warmpool bench`: one command that measures what warmpool exists for (claim
 //! latency and throughput, warm vs cold starts, proxy overhead, fill rate, memory
-//! and latency at scale), each next to a baseline measured in the same run.
+//! and latency at scale, a rollout under load), each next to a baseline measured
+//! in the same run.
 //!
 //! It starts its own warmpool servers by running this very binary with `serve`
 //! (so `cargo run --release -- bench` measures the release build), each on
@@ -36,12 +37,40 @@ pub struct BenchArgs {
     /// Where to write the SVG charts.
     #[arg(long, value_name = "DIR", default_value = "target/bench")]
     pub svg_dir: PathBuf,
-    /// Run only these scenarios (comma separated numbers, e.g. 1,4).
-    #[arg(long, value_delimiter = ',', value_name = "N,...")]
+    /// Run only these scenarios: comma separated numbers or names, e.g. 1,4 or
+    /// rollout (warm-claim, throughput, warm-vs-cold, proxy, fill, scale,
+    /// rollout).
+    #[arg(long, value_delimiter = ',', value_name = "N,...", value_parser = scenario_number)]
     pub only: Vec<u8>,
     /// Skip the Docker cases even when a Docker Engine is available.
     #[arg(long)]
     pub no_docker: bool,
+}
+
+/// The scenarios: their numbers and the names `--only` takes as well.
+pub const SCENARIOS: &[(u8, &str)] = &[
+    (1, "warm-claim"),
+    (2, "throughput"),
+    (3, "warm-vs-cold"),
+    (4, "proxy"),
+    (5, "fill"),
+    (6, "scale"),
+    (7, "rollout"),
+];
+
+/// A scenario's number, from its number or its name.
+fn scenario_number(s: &str) -> Result<u8, String> {
+    SCENARIOS
+        .iter()
+        .find(|(n, name)| *name == s || s.parse() == Ok(*n))
+        .map(|(n, _)| *n)
+        .ok_or_else(|| {
+            let names: Vec<String> = SCENARIOS
+                .iter()
+                .map(|(n, name)| format!("{n} {name}"))
+                .collect();
+            format!("no scenario {s:?}; they are: {}", names.join(", "))
+        })
 }
 
 /// State of one run: options, results, and the progress bar.
@@ -95,6 +124,9 @@ fn steps(p: &Params, only: &dyn Fn(u8) -> bool) -> u64 {
     }
     if only(6) {
         n += 2;
+    }
+    if only(7) {
+        n += 3;
     }
     n
 }
@@ -186,6 +218,11 @@ async fn run_async(args: &BenchArgs, json: bool) -> anyhow::Result<i32> {
             scenario!(4, "proxy overhead", scenarios::proxy(&mut ctx, &p).await);
             scenario!(5, "fill rate", scenarios::fill(&mut ctx, &p).await);
             scenario!(6, "scale", scenarios::scale(&mut ctx, &p).await);
+            scenario!(
+                7,
+                "rollout under load",
+                scenarios::rollout(&mut ctx, &p).await
+            );
         };
         tokio::select! {
             _ = all => false,
@@ -278,4 +315,18 @@ async fn run_async(args: &BenchArgs, json: bool) -> anyhow::Result<i32> {
         print!("{report_json}");
     }
     Ok(if failed > 0 { 1 } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scenarios_are_selected_by_number_or_name() {
+        assert_eq!(scenario_number("7"), Ok(7));
+        assert_eq!(scenario_number("rollout"), Ok(7));
+        assert_eq!(scenario_number("1"), Ok(1));
+        assert!(scenario_number("8").is_err());
+        assert!(scenario_number("roll").is_err());
+    }
 }

@@ -3,6 +3,7 @@
 //! comparison, and a WebSocket echo round trip.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -61,6 +62,33 @@ impl Conn {
             .uri(path)
             .header(http::header::HOST, &self.host)
             .body(Full::new(body))?;
+        self.send_request(req, keep).await
+    }
+
+    /// Sends `body` as `application/json`; returns the status and the answer's
+    /// JSON (`null` if it is not JSON).
+    pub async fn json(
+        &mut self,
+        method: Method,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> anyhow::Result<(StatusCode, serde_json::Value)> {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(http::header::HOST, &self.host)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
+        let a = self.send_request(req, true).await?;
+        let v = serde_json::from_slice(&a.body).unwrap_or(serde_json::Value::Null);
+        Ok((a.status, v))
+    }
+
+    async fn send_request(
+        &mut self,
+        req: Request<Full<Bytes>>,
+        keep: bool,
+    ) -> anyhow::Result<Answer> {
         self.send.ready().await?;
         let started = Instant::now();
         let resp = self.send.send_request(req).await?;
@@ -83,6 +111,11 @@ impl Conn {
             body: kept.freeze(),
             length,
         })
+    }
+
+    /// The connection has ended (the server closed it, or it broke).
+    pub fn is_closed(&self) -> bool {
+        self.send.is_closed()
     }
 
     pub async fn get(&mut self, path: &str) -> anyhow::Result<Answer> {
@@ -119,6 +152,143 @@ pub async fn claim(conn: &mut Conn) -> anyhow::Result<Claim> {
         warm: v["warm"].as_bool().unwrap_or(false),
         took,
     })
+}
+
+/// One claim of an open-loop run ([`OpenClaims`]).
+#[derive(Clone, Debug)]
+pub struct ClaimRecord {
+    /// When the claim was due (its tick): latency counts from here, so a slow
+    /// answer cannot hide the claims queued behind it.
+    pub due: Instant,
+    /// From `due` until the answer (or the failure).
+    pub took: Duration,
+    /// `Ok(warm)` when answered with an id, `Err(why)` when the claim failed.
+    pub warm: Result<bool, String>,
+}
+
+/// What an open-loop run saw.
+#[derive(Debug, Default)]
+pub struct OpenClaimsResult {
+    pub claims: Vec<ClaimRecord>,
+    /// Releases (`DELETE /v1/containers/{id}`) that failed.
+    pub release_errors: u64,
+}
+
+/// Claims at a fixed rate, open loop: a ticker starts each claim on its own
+/// task whether or not the earlier ones have been answered. Each claim takes an
+/// idle keep-alive connection (or opens one), claims with [`claim`], and
+/// releases the container as soon as the claim is answered, so that the host
+/// holds only the few claimed at a time. Dropped without [`OpenClaims::stop`],
+/// the ticker and every claim in flight are aborted.
+pub struct OpenClaims {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    ticker: Option<tokio::task::JoinHandle<OpenClaimsResult>>,
+}
+
+impl OpenClaims {
+    pub fn start(addr: SocketAddr, per_second: f64) -> OpenClaims {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let ticker = tokio::spawn(async move {
+            let idle: Arc<Mutex<Vec<(Instant, Conn)>>> = Arc::default();
+            let records: Arc<Mutex<OpenClaimsResult>> = Arc::default();
+            let mut tasks = tokio::task::JoinSet::new();
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_second));
+            // Late ticks fire at once: the rate holds on average.
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            loop {
+                let due = tokio::select! {
+                    t = tick.tick() => t.into_std(),
+                    _ = &mut stopped => break,
+                };
+                while tasks.try_join_next().is_some() {}
+                let (idle, records) = (idle.clone(), records.clone());
+                tasks.spawn(async move {
+                    let (record, release_failed) = open_claim(addr, due, &idle).await;
+                    let mut r = records.lock().expect("not poisoned");
+                    r.claims.push(record);
+                    r.release_errors += u64::from(release_failed);
+                });
+            }
+            while tasks.join_next().await.is_some() {}
+            let all = std::mem::take(&mut *records.lock().expect("not poisoned"));
+            all
+        });
+        OpenClaims {
+            stop: Some(stop),
+            ticker: Some(ticker),
+        }
+    }
+
+    /// Stops the ticker, waits for the claims in flight (and their releases),
+    /// and returns every claim, in no particular order.
+    pub async fn stop(mut self) -> anyhow::Result<OpenClaimsResult> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let ticker = self.ticker.take().expect("stopped once");
+        Ok(ticker.await?)
+    }
+}
+
+/// Idle connections older than this are not reused (warmpool closes idle
+/// keep-alive connections after its header timeout, 30 s by default: a claim
+/// must not fail because its connection was closed while it sat unused).
+const MAX_IDLE: Duration = Duration::from_secs(5);
+
+/// One claim of an open-loop run, due at `due`, and its release; the second
+/// value is true if the release failed.
+async fn open_claim(
+    addr: SocketAddr,
+    due: Instant,
+    idle: &Mutex<Vec<(Instant, Conn)>>,
+) -> (ClaimRecord, bool) {
+    let failed = |e: anyhow::Error| ClaimRecord {
+        due,
+        took: due.elapsed(),
+        warm: Err(format!("{e:#}")),
+    };
+    let taken = {
+        let mut idle = idle.lock().expect("not poisoned");
+        // The most recently used first; the stale ones are dropped.
+        idle.retain(|(since, c)| since.elapsed() < MAX_IDLE && !c.is_closed());
+        idle.pop().map(|(_, c)| c)
+    };
+    let mut conn = match taken {
+        Some(c) => c,
+        None => match Conn::connect(addr).await {
+            Ok(c) => c,
+            Err(e) => return (failed(e), false),
+        },
+    };
+    // A connection whose claim failed is not reused.
+    let c = match claim(&mut conn).await {
+        Ok(c) => c,
+        Err(e) => return (failed(e), false),
+    };
+    let record = ClaimRecord {
+        due,
+        took: due.elapsed(),
+        warm: Ok(c.warm),
+    };
+    let path = format!("/v1/containers/{}", c.id);
+    let released = conn
+        .request(Method::DELETE, &path, Bytes::new(), false)
+        .await;
+    let release_failed = !matches!(&released, Ok(a) if a.status.is_success());
+    if released.is_ok() {
+        idle.lock()
+            .expect("not poisoned")
+            .push((Instant::now(), conn));
+    }
+    (record, release_failed)
+}
+
+impl Drop for OpenClaims {
+    fn drop(&mut self) {
+        if let Some(t) = &self.ticker {
+            t.abort();
+        }
+    }
 }
 
 /// Result of a closed-loop load run.

@@ -1,4 +1,4 @@
-//! The six scenarios of the benchmark. Each starts what it measures, measures it
+//! The seven scenarios of the benchmark. Each starts what it measures, measures it
 //! next to its baseline in the same run, reports rows and stops everything again.
 
 use std::collections::HashSet;
@@ -40,6 +40,15 @@ pub struct Params {
     pub scale_big: u64,
     pub scale_small: u64,
     pub scale_claims: u64,
+    /// Scenario 7: the pool rolled out, and the claims per second meanwhile.
+    pub rollout_pool: u64,
+    pub rollout_rate: f64,
+    /// Seconds of claims before the first rollout (the refills settle).
+    pub rollout_warmup_secs: f64,
+    /// Rollouts in a row under the same claims, and plain fills before them.
+    pub rollout_rounds: usize,
+    /// Seconds a rollout has to complete before the scenario fails.
+    pub rollout_deadline_secs: u64,
 }
 
 impl Params {
@@ -66,6 +75,11 @@ impl Params {
                 scale_big: 10_000,
                 scale_small: 100,
                 scale_claims: 200,
+                rollout_pool: 30,
+                rollout_rate: 20.0,
+                rollout_warmup_secs: 1.0,
+                rollout_rounds: 2,
+                rollout_deadline_secs: 60,
             }
         } else {
             Params {
@@ -89,6 +103,11 @@ impl Params {
                 scale_big: 10_000,
                 scale_small: 100,
                 scale_claims: 1_000,
+                rollout_pool: 100,
+                rollout_rate: 50.0,
+                rollout_warmup_secs: 2.0,
+                rollout_rounds: 3,
+                rollout_deadline_secs: 120,
             }
         }
     }
@@ -871,4 +890,501 @@ pub async fn scale(ctx: &mut Ctx, p: &Params) -> anyhow::Result<()> {
         lb.sorted_ms(),
     ));
     Ok(())
+}
+
+// ---------------------------------------------------------------- scenario 7
+
+/// The pool scenario 7 rolls out (the server's default pool).
+const ROLLOUT_POOL: &str = "default";
+/// How often scenario 7 reads `GET /v1/pools/{pool}`: the resolution of its
+/// durations and of the lowest ready count.
+const SAMPLE_EVERY: Duration = Duration::from_millis(20);
+
+/// `GET path` as JSON over `conn`.
+async fn get_json(conn: &mut Conn, path: &str) -> anyhow::Result<serde_json::Value> {
+    let a = conn.request(Method::GET, path, Bytes::new(), true).await?;
+    if !a.status.is_success() {
+        bail!(
+            "GET {path} answered {}: {}",
+            a.status,
+            String::from_utf8_lossy(&a.body)
+        );
+    }
+    Ok(serde_json::from_slice(&a.body)?)
+}
+
+/// `PATCH /v1/pools/{pool}` with `settings`; returns the answer
+/// (`PutPoolResponse`).
+async fn patch_pool(
+    conn: &mut Conn,
+    pool: &str,
+    settings: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let (status, answer) = conn
+        .json(Method::PATCH, &format!("/v1/pools/{pool}"), &settings)
+        .await?;
+    if !status.is_success() {
+        bail!("PATCH /v1/pools/{pool} {settings} answered {status}: {answer}");
+    }
+    Ok(answer)
+}
+
+/// Ready containers of a `PoolDetail`, every revision and location.
+fn ready_of(detail: &serde_json::Value) -> u64 {
+    detail["locations"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|l| l["ready"].as_u64()).sum())
+        .unwrap_or(0)
+}
+
+/// What [`watch_pool`] saw.
+struct Watched {
+    /// From `since` until the sample that met the condition was answered (or
+    /// until the last sample, if it was never met).
+    took: Duration,
+    /// The condition was met (otherwise `within` ran out).
+    done: bool,
+    /// The lowest ready count of the samples.
+    lowest_ready: u64,
+    samples: u64,
+    /// The last sample: the rollout's status and the ready count.
+    last: serde_json::Value,
+}
+
+impl Watched {
+    /// Fails unless the condition was met.
+    fn done(self, what: &str) -> anyhow::Result<Watched> {
+        if !self.done {
+            bail!(
+                "{what}: not done after {:.1} s: {}",
+                self.took.as_secs_f64(),
+                self.last
+            );
+        }
+        Ok(self)
+    }
+}
+
+/// Reads the pool every [`SAMPLE_EVERY`] until `done` says it is done (or
+/// fails) or `within` has passed.
+async fn watch_pool(
+    conn: &mut Conn,
+    pool: &str,
+    since: Instant,
+    within: Duration,
+    mut done: impl FnMut(&serde_json::Value) -> anyhow::Result<bool>,
+) -> anyhow::Result<Watched> {
+    let path = format!("/v1/pools/{pool}");
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut lowest_ready, mut samples) = (u64::MAX, 0);
+    loop {
+        tick.tick().await;
+        let detail = get_json(conn, &path).await?;
+        let took = since.elapsed();
+        samples += 1;
+        lowest_ready = lowest_ready.min(ready_of(&detail));
+        let met = done(&detail)?;
+        if met || took > within {
+            return Ok(Watched {
+                took,
+                done: met,
+                lowest_ready,
+                samples,
+                last: serde_json::json!({
+                    "rollout": detail["rollout"],
+                    "ready": ready_of(&detail),
+                }),
+            });
+        }
+    }
+}
+
+/// The claims of an open-loop run that were due in a window.
+#[derive(Default)]
+struct Tally {
+    answered: u64,
+    warm: u64,
+    failed: u64,
+    latency: Samples,
+    first_error: Option<String>,
+}
+
+impl Tally {
+    /// The claims due in any of `windows` (start, length; half-open).
+    fn of(claims: &[load::ClaimRecord], windows: &[(Instant, Duration)]) -> Tally {
+        let mut t = Tally::default();
+        let due_in = |c: &&load::ClaimRecord| {
+            windows
+                .iter()
+                .any(|(from, len)| c.due >= *from && c.due < *from + *len)
+        };
+        for c in claims.iter().filter(due_in) {
+            match &c.warm {
+                Ok(warm) => {
+                    t.answered += 1;
+                    t.warm += u64::from(*warm);
+                    t.latency.push(c.took);
+                }
+                Err(e) => {
+                    t.failed += 1;
+                    t.first_error.get_or_insert_with(|| e.clone());
+                }
+            }
+        }
+        t
+    }
+
+    fn warm_percent(&self) -> f64 {
+        100.0 * self.warm as f64 / self.answered.max(1) as f64
+    }
+}
+
+/// Batch spacing of scenario 7's pool (its batch size is 10): small, but not
+/// 0, so that both the fill and the rollout go at the pace of their batches.
+const ROLLOUT_SPACING_SECS: f64 = 0.1;
+
+fn secs_range(v: &[f64]) -> String {
+    let (lo, hi) = v.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), x| {
+        (lo.min(*x), hi.max(*x))
+    });
+    format!("{lo:.2}-{hi:.2} s")
+}
+
+/// A pool of `rollout_pool` process containers, claimed at `rollout_rate` per
+/// second (each released once answered), rolls out a new revision (a changed
+/// `app_env`), `rollout_rounds` times in a row. Baselines in the same run: as
+/// many plain fills of the same pool with the same batch settings (target
+/// 0 -> n, no claims), and the same claims for as long again once the last
+/// rollout is complete.
+pub async fn rollout(ctx: &mut Ctx, p: &Params) -> anyhow::Result<()> {
+    let (n, rate, pool) = (p.rollout_pool, p.rollout_rate, ROLLOUT_POOL);
+    let rounds = p.rollout_rounds.max(1);
+    let sc = "7 rollout";
+    let detail_path = format!("/v1/pools/{pool}");
+    ctx.step(&format!("7 rollout: {rounds} plain fills of {n} (process)"));
+    let server = Server::spawn(&[
+        ("WARMPOOL_RUNTIME", "process".into()),
+        ("WARMPOOL_POOL", pool.into()),
+        ("POOL_TARGET_INSTANCES", "0".into()),
+        ("POOL_BATCH_SIZE", "10".into()),
+        (
+            "POOL_BATCH_SPACING_IN_SECONDS",
+            ROLLOUT_SPACING_SECS.to_string(),
+        ),
+        ("WARMPOOL_START_TIMEOUT_SECONDS", "120".into()),
+    ])?;
+    let mut conn = Conn::connect(server.addr).await?;
+    let detail = get_json(&mut conn, &detail_path).await?;
+    let surge = detail["settings"]["max_surge"]
+        .as_str()
+        .unwrap_or("?")
+        .to_owned();
+    let mut fills = Vec::new();
+    for round in 0..rounds {
+        if round > 0 {
+            // Back to an empty pool: every ready container stopped.
+            let t = Instant::now();
+            patch_pool(
+                &mut conn,
+                pool,
+                serde_json::json!({ "targets": { "default": 0 } }),
+            )
+            .await?;
+            watch_pool(&mut conn, pool, t, Duration::from_secs(60), |d| {
+                let starting: u64 = d["locations"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|l| l["starting"].as_u64()).sum())
+                    .unwrap_or(0);
+                Ok(ready_of(d) == 0 && starting == 0)
+            })
+            .await?
+            .done("emptying the pool")?;
+            settle().await;
+        }
+        let t = Instant::now();
+        patch_pool(
+            &mut conn,
+            pool,
+            serde_json::json!({ "targets": { "default": n } }),
+        )
+        .await?;
+        let fill = watch_pool(&mut conn, pool, t, Duration::from_secs(300), |d| {
+            Ok(ready_of(d) >= n)
+        })
+        .await?
+        .done("plain fill")?;
+        fills.push(fill.took.as_secs_f64());
+    }
+    settle().await;
+
+    ctx.step(&format!(
+        "7 rollout: claims at {rate}/s, {rounds} rollouts in a row"
+    ));
+    let claims = load::OpenClaims::start(server.addr, rate);
+    tokio::time::sleep(Duration::from_secs_f64(p.rollout_warmup_secs)).await;
+    let (mut windows, mut durations, mut befores) = (Vec::new(), Vec::new(), Vec::new());
+    // Until at most one, and until no ready container of the old revision.
+    let (mut all_but_one, mut replaced) = (Vec::new(), Vec::new());
+    let (mut lowest, mut samples) = (u64::MAX, 0);
+    let deadline = Duration::from_secs(p.rollout_deadline_secs);
+    // The rollout that did not complete in time, if one did not.
+    let mut stuck: Option<String> = None;
+    let mut old_stayed = false;
+    for round in 0..rounds {
+        if round > 0 {
+            // The refills of the last rollout's claims settle.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        befores.push(ready_of(&get_json(&mut conn, &detail_path).await?).to_string());
+        let t = Instant::now();
+        let answer = patch_pool(
+            &mut conn,
+            pool,
+            serde_json::json!({ "app_env": { "BENCH_REVISION": (round + 2).to_string() } }),
+        )
+        .await?;
+        if answer["newRevision"] != serde_json::Value::Bool(true) {
+            bail!("changing app_env made no new revision: {answer}");
+        }
+        let revision = answer["pool"]["revision"]
+            .as_u64()
+            .context("PATCH answered no revision")?;
+        // When the samples first show at most one, and no ready container of an
+        // older revision.
+        let (mut one_left, mut old_gone): (Option<Duration>, Option<Duration>) = (None, None);
+        let roll = watch_pool(&mut conn, pool, t, deadline, |d| {
+            let r = &d["rollout"];
+            let current = r["revision"].as_u64() == Some(revision);
+            let stale = r["staleReady"].as_u64().unwrap_or(u64::MAX);
+            if current && stale <= 1 {
+                one_left.get_or_insert_with(|| t.elapsed());
+            }
+            if current && stale == 0 {
+                old_gone.get_or_insert_with(|| t.elapsed());
+            }
+            match r["phase"].as_str() {
+                Some("failed") => bail!("the rollout failed: {}", r["error"]),
+                Some("complete") => Ok(current),
+                _ => Ok(false),
+            }
+        })
+        .await?;
+        windows.push((t, roll.took));
+        durations.push(roll.took.as_secs_f64());
+        // Not gone by the deadline: the deadline stands for it (a lower bound).
+        old_stayed |= old_gone.is_none();
+        replaced.push(old_gone.unwrap_or(roll.took).as_secs_f64());
+        all_but_one.push(one_left.unwrap_or(roll.took).as_secs_f64());
+        lowest = lowest.min(roll.lowest_ready);
+        samples += roll.samples;
+        if !roll.done {
+            stuck = Some(format!(
+                "rollout {} of {rounds} not complete after {} s (last sample: {})",
+                round + 1,
+                deadline.as_secs(),
+                roll.last
+            ));
+            break;
+        }
+    }
+
+    // The same claims for as long again, with no rollout.
+    let total: Duration = windows.iter().map(|(_, d)| *d).sum();
+    let quiet_for = total.clamp(Duration::from_secs(1), Duration::from_secs(30));
+    ctx.step(&format!(
+        "7 rollout: the same claims for {:.1} s without a rollout",
+        quiet_for.as_secs_f64()
+    ));
+    let t2 = Instant::now();
+    let quiet = watch_pool(
+        &mut conn,
+        pool,
+        t2,
+        quiet_for + Duration::from_secs(10),
+        |_| Ok(t2.elapsed() >= quiet_for),
+    )
+    .await?;
+    let result = claims.stop().await?;
+    server.stop();
+
+    let during = Tally::of(&result.claims, &windows);
+    let after = Tally::of(&result.claims, &[(t2, quiet.took)]);
+    for (what, tally) in [("during the rollouts", &during), ("after them", &after)] {
+        if let Some(e) = &tally.first_error {
+            ctx.note(format!(
+                "7 rollout: {} claims {what} failed; the first: {e}",
+                tally.failed
+            ));
+        }
+    }
+    if result.release_errors > 0 {
+        ctx.note(format!(
+            "7 rollout: {} releases failed",
+            result.release_errors
+        ));
+    }
+    let load_text = format!("process pool {n}, {rate} claims/s");
+    ctx.rows.push(
+        Row::new(
+            sc,
+            format!(
+                "warm claims during {}: {} of {} answered, {} failed ({load_text})",
+                match windows.len() {
+                    1 => "the rollout".to_owned(),
+                    k => format!("{k} rollouts"),
+                },
+                during.warm,
+                during.answered,
+                during.failed
+            ),
+        )
+        .value(during.warm_percent(), "% warm")
+        .goal(
+            "100% warm, no claim failed",
+            during.answered > 0 && during.warm == during.answered && during.failed == 0,
+        ),
+    );
+    ctx.rows.push(
+        Row::new(
+            sc,
+            format!(
+                "warm claims, same load, no rollout: {} of {} answered, {} failed",
+                after.warm, after.answered, after.failed
+            ),
+        )
+        .value(after.warm_percent(), "% warm"),
+    );
+    let (ds, qs) = (during.latency.summary(), after.latency.summary());
+    ctx.rows.push(
+        Row::new(sc, "claim latency during the rollouts (from its tick)")
+            .latency(ds.clone())
+            .ratio(ds.median_ms / qs.median_ms, "x no rollout (p50)"),
+    );
+    ctx.rows.push(
+        Row::new(
+            sc,
+            format!(
+                "claim latency, same load, no rollout ({:.1} s after them)",
+                quiet.took.as_secs_f64()
+            ),
+        )
+        .latency(qs),
+    );
+    ctx.rows.push(
+        Row::new(
+            sc,
+            format!(
+                "lowest ready during the rollouts (target {n}; ready before each: {}; {samples} samples)",
+                befores.join(", ")
+            ),
+        )
+        .value(lowest as f64, "ready")
+        .ratio(lowest as f64 / n as f64, "x target"),
+    );
+    ctx.rows.push(
+        Row::new(
+            sc,
+            format!(
+                "lowest ready, same load, no rollout ({} samples)",
+                quiet.samples
+            ),
+        )
+        .value(quiet.lowest_ready as f64, "ready")
+        .ratio(quiet.lowest_ready as f64 / n as f64, "x target"),
+    );
+    let (rm, gm, fm) = (median(&durations), median(&replaced), median(&fills));
+    let done = durations.len();
+    let om = median(&all_but_one);
+    ctx.rows.push(
+        Row::new(
+            sc,
+            format!(
+                "rollout of {n} under load: PATCH app_env until at most 1 ready container of the old revision: median of {done}, {}",
+                secs_range(&all_but_one)
+            ),
+        )
+        .value(om, "s")
+        .ratio(om / fm, "x plain fill"),
+    );
+    ctx.rows.push(
+        Row::new(
+            sc,
+            format!(
+                "rollout of {n} under load: PATCH app_env until no ready container of the old revision: median of {done}, {}{}",
+                secs_range(&replaced),
+                if old_stayed { "; the old revision still ready at the deadline" } else { "" }
+            ),
+        )
+        .value(gm, "s")
+        .ratio(gm / fm, "x plain fill"),
+    );
+    let incomplete = match &stuck {
+        Some(_) => format!(
+            "; rollout {done} NOT complete after {} s",
+            deadline.as_secs()
+        ),
+        None => String::new(),
+    };
+    ctx.rows.push(
+        Row::new(
+            sc,
+            format!(
+                "rollout of {n} under load: PATCH app_env until phase complete (surge {surge}): median of {done}, {}{incomplete}",
+                secs_range(&durations)
+            ),
+        )
+        .value(rm, "s")
+        .ratio(rm / fm, "x plain fill")
+        .goal(
+            &format!("complete within {} s", deadline.as_secs()),
+            stuck.is_none(),
+        ),
+    );
+    ctx.rows.push(
+        Row::new(
+            sc,
+            format!(
+                "plain fill of {n}, no load, target 0 -> {n} until {n} ready (batch 10, spacing {ROLLOUT_SPACING_SECS} s): median of {rounds}, {}",
+                secs_range(&fills)
+            ),
+        )
+        .value(fm, "s"),
+    );
+    if let Some(stuck) = stuck {
+        bail!("{stuck}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::load::ClaimRecord;
+
+    #[test]
+    fn a_tally_counts_the_claims_due_in_its_windows() {
+        let t0 = Instant::now();
+        let at = |ms: u64, warm: Result<bool, String>| ClaimRecord {
+            due: t0 + Duration::from_millis(ms),
+            took: Duration::from_millis(1),
+            warm,
+        };
+        let claims = [
+            at(0, Ok(true)),
+            at(100, Ok(true)),
+            at(200, Ok(false)),
+            at(300, Err("503".into())),
+            at(400, Ok(true)),
+        ];
+        let ms = Duration::from_millis;
+        let t = Tally::of(&claims, &[(t0 + ms(100), ms(200))]);
+        assert_eq!((t.answered, t.warm, t.failed), (2, 1, 0));
+        assert_eq!(t.warm_percent(), 50.0);
+        // Two windows; each is half-open.
+        let t = Tally::of(&claims, &[(t0 + ms(250), ms(100)), (t0 + ms(400), ms(1))]);
+        assert_eq!((t.answered, t.warm, t.failed), (1, 1, 1));
+        assert_eq!(t.first_error.as_deref(), Some("503"));
+        assert_eq!(t.latency.len(), 1);
+    }
 }
