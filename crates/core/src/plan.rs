@@ -59,11 +59,6 @@ pub struct Observed {
     pub containers: Vec<ObservedContainer>,
     /// When the last batch of each pool was started.
     pub last_batch: BTreeMap<PoolKey, Timestamp>,
-    /// During a rollout, per pool: containers of its revision that became ready
-    /// and have not yet replaced a stale one. Each lets one stale ready
-    /// container stop, whatever the ready count (claims may hold it below the
-    /// target all along): the rollout itself never lowers it.
-    pub replacements: BTreeMap<PoolKey, u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -134,11 +129,12 @@ struct Supply {
 /// - only expired allocated containers, surplus ready ones and failed ones are
 ///   acted upon: a starting or an unexpired allocated container is never touched;
 /// - a rollout (ready or starting containers of another revision than the
-///   pool's) starts new ones first, up to target + surge containers in all, and
-///   stops a stale ready container only for a new one that became ready (a
-///   replacement) or while the pool's ready count stays at or above its target:
-///   the ready count never falls below min(target, ready before) through the
-///   rollout's own stops.
+///   pool's) starts new ones first, filling up to target + surge containers in
+///   all, and stops a stale ready container only while the pool's ready count
+///   stays at or above its target: the ready count never falls below
+///   min(target, ready before) through the rollout's own stops. (Filling to the
+///   surge, not to the target, is what lets a rollout end under steady claims,
+///   which keep some of the target starting as refills all along.)
 pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     let mut out = Plan::default();
     let wake = |t: Timestamp, out: &mut Plan| {
@@ -215,22 +211,25 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
                 out.actions.push(Action::Stop { id, reason });
             }
         };
-        // A rollout: stale ready containers stop, oldest first, one for each
-        // new one that became ready, or as far as the ready ones left (of any
-        // revision) stay at the target.
+        // A rollout: stale ready containers stop, oldest first, only as far as
+        // the ready ones left (of any revision) stay at the target.
         let ready = (s.ready.len() + s.stale_ready.len()) as u32;
-        let replacements = observed.replacements.get(&pool.key).copied().unwrap_or(0);
         let outdated = ready
             .saturating_sub(pool.target)
-            .max(replacements)
             .min(s.stale_ready.len() as u32);
         stop(&mut s.stale_ready, outdated, StopReason::Outdated, &mut out);
         let have = s.ready.len() as u32 + s.starting;
         let stale = s.stale_ready.len() as u32 + s.stale_starting;
-        // During a rollout, each stale ready container left wants a replacement
-        // beyond the target: under steady claims the new ones never all sit
-        // ready at once, and the last stale ones would never go.
-        let want = pool.target + s.stale_ready.len() as u32;
+        // During a rollout the new revision fills up to the surge (the cap
+        // below bounds the whole): under steady claims some of the target is
+        // always starting as refills, and only the headroom above the target
+        // lets the ready count pass it so that the last stale ones can go. The
+        // extra ones left at the end are surplus like any other.
+        let want = if stale > 0 {
+            pool.target + pool.surge
+        } else {
+            pool.target
+        };
         if stale == 0 && have > pool.target {
             let surplus = (have - pool.target).min(s.ready.len() as u32);
             stop(&mut s.ready, surplus, StopReason::Surplus, &mut out);
@@ -548,7 +547,7 @@ mod tests {
     }
 
     #[test]
-    fn under_claims_each_new_ready_container_replaces_a_stale_one() {
+    fn under_claims_a_rollout_fills_to_the_surge_so_the_last_stale_one_goes() {
         // Claims hold the ready count below the target: 3 new ready (one was
         // just claimed), its refill starting, 1 stale ready.
         let mut d = Desired {
@@ -556,6 +555,7 @@ mod tests {
             max_instances: 1000,
         };
         d.pools[0].revision = 1;
+        d.pools[0].surge = 2;
         let mut o = Observed::default();
         let stale = container(Location::Default, ContainerState::Ready, 0);
         o.containers.push(stale.clone());
@@ -567,35 +567,27 @@ mod tests {
         let mut refill = container(Location::Default, ContainerState::Starting, 5);
         refill.revision = 1;
         o.containers.push(refill);
-        // Without a replacement the stale one stays (ready is not above target)...
-        let stops = |p: &Plan| {
-            p.actions
-                .iter()
-                .filter(|a| {
-                    matches!(
-                        a,
-                        Action::Stop {
-                            reason: StopReason::Outdated,
-                            ..
-                        }
-                    )
-                })
-                .count()
-        };
-        assert_eq!(stops(&plan(&d, &o, Timestamp(10))), 0);
-        // ...and one new container that became ready replaces it.
-        o.replacements.insert(key(Location::Default), 1);
+        // Not yet above the target: the stale one stays, one more new starts
+        // (6 in all: target + surge).
         let p = plan(&d, &o, Timestamp(10));
         assert_eq!(
             p.actions,
-            vec![Action::Stop {
-                id: stale.id,
-                reason: StopReason::Outdated
+            vec![Action::Launch {
+                key: key(Location::Default),
+                count: 1,
+                revision: 1
             }]
         );
-        // Never more stops than stale containers.
-        o.replacements.insert(key(Location::Default), 5);
-        assert_eq!(stops(&plan(&d, &o, Timestamp(10))), 1);
+        apply(&mut o, &p, Timestamp(10));
+        // Once the extra one is ready (the refill still starting), the ready
+        // count is above the target: the stale one goes.
+        let extra = o.containers.last_mut().unwrap();
+        extra.state = ContainerState::Ready;
+        let p = plan(&d, &o, Timestamp(11));
+        assert!(p.actions.contains(&Action::Stop {
+            id: stale.id,
+            reason: StopReason::Outdated
+        }));
     }
 
     #[test]
@@ -672,7 +664,6 @@ mod tests {
             .prop_map(|(containers, last_batch)| Observed {
                 containers,
                 last_batch,
-                replacements: BTreeMap::new(),
             })
     }
 
@@ -793,7 +784,7 @@ mod tests {
                             // During a rollout: at most target + surge in all,
                             // and new ones for the target and each stale one.
                             prop_assert!(supply(&o, key) - stopped + count <= dp.target + dp.surge);
-                            prop_assert!(current_supply(&o, dp) + count <= dp.target + stale);
+                            prop_assert!(current_supply(&o, dp) + count <= dp.target + dp.surge);
                         }
                         if let Some(last) = o.last_batch.get(key) {
                             prop_assert!(*last + dp.spacing <= now);

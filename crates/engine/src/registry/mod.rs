@@ -140,12 +140,6 @@ struct Inner {
     stale: HashMap<PoolKey, usize>,
     pools: BTreeMap<PoolKey, PoolStats>,
     last_batch: BTreeMap<PoolKey, Timestamp>,
-    /// Pool containers that became ready since the last pass, per key and
-    /// revision (a rollout's replacements are those of the pool's revision).
-    became_ready: HashMap<(PoolKey, u32), u32>,
-    /// Per key during a rollout: new containers that became ready and have not
-    /// yet replaced a stale one ([`warmpool_core::Observed::replacements`]).
-    replacements: BTreeMap<PoolKey, u32>,
 }
 
 impl Inner {
@@ -430,14 +424,7 @@ impl Registry {
         }
         let key = e.key.clone();
         let joins_pool = to == ContainerState::Ready && !e.on_demand;
-        let revision = e.revision;
         let live_route = live_route(e);
-        if joins_pool && from == ContainerState::Starting {
-            *inner
-                .became_ready
-                .entry((key.clone(), revision))
-                .or_default() += 1;
-        }
         if from == ContainerState::Ready && to != ContainerState::Allocated {
             // Its id stays queued (`pop_ready` skips it) until enough are stale
             // to compact the queue in one pass.
@@ -542,35 +529,7 @@ impl Registry {
         now: Timestamp,
     ) -> (Vec<Dispatch>, Option<Timestamp>) {
         let observed = {
-            let mut inner = self.lock();
-            // Replacements: new-revision containers that became ready, kept
-            // only while the key still has stale ones (a rollout).
-            let became = std::mem::take(&mut inner.became_ready);
-            let revisions: HashMap<&PoolKey, u32> =
-                desired.pools.iter().map(|p| (&p.key, p.revision)).collect();
-            let mut stale: HashSet<&PoolKey> = HashSet::new();
-            for e in inner.containers.values() {
-                let current = revisions.get(&e.key) == Some(&e.revision);
-                if !current
-                    && !e.on_demand
-                    && matches!(e.state, ContainerState::Ready | ContainerState::Starting)
-                {
-                    stale.insert(&e.key);
-                }
-            }
-            let mut replacements = BTreeMap::new();
-            for p in &desired.pools {
-                if !stale.contains(&p.key) {
-                    continue;
-                }
-                let n = inner.replacements.get(&p.key).copied().unwrap_or(0)
-                    + became
-                        .get(&(p.key.clone(), p.revision))
-                        .copied()
-                        .unwrap_or(0);
-                replacements.insert(p.key.clone(), n);
-            }
-            inner.replacements = replacements;
+            let inner = self.lock();
             Observed {
                 containers: inner
                     .containers
@@ -590,7 +549,6 @@ impl Registry {
                     })
                     .collect(),
                 last_batch: inner.last_batch.clone(),
-                replacements: inner.replacements.clone(),
             }
         };
         let p = plan(desired, &observed, now);
@@ -657,12 +615,6 @@ impl Registry {
                         e.leased = true;
                         let from = e.state;
                         let lease = Lease::new(self.clone(), id, e.clone(), GiveBack::Nothing);
-                        if reason == StopReason::Outdated {
-                            // One replacement used.
-                            if let Some(n) = inner.replacements.get_mut(&lease.entry().key) {
-                                *n = n.saturating_sub(1);
-                            }
-                        }
                         out.push(Dispatch::Stop {
                             lease,
                             from,
