@@ -11,20 +11,12 @@ use common::{
     first_ready, instance_of_child, kill9_handle, pid_of, poll, poll_gone, tagged_processes,
     wait_ready, Proc,
 };
-use warmpool_client::{ClaimRequest, ContainerQuery};
+use warmpool_client::ClaimRequest;
 
 const T: Duration = Duration::from_secs(30);
 
 async fn live_ids(p: &Proc) -> BTreeSet<String> {
-    p.client
-        .containers(&ContainerQuery::default())
-        .await
-        .unwrap()
-        .containers
-        .into_iter()
-        .filter(|c| c.state != "stopped")
-        .map(|c| c.id)
-        .collect()
+    common::live_ids(&p.client).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -377,16 +377,7 @@ async fn kill_9_in_the_middle_of_a_rollout_resumes_it_after_a_restart() {
                 .into_iter()
                 .map(|(_, id)| id)
                 .collect();
-            let live: BTreeSet<String> = client
-                .containers(&ContainerQuery::default())
-                .await
-                .ok()?
-                .containers
-                .into_iter()
-                .filter(|c| c.state != "stopped")
-                .map(|c| c.id)
-                .collect();
-            (running == live).then_some(())
+            (running == common::live_ids(client).await?).then_some(())
         }
     })
     .await;

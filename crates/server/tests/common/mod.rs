@@ -489,6 +489,21 @@ pub fn pid_of(handle: &str) -> i32 {
     handle.split(':').nth(1).unwrap().parse().unwrap()
 }
 
+/// Ids of the containers the store says are live (every state but stopped).
+pub async fn live_ids(client: &Client) -> Option<std::collections::BTreeSet<String>> {
+    Some(
+        client
+            .containers(&warmpool_client::ContainerQuery::default())
+            .await
+            .ok()?
+            .containers
+            .into_iter()
+            .filter(|c| c.state != "stopped")
+            .map(|c| c.id)
+            .collect(),
+    )
+}
+
 /// The books check of an in-process warmpool: polls until every live record is
 /// settled (ready or allocated, nothing starting, stopping or failed) and what the
 /// runtime lists as this instance's, running or not, is exactly those containers:
