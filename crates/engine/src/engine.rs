@@ -21,7 +21,7 @@ use crate::tasks::{Driver, TaskStatus};
 
 /// A pool, as claims and launches use it: a snapshot, replaced whole whenever
 /// the pool changes (its settings, its revision, its rollout's outcome).
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct Pool {
     pub name: Arc<str>,
     /// Its settings; `spec.template` is the template of `revision`.

@@ -309,24 +309,19 @@ impl Engine {
         let name: Arc<str> = spec.name.as_str().into();
         let current = self.pool(&name);
         let json = template_json(&spec.template);
-        let known: Option<u32> = self
-            .revisions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&*name)
-            .and_then(|r| {
+        // An earlier revision with this template (newest first), and the latest.
+        let (known, latest) = {
+            let all = self.revisions.lock().unwrap_or_else(|e| e.into_inner());
+            let revisions = all.get(&*name);
+            let known = revisions.and_then(|r| {
                 r.iter()
                     .rev()
                     .find(|(_, rev)| rev.json == json)
                     .map(|(n, _)| *n)
             });
-        let latest: u32 = self
-            .revisions
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&*name)
-            .and_then(|r| r.keys().next_back().copied())
-            .unwrap_or(0);
+            let latest = revisions.and_then(|r| r.keys().next_back().copied());
+            (known, latest.unwrap_or(0))
+        };
         let revision = match (&current, known) {
             (Some(c), _) if c.spec.template == spec.template => c.revision,
             (_, Some(n)) => n,
@@ -334,53 +329,34 @@ impl Engine {
         };
         let new_template = revision > latest;
         let changed = current.as_ref().is_none_or(|c| c.spec != spec);
-        let pool = match &current {
-            // A new pool has nothing to roll out from.
-            None => Pool {
-                name: name.clone(),
-                spec,
-                revision,
-                stable_revision: revision,
-                launch_revision: revision,
-                rollout_started_at: None,
-                rollout_error: None,
-                created_at: at,
-                updated_at: at,
-            },
-            Some(c) if revision == c.revision => Pool {
-                name: name.clone(),
-                spec,
-                revision,
-                stable_revision: c.stable_revision,
-                launch_revision: c.launch_revision,
-                rollout_started_at: c.rollout_started_at,
-                rollout_error: c.rollout_error.clone(),
-                created_at: c.created_at,
-                updated_at: at,
-            },
-            // Back to the last complete revision: nothing to wait for.
-            Some(c) if revision == c.stable_revision => Pool {
-                name: name.clone(),
-                spec,
-                revision,
-                stable_revision: revision,
-                launch_revision: revision,
-                rollout_started_at: None,
-                rollout_error: None,
-                created_at: c.created_at,
-                updated_at: at,
-            },
-            Some(c) => Pool {
-                name: name.clone(),
-                spec,
-                revision,
-                stable_revision: c.stable_revision,
-                launch_revision: revision,
-                rollout_started_at: Some(at),
-                rollout_error: None,
-                created_at: c.created_at,
-                updated_at: at,
-            },
+        // (stable, launch, rollout start, rollout error, created at)
+        let (stable_revision, launch_revision, rollout_started_at, rollout_error, created_at) =
+            match &current {
+                // A new pool has nothing to roll out from.
+                None => (revision, revision, None, None, at),
+                Some(c) if revision == c.revision => (
+                    c.stable_revision,
+                    c.launch_revision,
+                    c.rollout_started_at,
+                    c.rollout_error.clone(),
+                    c.created_at,
+                ),
+                // Back to the last complete revision: nothing to wait for.
+                Some(c) if revision == c.stable_revision => {
+                    (revision, revision, None, None, c.created_at)
+                }
+                Some(c) => (c.stable_revision, revision, Some(at), None, c.created_at),
+            };
+        let pool = Pool {
+            name: name.clone(),
+            spec,
+            revision,
+            stable_revision,
+            launch_revision,
+            rollout_started_at,
+            rollout_error,
+            created_at,
+            updated_at: at,
         };
         let pool = Arc::new(pool);
         let outcome = PutOutcome {
@@ -484,23 +460,17 @@ impl Engine {
         let pool = self
             .pool(name)
             .ok_or_else(|| PoolError::NotFound(name.to_owned()))?;
-        let target = if pool.revision != pool.stable_revision {
-            Some(pool.stable_revision)
-        } else {
-            self.revisions
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(name)
-                .and_then(|r| r.range(..pool.revision).next_back().map(|(n, _)| *n))
+        let template = {
+            let all = self.revisions.lock().unwrap_or_else(|e| e.into_inner());
+            all.get(name).and_then(|r| {
+                let target = if pool.revision != pool.stable_revision {
+                    r.get(&pool.stable_revision)
+                } else {
+                    r.range(..pool.revision).next_back().map(|(_, rev)| rev)
+                };
+                target.map(|rev| rev.template.clone())
+            })
         };
-        let template = target.and_then(|n| {
-            self.revisions
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(name)
-                .and_then(|r| r.get(&n))
-                .map(|r| r.template.clone())
-        });
         let Some(template) = template else {
             return Err(PoolError::NoPreviousRevision {
                 pool: name.to_owned(),
@@ -626,10 +596,7 @@ impl Engine {
                     rollout_started_at: None,
                     rollout_error: None,
                     updated_at: at,
-                    name: current.name.clone(),
-                    spec: current.spec.clone(),
-                    revision: current.revision,
-                    created_at: current.created_at,
+                    ..Pool::clone(&current)
                 },
                 "rollout-complete",
                 format!(
@@ -639,15 +606,10 @@ impl Engine {
             ),
             Err(error) => (
                 Pool {
-                    stable_revision: current.stable_revision,
                     launch_revision: current.stable_revision,
-                    rollout_started_at: current.rollout_started_at,
                     rollout_error: Some(error.clone()),
                     updated_at: at,
-                    name: current.name.clone(),
-                    spec: current.spec.clone(),
-                    revision: current.revision,
-                    created_at: current.created_at,
+                    ..Pool::clone(&current)
                 },
                 "rollout-failed",
                 format!(

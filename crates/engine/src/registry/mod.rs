@@ -674,7 +674,7 @@ impl Registry {
                 (ContainerState::Ready, true) => c.updated_ready += 1,
                 (ContainerState::Ready, false) => c.stale_ready += 1,
                 (ContainerState::Starting, false) => c.stale_starting += 1,
-                (ContainerState::Starting, true) if !e.on_demand => c.updated_starting += 1,
+                (ContainerState::Starting, true) => c.updated_starting += 1,
                 (ContainerState::Allocated, false) => c.outdated_allocated += 1,
                 _ => {}
             }

@@ -53,8 +53,7 @@ pub(crate) async fn claim(
             .app
             .pool(name)
             .ok_or_else(|| super::pools::unknown_pool(&s, name).field("pool"))?,
-    }
-    .clone();
+    };
     let max = pool.spec.max_lifetime.as_secs().max(1);
     let seconds = |field: &str, value: Option<u64>| match value {
         None => Ok(None),
