@@ -61,9 +61,13 @@ async fn ready_revisions(client: &Client, pool: &str) -> Vec<u32> {
 async fn a_rollout_under_continuous_claims_keeps_every_claim_warm_and_the_ready_count_up() {
     const TARGET: u32 = 6;
     let target = TARGET.to_string();
+    // Each container takes 0.3 s to start answering: the rollout lasts long
+    // enough for the sampler to see it many times.
+    let command = format!("sh -c 'sleep 0.3; exec {} sample-app'", common::bin());
     let wp = InProc::start(&[
         ("POOL_TARGET_INSTANCES", &target),
         ("WARMPOOL_MAX_SURGE", "2"),
+        ("WARMPOOL_COMMAND", &command),
     ])
     .await;
     let client = wp.client.clone();
