@@ -6,6 +6,7 @@
 mod id;
 mod location;
 pub mod plan;
+pub mod scale;
 mod state;
 mod surge;
 mod time;
@@ -14,5 +15,6 @@ pub use id::{ContainerId, InvalidContainerId};
 pub use location::{InvalidLocation, Location, PoolKey};
 pub use plan::{plan, Action, Desired, DesiredPool, Observed, ObservedContainer, Plan, StopReason};
 pub use state::{transition, ContainerState, InvalidState, InvalidTransition};
+pub use scale::{Buffer, LocationMode, ScalingPolicy};
 pub use surge::{InvalidSurge, Surge};
 pub use time::Timestamp;

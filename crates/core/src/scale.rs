@@ -1,0 +1,449 @@
+//! Autoscaling: how many ready containers a pool keeps at one location, decided
+//! from what was observed there (claims, start times, containers in use) by its
+//! [`ScalingPolicy`]. [`decide`] is the one function that says it; the engine
+//! measures the [`Signals`] and keeps each location's [`Hold`].
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::Timestamp;
+
+/// Ready containers kept beyond those in use: a number, or a share of the
+/// allocated ones (rounded up).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Buffer {
+    Count(u32),
+    Percent(u32),
+}
+
+impl Buffer {
+    /// The buffer when `allocated` containers are in use.
+    pub fn of(self, allocated: u32) -> u32 {
+        match self {
+            Buffer::Count(n) => n,
+            Buffer::Percent(p) => (u64::from(allocated) * u64::from(p))
+                .div_ceil(100)
+                .min(u64::from(u32::MAX)) as u32,
+        }
+    }
+}
+
+/// A buffer that is neither a count (0 to 100000) nor `N%` (0 to 1000).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("expected a number of containers (0 to 100000) or a share of those in use such as 20% (0 to 1000%)")]
+pub struct InvalidBuffer;
+
+impl FromStr for Buffer {
+    type Err = InvalidBuffer;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let s = s.trim();
+        match s.strip_suffix('%') {
+            Some(p) => match p.trim().parse::<u32>() {
+                Ok(p) if p <= 1000 => Ok(Buffer::Percent(p)),
+                _ => Err(InvalidBuffer),
+            },
+            None => match s.parse::<u32>() {
+                Ok(n) if n <= 100_000 => Ok(Buffer::Count(n)),
+                _ => Err(InvalidBuffer),
+            },
+        }
+    }
+}
+
+impl fmt::Display for Buffer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Buffer::Count(n) => write!(f, "{n}"),
+            Buffer::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+/// Where a scaled pool keeps warm containers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum LocationMode {
+    /// Only at the locations its targets name.
+    #[default]
+    Configured,
+    /// Also at every location that receives claims, for as long as it does (and
+    /// its scale-down delay after).
+    Auto,
+}
+
+impl LocationMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LocationMode::Configured => "configured",
+            LocationMode::Auto => "auto",
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("expected \"configured\" or \"auto\"")]
+pub struct InvalidLocationMode;
+
+impl FromStr for LocationMode {
+    type Err = InvalidLocationMode;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "configured" => Ok(LocationMode::Configured),
+            "auto" => Ok(LocationMode::Auto),
+            _ => Err(InvalidLocationMode),
+        }
+    }
+}
+
+/// How a pool sizes its warm buffer at each of its locations.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScalingPolicy {
+    /// Ready containers kept at least (also while no claim comes).
+    pub min: u32,
+    /// Ready containers kept at most (`None`: only the global cap bounds it).
+    pub max: Option<u32>,
+    /// Ready containers kept beyond those in use.
+    pub buffer: Buffer,
+    /// How long a size is held after it was last called for before it shrinks
+    /// (the stabilization window); also how long a location without claims
+    /// keeps its pool.
+    pub scale_down_delay: Duration,
+    /// The demand term's factor: keep `claim rate × start time × safety` ready.
+    pub safety: f64,
+    pub locations: LocationMode,
+}
+
+impl Default for ScalingPolicy {
+    fn default() -> Self {
+        ScalingPolicy {
+            min: 0,
+            max: None,
+            buffer: Buffer::Count(2),
+            scale_down_delay: Duration::from_secs(300),
+            safety: 2.0,
+            locations: LocationMode::Configured,
+        }
+    }
+}
+
+/// A policy that cannot be followed; `field` is its key in a `[scaling]` table.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidPolicy {
+    pub field: &'static str,
+    pub reason: String,
+}
+
+impl ScalingPolicy {
+    /// Checks what the fields' own types do not: min at most max, a finite
+    /// positive safety factor.
+    pub fn validate(&self) -> Result<(), InvalidPolicy> {
+        if let Some(max) = self.max {
+            if self.min > max {
+                return Err(InvalidPolicy {
+                    field: "min",
+                    reason: format!("min ({}) is above max ({max})", self.min),
+                });
+            }
+        }
+        if !self.safety.is_finite() || self.safety <= 0.0 || self.safety > 100.0 {
+            return Err(InvalidPolicy {
+                field: "safety",
+                reason: "expected a factor above 0, at most 100".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// What the engine observed at one location of a pool, when it decides.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Signals {
+    /// Containers in use (allocated) there.
+    pub allocated: u32,
+    /// Claims per second there ([`ClaimRate::rate`]).
+    pub claim_rate: f64,
+    /// The p90 of recent start times ([`StartTimes::p90`]).
+    pub start_time: Duration,
+    /// The location keeps a pool: it is configured, or it had a claim within the
+    /// scale-down delay. An inactive one shrinks to `min`.
+    pub active: bool,
+    /// Ready and starting containers the global cap leaves room for there (its
+    /// own plus the free slots).
+    pub room: u32,
+}
+
+/// Why a pool key has the size it has.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Reason {
+    /// No policy: the configured target.
+    Static,
+    /// The policy's minimum.
+    Min,
+    /// The buffer beyond the containers in use.
+    Buffer { allocated: u32 },
+    /// Claim rate × start time × safety.
+    Demand {
+        rate: f64,
+        start: Duration,
+        safety: f64,
+    },
+    /// The policy's maximum.
+    Max,
+    /// The global cap (`max_instances`) leaves no more room.
+    Capped,
+    /// No claim within the scale-down delay: the policy's minimum.
+    Idle,
+    /// Kept from before a restart until its scale-down delay passes.
+    Restored,
+    /// A larger size called for within the scale-down delay is held.
+    Held { by: Box<Reason>, left: Duration },
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Static => f.write_str("static target"),
+            Reason::Min => f.write_str("min"),
+            Reason::Buffer { allocated } => write!(f, "buffer ({allocated} in use)"),
+            Reason::Demand {
+                rate,
+                start,
+                safety,
+            } => write!(
+                f,
+                "demand: {rate:.2} claims/s × {:.2} s start × {safety} safety",
+                start.as_secs_f64()
+            ),
+            Reason::Max => f.write_str("capped by max"),
+            Reason::Capped => f.write_str("capped by max_instances"),
+            Reason::Idle => f.write_str("no claims within scale_down_delay: min"),
+            Reason::Restored => f.write_str("kept across a restart"),
+            Reason::Held { by, left } => {
+                write!(f, "held by scale_down_delay for {}s more ({by})", left.as_secs())
+            }
+        }
+    }
+}
+
+/// A size and why.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub size: u32,
+    pub reason: Reason,
+}
+
+/// A static target under the global cap.
+pub fn static_size(target: u32, room: u32) -> Decision {
+    if target > room {
+        Decision {
+            size: room,
+            reason: Reason::Capped,
+        }
+    } else {
+        Decision {
+            size: target,
+            reason: Reason::Static,
+        }
+    }
+}
+
+/// What the policy calls for now, before the scale-down delay and the cap.
+pub fn recommend(policy: &ScalingPolicy, s: &Signals) -> Decision {
+    let d = |size, reason| Decision { size, reason };
+    if !s.active {
+        return d(policy.min, Reason::Idle);
+    }
+    let buffer = policy.buffer.of(s.allocated);
+    let demand = (s.claim_rate.max(0.0) * s.start_time.as_secs_f64() * policy.safety).ceil();
+    // A rate that is not a number counts as none.
+    let demand = if demand.is_finite() {
+        demand.min(f64::from(u32::MAX)) as u32
+    } else {
+        0
+    };
+    let mut out = if demand > buffer {
+        d(
+            demand,
+            Reason::Demand {
+                rate: s.claim_rate,
+                start: s.start_time,
+                safety: policy.safety,
+            },
+        )
+    } else {
+        d(
+            buffer,
+            Reason::Buffer {
+                allocated: s.allocated,
+            },
+        )
+    };
+    if out.size < policy.min {
+        out = d(policy.min, Reason::Min);
+    }
+    if let Some(max) = policy.max.filter(|m| out.size > *m) {
+        out = d(max, Reason::Max);
+    }
+    out
+}
+
+/// The recent recommendations of one pool key: the largest of those within the
+/// scale-down delay is its size (the Kubernetes autoscaler's stabilization
+/// window). Kept as a decreasing queue, so its length is the number of distinct
+/// sizes called for within the window, not the number of decisions.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Hold {
+    recent: VecDeque<(Timestamp, Decision)>,
+}
+
+impl Hold {
+    /// A hold of `size`, last called for at `since` (after a restart).
+    pub fn restored(size: u32, since: Timestamp) -> Self {
+        Hold {
+            recent: VecDeque::from([(
+                since,
+                Decision {
+                    size,
+                    reason: Reason::Restored,
+                },
+            )]),
+        }
+    }
+
+    /// The size held, and when it was last called for.
+    pub fn held(&self) -> Option<(u32, Timestamp)> {
+        self.recent.front().map(|(t, d)| (d.size, *t))
+    }
+}
+
+/// The size of one pool key now: the largest recommendation within the policy's
+/// scale-down delay (so it grows at once and shrinks only once a smaller size
+/// has been enough for a whole delay), then cut to the global cap's room.
+///
+/// Guarantees (property-tested below): never above the policy's `max` nor the
+/// room; never below `min` unless the room is smaller; monotone in each signal
+/// of demand (claim rate, start time, containers in use, activity); a size is
+/// lowered only after the delay has passed since it was last called for, so a
+/// steady load does not make it flap.
+pub fn decide(policy: &ScalingPolicy, s: &Signals, hold: &mut Hold, now: Timestamp) -> Decision {
+    let rec = recommend(policy, s);
+    while hold
+        .recent
+        .back()
+        .is_some_and(|(_, d)| d.size <= rec.size)
+    {
+        hold.recent.pop_back();
+    }
+    hold.recent.push_back((now, rec.clone()));
+    while hold.recent.len() > 1
+        && hold
+            .recent
+            .front()
+            .is_some_and(|(t, _)| *t + policy.scale_down_delay <= now)
+    {
+        hold.recent.pop_front();
+    }
+    let (since, top) = hold.recent.front().expect("the recommendation just pushed");
+    let mut out = if top.size > rec.size {
+        Decision {
+            size: top.size,
+            reason: Reason::Held {
+                by: Box::new(top.reason.clone()),
+                left: (*since + policy.scale_down_delay).since(now),
+            },
+        }
+    } else {
+        rec
+    };
+    if out.size > s.room {
+        out = Decision {
+            size: s.room,
+            reason: Reason::Capped,
+        };
+    }
+    out
+}
+
+/// Time constants of the claim rate's two averages: the stable one, and the
+/// fast one that takes over in a burst (Knative's stable and panic windows).
+const SLOW_TAU: f64 = 30.0;
+const FAST_TAU: f64 = 1.0;
+
+/// A location's claim rate: exponentially weighted averages of its arrivals, a
+/// slow one (steady, little noise) and a fast one that counts once it is twice
+/// the slow one (a burst is met within about a second, not after half a minute).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct ClaimRate {
+    slow: f64,
+    fast: f64,
+    at: Timestamp,
+}
+
+impl ClaimRate {
+    fn decayed(&self, now: Timestamp) -> (f64, f64) {
+        let dt = now.since(self.at).as_secs_f64();
+        (
+            self.slow * (-dt / SLOW_TAU).exp(),
+            self.fast * (-dt / FAST_TAU).exp(),
+        )
+    }
+
+    /// Counts a claim at `now` (claims come in order; an earlier `now` counts
+    /// as the latest).
+    pub fn record(&mut self, now: Timestamp) {
+        let now = now.max(self.at);
+        let (slow, fast) = self.decayed(now);
+        *self = ClaimRate {
+            slow: slow + 1.0 / SLOW_TAU,
+            fast: fast + 1.0 / FAST_TAU,
+            at: now,
+        };
+    }
+
+    /// Claims per second at `now`: the slow average, or the fast one while it
+    /// is more than twice the slow one.
+    pub fn rate(&self, now: Timestamp) -> f64 {
+        let (slow, fast) = self.decayed(now.max(self.at));
+        if fast > 2.0 * slow {
+            fast
+        } else {
+            slow
+        }
+    }
+}
+
+/// Recent start times of one location, for their p90.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct StartTimes {
+    recent: VecDeque<Duration>,
+}
+
+impl StartTimes {
+    /// Start times kept.
+    pub const KEPT: usize = 32;
+
+    pub fn record(&mut self, took: Duration) {
+        if self.recent.len() == Self::KEPT {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(took);
+    }
+
+    /// The 90th percentile of the recent start times (`None` before the first).
+    pub fn p90(&self) -> Option<Duration> {
+        let mut v: Vec<Duration> = self.recent.iter().copied().collect();
+        if v.is_empty() {
+            return None;
+        }
+        v.sort();
+        let i = (v.len() * 9).div_ceil(10).saturating_sub(1);
+        Some(v[i])
+    }
+}
+
+#[cfg(test)]
+mod tests;
