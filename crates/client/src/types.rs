@@ -112,6 +112,15 @@ pub struct PoolView {
     /// The pool's current revision (0 from a server without revisions).
     #[serde(default)]
     pub revision: u32,
+    /// Ready (and starting) containers it aims at now: its target under the
+    /// global cap, or what its scaling policy decided.
+    #[serde(default)]
+    pub desired: u32,
+    /// Why `desired` is what it is: `static target`, `capped by
+    /// max_instances`, `buffer (N in use)`, `demand: ...`, `min`, `capped by
+    /// max`, `held by scale_down_delay ...`.
+    #[serde(default)]
+    pub reason: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,6 +247,43 @@ pub struct PoolSettings {
     /// Seconds a rollout may take before it fails, 1 to 86400.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress_deadline: Option<f64>,
+    /// How its warm buffer follows demand (absent: its targets are static). With
+    /// a policy, `targets` names the locations it keeps; the policy sizes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<ScalingSettings>,
+}
+
+/// A pool's scaling policy, as its `[pools.NAME.scaling]` table: on input a
+/// subset (the rest take their defaults), on output every value. Each pool key
+/// (pool and location) keeps `max(min, buffer, claim rate × start time p90 ×
+/// safety)` ready, at most `max`, the largest size called for within
+/// `scale_down_delay`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ScalingSettings {
+    /// Ready containers kept at least, per location (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<u32>,
+    /// Ready containers kept at most, per location (0, the default: only
+    /// `max_instances` bounds it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<u32>,
+    /// Ready containers kept beyond those in use: a count (`2`, the default) or
+    /// a share of the allocated ones (`20%`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buffer: Option<String>,
+    /// Seconds a size is held after it was last called for before it shrinks;
+    /// also how long a location without claims keeps its pool (default 300).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scale_down_delay: Option<f64>,
+    /// The demand term's factor (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub safety: Option<f64>,
+    /// `configured` (the default: only the locations of `targets`) or `auto`
+    /// (also every location that receives claims).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locations: Option<String>,
 }
 
 /// The settings whose change makes a new revision of a pool (its template: what

@@ -14,7 +14,7 @@ mod time;
 pub use id::{ContainerId, InvalidContainerId};
 pub use location::{InvalidLocation, Location, PoolKey};
 pub use plan::{plan, Action, Desired, DesiredPool, Observed, ObservedContainer, Plan, StopReason};
-pub use state::{transition, ContainerState, InvalidState, InvalidTransition};
 pub use scale::{Buffer, LocationMode, ScalingPolicy};
+pub use state::{transition, ContainerState, InvalidState, InvalidTransition};
 pub use surge::{InvalidSurge, Surge};
 pub use time::Timestamp;

@@ -223,7 +223,11 @@ impl fmt::Display for Reason {
             Reason::Idle => f.write_str("no claims within scale_down_delay: min"),
             Reason::Restored => f.write_str("kept across a restart"),
             Reason::Held { by, left } => {
-                write!(f, "held by scale_down_delay for {}s more ({by})", left.as_secs())
+                write!(
+                    f,
+                    "held by scale_down_delay for {}s more ({by})",
+                    left.as_secs()
+                )
             }
         }
     }
@@ -331,11 +335,7 @@ impl Hold {
 /// steady load does not make it flap.
 pub fn decide(policy: &ScalingPolicy, s: &Signals, hold: &mut Hold, now: Timestamp) -> Decision {
     let rec = recommend(policy, s);
-    while hold
-        .recent
-        .back()
-        .is_some_and(|(_, d)| d.size <= rec.size)
-    {
+    while hold.recent.back().is_some_and(|(_, d)| d.size <= rec.size) {
         hold.recent.pop_back();
     }
     hold.recent.push_back((now, rec.clone()));

@@ -73,6 +73,7 @@ impl Engine {
     pub async fn claim(self: &Arc<Self>, req: ClaimRequest) -> Result<Claimed, ClaimError> {
         let began = Instant::now();
         let key = req.pool.key(req.location);
+        self.count_claim(&key, req.pool.spec.scaling.is_some());
         let result = self.take(&req, &key).await;
         let took = began.elapsed();
         self.metrics.claim_seconds.observe(took.as_secs_f64());

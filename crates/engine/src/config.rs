@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use warmpool_core::{Location, Surge};
+use warmpool_core::{Location, ScalingPolicy, Surge};
 use warmpool_runtime::Template;
 
 /// One pool: what its containers run, how many are kept ready where, the
@@ -29,6 +29,10 @@ pub struct PoolSpec {
     pub rollout_failure_limit: u32,
     /// A rollout not complete after this long fails.
     pub progress_deadline: Duration,
+    /// How its warm buffer follows demand (`None`: its targets are static).
+    /// With a policy, `targets` only names the locations it keeps; their sizes
+    /// are the policy's (`crate::scaling`).
+    pub scaling: Option<ScalingPolicy>,
 }
 
 /// The engine's settings. Durations of zero mean "off" where the field says so.

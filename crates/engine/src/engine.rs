@@ -136,6 +136,8 @@ pub struct Engine {
     pub(crate) tasks: Driver,
     /// warmpool's own HTTP calls to apps: health probes and a claim's text.
     pub(crate) probe: HttpProbe,
+    /// Autoscaling: each key's signals and sizes (`scaling.rs`).
+    pub(crate) scaler: crate::scaling::Scaler,
 }
 
 impl Engine {
@@ -164,6 +166,7 @@ impl Engine {
             cancel,
             work: TaskTracker::new(),
             probe: HttpProbe::new(),
+            scaler: Default::default(),
         })
     }
 
@@ -180,11 +183,6 @@ impl Engine {
     /// The background tasks' status, in a fixed order.
     pub fn task_status(&self) -> Vec<TaskStatus> {
         self.tasks.status()
-    }
-
-    /// The desired state now (cheap: a shared snapshot).
-    pub fn desired(&self) -> Arc<Desired> {
-        self.pool_set().desired.clone()
     }
 
     pub(crate) fn pool_set(&self) -> Arc<PoolSet> {

@@ -17,9 +17,11 @@ mod prober;
 mod reconciler;
 mod recovery;
 pub mod registry;
+pub mod scaling;
 mod service;
 pub mod tasks;
 
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use warmpool_core::Timestamp;
@@ -34,12 +36,25 @@ pub use recovery::{Recovered, RecoveryError};
 pub use registry::Lease;
 pub use service::OpenError;
 
-/// The wall clock, as the core's [`Timestamp`].
+/// The wall clock, as the core's [`Timestamp`]: the wall clock when it was
+/// first read, advanced by tokio's clock since. Between two reads it is
+/// monotonic, and a test that pauses tokio's clock (`tokio::time::pause`,
+/// `advance`) moves the engine's time with it (lifetimes, scale-down delays).
 pub fn now() -> Timestamp {
-    let d = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp(d.as_millis() as i64)
+    static BASE: OnceLock<(i64, std::time::Instant)> = OnceLock::new();
+    let (wall, mono) = *BASE.get_or_init(|| {
+        let d = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        (d.as_millis() as i64, std::time::Instant::now())
+    });
+    let t = tokio::time::Instant::now().into_std();
+    // A paused clock may be behind the base (it started before it was read).
+    let ms = match t.checked_duration_since(mono) {
+        Some(d) => d.as_millis() as i64,
+        None => -(mono.duration_since(t).as_millis() as i64),
+    };
+    Timestamp(wall + ms)
 }
 
 /// Renders an error with its chain of sources: `a: b: c`.

@@ -104,9 +104,9 @@ impl Engine {
                     let _ = self.destroy(id, &started.handle).await;
                     return Err(LaunchError::Store(e));
                 }
-                self.metrics
-                    .start_seconds
-                    .observe(ready_at.since(created_at).as_secs_f64());
+                let took = ready_at.since(created_at);
+                self.metrics.start_seconds.observe(took.as_secs_f64());
+                self.count_start(&key, took);
                 self.start_succeeded(&key, revision);
                 Ok(())
             }

@@ -42,6 +42,14 @@ pub struct Metrics {
     pub reconcile_errors: Counter,
     pub reconcile_seconds: Histogram,
     pub containers: Family<StateLabels, Gauge>,
+    /// Ready containers each pool key aims at (set when scraped).
+    pub desired: Family<KeyLabels, Gauge>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLabels {
+    pub pool: String,
+    pub location: String,
 }
 
 impl Default for Metrics {
@@ -64,6 +72,12 @@ impl Default for Metrics {
         let reconcile_errors = Counter::default();
         let reconcile_seconds = fast();
         let containers = Family::<StateLabels, Gauge>::default();
+        let desired = Family::<KeyLabels, Gauge>::default();
+        registry.register(
+            "warmpool_pool_desired",
+            "Ready containers each pool and location aims at: its target under the global cap, or its autoscaling policy's size",
+            desired.clone(),
+        );
         registry.register(
             "warmpool_claims",
             "Claims by result: hit (warm pool), miss (started on demand), rejected",
@@ -120,6 +134,7 @@ impl Default for Metrics {
             reconcile_errors,
             reconcile_seconds,
             containers,
+            desired,
         }
     }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use warmpool_core::{Location, PoolKey, Surge, Timestamp};
+use warmpool_core::{Location, PoolKey, ScalingPolicy, Surge, Timestamp};
 use warmpool_runtime::Template;
 use warmpool_store::{Op, PoolEventRow, PoolRecord, PoolWrite, RevisionRecord, StoreError};
 
@@ -107,6 +107,50 @@ struct StoredSpec {
     max_surge: String,
     rollout_failure_limit: u32,
     progress_deadline_ms: u64,
+    /// Absent in records from before autoscaling.
+    #[serde(default)]
+    scaling: Option<StoredScaling>,
+}
+
+/// A scaling policy as stored.
+#[derive(Serialize, Deserialize)]
+struct StoredScaling {
+    min: u32,
+    max: Option<u32>,
+    buffer: String,
+    scale_down_delay_ms: u64,
+    safety: f64,
+    locations: String,
+}
+
+impl StoredScaling {
+    fn of(p: &ScalingPolicy) -> Self {
+        StoredScaling {
+            min: p.min,
+            max: p.max,
+            buffer: p.buffer.to_string(),
+            scale_down_delay_ms: ms(p.scale_down_delay),
+            safety: p.safety,
+            locations: p.locations.as_str().to_owned(),
+        }
+    }
+
+    fn into_policy(self) -> Result<ScalingPolicy, String> {
+        Ok(ScalingPolicy {
+            min: self.min,
+            max: self.max,
+            buffer: self
+                .buffer
+                .parse()
+                .map_err(|e: warmpool_core::scale::InvalidBuffer| e.to_string())?,
+            scale_down_delay: Duration::from_millis(self.scale_down_delay_ms),
+            safety: self.safety,
+            locations: self
+                .locations
+                .parse()
+                .map_err(|e: warmpool_core::scale::InvalidLocationMode| e.to_string())?,
+        })
+    }
 }
 
 fn ms(d: Duration) -> u64 {
@@ -128,6 +172,7 @@ impl StoredSpec {
             max_surge: spec.max_surge.to_string(),
             rollout_failure_limit: spec.rollout_failure_limit,
             progress_deadline_ms: ms(spec.progress_deadline),
+            scaling: spec.scaling.as_ref().map(StoredScaling::of),
         }
     }
 
@@ -148,6 +193,7 @@ impl StoredSpec {
             max_surge: self.max_surge.parse::<Surge>().map_err(|e| e.to_string())?,
             rollout_failure_limit: self.rollout_failure_limit,
             progress_deadline: Duration::from_millis(self.progress_deadline_ms),
+            scaling: self.scaling.map(StoredScaling::into_policy).transpose()?,
         })
     }
 }

@@ -26,7 +26,13 @@ pub const MIN_PASS_GAP: Duration = Duration::from_millis(10);
 /// outcome asks for the next pass when the plan says something will change.
 pub(crate) fn pass(engine: &Arc<Engine>) -> Outcome {
     let started = std::time::Instant::now();
-    let (work, wake) = engine.registry.plan_and_dispatch(&engine.desired(), now());
+    let at = now();
+    let (desired, resized) = engine.scale(at);
+    if resized {
+        let e = engine.clone();
+        engine.spawn_work(async move { e.persist_sizes().await });
+    }
+    let (work, wake) = engine.registry.plan_and_dispatch(&desired, at);
     let (mut launches, mut stops, mut removals) = (0, 0, 0);
     for d in work {
         let e = engine.clone();

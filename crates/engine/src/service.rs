@@ -65,6 +65,7 @@ impl Engine {
         // The pools are the store's; the declared ones are applied over them if
         // they changed since they were last applied.
         engine.load_pools().map_err(OpenError::Pools)?;
+        engine.restore_sizes().map_err(OpenError::Store)?;
         let declared = engine.config.pools.clone();
         if let Some(applied) = engine
             .apply_declared(&declared)

@@ -22,6 +22,9 @@ pub enum SimMode {
     /// A started container becomes ready only when the test calls
     /// [`SimRuntime::make_ready`].
     Manual,
+    /// A started container becomes ready this long after its start (a
+    /// Docker-like cold start, on tokio's clock).
+    Delayed(Duration),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -198,6 +201,17 @@ impl Runtime for SimRuntime {
     ) -> Result<(), RuntimeError> {
         let id = spec.id;
         let deadline = Instant::now() + timeout;
+        let delay = match self.state.lock().unwrap().mode {
+            SimMode::Delayed(d) => Some(d),
+            _ => None,
+        };
+        if let Some(d) = delay {
+            tokio::time::sleep(d.min(timeout)).await;
+            let mut st = self.state.lock().unwrap();
+            if st.containers.get(&id) == Some(&Status::Starting) && d < timeout {
+                st.containers.insert(id, Status::Running);
+            }
+        }
         loop {
             let changed = self.changed.notified();
             {

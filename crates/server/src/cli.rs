@@ -642,6 +642,9 @@ pub fn main() -> anyhow::Result<i32> {
         Cmd::Serve(args) => {
             let config = args.config()?;
             if args.check_config {
+                for w in config.warnings() {
+                    eprintln!("warning: {w}");
+                }
                 print!("{}", config.to_toml());
                 return Ok(0);
             }

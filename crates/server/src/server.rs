@@ -35,7 +35,11 @@ pub async fn build_runtime(config: &Config, instance_id: &str) -> anyhow::Result
             Arc::new(rt.with_sample_app(exe))
         }
         RuntimeKind::Sim => Arc::new(SimRuntime::new(
-            SimMode::Instant,
+            if config.sim_start.is_zero() {
+                SimMode::Instant
+            } else {
+                SimMode::Delayed(config.sim_start)
+            },
             config.sim_address.clone(),
         )),
         RuntimeKind::Docker => DockerRuntime::connect(DockerConfig {
@@ -332,6 +336,9 @@ pub async fn run(config: Config, reload: Option<Reload>) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     let mut hup = signal(SignalKind::hangup()).context("cannot handle SIGHUP")?;
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
     let running = start_reloadable(config, None, reload).await?;
     // One line on stdout, for people and for scripts that started us on port 0.
     println!("warmpool listening on http://{}", running.addr);

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use warmpool_client::PoolSettings;
+use warmpool_client::{PoolSettings, ScalingSettings};
+use warmpool_core::ScalingPolicy;
 use warmpool_engine::{EngineConfig, PoolSpec};
 use warmpool_runtime::{Resources, Template, Workload};
 
@@ -68,6 +69,19 @@ pub fn pool_spec(config: &PoolConfig, runtime: RuntimeKind) -> PoolSpec {
         max_surge: config.max_surge,
         rollout_failure_limit: config.rollout_failure_limit,
         progress_deadline: config.progress_deadline,
+        scaling: config.scaling.clone(),
+    }
+}
+
+/// A scaling policy as its `[scaling]` table, every value resolved.
+pub fn scaling_settings(p: &ScalingPolicy) -> ScalingSettings {
+    ScalingSettings {
+        min: Some(p.min),
+        max: Some(p.max.unwrap_or(0)),
+        buffer: Some(p.buffer.to_string()),
+        scale_down_delay: Some(p.scale_down_delay.as_secs_f64()),
+        safety: Some(p.safety),
+        locations: Some(p.locations.as_str().to_owned()),
     }
 }
 
@@ -110,6 +124,7 @@ pub fn pool_settings(spec: &PoolSpec) -> PoolSettings {
         max_surge: Some(spec.max_surge.to_string()),
         rollout_failure_limit: Some(spec.rollout_failure_limit),
         progress_deadline: Some(spec.progress_deadline.as_secs_f64()),
+        scaling: spec.scaling.as_ref().map(scaling_settings),
     }
 }
 

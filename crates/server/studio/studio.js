@@ -154,6 +154,7 @@ function renderPools() {
         "dl",
         {},
         field("target", "target", p.target),
+        field("desired", "desired", p.desired),
         field("revision", "revision", p.revision),
         field("ready", "ready", p.ready),
         field("starting", "starting", p.starting),
@@ -167,6 +168,7 @@ function renderPools() {
         el("span", { class: "ready", "data-width": (100 * p.ready) / total }),
         el("span", { class: "allocated", "data-width": (100 * p.allocated) / total }),
       ),
+      el("p", { class: "reason muted", "data-field": "reason", title: "why desired is what it is", text: p.reason }),
       p.lastError
         ? el("p", { class: "last-error", "data-field": "last-error" }, el("strong", { text: "Last error " + clock(p.lastErrorAt) + ": " }), p.lastError)
         : null,

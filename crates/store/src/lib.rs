@@ -21,7 +21,7 @@ use warmpool_core::{ContainerId, ContainerState, Timestamp};
 pub use console::{Cell, ColumnInfo, ConsoleError, ConsoleLimits, QueryResult, TableInfo};
 pub use error::StoreError;
 pub use migrations::{expected_schema, schema_of, SCHEMA_VERSION};
-pub use pools::{PoolEventRow, PoolRecord, PoolWrite, RevisionRecord};
+pub use pools::{PoolEventRow, PoolRecord, PoolSizeRow, PoolWrite, RevisionRecord};
 pub use rows::{ContainerFilter, ContainerRow, EventRow};
 pub use writer::{Change, CommitHook, NewContainer, Op};
 
@@ -193,6 +193,12 @@ impl Store {
     ) -> Result<(Vec<PoolRecord>, Vec<RevisionRecord>), StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         Ok((pools::query_pools(&conn)?, pools::query_revisions(&conn)?))
+    }
+
+    /// The sizes autoscaled pools decided at each location (at start-up).
+    pub fn load_sizes_blocking(&self) -> Result<Vec<PoolSizeRow>, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(pools::query_sizes(&conn)?)
     }
 
     /// A value of the `meta` table.

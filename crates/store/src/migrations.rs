@@ -74,6 +74,19 @@ const MIGRATIONS: &[&str] = &[
         detail   TEXT
     ) STRICT;
     CREATE INDEX pool_events_pool ON pool_events (pool, seq);",
+    // 4: the sizes autoscaled pools decided at each of their locations, so that
+    // a restart keeps them (and the pools of auto locations) until their
+    // scale-down delay passes.
+    "CREATE TABLE pool_sizes (
+        pool         TEXT NOT NULL,
+        location     TEXT NOT NULL,
+        size         INTEGER NOT NULL,
+        reason       TEXT NOT NULL,
+        since        INTEGER NOT NULL,
+        active_until INTEGER,
+        updated_at   INTEGER NOT NULL,
+        PRIMARY KEY (pool, location)
+    ) STRICT;",
 ];
 
 /// The schema version this build writes.
@@ -152,6 +165,7 @@ pub fn expected_schema() -> Vec<(String, Vec<String>)> {
         t("meta", &["key", "value"]),
         t("pool_events", crate::pools::POOL_EVENT_COLUMNS),
         t("pool_revisions", crate::pools::REVISION_COLUMNS),
+        t("pool_sizes", crate::pools::SIZE_COLUMNS),
         t("pools", crate::pools::POOL_COLUMNS),
     ]
 }

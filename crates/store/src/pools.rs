@@ -22,6 +22,33 @@ pub(crate) const REVISION_COLUMNS: &[&str] =
 
 pub(crate) const POOL_EVENT_COLUMNS: &[&str] = &["seq", "at", "pool", "revision", "kind", "detail"];
 
+pub(crate) const SIZE_COLUMNS: &[&str] = &[
+    "pool",
+    "location",
+    "size",
+    "reason",
+    "since",
+    "active_until",
+    "updated_at",
+];
+
+/// One row of `pool_sizes`: the size an autoscaled pool decided at one location.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolSizeRow {
+    pub pool: String,
+    pub location: String,
+    /// Ready containers it keeps there.
+    pub size: u32,
+    pub reason: String,
+    /// When that size was last called for (it is held until the scale-down
+    /// delay has passed since).
+    pub since: Timestamp,
+    /// Until when the location counts as active (its last claim plus the
+    /// scale-down delay), if it had claims.
+    pub active_until: Option<Timestamp>,
+    pub updated_at: Timestamp,
+}
+
 /// One row of `pools`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolRecord {
@@ -82,6 +109,10 @@ pub enum PoolWrite {
     },
     /// Sets a value of the `meta` table.
     Meta { key: String, value: String },
+    /// Creates or replaces the size of a pool at a location.
+    PutSize(PoolSizeRow),
+    /// Forgets the size of a pool at a location (an auto location gone idle).
+    DeleteSize { pool: String, location: String },
 }
 
 pub(crate) fn write(conn: &Connection, w: &PoolWrite) -> Result<(), StoreError> {
@@ -139,8 +170,48 @@ pub(crate) fn write(conn: &Connection, w: &PoolWrite) -> Result<(), StoreError> 
             )?
             .execute(params![key, value])?;
         }
+        PoolWrite::PutSize(r) => {
+            conn.prepare_cached(
+                "INSERT INTO pool_sizes (pool, location, size, reason, since, active_until, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (pool, location) DO UPDATE SET size = ?3, reason = ?4, since = ?5,
+                    active_until = ?6, updated_at = ?7",
+            )?
+            .execute(params![
+                r.pool,
+                r.location,
+                r.size,
+                r.reason,
+                r.since.0,
+                r.active_until.map(|t| t.0),
+                r.updated_at.0
+            ])?;
+        }
+        PoolWrite::DeleteSize { pool, location } => {
+            conn.prepare_cached("DELETE FROM pool_sizes WHERE pool = ?1 AND location = ?2")?
+                .execute(params![pool, location])?;
+        }
     }
     Ok(())
+}
+
+pub(crate) fn query_sizes(conn: &Connection) -> rusqlite::Result<Vec<PoolSizeRow>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {} FROM pool_sizes ORDER BY pool, location",
+        SIZE_COLUMNS.join(", ")
+    ))?;
+    let rows = stmt.query_map([], |r| {
+        Ok(PoolSizeRow {
+            pool: r.get(0)?,
+            location: r.get(1)?,
+            size: r.get(2)?,
+            reason: r.get(3)?,
+            since: Timestamp(r.get(4)?),
+            active_until: r.get::<_, Option<i64>>(5)?.map(Timestamp),
+            updated_at: Timestamp(r.get(6)?),
+        })
+    })?;
+    rows.collect()
 }
 
 fn pool_row(r: &Row<'_>) -> rusqlite::Result<PoolRecord> {

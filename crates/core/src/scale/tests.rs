@@ -56,22 +56,46 @@ fn the_largest_term_wins_and_says_so() {
     let p = policy(1, Some(40), Buffer::Count(3), 60);
     // Quiet: the buffer.
     let d = recommend(&p, &signals(0, 0.0, 300, true, 1000));
-    assert_eq!((d.size, d.reason.to_string()), (3, "buffer (0 in use)".into()));
+    assert_eq!(
+        (d.size, d.reason.to_string()),
+        (3, "buffer (0 in use)".into())
+    );
     // 20 claims/s, 0.3 s starts, safety 2: 12 ready.
     let d = recommend(&p, &signals(10, 20.0, 300, true, 1000));
     assert_eq!(d.size, 12);
-    assert!(d.reason.to_string().starts_with("demand: 20.00 claims/s"), "{}", d.reason);
+    assert!(
+        d.reason.to_string().starts_with("demand: 20.00 claims/s"),
+        "{}",
+        d.reason
+    );
     // Bounded by max, then by the room.
     let d = recommend(&p, &signals(10, 200.0, 300, true, 1000));
     assert_eq!((d.size, d.reason), (40, Reason::Max));
-    let d = decide(&p, &signals(10, 200.0, 300, true, 7), &mut Hold::default(), Timestamp(0));
-    assert_eq!((d.size, d.reason.to_string()), (7, "capped by max_instances".into()));
+    let d = decide(
+        &p,
+        &signals(10, 200.0, 300, true, 7),
+        &mut Hold::default(),
+        Timestamp(0),
+    );
+    assert_eq!(
+        (d.size, d.reason.to_string()),
+        (7, "capped by max_instances".into())
+    );
     // An inactive location: the minimum.
     let d = recommend(&p, &signals(0, 5.0, 300, false, 1000));
     assert_eq!((d.size, d.reason), (1, Reason::Idle));
     // A static target under the cap.
-    assert_eq!(static_size(5000, 1000).reason.to_string(), "capped by max_instances");
-    assert_eq!(static_size(5, 1000), Decision { size: 5, reason: Reason::Static });
+    assert_eq!(
+        static_size(5000, 1000).reason.to_string(),
+        "capped by max_instances"
+    );
+    assert_eq!(
+        static_size(5, 1000),
+        Decision {
+            size: 5,
+            reason: Reason::Static
+        }
+    );
 }
 
 #[test]
@@ -79,21 +103,46 @@ fn a_size_is_held_for_the_delay_then_shrinks() {
     let p = policy(0, None, Buffer::Count(2), 60);
     let mut h = Hold::default();
     let t = |s: i64| Timestamp(s * 1000);
-    assert_eq!(decide(&p, &signals(0, 50.0, 300, true, 1000), &mut h, t(0)).size, 30);
+    assert_eq!(
+        decide(&p, &signals(0, 50.0, 300, true, 1000), &mut h, t(0)).size,
+        30
+    );
     // Demand gone: held for 60 s after it was last called for.
     let d = decide(&p, &signals(0, 0.0, 300, true, 1000), &mut h, t(30));
     assert_eq!(d.size, 30);
-    assert_eq!(d.reason.to_string(), format!("held by scale_down_delay for 30s more ({})", Reason::Demand { rate: 50.0, start: Duration::from_millis(300), safety: 2.0 }));
-    assert_eq!(decide(&p, &signals(0, 0.0, 300, true, 1000), &mut h, t(59)).size, 30);
-    assert_eq!(decide(&p, &signals(0, 0.0, 300, true, 1000), &mut h, t(60)).size, 2);
+    assert_eq!(
+        d.reason.to_string(),
+        format!(
+            "held by scale_down_delay for 30s more ({})",
+            Reason::Demand {
+                rate: 50.0,
+                start: Duration::from_millis(300),
+                safety: 2.0
+            }
+        )
+    );
+    assert_eq!(
+        decide(&p, &signals(0, 0.0, 300, true, 1000), &mut h, t(59)).size,
+        30
+    );
+    assert_eq!(
+        decide(&p, &signals(0, 0.0, 300, true, 1000), &mut h, t(60)).size,
+        2
+    );
     // Growth is immediate.
-    assert_eq!(decide(&p, &signals(0, 10.0, 300, true, 1000), &mut h, t(61)).size, 6);
+    assert_eq!(
+        decide(&p, &signals(0, 10.0, 300, true, 1000), &mut h, t(61)).size,
+        6
+    );
     // A restored hold lasts until its delay passes, then the location goes idle.
     let mut h = Hold::restored(9, t(100));
     let d = decide(&p, &signals(0, 0.0, 300, false, 1000), &mut h, t(130));
     assert_eq!(d.size, 9);
     assert!(matches!(d.reason, Reason::Held { ref by, .. } if **by == Reason::Restored));
-    assert_eq!(decide(&p, &signals(0, 0.0, 300, false, 1000), &mut h, t(160)).size, 0);
+    assert_eq!(
+        decide(&p, &signals(0, 0.0, 300, false, 1000), &mut h, t(160)).size,
+        0
+    );
     assert_eq!(h.held(), Some((0, t(160))));
 }
 
@@ -179,10 +228,16 @@ fn no_flapping_under_steady_poisson_load() {
         let held = policy(0, None, Buffer::Count(0), 300);
         let sizes = steady_sizes(&held, rate, 3900, seed);
         let n = changes(&sizes[300..]);
-        assert!(n <= 12, "{rate}/s: {n} changes in an hour with a 300 s delay");
+        assert!(
+            n <= 12,
+            "{rate}/s: {n} changes in an hour with a 300 s delay"
+        );
         let loose = policy(0, None, Buffer::Count(0), 0);
         let m = changes(&steady_sizes(&loose, rate, 3900, seed)[300..]);
-        assert!(m > 4 * n.max(5), "{rate}/s: without a delay {m} changes, with one {n}");
+        assert!(
+            m > 4 * n.max(5),
+            "{rate}/s: without a delay {m} changes, with one {n}"
+        );
     }
 }
 

@@ -662,6 +662,23 @@ impl Registry {
         (out, inner.live())
     }
 
+    /// Per pool key, its allocated containers and its ready and starting pool
+    /// containers; and the live containers in all (for the autoscaler).
+    pub(crate) fn key_counts(&self) -> (HashMap<PoolKey, crate::scaling::KeyCounts>, u32) {
+        let inner = self.lock();
+        let mut out: HashMap<PoolKey, crate::scaling::KeyCounts> = HashMap::new();
+        for e in inner.containers.values() {
+            match e.state {
+                ContainerState::Allocated => out.entry(e.key.clone()).or_default().allocated += 1,
+                ContainerState::Ready | ContainerState::Starting if !e.on_demand => {
+                    out.entry(e.key.clone()).or_default().supply += 1
+                }
+                _ => {}
+            }
+        }
+        (out, inner.live())
+    }
+
     /// Counts of `pool`'s containers by revision, against `current`.
     pub fn revision_counts(&self, pool: &str, current: u32) -> RevisionCounts {
         let mut c = RevisionCounts::default();

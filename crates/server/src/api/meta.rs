@@ -25,7 +25,17 @@ use crate::state::Shared;
 pub(crate) async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let app = &s.app;
     let keys = app.desired_keys();
-    let (counts, _) = app.registry.pool_counts(&keys);
+    let (counts, live) = app.registry.pool_counts(&keys);
+    app.metrics.desired.clear();
+    for (key, d) in app.sizes(&counts, live) {
+        app.metrics
+            .desired
+            .get_or_create(&warmpool_engine::metrics::KeyLabels {
+                pool: key.pool.to_string(),
+                location: key.location.to_string(),
+            })
+            .set(i64::from(d.size));
+    }
     app.metrics.containers.clear();
     for (key, c) in counts {
         for (state, n) in [

@@ -76,6 +76,7 @@ fn pool_list(app: &Engine, only: Option<&str>) -> PoolList {
         .map(|p| (p.name.to_string(), p.revision))
         .collect();
     let (counts, live) = app.registry.pool_counts(&keys);
+    let sizes = app.sizes(&counts, live);
     let pools = counts
         .into_iter()
         .filter(|(key, _)| only.is_none_or(|name| &*key.pool == name))
@@ -85,7 +86,10 @@ fn pool_list(app: &Engine, only: Option<&str>) -> PoolList {
                 .iter()
                 .find(|p| p.key == key)
                 .map_or(0, |p| p.target);
+            let size = sizes.get(&key);
             PoolView {
+                desired: size.map_or(0, |d| d.size),
+                reason: size.map_or_else(|| "not desired".to_owned(), |d| d.reason.to_string()),
                 pool: key.pool.to_string(),
                 location: key.location.to_string(),
                 target,
@@ -387,6 +391,25 @@ pub(crate) async fn patch_pool(
                     }
                 }
             }
+            // A merge patch: its fields change the policy's, null removes it
+            // (the pool's targets become static again).
+            "scaling" => match (value, merged.get_mut("scaling")) {
+                (Value::Null, _) => {
+                    merged.remove("scaling");
+                }
+                (Value::Object(fields), Some(Value::Object(current))) => {
+                    for (k, v) in fields {
+                        if v.is_null() {
+                            current.remove(&k);
+                        } else {
+                            current.insert(k, v);
+                        }
+                    }
+                }
+                (value, _) => {
+                    merged.insert(key, value);
+                }
+            },
             _ => {
                 merged.insert(key, value);
             }

@@ -61,6 +61,11 @@ pub fn settings_from_table(name: &str, table: &toml::Table) -> Result<PoolSettin
             .rollout_failure_limit
             .filter(|_| set("rollout_failure_limit")),
         progress_deadline: all.progress_deadline.filter(|_| set("progress_deadline")),
+        scaling: all.scaling.filter(|_| {
+            table
+                .keys()
+                .any(|k| k == "scaling" || k.starts_with("scaling_"))
+        }),
     })
 }
 
@@ -117,6 +122,7 @@ impl PoolConfig {
             max_surge: Some(self.max_surge.to_string()),
             rollout_failure_limit: Some(self.rollout_failure_limit),
             progress_deadline: Some(self.progress_deadline.as_secs_f64()),
+            scaling: self.scaling.as_ref().map(crate::specs::scaling_settings),
         }
     }
 }

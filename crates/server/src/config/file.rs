@@ -32,16 +32,16 @@ pub fn pool_from_table(name: &str, table: &toml::Table) -> Result<PoolConfig, Co
         });
     }
     let mut values: HashMap<&'static str, String> = HashMap::new();
-    for (key, value) in table {
+    for (key, value) in flatten_scaling(table.clone()) {
         let bad = |reason: String| ConfigError {
-            key: format!("pools.{name}.{key}"),
-            value: match value {
+            key: format!("pools.{name}.{}", shown_key(&key)),
+            value: match &value {
                 toml::Value::String(s) => s.clone(),
                 other => other.to_string(),
             },
             reason,
         };
-        let s = file_setting(key).ok_or_else(|| bad("unknown setting".into()))?;
+        let s = file_setting(&key).ok_or_else(|| bad("unknown setting".into()))?;
         if !s.per_pool {
             return Err(bad(format!("{key} is global; set it at the top level")));
         }
@@ -66,7 +66,7 @@ impl Config {
             .parse()
             .map_err(|e: toml::de::Error| bad(e.message().to_owned()))?;
         let mut file = ConfigFile::default();
-        for (key, value) in table {
+        for (key, value) in flatten_scaling(table) {
             if key == "pools" {
                 let toml::Value::Table(pools) = value else {
                     return Err(bad("pools: expected [pools.NAME] tables".into()));
@@ -81,8 +81,9 @@ impl Config {
                 }
                 continue;
             }
-            let s = file_setting(&key).ok_or_else(|| bad(format!("unknown setting {key:?}")))?;
-            let v = file_value(s, value).map_err(|e| bad(format!("{key}: {e}")))?;
+            let shown = shown_key(&key);
+            let s = file_setting(&key).ok_or_else(|| bad(format!("unknown setting {shown:?}")))?;
+            let v = file_value(s, value).map_err(|e| bad(format!("{shown}: {e}")))?;
             file.settings.insert(s.env.to_owned(), v);
         }
         Ok(file)
@@ -122,6 +123,30 @@ impl Config {
 }
 
 /// The setting a config file key names.
+/// A table's entries, its `scaling` table's as the settings they are (`min` is
+/// `scaling_min`) with `scaling = "on"`: the table's presence turns it on.
+fn flatten_scaling(table: toml::Table) -> Vec<(String, toml::Value)> {
+    let mut out = Vec::new();
+    for (key, value) in table {
+        match value {
+            toml::Value::Table(t) if key == "scaling" => {
+                out.push((key, toml::Value::String("on".into())));
+                out.extend(t.into_iter().map(|(k, v)| (format!("scaling_{k}"), v)));
+            }
+            value => out.push((key, value)),
+        }
+    }
+    out
+}
+
+/// A key as its table writes it (`scaling_min` is `scaling.min`).
+fn shown_key(key: &str) -> String {
+    match key.strip_prefix("scaling_") {
+        Some(k) => format!("scaling.{k}"),
+        None => key.to_owned(),
+    }
+}
+
 fn file_setting(key: &str) -> Option<&'static Setting> {
     SETTINGS.iter().find(|s| s.file_key() == key)
 }

@@ -100,6 +100,8 @@ pub struct Config {
     pub tombstone_retention: Duration,
     /// Where the simulated runtime says its containers listen.
     pub sim_address: String,
+    /// How long a simulated container takes to become ready (zero: at once).
+    pub sim_start: Duration,
     pub docker_network: String,
     pub docker_publish: bool,
     /// Port the app listens on inside a container (Docker and Kubernetes runtimes).
@@ -159,11 +161,41 @@ pub struct PoolConfig {
     pub rollout_failure_limit: u32,
     /// How long a rollout may take before it fails.
     pub progress_deadline: Duration,
+    /// How its warm buffer follows demand (`None`: static targets).
+    pub scaling: Option<warmpool_core::ScalingPolicy>,
     /// The resolved value of each setting, by env var, for `--check-config`.
     resolved: Vec<(&'static str, String)>,
 }
 
 impl Config {
+    /// What is valid but will not do what it seems to say: static targets
+    /// the global cap cuts short. Logged at start-up, printed by
+    /// `--check-config`.
+    pub fn warnings(&self) -> Vec<String> {
+        let static_pools: Vec<(&str, u32)> = self
+            .pools
+            .iter()
+            .filter(|p| p.scaling.is_none())
+            .map(|p| (p.name.as_str(), p.targets.iter().map(|(_, n)| *n).sum()))
+            .collect();
+        let total: u32 = static_pools.iter().map(|(_, n)| *n).sum();
+        if total <= self.max_instances {
+            return Vec::new();
+        }
+        let each = static_pools
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        vec![format!(
+            "the static targets add up to {total} ready containers ({each}), above max_instances ({}): \
+             the pools stop short of them (GET /v1/pools says \"capped by max_instances\"); \
+             raise max_instances or lower the targets",
+            self.max_instances
+        )]
+    }
+
     /// Any token is configured, so requests are checked.
     pub fn auth_enabled(&self) -> bool {
         !self.api_tokens.is_empty() || !self.admin_tokens.is_empty()

@@ -6,7 +6,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use warmpool_core::Location;
+use warmpool_core::scale::{InvalidBuffer, InvalidLocationMode};
+use warmpool_core::{Location, ScalingPolicy};
 
 use super::file::pool_from_table;
 use super::settings::setting;
@@ -44,7 +45,7 @@ impl Reader<'_> {
     fn err(&self, env: &'static str, value: &str, reason: impl Into<String>) -> ConfigError {
         ConfigError {
             key: match self.pool {
-                Some(p) => format!("pools.{p}.{}", setting(env).file_key()),
+                Some(p) => format!("pools.{p}.{}", table_key(env)),
                 None => env.to_owned(),
             },
             value: value.to_owned(),
@@ -164,6 +165,27 @@ impl Reader<'_> {
     }
 }
 
+/// A pool setting's key as its `[pools.NAME]` table writes it: `scaling.min`
+/// for a key of its `[scaling]` table, else its file key.
+fn table_key(env: &'static str) -> String {
+    let key = setting(env).file_key();
+    match key.strip_prefix("scaling_") {
+        Some(k) => format!("scaling.{k}"),
+        None => key,
+    }
+}
+
+/// The scaling settings other than `WARMPOOL_SCALING` itself (each one's file
+/// key is `scaling_` and its key in a `[scaling]` table).
+pub(super) const SCALING_SETTINGS: &[&str] = &[
+    "WARMPOOL_SCALING_MIN",
+    "WARMPOOL_SCALING_MAX",
+    "WARMPOOL_SCALING_BUFFER",
+    "WARMPOOL_SCALING_SCALE_DOWN_DELAY_SECONDS",
+    "WARMPOOL_SCALING_SAFETY",
+    "WARMPOOL_SCALING_LOCATIONS",
+];
+
 /// Pool names: what a label value, a metric label and a URL segment all take.
 pub(super) fn valid_pool_name(name: &str) -> bool {
     !name.is_empty()
@@ -254,6 +276,7 @@ impl PoolConfig {
             .parse::<warmpool_core::Surge>()
             .map_err(|e| r.err("WARMPOOL_MAX_SURGE", &v, e.to_string()))?;
         let nonzero = |n: u32| (n > 0).then_some(n);
+        let scaling = read_scaling(r)?;
         Ok(PoolConfig {
             name: name.to_owned(),
             command,
@@ -274,9 +297,66 @@ impl PoolConfig {
             max_surge,
             rollout_failure_limit: r.num("WARMPOOL_ROLLOUT_FAILURE_LIMIT", 1, 1000)?,
             progress_deadline: r.secs("WARMPOOL_PROGRESS_DEADLINE_SECONDS", 1.0, 86_400.0)?,
+            scaling,
             resolved: Vec::new(),
         })
     }
+}
+
+/// A pool's scaling policy: on when `scaling` is `on` or any `scaling_*` setting
+/// is given (an explicit `off` beside one is refused, as contradictory).
+fn read_scaling(r: &Reader) -> Result<Option<ScalingPolicy>, ConfigError> {
+    let env = "WARMPOOL_SCALING";
+    let mode = r.get_secret(env);
+    let given = SCALING_SETTINGS.iter().find(|env| r.is_set(env));
+    let on = match mode.as_str() {
+        "on" | "true" => true,
+        "off" | "false" if r.is_set(env) => {
+            if let Some(other) = given {
+                return Err(r.err(
+                    other,
+                    &r.get_secret(other),
+                    "scaling is off; set scaling = \"on\" or leave this out",
+                ));
+            }
+            false
+        }
+        "off" | "false" => given.is_some(),
+        _ => return Err(r.err(env, &mode, "expected on or off")),
+    };
+    // Printed as it resolved, so that `--check-config`'s output reads back.
+    r.resolved
+        .borrow_mut()
+        .push((env, if on { "on" } else { "off" }.to_owned()));
+    if !on {
+        return Ok(None);
+    }
+    let max = r.num("WARMPOOL_SCALING_MAX", 0, 100_000)?;
+    let buffer = r.get("WARMPOOL_SCALING_BUFFER");
+    let locations = r.get("WARMPOOL_SCALING_LOCATIONS");
+    let safety = r.get("WARMPOOL_SCALING_SAFETY");
+    let policy = ScalingPolicy {
+        min: r.num("WARMPOOL_SCALING_MIN", 0, 100_000)?,
+        max: (max > 0).then_some(max),
+        buffer: buffer
+            .parse()
+            .map_err(|e: InvalidBuffer| r.err("WARMPOOL_SCALING_BUFFER", &buffer, e.to_string()))?,
+        scale_down_delay: r.secs("WARMPOOL_SCALING_SCALE_DOWN_DELAY_SECONDS", 0.0, 86_400.0)?,
+        safety: safety
+            .parse()
+            .map_err(|_| r.err("WARMPOOL_SCALING_SAFETY", &safety, "expected a number"))?,
+        locations: locations.parse().map_err(|e: InvalidLocationMode| {
+            r.err("WARMPOOL_SCALING_LOCATIONS", &locations, e.to_string())
+        })?,
+    };
+    policy.validate().map_err(|e| {
+        let (env, v) = match e.field {
+            "min" => ("WARMPOOL_SCALING_MIN", policy.min.to_string()),
+            _ => ("WARMPOOL_SCALING_SAFETY", safety.clone()),
+        };
+        r.err(env, &v, e.reason)
+    })?;
+    Ok(Some(policy))
 }
 
 impl Config {
@@ -376,6 +456,7 @@ impl Config {
             sweep_interval: r.secs("WARMPOOL_SWEEP_SECONDS", 0.1, 86_400.0)?,
             tombstone_retention: r.secs("WARMPOOL_TOMBSTONE_HOURS", 0.0, 8760.0)? * 3600,
             sim_address,
+            sim_start: r.secs("WARMPOOL_SIM_START_SECONDS", 0.0, 3600.0)?,
             docker_network,
             docker_publish: r.flag("WARMPOOL_DOCKER_PUBLISH")?,
             container_port: r.num("WARMPOOL_CONTAINER_PORT", 1, 65535)? as u16,

@@ -59,6 +59,7 @@ settings! {
     global "WARMPOOL_PROBE_INTERVAL_SECONDS", "probe-interval", "10", "how often ready containers are health-probed; after 3 failures in a row one is failed and replaced (0: never)";
     global "WARMPOOL_RECONCILE_INTERVAL_SECONDS", "reconcile-interval", "5", "safety-net period of the reconciler";
     global "WARMPOOL_TOMBSTONE_HOURS", "tombstone-hours", "24", "hours an ended container's id answers 410 instead of 404";
+    global "WARMPOOL_SIM_START_SECONDS", "sim-start", "0", "seconds each simulated container takes to become ready (sim runtime; 0: at once)";
     global "WARMPOOL_SIM_ADDRESS", "sim-address", "127.0.0.1:9", "address the simulated runtime reports for its containers";
     global "WARMPOOL_LOG_FORMAT", "log-format", "text", "log lines as text or json";
     pool "WARMPOOL_APP_ENV", "app-env", "", "extra env of every container, shell-style KEY=value words (in the config file also a table)";
@@ -82,6 +83,13 @@ settings! {
     pool "WARMPOOL_MAX_SURGE", "max-surge", "25%", "during a rollout, new-revision containers started beyond the target before old ones stop: a share of the target (25%) or a count (at least 1)";
     pool "WARMPOOL_ROLLOUT_FAILURE_LIMIT", "rollout-failure-limit", "3", "failed starts of a new revision in a row that stop its rollout (phase failed); the old revision keeps serving";
     pool "WARMPOOL_PROGRESS_DEADLINE_SECONDS", "progress-deadline", "600", "a rollout not complete after this many seconds fails (phase failed); the old revision keeps serving";
+    pool "WARMPOOL_SCALING", "scaling", "off", "on: the warm buffer follows demand at each location (the config file's [scaling] table, or any scaling-* setting, turns it on); off: targets are static";
+    pool "WARMPOOL_SCALING_MIN", "scaling-min", "0", "autoscaling: ready containers kept at least, per location";
+    pool "WARMPOOL_SCALING_MAX", "scaling-max", "0", "autoscaling: ready containers kept at most, per location (0: only max-instances bounds it)";
+    pool "WARMPOOL_SCALING_BUFFER", "scaling-buffer", "2", "autoscaling: ready containers kept beyond those in use, a count (2) or a share of the allocated ones (20%)";
+    pool "WARMPOOL_SCALING_SCALE_DOWN_DELAY_SECONDS", "scaling-scale-down-delay", "300", "autoscaling: seconds a size is held after it was last called for before it shrinks; also how long a location without claims keeps its pool";
+    pool "WARMPOOL_SCALING_SAFETY", "scaling-safety", "2", "autoscaling: keep at least claim rate x start time (p90) x safety ready";
+    pool "WARMPOOL_SCALING_LOCATIONS", "scaling-locations", "configured", "autoscaling: configured (the locations of targets) or auto (also every location that receives claims, until scale-down-delay passes without one)";
 }
 
 /// The setting whose env var is `env` (a name the code spells out).

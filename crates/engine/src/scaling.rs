@@ -1,0 +1,324 @@
+//! Autoscaling, as the engine runs it: the signals of each pool key (claim rate,
+//! start times, containers in use) measured where they happen, and each pass's
+//! sizes for the pools with a [`ScalingPolicy`] (`core::scale::decide`), with the
+//! locations a policy of `locations = "auto"` keeps because claims came there.
+//! Every change of a size is an event of its pool and a row of `pool_sizes`, so
+//! that a restart keeps the sizes (the learned rates start over).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use warmpool_core::scale::{
+    decide, static_size, ClaimRate, Decision, Hold, LocationMode, Reason, Signals, StartTimes,
+};
+use warmpool_core::{Desired, DesiredPool, Location, PoolKey, Timestamp};
+use warmpool_store::{Op, PoolSizeRow, PoolWrite};
+
+use crate::engine::PoolSet;
+use crate::{error_chain, now, Engine};
+
+/// The start time assumed before any start of a pool was measured.
+pub const DEFAULT_START: Duration = Duration::from_secs(1);
+
+/// One pool key's signals and its last decision.
+#[derive(Default)]
+struct KeyScale {
+    claims: ClaimRate,
+    last_claim: Option<Timestamp>,
+    starts: StartTimes,
+    hold: Hold,
+    /// The last decision (`None`: none yet).
+    decision: Option<Decision>,
+    /// Active until (restored from the store: the last claim plus the delay).
+    restored_active_until: Option<Timestamp>,
+    /// Active until, as the last pass saw it.
+    active_until: Option<Timestamp>,
+    /// The store's row differs from `decision` (written by [`Engine::persist_sizes`]).
+    dirty: bool,
+    /// The row is to be deleted (an auto location gone idle).
+    gone: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    keys: HashMap<PoolKey, KeyScale>,
+    /// Pool events of size changes, not yet written.
+    events: Vec<PoolWrite>,
+    /// The desired state of the last pass, and the pool set it was made from.
+    last: Option<(Arc<PoolSet>, Arc<Desired>)>,
+}
+
+/// The autoscaler's state (one per engine).
+#[derive(Default)]
+pub(crate) struct Scaler {
+    inner: Mutex<Inner>,
+    /// Held while the changed sizes are taken and written, so that writes commit
+    /// in the order their contents were taken.
+    writing: tokio::sync::Mutex<()>,
+}
+
+impl Scaler {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Counts a claim for `key` (a pool with a policy).
+    pub(crate) fn claimed(&self, key: &PoolKey, at: Timestamp) {
+        let mut inner = self.lock();
+        let k = inner.keys.entry(key.clone()).or_default();
+        k.claims.record(at);
+        k.last_claim = Some(at);
+    }
+
+    /// Records how long a container of `key` took to become ready.
+    pub(crate) fn started(&self, key: &PoolKey, took: Duration) {
+        self.lock()
+            .keys
+            .entry(key.clone())
+            .or_default()
+            .starts
+            .record(took);
+    }
+
+    /// Restores the sizes the store kept (at start-up).
+    pub(crate) fn restore(&self, rows: Vec<PoolSizeRow>) {
+        let mut inner = self.lock();
+        for r in rows {
+            let Ok(location) = r.location.parse::<Location>() else {
+                continue;
+            };
+            let k = inner
+                .keys
+                .entry(PoolKey::new(r.pool.as_str(), location))
+                .or_default();
+            k.hold = Hold::restored(r.size, r.since);
+            k.restored_active_until = r.active_until;
+            k.decision = Some(Decision {
+                size: r.size,
+                reason: Reason::Restored,
+            });
+        }
+    }
+}
+
+/// Per pool key, what a pass needs of the registry.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KeyCounts {
+    /// Allocated containers.
+    pub allocated: u32,
+    /// Ready and starting pool containers (not on demand): what counts toward
+    /// the size.
+    pub supply: u32,
+}
+
+impl Engine {
+    /// The desired state now: the pools' static targets, and for each pool with
+    /// a policy the sizes of the last pass.
+    pub fn desired(&self) -> Arc<Desired> {
+        let set = self.pool_set();
+        if let Some((made_from, desired)) = &self.scaler.lock().last {
+            if Arc::ptr_eq(made_from, &set) {
+                return desired.clone();
+            }
+        }
+        set.desired.clone()
+    }
+
+    /// Counts a claim of `key` for its pool's autoscaling.
+    pub(crate) fn count_claim(&self, key: &PoolKey, scaled: bool) {
+        if scaled {
+            self.scaler.claimed(key, now());
+        }
+    }
+
+    /// Records a start time of `key`.
+    pub(crate) fn count_start(&self, key: &PoolKey, took: Duration) {
+        self.scaler.started(key, took);
+    }
+
+    /// Restores the sizes kept in the store (at start-up, after the pools).
+    pub(crate) fn restore_sizes(&self) -> Result<(), warmpool_store::StoreError> {
+        let rows = self.store.load_sizes_blocking()?;
+        self.scaler.restore(rows);
+        Ok(())
+    }
+
+    /// Each pass: the desired state, with the size of every location of every
+    /// pool with a policy decided anew. Changes are queued for the store
+    /// ([`Engine::persist_sizes`]; `true` if there are any).
+    pub(crate) fn scale(&self, at: Timestamp) -> (Arc<Desired>, bool) {
+        let set = self.pool_set();
+        if !set.list.iter().any(|p| p.spec.scaling.is_some()) {
+            return (set.desired.clone(), false);
+        }
+        let (counts, live) = self.registry.key_counts();
+        let max_instances = self.config.max_instances;
+        let mut inner = self.scaler.lock();
+        let Inner { keys, events, .. } = &mut *inner;
+        let mut pools = Vec::new();
+        let mut changed = false;
+        for p in &set.list {
+            let Some(policy) = &p.spec.scaling else {
+                pools.extend(
+                    set.desired
+                        .pools
+                        .iter()
+                        .filter(|d| d.key.pool == p.name)
+                        .cloned(),
+                );
+                continue;
+            };
+            // Its locations: the configured ones, and (auto) those known here.
+            let mut locations: Vec<(Location, bool)> =
+                p.spec.targets.iter().map(|(l, _)| (*l, true)).collect();
+            for k in keys.keys().filter(|k| k.pool == p.name) {
+                if !locations.iter().any(|(l, _)| *l == k.location) {
+                    locations.push((k.location, false));
+                }
+            }
+            let pool_start = keys
+                .iter()
+                .filter(|(k, _)| k.pool == p.name)
+                .filter_map(|(_, s)| s.starts.p90())
+                .max();
+            for (location, configured) in locations {
+                let key = p.key(location);
+                let c = counts.get(&key).copied().unwrap_or_default();
+                let k = keys.entry(key.clone()).or_default();
+                if !configured && policy.locations != LocationMode::Auto {
+                    // Claims of a location the pool does not keep: counted only.
+                    continue;
+                }
+                let active_until = k
+                    .last_claim
+                    .map(|t| t + policy.scale_down_delay)
+                    .max(k.restored_active_until);
+                k.active_until = active_until;
+                let signals = Signals {
+                    allocated: c.allocated,
+                    claim_rate: k.claims.rate(at),
+                    start_time: k.starts.p90().or(pool_start).unwrap_or(DEFAULT_START),
+                    active: configured || active_until.is_some_and(|t| t > at),
+                    room: max_instances.saturating_sub(live) + c.supply,
+                };
+                let d = decide(policy, &signals, &mut k.hold, at);
+                let before = k.decision.as_ref().map_or(0, |d| d.size);
+                if before != d.size {
+                    changed = true;
+                    k.dirty = true;
+                    events.push(PoolWrite::Event {
+                        at,
+                        pool: p.name.to_string(),
+                        revision: None,
+                        kind: "scaled".into(),
+                        detail: Some(format!("{location}: {before} -> {} ({})", d.size, d.reason)),
+                    });
+                }
+                // An auto location with nothing kept and no claims is forgotten.
+                k.gone = !configured && d.size == 0 && !signals.active;
+                k.dirty |= k.gone;
+                changed |= k.gone;
+                pools.push(DesiredPool {
+                    key,
+                    target: d.size,
+                    batch_size: p.spec.batch_size,
+                    spacing: p.spec.batch_spacing,
+                    revision: p.launch_revision,
+                    surge: p.spec.max_surge.of(d.size),
+                });
+                k.decision = Some(d);
+            }
+        }
+        // Keys of pools that no longer exist, or no longer scale, are dropped.
+        keys.retain(|k, _| {
+            set.list
+                .iter()
+                .any(|p| p.name == k.pool && p.spec.scaling.is_some())
+        });
+        let desired = Arc::new(Desired {
+            pools,
+            max_instances,
+        });
+        inner.last = Some((set, desired.clone()));
+        (desired, changed)
+    }
+
+    /// Writes the sizes that changed and their events. Safe to call from several
+    /// tasks: each writes what is queued when it takes its turn.
+    pub(crate) async fn persist_sizes(&self) {
+        let _turn = self.scaler.writing.lock().await;
+        let writes = {
+            let mut inner = self.scaler.lock();
+            let at = now();
+            let mut writes = std::mem::take(&mut inner.events);
+            let mut gone = Vec::new();
+            for (key, k) in inner.keys.iter_mut().filter(|(_, k)| k.dirty) {
+                k.dirty = false;
+                if k.gone {
+                    gone.push(key.clone());
+                    writes.push(PoolWrite::DeleteSize {
+                        pool: key.pool.to_string(),
+                        location: key.location.to_string(),
+                    });
+                    continue;
+                }
+                let (Some(d), Some((_, since))) = (&k.decision, k.hold.held()) else {
+                    continue;
+                };
+                writes.push(PoolWrite::PutSize(PoolSizeRow {
+                    pool: key.pool.to_string(),
+                    location: key.location.to_string(),
+                    size: d.size,
+                    reason: d.reason.to_string(),
+                    since,
+                    active_until: k.active_until,
+                    updated_at: at,
+                }));
+            }
+            for key in gone {
+                inner.keys.remove(&key);
+            }
+            writes
+        };
+        if writes.is_empty() {
+            return;
+        }
+        if let Err(e) = self.store.apply(Op::Pools(writes)).await {
+            let e = error_chain(&e);
+            tracing::warn!(error = %e, "cannot record pool sizes");
+        }
+    }
+
+    /// The size of every desired pool key and why: the last pass's decision
+    /// for a pool with a policy, its static target under the global cap
+    /// otherwise. `counts` and `live` are the registry's.
+    pub fn sizes(
+        &self,
+        counts: &BTreeMap<PoolKey, crate::registry::PoolCounts>,
+        live: u32,
+    ) -> BTreeMap<PoolKey, Decision> {
+        let desired = self.desired();
+        let scaled = self.scaler.lock();
+        let room = |key: &PoolKey| {
+            let c = counts.get(key).cloned().unwrap_or_default();
+            self.config.max_instances.saturating_sub(live) + c.ready + c.starting
+        };
+        desired
+            .pools
+            .iter()
+            .map(|d| {
+                let decision = scaled
+                    .keys
+                    .get(&d.key)
+                    .and_then(|k| k.decision.clone())
+                    .filter(|_| {
+                        self.pool(&d.key.pool)
+                            .is_some_and(|p| p.spec.scaling.is_some())
+                    })
+                    .unwrap_or_else(|| static_size(d.target, room(&d.key)));
+                (d.key.clone(), decision)
+            })
+            .collect()
+    }
+}
