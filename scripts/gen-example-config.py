@@ -24,6 +24,10 @@ for scope,env,flag,default,help in rows:
     out.append("\n".join("# "+l for l in c))
     if env.endswith("_TOKEN"):
         out.append(f'# {key} = "a-secret-of-16-or-more-characters"\n')
+    elif env.startswith("WARMPOOL_SCALING_"):
+        # Any of these turns scaling on; a [scaling] table takes them as min,
+        # max, buffer, scale_down_delay, safety and locations.
+        out.append(f"# {key} = {lit(default)}\n")
     else:
         out.append(f"{key} = {lit(default)}\n")
 open('examples/warmpool.toml','w').write("\n".join(out))

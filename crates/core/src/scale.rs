@@ -330,11 +330,17 @@ impl Hold {
 ///
 /// Guarantees (property-tested below): never above the policy's `max` nor the
 /// room; never below `min` unless the room is smaller; monotone in each signal
-/// of demand (claim rate, start time, containers in use, activity); a size is
-/// lowered only after the delay has passed since it was last called for, so a
-/// steady load does not make it flap.
+/// of demand (claim rate, start time, containers in use, activity); while the
+/// location is active, a size is lowered only after the delay has passed since
+/// it was last called for, so a steady load does not make it flap. An inactive
+/// location (no claim within the delay) is at `min` at once: its delay has
+/// passed already.
 pub fn decide(policy: &ScalingPolicy, s: &Signals, hold: &mut Hold, now: Timestamp) -> Decision {
     let rec = recommend(policy, s);
+    if !s.active {
+        // It has had no claim for the whole delay already: nothing to hold.
+        hold.recent.clear();
+    }
     while hold.recent.back().is_some_and(|(_, d)| d.size <= rec.size) {
         hold.recent.pop_back();
     }

@@ -134,9 +134,9 @@ fn a_size_is_held_for_the_delay_then_shrinks() {
         decide(&p, &signals(0, 10.0, 300, true, 1000), &mut h, t(61)).size,
         6
     );
-    // A restored hold lasts until its delay passes, then the location goes idle.
+    // A restored hold lasts until its delay passes; an idle location is at min.
     let mut h = Hold::restored(9, t(100));
-    let d = decide(&p, &signals(0, 0.0, 300, false, 1000), &mut h, t(130));
+    let d = decide(&p, &signals(0, 0.0, 300, true, 1000), &mut h, t(130));
     assert_eq!(d.size, 9);
     assert!(matches!(d.reason, Reason::Held { ref by, .. } if **by == Reason::Restored));
     assert_eq!(
@@ -265,12 +265,12 @@ proptest! {
             // The held size (before the cap) shrinks only once the delay has
             // passed since it was last called for.
             let (held, since) = hold.held().unwrap();
-            if let Some((before, before_since)) = last {
+            if let Some((before, before_since)) = last.filter(|_| active) {
                 if held < before {
                     prop_assert!(before_since + p.scale_down_delay <= now);
                 }
             }
-            last = Some((held, since));
+            last = Some((held, since)).filter(|_| active);
         }
     }
 

@@ -80,6 +80,11 @@ fn pool_list(app: &Engine, only: Option<&str>) -> PoolList {
     let pools = counts
         .into_iter()
         .filter(|(key, _)| only.is_none_or(|name| &*key.pool == name))
+        // A location neither desired nor holding containers (an auto location
+        // gone idle, an on-demand claim's location) is not listed.
+        .filter(|(key, c)| {
+            keys.contains(key) || c.ready + c.starting + c.allocated + c.stopping + c.failed > 0
+        })
         .map(|(key, c)| {
             let target = desired
                 .pools
