@@ -50,11 +50,6 @@ impl Pool {
     pub fn rolling_out(&self) -> bool {
         self.revision != self.stable_revision && self.rollout_error.is_none()
     }
-
-    /// Ready containers it keeps, over every location.
-    pub fn target_total(&self) -> u32 {
-        self.spec.targets.iter().map(|(_, n)| *n).sum()
-    }
 }
 
 /// One revision of a pool: the template its containers were started from.
@@ -80,9 +75,12 @@ impl PoolSet {
             pools: list
                 .iter()
                 .flat_map(|p| {
-                    p.spec.targets.iter().map(|(l, n)| DesiredPool {
+                    // A scaled pool's sizes are decided by each pass
+                    // (`scaling.rs`); until the first, its minimum.
+                    let fixed = p.spec.scaling.as_ref().map(|s| s.min);
+                    p.spec.targets.iter().map(move |(l, n)| DesiredPool {
                         key: p.key(*l),
-                        target: *n,
+                        target: fixed.unwrap_or(*n),
                         batch_size: p.spec.batch_size,
                         spacing: p.spec.batch_spacing,
                         revision: p.launch_revision,

@@ -107,8 +107,9 @@ struct StoredSpec {
     max_surge: String,
     rollout_failure_limit: u32,
     progress_deadline_ms: u64,
-    /// Absent in records from before autoscaling.
-    #[serde(default)]
+    /// Absent in records from before autoscaling (and left out without a
+    /// policy, so that a pool's declaration hash is what it was before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     scaling: Option<StoredScaling>,
 }
 
@@ -592,12 +593,19 @@ impl Engine {
     /// with a rollout under way are counted). Called by every reconcile pass.
     pub(crate) fn rollouts_due(&self, at: Timestamp) -> Vec<(Arc<Pool>, Result<(), String>)> {
         let mut due = Vec::new();
+        let desired = self.desired();
         for pool in self.pool_set().list.iter().filter(|p| p.rolling_out()) {
             let c = self.registry.revision_counts(&pool.name, pool.revision);
             // Complete: nothing stale left, and the new revision fills the target
             // (claims may be holding some of it as refills, still starting), with
-            // at least one of it ready.
-            let target = pool.target_total();
+            // at least one of it ready. The target is what the pool aims at now
+            // (its autoscaled sizes, if it has a policy).
+            let target: u32 = desired
+                .pools
+                .iter()
+                .filter(|d| d.key.pool == pool.name)
+                .map(|d| d.target)
+                .sum();
             if c.stale_ready == 0
                 && c.stale_starting == 0
                 && c.updated_ready + c.updated_starting >= target
@@ -613,7 +621,7 @@ impl Engine {
                     Err(format!(
                         "progress deadline exceeded: {} of {} ready on revision {} after {}s",
                         c.updated_ready,
-                        pool.target_total(),
+                        target,
                         pool.revision,
                         pool.spec.progress_deadline.as_secs()
                     )),

@@ -43,7 +43,8 @@ struct KeyScale {
 #[derive(Default)]
 struct Inner {
     keys: HashMap<PoolKey, KeyScale>,
-    /// Pool events of size changes, not yet written.
+    /// Pool events of size changes (and sizes of dropped keys to delete), not
+    /// yet written.
     events: Vec<PoolWrite>,
     /// The desired state of the last pass, and the pool set it was made from.
     last: Option<(Arc<PoolSet>, Arc<Desired>)>,
@@ -149,12 +150,14 @@ impl Engine {
     /// ([`Engine::persist_sizes`]; `true` if there are any).
     pub(crate) fn scale(&self, at: Timestamp) -> (Arc<Desired>, bool) {
         let set = self.pool_set();
-        if !set.list.iter().any(|p| p.spec.scaling.is_some()) {
+        let mut inner = self.scaler.lock();
+        if !set.list.iter().any(|p| p.spec.scaling.is_some())
+            && !inner.keys.values().any(|k| k.decision.is_some())
+        {
             return (set.desired.clone(), false);
         }
         let (counts, live) = self.registry.key_counts();
         let max_instances = self.config.max_instances;
-        let mut inner = self.scaler.lock();
         let Inner { keys, events, .. } = &mut *inner;
         let mut pools = Vec::new();
         let mut changed = false;
@@ -187,7 +190,13 @@ impl Engine {
                 let c = counts.get(&key).copied().unwrap_or_default();
                 let k = keys.entry(key.clone()).or_default();
                 if !configured && policy.locations != LocationMode::Auto {
-                    // Claims of a location the pool does not keep: counted only.
+                    // Claims of a location the pool does not keep: counted
+                    // only; a size it had (under an auto policy) is forgotten.
+                    if k.decision.is_some() {
+                        k.gone = true;
+                        k.dirty = true;
+                        changed = true;
+                    }
                     continue;
                 }
                 let active_until = k
@@ -230,11 +239,21 @@ impl Engine {
                 k.decision = Some(d);
             }
         }
-        // Keys of pools that no longer exist, or no longer scale, are dropped.
-        keys.retain(|k, _| {
-            set.list
+        // Keys of pools that no longer exist, or no longer scale, are dropped,
+        // with the sizes the store kept of them.
+        keys.retain(|key, k| {
+            let keep = set
+                .list
                 .iter()
-                .any(|p| p.name == k.pool && p.spec.scaling.is_some())
+                .any(|p| p.name == key.pool && p.spec.scaling.is_some());
+            if !keep && k.decision.is_some() {
+                changed = true;
+                events.push(PoolWrite::DeleteSize {
+                    pool: key.pool.to_string(),
+                    location: key.location.to_string(),
+                });
+            }
+            keep
         });
         let desired = Arc::new(Desired {
             pools,

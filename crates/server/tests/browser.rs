@@ -220,6 +220,18 @@ async fn the_studio_works_in_a_real_browser() {
                 .await
                 .as_deref(),
             Some("1")
+        ); // Its desired size and why (issue 15).
+        assert_eq!(
+            text(&c, &card("default", location, "desired"))
+                .await
+                .as_deref(),
+            Some(ready)
+        );
+        assert_eq!(
+            text(&c, &card("default", location, "reason"))
+                .await
+                .as_deref(),
+            Some("static target")
         );
     }
     wait_text(&c, "#live", "the live indicator", |t| t == "Live").await;

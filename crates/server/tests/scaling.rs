@@ -315,6 +315,17 @@ async fn auto_location_pools_of_real_processes_appear_and_decay() {
         async move { view(&c, "default", "apac").await.is_none().then_some(()) }
     })
     .await;
+    // And so is its row of `pool_sizes`: no stale rows.
+    let app = wp.app().clone();
+    poll(T, "apac's size row deleted", || {
+        let app = app.clone();
+        async move {
+            let rows = app.store.load_sizes_blocking().unwrap();
+            assert!(rows.iter().any(|r| r.location == "default"), "{rows:?}");
+            (!rows.iter().any(|r| r.location == "apac")).then_some(())
+        }
+    })
+    .await;
     common::books_balance(wp.app(), T).await;
     wp.shutdown().await;
 }
