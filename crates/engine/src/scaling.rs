@@ -30,6 +30,10 @@ struct KeyScale {
     hold: Hold,
     /// The last decision (`None`: none yet).
     decision: Option<Decision>,
+    /// The size the policy called for before the global cap (what is stored,
+    /// and what an event is recorded for: the cap's room moves with every
+    /// claim near the cap, the policy's size does not).
+    wanted: u32,
     /// Active until (restored from the store: the last claim plus the delay).
     restored_active_until: Option<Timestamp>,
     /// Active until, as the last pass saw it.
@@ -94,6 +98,7 @@ impl Scaler {
                 .entry(PoolKey::new(r.pool.as_str(), location))
                 .or_default();
             k.hold = Hold::restored(r.size, r.since);
+            k.wanted = r.size;
             k.restored_active_until = r.active_until;
             k.decision = Some(Decision {
                 size: r.size,
@@ -150,14 +155,20 @@ impl Engine {
     /// ([`Engine::persist_sizes`]; `true` if there are any).
     pub(crate) fn scale(&self, at: Timestamp) -> (Arc<Desired>, bool) {
         let set = self.pool_set();
-        let mut inner = self.scaler.lock();
         if !set.list.iter().any(|p| p.spec.scaling.is_some())
-            && !inner.keys.values().any(|k| k.decision.is_some())
+            && !self
+                .scaler
+                .lock()
+                .keys
+                .values()
+                .any(|k| k.decision.is_some())
         {
             return (set.desired.clone(), false);
         }
+        // Counted before the scaler's lock is taken: claims take it too.
         let (counts, live) = self.registry.key_counts();
         let max_instances = self.config.max_instances;
+        let mut inner = self.scaler.lock();
         let Inner { keys, events, .. } = &mut *inner;
         let mut pools = Vec::new();
         let mut changed = false;
@@ -212,17 +223,28 @@ impl Engine {
                     room: max_instances.saturating_sub(live) + c.supply,
                 };
                 let d = decide(policy, &signals, &mut k.hold, at);
-                let before = k.decision.as_ref().map_or(0, |d| d.size);
-                if before != d.size {
+                let wanted = k.hold.held().map_or(d.size, |(n, _)| n);
+                if k.decision.is_none() {
+                    // Its first size is stored even if it is 0.
                     changed = true;
                     k.dirty = true;
+                }
+                if k.wanted != wanted {
+                    changed = true;
+                    k.dirty = true;
+                    let why = if d.size < wanted {
+                        format!("capped by max_instances at {}", d.size)
+                    } else {
+                        d.reason.to_string()
+                    };
                     events.push(PoolWrite::Event {
                         at,
                         pool: p.name.to_string(),
                         revision: None,
                         kind: "scaled".into(),
-                        detail: Some(format!("{location}: {before} -> {} ({})", d.size, d.reason)),
+                        detail: Some(format!("{location}: {} -> {wanted} ({why})", k.wanted)),
                     });
+                    k.wanted = wanted;
                 }
                 // An auto location with nothing kept and no claims is forgotten.
                 k.gone = !configured && d.size == 0 && !signals.active;
@@ -288,7 +310,7 @@ impl Engine {
                 writes.push(PoolWrite::PutSize(PoolSizeRow {
                     pool: key.pool.to_string(),
                     location: key.location.to_string(),
-                    size: d.size,
+                    size: k.wanted,
                     reason: d.reason.to_string(),
                     since,
                     active_until: k.active_until,

@@ -841,6 +841,14 @@ mod tests {
             max_surge: Some("25%".into()),
             rollout_failure_limit: Some(3),
             progress_deadline: Some(600.0),
+            scaling: Some(warmpool_client::ScalingSettings {
+                min: Some(1),
+                max: Some(0),
+                buffer: Some("20%".into()),
+                scale_down_delay: Some(300.0),
+                safety: Some(2.0),
+                locations: Some("auto".into()),
+            }),
             ..Default::default()
         };
         let text = pool_summary(&detail("web", settings.clone()));

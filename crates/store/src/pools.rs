@@ -37,7 +37,7 @@ pub(crate) const SIZE_COLUMNS: &[&str] = &[
 pub struct PoolSizeRow {
     pub pool: String,
     pub location: String,
-    /// Ready containers it keeps there.
+    /// Ready containers its policy keeps there (before the global cap).
     pub size: u32,
     pub reason: String,
     /// When that size was last called for (it is held until the scale-down

@@ -347,11 +347,15 @@ mod tests {
             locations = "default"
             app_env = { A = "it's \"quoted\"" }
             api_token = ["aaaaaaaaaaaaaaaa-1"]
+            [scaling]
+            buffer = "20%"
+            locations = "auto"
             [pools.py]
             command = "python3 -m http.server"
             batch_spacing = 0.5
             [pools.other]
             idle_timeout = 30
+            scaling_max = 7
         "#;
         let c = from_file(text, &[("WARMPOOL_DATA_DIR", "/tmp/x y")]).unwrap();
         let printed = c.to_toml();
@@ -362,6 +366,13 @@ mod tests {
         );
         let again = from_file(&printed, &[]).unwrap();
         assert_eq!(again.api_tokens.len(), 0);
+        let scaling = |name: &str| {
+            let p = again.pools.iter().find(|p| p.name == name).unwrap();
+            p.scaling.clone()
+        };
+        assert_eq!(scaling("default").unwrap().buffer.to_string(), "20%");
+        assert_eq!(scaling("other").unwrap().max, Some(7));
+        assert_eq!(scaling("py"), None);
         let with_tokens = Config {
             api_tokens: c.api_tokens.clone(),
             ..again.clone()
