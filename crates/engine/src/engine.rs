@@ -135,7 +135,7 @@ pub struct Engine {
     /// warmpool's own HTTP calls to apps: health probes and a claim's text.
     pub(crate) probe: HttpProbe,
     /// Autoscaling: each key's signals and sizes (`scaling.rs`).
-    pub(crate) scaler: crate::scaling::Scaler,
+    pub(crate) scaler: crate::scaler::Scaler,
 }
 
 impl Engine {

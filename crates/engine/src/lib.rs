@@ -17,6 +17,7 @@ mod prober;
 mod reconciler;
 mod recovery;
 pub mod registry;
+mod scaler;
 pub mod scaling;
 mod service;
 pub mod tasks;

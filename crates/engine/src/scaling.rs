@@ -5,118 +5,16 @@
 //! Every change of a size is an event of its pool and a row of `pool_sizes`, so
 //! that a restart keeps the sizes (the learned rates start over).
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use warmpool_core::scale::{
-    decide, static_size, ClaimRate, Decision, Hold, LocationMode, Reason, Signals, StartTimes,
-};
+use warmpool_core::scale::{decide, static_size, Decision, LocationMode, Signals};
 use warmpool_core::{Desired, DesiredPool, Location, PoolKey, Timestamp};
 use warmpool_store::{Op, PoolSizeRow, PoolWrite};
 
-use crate::engine::PoolSet;
+use crate::scaler::{Inner, DEFAULT_START};
 use crate::{error_chain, now, Engine};
-
-/// The start time assumed before any start of a pool was measured.
-pub const DEFAULT_START: Duration = Duration::from_secs(1);
-
-/// One pool key's signals and its last decision.
-#[derive(Default)]
-struct KeyScale {
-    claims: ClaimRate,
-    last_claim: Option<Timestamp>,
-    starts: StartTimes,
-    hold: Hold,
-    /// The last decision (`None`: none yet).
-    decision: Option<Decision>,
-    /// The size the policy called for before the global cap (what is stored,
-    /// and what an event is recorded for: the cap's room moves with every
-    /// claim near the cap, the policy's size does not).
-    wanted: u32,
-    /// Active until (restored from the store: the last claim plus the delay).
-    restored_active_until: Option<Timestamp>,
-    /// Active until, as the last pass saw it.
-    active_until: Option<Timestamp>,
-    /// The store's row differs from `decision` (written by [`Engine::persist_sizes`]).
-    dirty: bool,
-    /// The row is to be deleted (an auto location gone idle).
-    gone: bool,
-}
-
-#[derive(Default)]
-struct Inner {
-    keys: HashMap<PoolKey, KeyScale>,
-    /// Pool events of size changes (and sizes of dropped keys to delete), not
-    /// yet written.
-    events: Vec<PoolWrite>,
-    /// The desired state of the last pass, and the pool set it was made from.
-    last: Option<(Arc<PoolSet>, Arc<Desired>)>,
-}
-
-/// The autoscaler's state (one per engine).
-#[derive(Default)]
-pub(crate) struct Scaler {
-    inner: Mutex<Inner>,
-    /// Held while the changed sizes are taken and written, so that writes commit
-    /// in the order their contents were taken.
-    writing: tokio::sync::Mutex<()>,
-}
-
-impl Scaler {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Counts a claim for `key` (a pool with a policy).
-    pub(crate) fn claimed(&self, key: &PoolKey, at: Timestamp) {
-        let mut inner = self.lock();
-        let k = inner.keys.entry(key.clone()).or_default();
-        k.claims.record(at);
-        k.last_claim = Some(at);
-    }
-
-    /// Records how long a container of `key` took to become ready.
-    pub(crate) fn started(&self, key: &PoolKey, took: Duration) {
-        self.lock()
-            .keys
-            .entry(key.clone())
-            .or_default()
-            .starts
-            .record(took);
-    }
-
-    /// Restores the sizes the store kept (at start-up).
-    pub(crate) fn restore(&self, rows: Vec<PoolSizeRow>) {
-        let mut inner = self.lock();
-        for r in rows {
-            let Ok(location) = r.location.parse::<Location>() else {
-                continue;
-            };
-            let k = inner
-                .keys
-                .entry(PoolKey::new(r.pool.as_str(), location))
-                .or_default();
-            k.hold = Hold::restored(r.size, r.since);
-            k.wanted = r.size;
-            k.restored_active_until = r.active_until;
-            k.decision = Some(Decision {
-                size: r.size,
-                reason: Reason::Restored,
-            });
-        }
-    }
-}
-
-/// Per pool key, what a pass needs of the registry.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct KeyCounts {
-    /// Allocated containers.
-    pub allocated: u32,
-    /// Ready and starting pool containers (not on demand): what counts toward
-    /// the size.
-    pub supply: u32,
-}
 
 impl Engine {
     /// The desired state now: the pools' static targets, and for each pool with
@@ -124,7 +22,7 @@ impl Engine {
     pub fn desired(&self) -> Arc<Desired> {
         let set = self.pool_set();
         if let Some((made_from, desired)) = &self.scaler.lock().last {
-            if Arc::ptr_eq(made_from, &set) {
+            if Arc::ptr_eq(made_from, &set.desired) {
                 return desired.clone();
             }
         }
@@ -281,7 +179,7 @@ impl Engine {
             pools,
             max_instances,
         });
-        inner.last = Some((set, desired.clone()));
+        inner.last = Some((set.desired.clone(), desired.clone()));
         (desired, changed)
     }
 

@@ -5,12 +5,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use warmpool_client::{PoolSettings, ScalingSettings};
-use warmpool_core::ScalingPolicy;
+use warmpool_client::PoolSettings;
 use warmpool_engine::{EngineConfig, PoolSpec};
 use warmpool_runtime::{Resources, Template, Workload};
 
-use crate::config::{Config, PoolConfig, RuntimeKind, SETTINGS};
+use crate::config::{scaling_settings, Config, PoolConfig, RuntimeKind, SETTINGS};
 
 /// What the engine is told, from the config.
 pub fn engine_config(config: &Config) -> EngineConfig {
@@ -70,18 +69,6 @@ pub fn pool_spec(config: &PoolConfig, runtime: RuntimeKind) -> PoolSpec {
         rollout_failure_limit: config.rollout_failure_limit,
         progress_deadline: config.progress_deadline,
         scaling: config.scaling.clone(),
-    }
-}
-
-/// A scaling policy as its `[scaling]` table, every value resolved.
-pub fn scaling_settings(p: &ScalingPolicy) -> ScalingSettings {
-    ScalingSettings {
-        min: Some(p.min),
-        max: Some(p.max.unwrap_or(0)),
-        buffer: Some(p.buffer.to_string()),
-        scale_down_delay: Some(p.scale_down_delay.as_secs_f64()),
-        safety: Some(p.safety),
-        locations: Some(p.locations.as_str().to_owned()),
     }
 }
 

@@ -233,6 +233,7 @@ async fn tables_are_listed_and_paged() {
             "meta",
             "pool_events",
             "pool_revisions",
+            "pool_sizes",
             "pools"
         ]
     );

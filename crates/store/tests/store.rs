@@ -321,6 +321,7 @@ async fn containers_from_before_pool_revisions_are_of_revision_one() {
         conn.execute_batch(
             "ALTER TABLE containers DROP COLUMN revision;
              DROP TABLE pools; DROP TABLE pool_revisions; DROP TABLE pool_events;
+             DROP TABLE pool_sizes;
              PRAGMA user_version = 2;",
         )
         .unwrap();
@@ -330,4 +331,6 @@ async fn containers_from_before_pool_revisions_are_of_revision_one() {
     assert_eq!(row.revision, 1);
     let (pools, revisions) = store.load_pools_blocking().unwrap();
     assert!(pools.is_empty() && revisions.is_empty());
+    // Migration 4 made `pool_sizes`, empty.
+    assert!(store.load_sizes_blocking().unwrap().is_empty());
 }

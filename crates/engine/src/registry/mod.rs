@@ -185,6 +185,16 @@ pub struct RevisionCounts {
     pub outdated_allocated: u32,
 }
 
+/// Per pool key, what a pass needs of the registry.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KeyCounts {
+    /// Allocated containers.
+    pub allocated: u32,
+    /// Ready and starting pool containers (not on demand): what counts toward
+    /// the size.
+    pub supply: u32,
+}
+
 /// Counts of one pool key, for `GET /v1/pools`.
 #[derive(Clone, Debug, Default)]
 pub struct PoolCounts {
@@ -664,9 +674,9 @@ impl Registry {
 
     /// Per pool key, its allocated containers and its ready and starting pool
     /// containers; and the live containers in all (for the autoscaler).
-    pub(crate) fn key_counts(&self) -> (HashMap<PoolKey, crate::scaling::KeyCounts>, u32) {
+    pub(crate) fn key_counts(&self) -> (HashMap<PoolKey, KeyCounts>, u32) {
         let inner = self.lock();
-        let mut out: HashMap<PoolKey, crate::scaling::KeyCounts> = HashMap::new();
+        let mut out: HashMap<PoolKey, KeyCounts> = HashMap::new();
         for e in inner.containers.values() {
             match e.state {
                 ContainerState::Allocated => out.entry(e.key.clone()).or_default().allocated += 1,

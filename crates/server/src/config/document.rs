@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value as Json;
-use warmpool_client::{PoolSettings, SettingChange};
+use warmpool_client::{PoolSettings, ScalingSettings, SettingChange};
+use warmpool_core::ScalingPolicy;
 
 use super::{pool_from_table, ConfigError, PoolConfig};
 
@@ -122,8 +123,20 @@ impl PoolConfig {
             max_surge: Some(self.max_surge.to_string()),
             rollout_failure_limit: Some(self.rollout_failure_limit),
             progress_deadline: Some(self.progress_deadline.as_secs_f64()),
-            scaling: self.scaling.as_ref().map(crate::specs::scaling_settings),
+            scaling: self.scaling.as_ref().map(scaling_settings),
         }
+    }
+}
+
+/// A scaling policy as its `[scaling]` table, every value resolved.
+pub fn scaling_settings(p: &ScalingPolicy) -> ScalingSettings {
+    ScalingSettings {
+        min: Some(p.min),
+        max: Some(p.max.unwrap_or(0)),
+        buffer: Some(p.buffer.to_string()),
+        scale_down_delay: Some(p.scale_down_delay.as_secs_f64()),
+        safety: Some(p.safety),
+        locations: Some(p.locations.as_str().to_owned()),
     }
 }
 

@@ -16,7 +16,7 @@ mod file;
 mod reader;
 mod settings;
 
-pub use document::{pool_from_json, settings_diff, settings_from_table};
+pub use document::{pool_from_json, scaling_settings, settings_diff, settings_from_table};
 pub use file::{pool_from_table, ConfigFile};
 pub use settings::{Setting, SETTINGS};
 
