@@ -124,7 +124,8 @@ async fn policies_are_refused_naming_the_field() {
     }
     let d = wp.client.pool("default").await.unwrap();
     assert_eq!(d.settings.scaling, None, "a refused policy was kept");
-    // PATCH sets a policy, a merge patch changes one field, null removes it.
+    // PATCH sets a policy, a merge patch changes one field, null removes it;
+    // each answers the pool's policy as saved.
     let patch = |v: serde_json::Value| {
         let (http, base) = (wp.http.clone(), wp.base.clone());
         async move {
@@ -135,33 +136,21 @@ async fn policies_are_refused_naming_the_field() {
                 .await
                 .unwrap();
             assert_eq!(r.status(), 200, "{v}");
+            let r: warmpool_client::PutPoolResponse = r.json().await.unwrap();
+            r.pool.settings.scaling
         }
     };
-    patch(serde_json::json!({"scaling": {"max": 4}})).await;
-    let s = wp
-        .client
-        .pool("default")
+    let s = patch(serde_json::json!({"scaling": {"max": 4}}))
         .await
-        .unwrap()
-        .settings
-        .scaling
         .unwrap();
     assert_eq!((s.max, s.buffer.as_deref()), (Some(4), Some("2")));
-    patch(serde_json::json!({"scaling": {"buffer": "1"}})).await;
-    let s = wp
-        .client
-        .pool("default")
+    let s = patch(serde_json::json!({"scaling": {"buffer": "1"}}))
         .await
-        .unwrap()
-        .settings
-        .scaling
         .unwrap();
     assert_eq!((s.max, s.buffer.as_deref()), (Some(4), Some("1")));
-    patch(serde_json::json!({"scaling": null})).await;
-    assert_eq!(
-        wp.client.pool("default").await.unwrap().settings.scaling,
-        None
-    );
+    assert_eq!(patch(serde_json::json!({"scaling": null})).await, None);
+    let d = wp.client.pool("default").await.unwrap();
+    assert_eq!(d.settings.scaling, None);
 }
 
 /// Lets every task that can run at this instant of the paused clock run.
