@@ -238,11 +238,17 @@ impl Engine {
         live: u32,
     ) -> BTreeMap<PoolKey, Decision> {
         let desired = self.desired();
-        let scaled = self.scaler.lock();
+        let scaled_pools: Vec<Arc<str>> = self
+            .pools()
+            .iter()
+            .filter(|p| p.spec.scaling.is_some())
+            .map(|p| p.name.clone())
+            .collect();
         let room = |key: &PoolKey| {
-            let c = counts.get(key).cloned().unwrap_or_default();
-            self.config.max_instances.saturating_sub(live) + c.ready + c.starting
+            let own = counts.get(key).map_or(0, |c| c.ready + c.starting);
+            self.config.max_instances.saturating_sub(live) + own
         };
+        let scaled = self.scaler.lock();
         desired
             .pools
             .iter()
@@ -251,10 +257,7 @@ impl Engine {
                     .keys
                     .get(&d.key)
                     .and_then(|k| k.decision.clone())
-                    .filter(|_| {
-                        self.pool(&d.key.pool)
-                            .is_some_and(|p| p.spec.scaling.is_some())
-                    })
+                    .filter(|_| scaled_pools.contains(&d.key.pool))
                     .unwrap_or_else(|| static_size(d.target, room(&d.key)));
                 (d.key.clone(), decision)
             })
