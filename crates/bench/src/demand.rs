@@ -7,6 +7,10 @@
 //! The trace: Poisson arrivals at a base rate, a step to ten times that rate,
 //! a linear decline back to the base, then the base again; each claim holds its
 //! container for an exponentially distributed time, then releases it.
+//!
+//! The autoscaled setup runs first: the static sizes follow the autoscaler's
+//! own formula with the start times its server recorded (their p90 over the
+//! trace for the mean-sized pool, during the step for the peak-sized one).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime};
@@ -246,9 +250,17 @@ fn epoch_secs(s: &str) -> Option<f64> {
     Some(t.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs_f64())
 }
 
-/// How long each container of the server took to start (`readyAt -
-/// createdAt`, what the autoscaler measures), in seconds.
-async fn start_times(server: &Server) -> anyhow::Result<Vec<f64>> {
+/// One start the server recorded.
+#[derive(Clone, Copy, Debug)]
+struct Start {
+    /// `createdAt`, in seconds since the Unix epoch.
+    created: f64,
+    /// `readyAt - createdAt` (what the autoscaler measures), in seconds.
+    took: f64,
+}
+
+/// Every start the server recorded (those of containers that became ready).
+async fn start_times(server: &Server) -> anyhow::Result<Vec<Start>> {
     let v = server.json("/v1/containers?limit=10000").await?;
     let list = v["containers"]
         .as_array()
@@ -258,7 +270,10 @@ async fn start_times(server: &Server) -> anyhow::Result<Vec<f64>> {
         .filter_map(|c| {
             let created = epoch_secs(c["createdAt"].as_str()?)?;
             let ready = epoch_secs(c["readyAt"].as_str()?)?;
-            Some(ready - created)
+            Some(Start {
+                created,
+                took: ready - created,
+            })
         })
         .collect())
 }
@@ -307,7 +322,8 @@ pub struct SetupResult {
     pub samples: usize,
     /// Claim latency, from when each claim was due.
     pub latency: Summary,
-    /// p90 of the start times this server recorded (`readyAt - createdAt`).
+    /// p90 of the start times this server recorded during the trace
+    /// (`readyAt - createdAt`).
     pub start_p90_seconds: f64,
 }
 
@@ -320,9 +336,11 @@ pub struct DemandRun {
     pub trace_claims: usize,
     pub trace_seconds: f64,
     pub mean_rate: f64,
-    /// The start time the static sizes come from: the p90 of the autoscaled
-    /// server's recorded starts.
+    /// The start times the static sizes come from: the p90 of the autoscaled
+    /// server's recorded starts over the trace (for the mean-sized pool) and
+    /// during its step (for the peak-sized one).
     pub start_p90_seconds: f64,
+    pub start_p90_step_seconds: f64,
     pub buffer: u32,
     pub safety: f64,
     pub scale_down_delay_seconds: f64,
@@ -333,11 +351,26 @@ pub struct DemandRun {
 
 /// What one setup's replay saw.
 struct Replayed {
-    /// When the trace started.
+    /// When the trace started, and the same as seconds since the Unix epoch.
     start: Instant,
+    wall_start: f64,
     result: load::OpenClaimsResult,
     samples: Vec<Sample>,
-    starts: Vec<f64>,
+    starts: Vec<Start>,
+}
+
+impl Replayed {
+    /// The p90 of the start times of the containers created between `from`
+    /// and `to` seconds into the trace.
+    fn start_p90(&self, from: f64, to: f64) -> f64 {
+        let took: Vec<f64> = self
+            .starts
+            .iter()
+            .filter(|s| (from..to).contains(&(s.created - self.wall_start)))
+            .map(|s| s.took)
+            .collect();
+        p90(&took)
+    }
 }
 
 /// Starts a server with `settings`, waits until `ready` containers are ready,
@@ -353,7 +386,11 @@ async fn run_setup(
         .wait_ready(u64::from(ready), Duration::from_secs(120))
         .await?;
     settle().await;
-    let start = Instant::now() + Duration::from_millis(100);
+    let lead = Duration::from_millis(100);
+    let start = Instant::now() + lead;
+    let wall_start = (SystemTime::now() + lead)
+        .duration_since(SystemTime::UNIX_EPOCH)?
+        .as_secs_f64();
     let sampler = tokio::spawn(sample_pools(server.addr, start, seconds));
     let result = load::replay(server.addr, start, trace).await;
     let samples = sampler.await??;
@@ -361,6 +398,7 @@ async fn run_setup(
     server.stop();
     Ok(Replayed {
         start,
+        wall_start,
         result,
         samples,
         starts,
@@ -426,7 +464,7 @@ fn summarize(
         peak_desired: r.samples.iter().map(|s| s.desired).max().unwrap_or(0),
         samples: r.samples.len(),
         latency: latency.summary(),
-        start_p90_seconds: p90(&r.starts),
+        start_p90_seconds: r.start_p90(0.0, seconds),
     }
 }
 
@@ -530,7 +568,7 @@ fn table(run: &DemandRun) -> String {
         "the sample app".to_owned()
     };
     let mut out = format!(
-        "8 demand, {} runtime ({start}): {} claims over {:.0} s (seed {:#x}; {}/s for {} s, {}/s for {} s, down to {}/s over {} s, {}/s for {} s; mean {:.1}/s; holds exponential, mean {} s); start p90 {:.3} s\n",
+        "8 demand, {} runtime ({start}): {} claims over {:.0} s (seed {:#x}; {}/s for {} s, {}/s for {} s, down to {}/s over {} s, {}/s for {} s; mean {:.1}/s; holds exponential, mean {} s); start p90 of (c)'s server {:.3} s over the trace, {:.3} s in the step\n",
         run.runtime,
         run.trace_claims,
         run.trace_seconds,
@@ -546,6 +584,7 @@ fn table(run: &DemandRun) -> String {
         run.mean_rate,
         run.shape.hold_mean_secs,
         run.start_p90_seconds,
+        run.start_p90_step_seconds,
     );
     out.push_str(&line(&header.map(str::to_owned)));
     for r in &rows {
@@ -587,30 +626,39 @@ pub async fn demand(ctx: &mut Ctx, p: &Params, runtime: &str) -> anyhow::Result<
         ),
     ]);
     let c = run_setup(&scaled, BUFFER, &trace, seconds).await?;
-    let start = p90(&c.starts);
-    if !start.is_finite() {
-        bail!("the autoscaled server recorded no start time");
+    let start = c.start_p90(0.0, seconds);
+    let step_from = shape.base_secs;
+    let step_start = c.start_p90(step_from, step_from + shape.step_secs);
+    if !start.is_finite() || !step_start.is_finite() {
+        bail!("the autoscaled server recorded no start time during the trace or its step");
     }
     let policy_c = format!(
         "autoscaled: buffer {BUFFER}, safety {SAFETY}, scale-down delay {delay} s, min 0, no max"
     );
     let mean_size = sized_for(mean, start);
-    let peak_size = sized_for(shape.peak_rate, start);
-    let policy = |rate: f64, size: u32| {
+    let peak_size = sized_for(shape.peak_rate, step_start);
+    let policy = |rate: f64, start: f64, size: u32| {
         format!("{size} = max({BUFFER}, ceil({rate:.1}/s x {start:.3} s x {SAFETY}))")
     };
 
     let mut results = Vec::new();
-    for (name, rate, size) in [
-        ("(a) static, mean", mean, mean_size),
-        ("(b) static, peak", shape.peak_rate, peak_size),
+    for (name, rate, start, size) in [
+        ("(a) static, mean", mean, start, mean_size),
+        ("(b) static, peak", shape.peak_rate, step_start, peak_size),
     ] {
         ctx.step(&format!("8 demand ({runtime}): {name}, pool of {size}"));
         let mut s = base.clone();
         s.push(("POOL_TARGET_INSTANCES", size.to_string()));
         let r = run_setup(&s, size, &trace, seconds).await?;
         results.push((
-            summarize(shape, name, Some(size), policy(rate, size), &r, seconds),
+            summarize(
+                shape,
+                name,
+                Some(size),
+                policy(rate, start, size),
+                &r,
+                seconds,
+            ),
             r,
         ));
     }
@@ -669,7 +717,7 @@ pub async fn demand(ctx: &mut Ctx, p: &Params, runtime: &str) -> anyhow::Result<
         })
         .collect();
     lines.push(Line {
-        name: "(c) desired (ready + starting)".into(),
+        name: "(c) desired (its size: ready + starting)".into(),
         points: binned(&results[2].1.samples, bin, |x| x.desired),
         dashed: true,
     });
@@ -701,6 +749,7 @@ pub async fn demand(ctx: &mut Ctx, p: &Params, runtime: &str) -> anyhow::Result<
         trace_seconds: seconds,
         mean_rate: mean,
         start_p90_seconds: start,
+        start_p90_step_seconds: step_start,
         buffer: BUFFER,
         safety: SAFETY,
         scale_down_delay_seconds: delay,
@@ -788,6 +837,22 @@ mod tests {
         let b = epoch_secs("2026-12-03T16:22:07.387Z").unwrap();
         assert!((b - a - 0.302).abs() < 1e-6);
         assert!(epoch_secs("yesterday").is_none());
+    }
+
+    #[test]
+    fn start_times_are_taken_by_when_their_container_was_created() {
+        let r = Replayed {
+            start: Instant::now(),
+            wall_start: 1000.0,
+            result: Default::default(),
+            samples: Vec::new(),
+            starts: [(999.0, 9.0), (1000.5, 0.1), (1001.0, 0.2), (1002.0, 0.5)]
+                .map(|(created, took)| Start { created, took })
+                .to_vec(),
+        };
+        assert_eq!(r.start_p90(0.0, 2.0), 0.2);
+        assert_eq!(r.start_p90(0.0, 3.0), 0.5);
+        assert!(r.start_p90(5.0, 6.0).is_nan());
     }
 
     #[test]
