@@ -58,7 +58,13 @@ pub struct Shape {
     pub tail_secs: f64,
     /// Mean of the exponentially distributed hold times.
     pub hold_mean_secs: f64,
+    /// In the JSON as a hex string (JSON numbers lose digits past 2^53).
+    #[serde(serialize_with = "hex")]
     pub seed: u64,
+}
+
+fn hex<S: serde::Serializer>(v: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format!("{v:#x}"))
 }
 
 impl Shape {
@@ -270,9 +276,10 @@ async fn start_times(server: &Server) -> anyhow::Result<Vec<Start>> {
         .filter_map(|c| {
             let created = epoch_secs(c["createdAt"].as_str()?)?;
             let ready = epoch_secs(c["readyAt"].as_str()?)?;
+            // The API's timestamps are in milliseconds.
             Some(Start {
                 created,
-                took: ready - created,
+                took: ((ready - created) * 1000.0).round() / 1000.0,
             })
         })
         .collect())
@@ -836,6 +843,8 @@ mod tests {
         let a = epoch_secs("2026-12-03T16:22:07.085Z").unwrap();
         let b = epoch_secs("2026-12-03T16:22:07.387Z").unwrap();
         assert!((b - a - 0.302).abs() < 1e-6);
+        let json = serde_json::to_value(Shape::new(false)).unwrap();
+        assert_eq!(json["seed"], "0x5eed202612030008");
         assert!(epoch_secs("yesterday").is_none());
     }
 
