@@ -639,9 +639,8 @@ pub async fn demand(ctx: &mut Ctx, p: &Params, runtime: &str) -> anyhow::Result<
     if !start.is_finite() || !step_start.is_finite() {
         bail!("the autoscaled server recorded no start time during the trace or its step");
     }
-    let policy_c = format!(
-        "autoscaled: buffer {BUFFER}, safety {SAFETY}, scale-down delay {delay} s, min 0, no max"
-    );
+    let policy_c =
+        format!("buffer {BUFFER}, safety {SAFETY}, scale-down delay {delay} s, min 0, no max");
     let mean_size = sized_for(mean, start);
     let peak_size = sized_for(shape.peak_rate, step_start);
     let policy = |rate: f64, start: f64, size: u32| {
