@@ -1,12 +1,13 @@
 //! `warmpool bench`: one command that measures what warmpool exists for (claim
 //! latency and throughput, warm vs cold starts, proxy overhead, fill rate, memory
-//! and latency at scale, a rollout under load), each next to a baseline measured
-//! in the same run.
+//! and latency at scale, a rollout under load, autoscaling against a demand
+//! trace), each next to a baseline measured in the same run.
 //!
 //! It starts its own warmpool servers by running this very binary with `serve`
 //! (so `cargo run --release -- bench` measures the release build), each on
 //! 127.0.0.1:0 with a temp data dir, and stops everything it started.
 
+pub mod demand;
 pub mod load;
 pub mod procs;
 pub mod report;
@@ -38,8 +39,8 @@ pub struct BenchArgs {
     #[arg(long, value_name = "DIR", default_value = "target/bench")]
     pub svg_dir: PathBuf,
     /// Run only these scenarios: comma separated numbers or names, e.g. 1,4 or
-    /// rollout (warm-claim, throughput, warm-vs-cold, proxy, fill, scale,
-    /// rollout).
+    /// demand (warm-claim, throughput, warm-vs-cold, proxy, fill, scale,
+    /// rollout, demand).
     #[arg(long, value_delimiter = ',', value_name = "N,...", value_parser = scenario_number)]
     pub only: Vec<u8>,
     /// Skip the Docker cases even when a Docker Engine is available.
@@ -56,6 +57,7 @@ pub const SCENARIOS: &[(u8, &str)] = &[
     (5, "fill"),
     (6, "scale"),
     (7, "rollout"),
+    (8, "demand"),
 ];
 
 /// A scenario's number, from its number or its name.
@@ -81,6 +83,12 @@ pub struct Ctx {
     pub cdf: Vec<(String, Vec<f64>)>,
     /// Throughput bars for the proxy chart.
     pub proxy_bars: Vec<(String, f64, String)>,
+    /// Charts a scenario drew itself: file name and SVG.
+    pub charts: Vec<(String, String)>,
+    /// Tables a scenario prints after the main one.
+    pub tables: Vec<String>,
+    /// Scenario 8's runs, for the JSON.
+    pub demand: Vec<demand::DemandRun>,
     /// Why the Docker cases are skipped, if they are.
     pub docker_skip: Option<String>,
     pub nginx: Option<PathBuf>,
@@ -128,6 +136,10 @@ fn steps(p: &Params, only: &dyn Fn(u8) -> bool) -> u64 {
     if only(7) {
         n += 3;
     }
+    if only(8) {
+        // Three setups on each of two runtimes.
+        n += 6;
+    }
     n
 }
 
@@ -165,6 +177,9 @@ async fn run_async(args: &BenchArgs, json: bool) -> anyhow::Result<i32> {
         notes: Vec::new(),
         cdf: Vec::new(),
         proxy_bars: Vec::new(),
+        charts: Vec::new(),
+        tables: Vec::new(),
+        demand: Vec::new(),
         docker_skip,
         nginx: procs::nginx_path(),
         bar,
@@ -223,6 +238,16 @@ async fn run_async(args: &BenchArgs, json: bool) -> anyhow::Result<i32> {
                 "rollout under load",
                 scenarios::rollout(&mut ctx, &p).await
             );
+            scenario!(
+                8,
+                "demand trace, sim",
+                demand::demand(&mut ctx, &p, "sim").await
+            );
+            scenario!(
+                8,
+                "demand trace, process",
+                demand::demand(&mut ctx, &p, "process").await
+            );
         };
         tokio::select! {
             _ = all => false,
@@ -252,6 +277,7 @@ async fn run_async(args: &BenchArgs, json: bool) -> anyhow::Result<i32> {
         machine: machine_at_start,
         rows: ctx.rows.clone(),
         notes: ctx.notes.clone(),
+        demand: ctx.demand.clone(),
         seconds,
     };
     let report_json = serde_json::to_string_pretty(&report)? + "\n";
@@ -272,6 +298,13 @@ async fn run_async(args: &BenchArgs, json: bool) -> anyhow::Result<i32> {
     );
     say!();
     say!("{}", report::table(&ctx.rows).trim_end());
+    for t in &ctx.tables {
+        say!();
+        say!("{}", t.trim_end());
+    }
+    if !ctx.tables.is_empty() {
+        say!();
+    }
     for n in &ctx.notes {
         say!("note: {n}");
     }
@@ -304,6 +337,11 @@ async fn run_async(args: &BenchArgs, json: bool) -> anyhow::Result<i32> {
         )?;
         written.push(path);
     }
+    for (name, svg) in &ctx.charts {
+        let path = args.svg_dir.join(name);
+        std::fs::write(&path, svg)?;
+        written.push(path);
+    }
     for w in written {
         say!("chart: {}", w.display());
     }
@@ -325,8 +363,10 @@ mod tests {
     fn scenarios_are_selected_by_number_or_name() {
         assert_eq!(scenario_number("7"), Ok(7));
         assert_eq!(scenario_number("rollout"), Ok(7));
+        assert_eq!(scenario_number("8"), Ok(8));
+        assert_eq!(scenario_number("demand"), Ok(8));
         assert_eq!(scenario_number("1"), Ok(1));
-        assert!(scenario_number("8").is_err());
+        assert!(scenario_number("9").is_err());
         assert!(scenario_number("roll").is_err());
     }
 }

@@ -189,7 +189,7 @@ impl OpenClaims {
     pub fn start(addr: SocketAddr, per_second: f64) -> OpenClaims {
         let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
         let ticker = tokio::spawn(async move {
-            let idle: Arc<Mutex<Vec<(Instant, Conn)>>> = Arc::default();
+            let idle = Idle::default();
             let records: Arc<Mutex<OpenClaimsResult>> = Arc::default();
             let mut tasks = tokio::task::JoinSet::new();
             let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_second));
@@ -203,7 +203,8 @@ impl OpenClaims {
                 while tasks.try_join_next().is_some() {}
                 let (idle, records) = (idle.clone(), records.clone());
                 tasks.spawn(async move {
-                    let (record, release_failed) = open_claim(addr, due, &idle).await;
+                    let (record, release_failed) =
+                        open_claim(addr, due, Duration::ZERO, &idle).await;
                     let mut r = records.lock().expect("not poisoned");
                     r.claims.push(record);
                     r.release_errors += u64::from(release_failed);
@@ -235,30 +236,68 @@ impl OpenClaims {
 /// must not fail because its connection was closed while it sat unused).
 const MAX_IDLE: Duration = Duration::from_secs(5);
 
-/// One claim of an open-loop run, due at `due`, and its release; the second
-/// value is true if the release failed.
+/// The idle keep-alive connections of an open-loop run, shared by its tasks.
+#[derive(Clone, Default)]
+struct Idle(Arc<Mutex<Vec<(Instant, Conn)>>>);
+
+impl Idle {
+    /// The most recently used idle connection (the stale ones are dropped), or
+    /// a new one.
+    async fn take(&self, addr: SocketAddr) -> anyhow::Result<Conn> {
+        let taken = {
+            let mut idle = self.0.lock().expect("not poisoned");
+            idle.retain(|(since, c)| since.elapsed() < MAX_IDLE && !c.is_closed());
+            idle.pop().map(|(_, c)| c)
+        };
+        match taken {
+            Some(c) => Ok(c),
+            None => Conn::connect(addr).await,
+        }
+    }
+
+    fn put(&self, conn: Conn) {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .push((Instant::now(), conn));
+    }
+}
+
+/// Releases `id` (`DELETE /v1/containers/{id}`) over an idle connection;
+/// true if the release failed.
+async fn release_over(addr: SocketAddr, id: &str, idle: &Idle) -> bool {
+    let mut conn = match idle.take(addr).await {
+        Ok(c) => c,
+        Err(_) => return true,
+    };
+    let path = format!("/v1/containers/{id}");
+    let released = conn
+        .request(Method::DELETE, &path, Bytes::new(), false)
+        .await;
+    let failed = !matches!(&released, Ok(a) if a.status.is_success());
+    // A connection whose request failed is not reused.
+    if released.is_ok() {
+        idle.put(conn);
+    }
+    failed
+}
+
+/// One claim of an open-loop run, due at `due`, held for `hold` once answered,
+/// then released; the second value is true if the release failed.
 async fn open_claim(
     addr: SocketAddr,
     due: Instant,
-    idle: &Mutex<Vec<(Instant, Conn)>>,
+    hold: Duration,
+    idle: &Idle,
 ) -> (ClaimRecord, bool) {
     let failed = |e: anyhow::Error| ClaimRecord {
         due,
         took: due.elapsed(),
         warm: Err(format!("{e:#}")),
     };
-    let taken = {
-        let mut idle = idle.lock().expect("not poisoned");
-        // The most recently used first; the stale ones are dropped.
-        idle.retain(|(since, c)| since.elapsed() < MAX_IDLE && !c.is_closed());
-        idle.pop().map(|(_, c)| c)
-    };
-    let mut conn = match taken {
-        Some(c) => c,
-        None => match Conn::connect(addr).await {
-            Ok(c) => c,
-            Err(e) => return (failed(e), false),
-        },
+    let mut conn = match idle.take(addr).await {
+        Ok(c) => c,
+        Err(e) => return (failed(e), false),
     };
     // A connection whose claim failed is not reused.
     let c = match claim(&mut conn).await {
@@ -270,17 +309,55 @@ async fn open_claim(
         took: due.elapsed(),
         warm: Ok(c.warm),
     };
-    let path = format!("/v1/containers/{}", c.id);
-    let released = conn
-        .request(Method::DELETE, &path, Bytes::new(), false)
-        .await;
-    let release_failed = !matches!(&released, Ok(a) if a.status.is_success());
-    if released.is_ok() {
-        idle.lock()
-            .expect("not poisoned")
-            .push((Instant::now(), conn));
+    if hold.is_zero() {
+        // Released on the claim's own connection, at once.
+        let path = format!("/v1/containers/{}", c.id);
+        let released = conn
+            .request(Method::DELETE, &path, Bytes::new(), false)
+            .await;
+        let release_failed = !matches!(&released, Ok(a) if a.status.is_success());
+        if released.is_ok() {
+            idle.put(conn);
+        }
+        return (record, release_failed);
     }
-    (record, release_failed)
+    idle.put(conn);
+    tokio::time::sleep(hold).await;
+    (record, release_over(addr, &c.id, idle).await)
+}
+
+/// One arrival of a replayed trace: when its claim is due (from the start of
+/// the replay), and how long it holds its container once answered.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Arrival {
+    pub at: Duration,
+    pub hold: Duration,
+}
+
+/// Replays `trace` against `addr`, open loop: each claim starts on its own task
+/// at `start + at`, whether or not the earlier ones have been answered, holds
+/// its container for its `hold` once answered, then releases it
+/// (`DELETE /v1/containers/{id}`). Returns when every claim and release is
+/// done; the claims in no particular order.
+pub async fn replay(addr: SocketAddr, start: Instant, trace: &[Arrival]) -> OpenClaimsResult {
+    let idle = Idle::default();
+    let records: Arc<Mutex<OpenClaimsResult>> = Arc::default();
+    let mut tasks = tokio::task::JoinSet::new();
+    for a in trace {
+        let due = start + a.at;
+        tokio::time::sleep_until(due.into()).await;
+        while tasks.try_join_next().is_some() {}
+        let (idle, records, hold) = (idle.clone(), records.clone(), a.hold);
+        tasks.spawn(async move {
+            let (record, release_failed) = open_claim(addr, due, hold, &idle).await;
+            let mut r = records.lock().expect("not poisoned");
+            r.claims.push(record);
+            r.release_errors += u64::from(release_failed);
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    let all = std::mem::take(&mut *records.lock().expect("not poisoned"));
+    all
 }
 
 impl Drop for OpenClaims {

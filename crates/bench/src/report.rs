@@ -76,6 +76,9 @@ pub struct Report {
     pub rows: Vec<Row>,
     /// Cases skipped or caveats, in words.
     pub notes: Vec<String>,
+    /// Scenario 8's runs (one per runtime), in full.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub demand: Vec<crate::demand::DemandRun>,
     pub seconds: f64,
 }
 

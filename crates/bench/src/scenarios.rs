@@ -1,5 +1,6 @@
-//! The seven scenarios of the benchmark. Each starts what it measures, measures it
-//! next to its baseline in the same run, reports rows and stops everything again.
+//! The first seven scenarios of the benchmark (the eighth is in `demand.rs`).
+//! Each starts what it measures, measures it next to its baseline in the same
+//! run, reports rows and stops everything again.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -49,6 +50,10 @@ pub struct Params {
     pub rollout_rounds: usize,
     /// Seconds a rollout has to complete before the scenario fails.
     pub rollout_deadline_secs: u64,
+    /// Scenario 8: the trace's shape, and the autoscaled setup's scale-down
+    /// delay.
+    pub demand: crate::demand::Shape,
+    pub demand_delay_secs: f64,
 }
 
 impl Params {
@@ -80,6 +85,8 @@ impl Params {
                 rollout_warmup_secs: 1.0,
                 rollout_rounds: 2,
                 rollout_deadline_secs: 60,
+                demand: crate::demand::Shape::new(true),
+                demand_delay_secs: 3.0,
             }
         } else {
             Params {
@@ -108,6 +115,8 @@ impl Params {
                 rollout_warmup_secs: 2.0,
                 rollout_rounds: 3,
                 rollout_deadline_secs: 120,
+                demand: crate::demand::Shape::new(false),
+                demand_delay_secs: 10.0,
             }
         }
     }
@@ -130,7 +139,7 @@ fn docker_settings(mut s: Vec<(&'static str, String)>) -> Vec<(&'static str, Str
 }
 
 /// Waits until the reconciler passes that followed a fill are over.
-async fn settle() {
+pub(crate) async fn settle() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
@@ -901,7 +910,7 @@ const ROLLOUT_POOL: &str = "default";
 const SAMPLE_EVERY: Duration = Duration::from_millis(20);
 
 /// `GET path` as JSON over `conn`.
-async fn get_json(conn: &mut Conn, path: &str) -> anyhow::Result<serde_json::Value> {
+pub(crate) async fn get_json(conn: &mut Conn, path: &str) -> anyhow::Result<serde_json::Value> {
     let a = conn.request(Method::GET, path, Bytes::new(), true).await?;
     if !a.status.is_success() {
         bail!(
