@@ -27,7 +27,7 @@ use crate::svg::{self, Line};
 use crate::Ctx;
 
 /// The autoscaled setup's buffer, and the static sizes' floor (the same
-/// formula: `max(buffer, ceil(rate × start p90 × safety))`).
+/// formula: `max(buffer, demand(rate, start p90, safety))`, see [`sized_for`]).
 const BUFFER: u32 = 2;
 /// The autoscaled setup's safety factor, and the static sizes'.
 const SAFETY: f64 = 2.0;
@@ -181,11 +181,15 @@ impl Rng {
     }
 }
 
-/// `max(buffer, ceil(rate × start × safety))`: the autoscaler's size for a
-/// steady `rate` (its `recommend`, without min and max), used for the static
-/// setups.
+/// `max(buffer, demand)`: the autoscaler's size for a steady `rate` (its
+/// `recommend`, without min and max: `warmpool_core::scale::demand` is
+/// `rate × start × safety`, or the Poisson spread of the claims one start
+/// holds where that is more), used for the static setups.
 pub fn sized_for(rate: f64, start_secs: f64) -> u32 {
-    ((rate * start_secs * SAFETY).ceil() as u32).max(BUFFER)
+    let start = std::time::Duration::from_secs_f64(start_secs.max(0.0));
+    warmpool_core::scale::demand(rate, start, SAFETY)
+        .0
+        .max(BUFFER)
 }
 
 /// One read of `GET /v1/pools`.
@@ -644,7 +648,7 @@ pub async fn demand(ctx: &mut Ctx, p: &Params, runtime: &str) -> anyhow::Result<
     let mean_size = sized_for(mean, start);
     let peak_size = sized_for(shape.peak_rate, step_start);
     let policy = |rate: f64, start: f64, size: u32| {
-        format!("{size} = max({BUFFER}, ceil({rate:.1}/s x {start:.3} s x {SAFETY}))")
+        format!("{size} = max({BUFFER}, demand({rate:.1}/s x {start:.3} s, safety {SAFETY}))")
     };
 
     let mut results = Vec::new();
@@ -821,6 +825,8 @@ mod tests {
         assert_eq!(sized_for(20.36, 0.3), 13);
         // The buffer is the floor.
         assert_eq!(sized_for(40.0, 0.01), 2);
+        // Quick starts: the spread of the claims one start holds.
+        assert_eq!(sized_for(40.0, 0.02), 4);
     }
 
     #[test]
