@@ -28,7 +28,8 @@ use scenarios::Params;
 /// `warmpool bench`'s flags.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
-    /// A short run (under a minute): smaller pools, fewer samples, one round.
+    /// A short run (a few minutes): smaller pools, fewer samples, one round,
+    /// a shorter demand trace.
     #[arg(long)]
     pub quick: bool,
     /// With `--json` (warmpool's global flag): write the results as JSON to FILE

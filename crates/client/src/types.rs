@@ -277,7 +277,8 @@ pub struct ScalingSettings {
     /// also how long a location without claims keeps its pool (default 300).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scale_down_delay: Option<f64>,
-    /// The demand term's factor (default 2).
+    /// The demand term's factor (default 2; 0: no demand term, the buffer and
+    /// `min` alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub safety: Option<f64>,
     /// `configured` (the default: only the locations of `targets`) or `auto`

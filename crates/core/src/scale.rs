@@ -111,7 +111,8 @@ pub struct ScalingPolicy {
     /// (the stabilization window); also how long a location without claims
     /// keeps its pool.
     pub scale_down_delay: Duration,
-    /// The demand term's factor: keep `claim rate × start time × safety` ready.
+    /// The demand term's factor: keep `claim rate × start time × safety` ready
+    /// (0: no demand term, the buffer and `min` alone).
     pub safety: f64,
     pub locations: LocationMode,
 }
@@ -149,10 +150,10 @@ impl ScalingPolicy {
                 });
             }
         }
-        if !self.safety.is_finite() || self.safety <= 0.0 || self.safety > 100.0 {
+        if !self.safety.is_finite() || self.safety < 0.0 || self.safety > 100.0 {
             return Err(InvalidPolicy {
                 field: "safety",
-                reason: "expected a factor above 0, at most 100".into(),
+                reason: "expected a factor from 0 (no demand term) to 100".into(),
             });
         }
         Ok(())
@@ -277,8 +278,8 @@ pub fn static_size(target: u32, room: u32) -> Decision {
 /// miss about one in five hundred. `true`: the spread decided.
 pub fn demand(rate: f64, start: Duration, safety: f64) -> (u32, bool) {
     let mean = rate.max(0.0) * start.as_secs_f64();
-    // A rate that is not a number counts as none.
-    if !mean.is_finite() || mean <= 0.0 {
+    // A rate that is not a number counts as none; a safety of 0 turns it off.
+    if !mean.is_finite() || mean <= 0.0 || safety <= 0.0 {
         return (0, false);
     }
     let scaled = mean * safety;

@@ -43,7 +43,8 @@ pub enum Cmd {
     /// Print the OpenAPI document (what docs/openapi.json holds).
     Openapi,
     /// Measure claim latency and throughput, warm vs cold, proxy overhead, fill
-    /// rate and scale against same-run baselines (see docs/BENCHMARKS.md).
+    /// rate, scale, a rollout under load and autoscaling against a demand trace,
+    /// against same-run baselines (see docs/BENCHMARKS.md).
     Bench(warmpool_bench::BenchArgs),
     /// Claim a container and print its id.
     Claim {

@@ -47,7 +47,7 @@ async fn policies_are_refused_naming_the_field() {
             "[scaling]\nlocations = \"everywhere\"",
             "pools.web.scaling.locations",
         ),
-        ("[scaling]\nsafety = 0", "pools.web.scaling.safety"),
+        ("[scaling]\nsafety = -1", "pools.web.scaling.safety"),
         ("[scaling]\nsafety = \"high\"", "pools.web.scaling.safety"),
         (
             "[scaling]\nscale_down_delay = -1",
@@ -186,7 +186,7 @@ async fn auto_location_pools_appear_on_the_first_claim_and_decay_on_a_paused_clo
             ("POOL_TARGET_INSTANCES", "1"),
             ("WARMPOOL_RECONCILE_INTERVAL_SECONDS", "5"),
         ],
-        "[scaling]\nlocations = \"auto\"\nbuffer = 3\nscale_down_delay = 60\nmin = 1",
+        "[scaling]\nlocations = \"auto\"\nbuffer = 3\nscale_down_delay = 60\nmin = 1\nsafety = 0",
         Some(sim.clone()),
     )
     .await;
@@ -268,7 +268,7 @@ async fn auto_location_pools_appear_on_the_first_claim_and_decay_on_a_paused_clo
 async fn auto_location_pools_of_real_processes_appear_and_decay() {
     let mut wp = InProc::start_with_file(
         &[("POOL_TARGET_INSTANCES", "1")],
-        "[scaling]\nlocations = \"auto\"\nbuffer = 1\nscale_down_delay = 2",
+        "[scaling]\nlocations = \"auto\"\nbuffer = 1\nscale_down_delay = 2\nsafety = 0",
         None,
     )
     .await;
@@ -385,6 +385,9 @@ async fn a_restart_keeps_location_pools() {
         ("WARMPOOL_SCALING_LOCATIONS", "auto"),
         ("WARMPOOL_SCALING_BUFFER", "2"),
         ("WARMPOOL_SCALING_SCALE_DOWN_DELAY_SECONDS", "300"),
+        // The buffer alone (how fast this machine starts processes would
+        // otherwise decide the size).
+        ("WARMPOOL_SCALING_SAFETY", "0"),
     ];
     let mut wp = Proc::spawn(dir.path(), &settings);
     let first = wp.client.claim(&at("oc")).await.unwrap();
@@ -528,7 +531,7 @@ async fn a_scaled_pool_keeps_its_buffer_beyond_what_is_in_use() {
     // In a test, the sample app is this binary's (the harness sets it for the
     // default pool only).
     let file = format!(
-        "[pools.web]\ncommand = [{:?}, \"sample-app\"]\ntarget = 1\n[pools.web.scaling]\nbuffer = \"100%\"\nmin = 1\nmax = 4",
+        "[pools.web]\ncommand = [{:?}, \"sample-app\"]\ntarget = 1\n[pools.web.scaling]\nbuffer = \"100%\"\nmin = 1\nmax = 4\nsafety = 0",
         common::bin()
     );
     let wp = InProc::start_with_file(&[], &file, None).await;

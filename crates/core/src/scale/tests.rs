@@ -45,7 +45,7 @@ fn validation_names_the_field() {
     assert_eq!(p.validate().unwrap_err().field, "min");
     p.max = Some(5);
     assert_eq!(p.validate(), Ok(()));
-    for bad in [0.0, -1.0, f64::NAN, f64::INFINITY, 101.0] {
+    for bad in [-0.5, -1.0, f64::NAN, f64::INFINITY, 101.0] {
         p.safety = bad;
         assert_eq!(p.validate().unwrap_err().field, "safety", "{bad}");
     }
@@ -174,6 +174,8 @@ fn demand_covers_the_spread_of_quick_starts() {
     assert_eq!(demand(40.0, Duration::from_millis(20), 2.0), (4, true));
     assert_eq!(demand(0.0, Duration::from_millis(20), 2.0), (0, false));
     assert_eq!(demand(f64::NAN, Duration::from_millis(20), 2.0), (0, false));
+    // Safety 0: no demand term at all.
+    assert_eq!(demand(40.0, Duration::from_millis(300), 0.0), (0, false));
     let d = recommend(
         &policy(0, None, Buffer::Count(1), 60),
         &signals(0, 40.0, 20, true, 100),

@@ -88,7 +88,7 @@ settings! {
     pool "WARMPOOL_SCALING_MAX", "scaling-max", "0", "autoscaling: ready containers kept at most, per location (0: only max-instances bounds it)";
     pool "WARMPOOL_SCALING_BUFFER", "scaling-buffer", "2", "autoscaling: ready containers kept beyond those in use, a count (2) or a share of the allocated ones (20%)";
     pool "WARMPOOL_SCALING_SCALE_DOWN_DELAY_SECONDS", "scaling-scale-down-delay", "300", "autoscaling: seconds a size is held after it was last called for before it shrinks; also how long a location without claims keeps its pool";
-    pool "WARMPOOL_SCALING_SAFETY", "scaling-safety", "2", "autoscaling: keep at least claim rate x start time (p90) x safety ready";
+    pool "WARMPOOL_SCALING_SAFETY", "scaling-safety", "2", "autoscaling: keep at least claim rate x start time (p90) x safety ready (0: no demand term, the buffer and min alone)";
     pool "WARMPOOL_SCALING_LOCATIONS", "scaling-locations", "configured", "autoscaling: configured (the locations of targets) or auto (also every location that receives claims, until scale-down-delay passes without one)";
 }
 
