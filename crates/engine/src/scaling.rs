@@ -1,6 +1,6 @@
 //! Autoscaling, as the engine runs it: the signals of each pool key (claim rate,
 //! start times, containers in use) measured where they happen, and each pass's
-//! sizes for the pools with a [`ScalingPolicy`] (`core::scale::decide`), with the
+//! sizes for the pools with a `ScalingPolicy` (`core::scale::decide`), with the
 //! locations a policy of `locations = "auto"` keeps because claims came there.
 //! Every change of a size is an event of its pool and a row of `pool_sizes`, so
 //! that a restart keeps the sizes (the learned rates start over).
