@@ -201,14 +201,7 @@ impl OpenClaims {
                     _ = &mut stopped => break,
                 };
                 while tasks.try_join_next().is_some() {}
-                let (idle, records) = (idle.clone(), records.clone());
-                tasks.spawn(async move {
-                    let (record, release_failed) =
-                        open_claim(addr, due, Duration::ZERO, &idle).await;
-                    let mut r = records.lock().expect("not poisoned");
-                    r.claims.push(record);
-                    r.release_errors += u64::from(release_failed);
-                });
+                spawn_open_claim(&mut tasks, addr, due, Duration::ZERO, &idle, &records);
             }
             while tasks.join_next().await.is_some() {}
             let all = std::mem::take(&mut *records.lock().expect("not poisoned"));
@@ -282,6 +275,24 @@ async fn release_over(addr: SocketAddr, id: &str, idle: &Idle) -> bool {
     failed
 }
 
+/// Starts [`open_claim`] as a task of `tasks` that adds its record to `records`.
+fn spawn_open_claim(
+    tasks: &mut tokio::task::JoinSet<()>,
+    addr: SocketAddr,
+    due: Instant,
+    hold: Duration,
+    idle: &Idle,
+    records: &Arc<Mutex<OpenClaimsResult>>,
+) {
+    let (idle, records) = (idle.clone(), records.clone());
+    tasks.spawn(async move {
+        let (record, release_failed) = open_claim(addr, due, hold, &idle).await;
+        let mut r = records.lock().expect("not poisoned");
+        r.claims.push(record);
+        r.release_errors += u64::from(release_failed);
+    });
+}
+
 /// One claim of an open-loop run, due at `due`, held for `hold` once answered,
 /// then released; the second value is true if the release failed.
 async fn open_claim(
@@ -347,13 +358,7 @@ pub async fn replay(addr: SocketAddr, start: Instant, trace: &[Arrival]) -> Open
         let due = start + a.at;
         tokio::time::sleep_until(due.into()).await;
         while tasks.try_join_next().is_some() {}
-        let (idle, records, hold) = (idle.clone(), records.clone(), a.hold);
-        tasks.spawn(async move {
-            let (record, release_failed) = open_claim(addr, due, hold, &idle).await;
-            let mut r = records.lock().expect("not poisoned");
-            r.claims.push(record);
-            r.release_errors += u64::from(release_failed);
-        });
+        spawn_open_claim(&mut tasks, addr, due, a.hold, &idle, &records);
     }
     while tasks.join_next().await.is_some() {}
     let all = std::mem::take(&mut *records.lock().expect("not poisoned"));
