@@ -248,16 +248,7 @@ async fn docker_kill_9_and_restart_adopt_and_remove_orphans() {
         let inst = inst.clone();
         async move {
             let labelled: BTreeSet<String> = docker_owned(&inst).into_iter().collect();
-            let live: BTreeSet<String> = second_ref
-                .client
-                .containers(&ContainerQuery::default())
-                .await
-                .ok()?
-                .containers
-                .into_iter()
-                .filter(|c| c.state != "stopped")
-                .map(|c| c.id)
-                .collect();
+            let live = common::live_ids(&second_ref.client).await?;
             (labelled == live).then_some(())
         }
     })

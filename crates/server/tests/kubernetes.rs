@@ -458,16 +458,7 @@ async fn kubernetes_kill_9_and_restart_adopt_pods_and_delete_orphans() {
             .filter_map(|p| p["metadata"]["labels"]["warmpool.dev/container-id"].as_str())
             .map(str::to_owned)
             .collect();
-        let live: BTreeSet<String> = second_ref
-            .client
-            .containers(&ContainerQuery::default())
-            .await
-            .ok()?
-            .containers
-            .into_iter()
-            .filter(|c| c.state != "stopped")
-            .map(|c| c.id)
-            .collect();
+        let live = common::live_ids(&second_ref.client).await?;
         (pods == live).then_some(())
     })
     .await;
