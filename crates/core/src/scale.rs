@@ -167,7 +167,9 @@ pub struct Signals {
     pub allocated: u32,
     /// Claims per second there ([`ClaimRate::rate`]).
     pub claim_rate: f64,
-    /// The p90 of recent start times ([`StartTimes::p90`]).
+    /// The time a claimed container takes to be replaced: the p90 of recent
+    /// start times ([`StartTimes::p90`]), plus the wait for the reconcile pass
+    /// that starts its replacement (which matters where starts are quick).
     pub start_time: Duration,
     /// The location keeps a pool: it is configured, or it had a claim within the
     /// scale-down delay. An inactive one shrinks to `min`.
@@ -402,31 +404,53 @@ pub fn decide(policy: &ScalingPolicy, s: &Signals, hold: &mut Hold, now: Timesta
     out
 }
 
-/// Time constants of the claim rate's two averages: the stable one, and the
+/// Time constants of the claim rate's two averages: the steady one, and the
 /// fast one that takes over in a burst (Knative's stable and panic windows).
-const SLOW_TAU: f64 = 30.0;
+/// The steady one is short, a few seconds, because the sizes it calls for are
+/// held for the scale-down delay anyway: that hold, not a long average, keeps
+/// a steady load from making the size flap, and a short average follows a
+/// decline of the load without adding its own lag to the delay's.
+const SLOW_TAU: f64 = 5.0;
 const FAST_TAU: f64 = 0.5;
+/// How far (in standard deviations of its Poisson noise at the slow rate) the
+/// fast average must be above the slow one before it takes over: at low rates
+/// twice the slow rate is within the fast average's noise (at 4 claims/s its
+/// standard deviation is 2/s), and its chance maxima would be held as sizes.
+const PANIC_SIGMAS: f64 = 3.0;
 
 /// A location's claim rate: exponentially weighted averages of its arrivals, a
 /// slow one (steady, little noise) and a fast one that takes over once it is
-/// twice the slow one (a burst is met within a second, not after half a
-/// minute) and keeps it until the slow one has caught up (Knative's panic
+/// twice the slow one and beyond its own noise (a burst is met within a
+/// second), and keeps it until the slow one has caught up (Knative's panic
 /// mode: going back to the slow one while it still lags would shrink the pool
 /// in the middle of the burst).
+///
+/// The averages count from the first claim, not from zero: until a few time
+/// constants have passed they are divided by the weight they have seen
+/// (`1 - e^(-age/tau)`, at least one second's), so a location's first seconds
+/// of claims read as their rate, not as a fraction of it.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct ClaimRate {
     slow: f64,
     fast: f64,
     at: Timestamp,
+    /// The first claim counted.
+    since: Option<Timestamp>,
     /// The fast average is the rate (until the slow one reaches it).
     panic: bool,
 }
 
 impl ClaimRate {
+    /// Both averages at `now`, the slow one corrected for the time it has
+    /// counted (the fast one's correction is over within a second).
     fn decayed(&self, now: Timestamp) -> (f64, f64) {
         let dt = now.since(self.at).as_secs_f64();
+        let age = self
+            .since
+            .map_or(0.0, |s| now.since(s).as_secs_f64())
+            .max(1.0);
         (
-            self.slow * (-dt / SLOW_TAU).exp(),
+            self.slow * (-dt / SLOW_TAU).exp() / (1.0 - (-age / SLOW_TAU).exp()),
             self.fast * (-dt / FAST_TAU).exp(),
         )
     }
@@ -435,20 +459,23 @@ impl ClaimRate {
     /// as the latest).
     pub fn record(&mut self, now: Timestamp) {
         let now = now.max(self.at);
-        let (slow, fast) = self.decayed(now);
+        let dt = now.since(self.at).as_secs_f64();
         *self = ClaimRate {
-            slow: slow + 1.0 / SLOW_TAU,
-            fast: fast + 1.0 / FAST_TAU,
+            slow: self.slow * (-dt / SLOW_TAU).exp() + 1.0 / SLOW_TAU,
+            fast: self.fast * (-dt / FAST_TAU).exp() + 1.0 / FAST_TAU,
             at: now,
+            since: self.since.or(Some(now)),
             panic: self.panic,
         };
     }
 
     /// Claims per second at `now`: the slow average; the fast one from when it
-    /// is more than twice the slow one until the slow one reaches it.
+    /// is more than twice the slow one (and more than [`PANIC_SIGMAS`] of its
+    /// noise above it) until the slow one reaches it.
     pub fn rate(&mut self, now: Timestamp) -> f64 {
         let (slow, fast) = self.decayed(now.max(self.at));
-        if fast > 2.0 * slow {
+        let noise = PANIC_SIGMAS * (slow / (2.0 * FAST_TAU)).sqrt();
+        if fast > 2.0 * slow && fast - slow > noise {
             self.panic = true;
         } else if fast <= slow {
             self.panic = false;

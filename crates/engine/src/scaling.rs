@@ -13,6 +13,7 @@ use warmpool_core::scale::{decide, static_size, Decision, LocationMode, Signals}
 use warmpool_core::{Desired, DesiredPool, Location, PoolKey, Timestamp};
 use warmpool_store::{Op, PoolSizeRow, PoolWrite};
 
+use crate::reconciler::MIN_PASS_GAP;
 use crate::scaler::{Inner, DEFAULT_START};
 use crate::{error_chain, now, Engine};
 
@@ -116,7 +117,10 @@ impl Engine {
                 let signals = Signals {
                     allocated: c.allocated,
                     claim_rate: k.claims.rate(at),
-                    start_time: k.starts.p90().or(pool_start).unwrap_or(DEFAULT_START),
+                    // The time a claimed container takes to be replaced: its
+                    // start, and the wait for the pass that starts it.
+                    start_time: k.starts.p90().or(pool_start).unwrap_or(DEFAULT_START)
+                        + MIN_PASS_GAP,
                     active: configured || active_until.is_some_and(|t| t > at),
                     room: max_instances.saturating_sub(live) + c.supply,
                 };
