@@ -224,12 +224,12 @@ impl fmt::Display for Reason {
                 if *spread {
                     write!(
                         f,
-                        "demand: {rate:.2} claims/s × {start:.3} s start, with their spread"
+                        "demand: {rate:.2} claims/s × {start:.3} s refill, with their spread"
                     )
                 } else {
                     write!(
                         f,
-                        "demand: {rate:.2} claims/s × {start:.2} s start × {safety} safety"
+                        "demand: {rate:.2} claims/s × {start:.2} s refill × {safety} safety"
                     )
                 }
             }
@@ -277,7 +277,8 @@ pub fn static_size(target: u32, room: u32) -> Decision {
 /// about 6. It is what keeps a pool of quick starts from running dry when
 /// claims come in clumps: at 40 claims/s and 20 ms starts, `rate × start × 2`
 /// is 1.6 containers, and two ready ones miss about one claim in twenty; four
-/// miss about one in five hundred. `true`: the spread decided.
+/// miss about one in five hundred. `true`: the spread decided. (`start` is
+/// the time a claimed container takes to be replaced: [`Signals::start_time`].)
 pub fn demand(rate: f64, start: Duration, safety: f64) -> (u32, bool) {
     let mean = rate.max(0.0) * start.as_secs_f64();
     // A rate that is not a number counts as none; a safety of 0 turns it off.

@@ -65,7 +65,7 @@ fn the_largest_term_wins_and_says_so() {
     assert_eq!(d.size, 24);
     assert_eq!(
         d.reason.to_string(),
-        "demand: 40.00 claims/s × 0.30 s start × 2 safety"
+        "demand: 40.00 claims/s × 0.30 s refill × 2 safety"
     );
     // Bounded by max, then by the room.
     let d = recommend(&p, &signals(10, 200.0, 300, true, 1000));
