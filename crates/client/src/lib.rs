@@ -156,6 +156,27 @@ impl Client {
             .await
     }
 
+    /// Moves a claimed container's expiry `seconds` later (at most to its claim
+    /// plus its pool's maximum lifetime); answers its view with the new expiry.
+    pub async fn extend(&self, id: &str, seconds: u64) -> Result<ContainerView, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/containers/{id}/extend"),
+            Some(&ExtendRequest { seconds }),
+        )
+        .await
+    }
+
+    /// Resets a claimed container's idle timer, as a proxied request does.
+    pub async fn keepalive(&self, id: &str) -> Result<ContainerView, ClientError> {
+        self.call(
+            Method::POST,
+            &format!("/v1/containers/{id}/keepalive"),
+            None::<&()>,
+        )
+        .await
+    }
+
     pub async fn pools(&self) -> Result<PoolList, ClientError> {
         self.call(Method::GET, "/v1/pools", None::<&()>).await
     }

@@ -47,6 +47,23 @@ pub struct ClaimResponse {
     pub warm: bool,
 }
 
+/// Body of `POST /v1/containers/{id}/extend`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ExtendRequest {
+    /// Seconds added to the container's expiry; the new expiry must not pass its
+    /// claim plus its pool's maximum lifetime.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub seconds: u64,
+}
+
+/// Body of `POST /v1/containers/{id}/keepalive`: empty (or no body at all).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct KeepaliveRequest {}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ContainerQuery {
     pub state: Option<String>,

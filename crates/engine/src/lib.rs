@@ -1,7 +1,8 @@
 //! warmpool's engine: everything that decides and acts on containers, without HTTP.
 //!
 //! An [`Engine`] owns the store, the runtime and the in-memory registry of live
-//! containers; it claims containers ([`Engine::claim`]), runs their lifecycle
+//! containers; it claims containers ([`Engine::claim`]), extends and keeps them
+//! alive ([`Engine::extend`], [`Engine::keepalive`]), runs their lifecycle
 //! (launch, stop, fail, remove) and the named background tasks that keep every
 //! pool at its target ([`tasks`]). `warmpool`'s HTTP layer is one user of it; a
 //! Rust program could run a warm pool with it alone.
@@ -9,6 +10,7 @@
 mod claim;
 mod config;
 mod engine;
+mod extend;
 pub mod history;
 mod lifecycle;
 pub mod metrics;
@@ -30,6 +32,7 @@ use warmpool_core::Timestamp;
 pub use claim::{ClaimError, ClaimRequest, Claimed, SetupError};
 pub use config::{EngineConfig, PoolSpec};
 pub use engine::{Engine, Pool};
+pub use extend::ClaimedError;
 pub use pools::{Phase, PoolError, PutOutcome, RolloutStatus};
 pub use prober::FAILURES as PROBE_FAILURES;
 pub use reconciler::MIN_PASS_GAP;

@@ -70,6 +70,11 @@ pub enum Cmd {
     Get { id: String },
     /// Stop and release a container early.
     Release { id: String },
+    /// Move a claimed container's expiry SECONDS later (up to its claim plus its
+    /// pool's maximum lifetime).
+    Extend { id: String, seconds: u64 },
+    /// Reset a claimed container's idle timer, as a proxied request does.
+    Keepalive { id: String },
     /// Show each pool's numbers; `pools get|rm|rollback NAME` for one pool.
     Pools {
         #[command(subcommand)]
@@ -312,6 +317,22 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<i32> {
         }
         Cmd::Release { id } => {
             let c = client.release(id).await?;
+            if cli.json {
+                print_json(&c)?;
+            } else {
+                println!("{} {}", c.id, c.state);
+            }
+        }
+        Cmd::Extend { id, seconds } => {
+            let c = client.extend(id, *seconds).await?;
+            if cli.json {
+                print_json(&c)?;
+            } else {
+                println!("{} expires {}", c.id, opt(&c.expires_at));
+            }
+        }
+        Cmd::Keepalive { id } => {
+            let c = client.keepalive(id).await?;
             if cli.json {
                 print_json(&c)?;
             } else {

@@ -42,6 +42,8 @@ pub fn table() -> Vec<Route> {
         api(routes!(containers::list_containers)),
         api(routes!(containers::get_container)),
         api(routes!(containers::release_container)),
+        api(routes!(containers::extend_container)),
+        api(routes!(containers::keepalive_container)),
         admin(served_by(
             routes!(openapi::admin_passthrough),
             proxy::admin_passthrough,

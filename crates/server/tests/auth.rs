@@ -52,7 +52,12 @@ async fn started(proxy_require_token: bool) -> (InProc, String) {
     .await;
     let client = wp.client.clone().with_token(API);
     common::wait_ready(&client, "default", 3, Duration::from_secs(10)).await;
-    let id = client.claim(&Default::default()).await.unwrap().id;
+    // Shorter than the maximum lifetime, so that it can be extended.
+    let claim = warmpool_client::ClaimRequest {
+        max_lifetime_in_seconds: Some(600),
+        ..Default::default()
+    };
+    let id = client.claim(&claim).await.unwrap().id;
     (wp, id)
 }
 
@@ -123,6 +128,8 @@ async fn status(wp: &InProc, method: &str, url: &str, token: Option<&str>) -> u1
         req = req.json(&serde_json::json!({"sql": "SELECT 1"}));
     } else if url.ends_with("/v1/pools/default") && method != "GET" {
         req = req.json(&serde_json::json!({"targets": {"default": 1}}));
+    } else if url.ends_with("/extend") {
+        req = req.json(&serde_json::json!({"seconds": 1}));
     } else if url.ends_with("/studio/login") {
         req = req
             .header("content-type", "application/x-www-form-urlencoded")

@@ -32,6 +32,9 @@ pub enum StoreError {
         expected: ContainerState,
         found: ContainerState,
     },
+    /// An extension read an expiry that another one has moved since.
+    #[error("the expiry of container {id} moved meanwhile")]
+    ExpiryMoved { id: ContainerId },
     #[error(transparent)]
     Transition(#[from] InvalidTransition),
     #[error("store writer has stopped")]

@@ -23,7 +23,7 @@ pub use error::StoreError;
 pub use migrations::{expected_schema, schema_of, SCHEMA_VERSION};
 pub use pools::{PoolEventRow, PoolRecord, PoolSizeRow, PoolWrite, RevisionRecord};
 pub use rows::{ContainerFilter, ContainerRow, EventRow};
-pub use writer::{Change, CommitHook, NewContainer, Op};
+pub use writer::{Change, CommitHook, Extend, NewContainer, Op};
 
 /// Name of the database file inside the data dir.
 pub const DB_FILE: &str = "warmpool.db";

@@ -58,6 +58,19 @@ impl Change {
     }
 }
 
+/// A claimed container's new expiry, applied only if it is still `allocated` and
+/// its expiry is still `from` (so two extensions never both add to the same one).
+/// It writes an event (`allocated` to `allocated`, with `reason`).
+#[derive(Clone, Debug)]
+pub struct Extend {
+    pub id: ContainerId,
+    /// Its expiry as the caller read it.
+    pub from: Timestamp,
+    pub to: Timestamp,
+    pub at: Timestamp,
+    pub reason: String,
+}
+
 /// One write.
 #[derive(Clone, Debug)]
 pub enum Op {
@@ -69,6 +82,8 @@ pub enum Op {
         address: Option<String>,
     },
     Transition(Change),
+    /// Moves an allocated container's expiry.
+    Extend(Extend),
     /// Pool records, revisions, pool events and metadata, written together.
     Pools(Vec<crate::pools::PoolWrite>),
 }
@@ -281,6 +296,41 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
                 });
             }
             event(conn, c.at, c.id, Some(c.from), c.to, c.reason.as_deref())
+        }
+        Op::Extend(x) => {
+            let n = conn
+                .prepare_cached(
+                    "UPDATE containers SET expires_at = ?3
+                     WHERE id = ?1 AND state = 'allocated' AND expires_at = ?2",
+                )?
+                .execute(params![x.id.to_string(), x.from.0, x.to.0])?;
+            if n == 0 {
+                let found: Option<String> = conn
+                    .prepare_cached("SELECT state FROM containers WHERE id = ?1")?
+                    .query_row(params![x.id.to_string()], |r| r.get(0))
+                    .optional()?;
+                let found: ContainerState = match found {
+                    None => return Err(StoreError::NotFound(x.id)),
+                    Some(s) => s.parse().map_err(|e| StoreError::Corrupt(format!("{e}")))?,
+                };
+                return Err(if found == ContainerState::Allocated {
+                    StoreError::ExpiryMoved { id: x.id }
+                } else {
+                    StoreError::Conflict {
+                        id: x.id,
+                        expected: ContainerState::Allocated,
+                        found,
+                    }
+                });
+            }
+            event(
+                conn,
+                x.at,
+                x.id,
+                Some(ContainerState::Allocated),
+                ContainerState::Allocated,
+                Some(&x.reason),
+            )
         }
         Op::Pools(writes) => writes.iter().try_for_each(|w| crate::pools::write(conn, w)),
     }

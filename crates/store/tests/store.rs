@@ -2,8 +2,8 @@
 
 use warmpool_core::{ContainerId, ContainerState::*, Location, PoolKey, Timestamp};
 use warmpool_store::{
-    expected_schema, schema_of, Change, ContainerFilter, NewContainer, Op, Store, StoreError,
-    DB_FILE, SCHEMA_VERSION,
+    expected_schema, schema_of, Change, ContainerFilter, Extend, NewContainer, Op, Store,
+    StoreError, DB_FILE, SCHEMA_VERSION,
 };
 
 fn new(id: ContainerId, at: i64) -> NewContainer {
@@ -164,6 +164,64 @@ async fn lifecycle_is_recorded_with_events_and_checked_transitions() {
         store.load_ended_since_blocking(Timestamp(0)).unwrap().len(),
         1
     );
+}
+
+#[tokio::test]
+async fn an_extension_moves_the_expiry_once_with_an_event_and_only_when_allocated() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let id = ContainerId::random();
+    store.insert(new(id, 1)).await.unwrap();
+    store
+        .change(Change::new(id, Starting, Ready, Timestamp(2)))
+        .await
+        .unwrap();
+    let extend = |from, to| {
+        Op::Extend(Extend {
+            id,
+            from: Timestamp(from),
+            to: Timestamp(to),
+            at: Timestamp(4),
+            reason: "extended by 1s".into(),
+        })
+    };
+    // Not claimed: refused, naming the state it is in.
+    assert!(matches!(
+        store.apply(extend(100, 200)).await,
+        Err(StoreError::Conflict { found: Ready, .. })
+    ));
+    let mut claim = Change::new(id, Ready, Allocated, Timestamp(3));
+    claim.expires_at = Some(Timestamp(100));
+    store.change(claim).await.unwrap();
+    store.apply(extend(100, 200)).await.unwrap();
+    // A second extension that read the old expiry is refused (compare-and-set).
+    assert!(matches!(
+        store.apply(extend(100, 300)).await,
+        Err(StoreError::ExpiryMoved { .. })
+    ));
+    let row = store.container(id).await.unwrap().unwrap();
+    assert_eq!(row.expires_at, Some(Timestamp(200)));
+    let events = store.events(0, 100, Some(id)).await.unwrap();
+    let last = events.last().unwrap();
+    assert_eq!((last.from, last.to), (Some(Allocated), Allocated));
+    assert_eq!(last.reason.as_deref(), Some("extended by 1s"));
+    assert_eq!(
+        events.len(),
+        4,
+        "one event per extension that took: {events:?}"
+    );
+    assert!(matches!(
+        store
+            .apply(Op::Extend(Extend {
+                id: ContainerId::random(),
+                from: Timestamp(0),
+                to: Timestamp(1),
+                at: Timestamp(4),
+                reason: String::new(),
+            }))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 #[tokio::test]

@@ -48,6 +48,13 @@ impl Activity {
         ActivityGuard(self.clone())
     }
 
+    /// Counts as one request that has just ended (a keepalive): the idle timer
+    /// starts again from now, exactly as after a proxied request.
+    pub fn touch(&self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.last.store(crate::now().0, Relaxed);
+    }
+
     /// When the container becomes idle, or `None` while something is open.
     pub fn idle_at(&self, timeout: std::time::Duration) -> Option<Timestamp> {
         use std::sync::atomic::Ordering::Relaxed;
@@ -388,7 +395,7 @@ impl Registry {
     /// Mirrors an op the store has just committed (called on the store's writer
     /// thread, so in commit order).
     pub(crate) fn committed(&self, op: &Op) {
-        if matches!(op, Op::Insert(_) | Op::Transition(_)) {
+        if matches!(op, Op::Insert(_) | Op::Transition(_) | Op::Extend(_)) {
             self.events_written.notify_waiters();
         }
         match op {
@@ -405,10 +412,33 @@ impl Registry {
                     e.address = address.clone();
                 }
             }
+            Op::Extend(x) => self.extended(x),
             // Registered in memory before it was written (so that planning sees it).
             Op::Insert(_) => {}
             // Pools are the engine's (`pools.rs`), which swaps its own set.
             Op::Pools(_) => {}
+        }
+    }
+
+    /// Applies a committed extension: the planner and the proxy see the new
+    /// expiry.
+    fn extended(&self, x: &warmpool_store::Extend) {
+        let route = {
+            let mut inner = self.lock();
+            let Some(e) = inner.containers.get_mut(&x.id) else {
+                return;
+            };
+            if e.state != ContainerState::Allocated {
+                return;
+            }
+            e.expires_at = Some(x.to);
+            live_route(e)
+        };
+        if let Some(route) = route {
+            self.routes
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(x.id, route);
         }
     }
 
@@ -529,7 +559,9 @@ impl Registry {
     ///
     /// What may have changed in between is checked again: a stop or removal is
     /// dispatched only if its container is still in the planned state and no lease
-    /// holds it (the dispatch carries a lease of its own),
+    /// holds it (the dispatch carries a lease of its own), an expired or idle stop
+    /// only if its deadline has not moved (an extension, a keepalive or a proxied
+    /// request; the pass then wakes at the new deadline),
     /// and creations are trimmed to the global cap as it stands (on-demand starts may
     /// have taken room). Only the reconciler creates pool containers, so the
     /// per-pool targets cannot be overtaken meanwhile.
@@ -562,8 +594,9 @@ impl Registry {
             }
         };
         let p = plan(desired, &observed, now);
+        let mut wake_at = p.wake_at;
         if p.actions.is_empty() {
-            return (Vec::new(), p.wake_at);
+            return (Vec::new(), wake_at);
         }
         // The planned state of what is to be stopped (usually nothing): a map of
         // those alone, not of every container, which would cost a pass O(n)
@@ -617,20 +650,26 @@ impl Registry {
                 }
                 Action::Stop { id, reason } => {
                     let planned = planned_state.get(&id).copied();
-                    if let Some(e) = inner
+                    let Some(e) = inner
                         .containers
                         .get_mut(&id)
                         .filter(|e| !e.leased && Some(e.state) == planned)
-                    {
-                        e.leased = true;
-                        let from = e.state;
-                        let lease = Lease::new(self.clone(), id, e.clone(), GiveBack::Nothing);
-                        out.push(Dispatch::Stop {
-                            lease,
-                            from,
-                            reason,
-                        });
+                    else {
+                        continue;
+                    };
+                    if !still_due(e, reason, now) {
+                        // Its deadline moved since the snapshot: wake for the new one.
+                        wake_at = wake_at.into_iter().chain(deadline(e)).min();
+                        continue;
                     }
+                    e.leased = true;
+                    let from = e.state;
+                    let lease = Lease::new(self.clone(), id, e.clone(), GiveBack::Nothing);
+                    out.push(Dispatch::Stop {
+                        lease,
+                        from,
+                        reason,
+                    });
                 }
                 Action::Remove { id } => {
                     if let Some(e) = inner
@@ -645,7 +684,7 @@ impl Registry {
                 }
             }
         }
-        (out, p.wake_at)
+        (out, wake_at)
     }
 
     /// Counts per pool key, for every key that is desired or has containers.
@@ -717,6 +756,30 @@ impl Registry {
             .map(|(id, e)| (*id, e.clone()))
             .collect()
     }
+}
+
+/// Whether a stop planned for `reason` is still due: an extension or a keepalive
+/// (or a proxied request) may have moved the deadline the plan saw.
+fn still_due(e: &Entry, reason: StopReason, now: Timestamp) -> bool {
+    match reason {
+        StopReason::Expired => e.expires_at.is_some_and(|t| t <= now),
+        StopReason::Idle => e
+            .idle_timeout
+            .zip(e.activity.as_ref())
+            .and_then(|(t, a)| a.idle_at(t))
+            .is_some_and(|t| t <= now),
+        StopReason::Surplus | StopReason::Outdated => true,
+    }
+}
+
+/// When an allocated container is due to stop: the earlier of its expiry and
+/// its idle deadline.
+fn deadline(e: &Entry) -> Option<Timestamp> {
+    let idle = e
+        .idle_timeout
+        .zip(e.activity.as_ref())
+        .and_then(|(t, a)| a.idle_at(t));
+    e.expires_at.into_iter().chain(idle).min()
 }
 
 /// The proxy route of an allocated container with a known address.

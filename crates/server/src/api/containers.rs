@@ -1,4 +1,5 @@
-//! Containers: claim one (`POST /container`), list them, get one, release one.
+//! Containers: claim one (`POST /container`), list them, get one, release one,
+//! extend one's expiry, keep one alive.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,9 +9,12 @@ use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::Json;
-use warmpool_client::{ClaimRequest, ClaimResponse, ContainerList, ContainerView, Problem};
+use warmpool_client::{
+    ClaimRequest, ClaimResponse, ContainerList, ContainerView, ExtendRequest, KeepaliveRequest,
+    Problem,
+};
 use warmpool_core::Location;
-use warmpool_engine::{ClaimError, ClaimRequest as Claim, SetupError};
+use warmpool_engine::{ClaimError, ClaimRequest as Claim, ClaimedError, SetupError};
 use warmpool_store::ContainerFilter;
 
 use super::{id_in_path, query_map, store_error, ApiResult, JsonBody, RequestBody};
@@ -23,6 +27,8 @@ use crate::views::{self, rfc3339};
 pub(crate) const MAX_TEXT: usize = 1024 * 1024;
 
 impl RequestBody for ClaimRequest {}
+impl RequestBody for ExtendRequest {}
+impl RequestBody for KeepaliveRequest {}
 
 /// `POST /container`: claim a ready container (or start one on demand).
 #[utoipa::path(post, path = "/container", tag = "claim",
@@ -232,4 +238,111 @@ pub(crate) async fn release_container(
     let id = id_in_path(raw)?;
     s.app.release(id).await;
     view(&s, id).await
+}
+
+/// `POST /v1/containers/{id}/extend`: moves a claimed container's expiry.
+#[utoipa::path(post, path = "/v1/containers/{id}/extend", tag = "manage",
+    params(("id" = String, Path, description = "Container id")),
+    request_body(content = ExtendRequest, description = "Seconds to add to its expiry", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Extended (recorded before this answer): the container, with its new expiry", body = ContainerView),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "Missing or wrong token", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such container", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "Not claimed (starting or ready)", body = Problem, content_type = PROBLEM),
+        (status = 410, description = "Ended (stopped, failed or expired), with the reason", body = Problem, content_type = PROBLEM),
+        (status = 413, description = "Body too large", body = Problem, content_type = PROBLEM),
+        (status = 415, description = "Not JSON", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "`seconds` missing, not a whole number from 1, or past the claim plus the pool's maximum lifetime (`field` is `seconds`)", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "Store unavailable (Retry-After)", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub(crate) async fn extend_container(
+    State(s): State<Arc<Shared>>,
+    raw: Result<Path<String>, PathRejection>,
+    JsonBody(req): JsonBody<ExtendRequest>,
+) -> ApiResult<ContainerView> {
+    let id = id_in_path(raw)?;
+    if req.seconds == 0 {
+        return Err(ApiError::invalid(
+            "seconds",
+            "expected a whole number of at least 1, got 0",
+        ));
+    }
+    s.app
+        .extend(id, Duration::from_secs(req.seconds))
+        .await
+        .map_err(claimed_error)?;
+    view(&s, id).await
+}
+
+/// `POST /v1/containers/{id}/keepalive`: resets a claimed container's idle timer.
+#[utoipa::path(post, path = "/v1/containers/{id}/keepalive", tag = "manage",
+    params(("id" = String, Path, description = "Container id")),
+    request_body(content = Option<KeepaliveRequest>, description = "None, or an empty object", content_type = "application/json"),
+    responses(
+        (status = 200, description = "Its idle timer starts again, as after a proxied request: the container", body = ContainerView),
+        (status = 400, description = "Malformed JSON", body = Problem, content_type = PROBLEM),
+        (status = 401, description = "Missing or wrong token", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No such container", body = Problem, content_type = PROBLEM),
+        (status = 409, description = "Not claimed (starting or ready)", body = Problem, content_type = PROBLEM),
+        (status = 410, description = "Ended (stopped, failed or expired), with the reason", body = Problem, content_type = PROBLEM),
+        (status = 413, description = "Body too large", body = Problem, content_type = PROBLEM),
+        (status = 415, description = "Not JSON", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "Not an empty object (an unknown field is named in `field`)", body = Problem, content_type = PROBLEM),
+        (status = 503, description = "Store unavailable (Retry-After)", body = Problem, content_type = PROBLEM),
+    )
+)]
+pub(crate) async fn keepalive_container(
+    State(s): State<Arc<Shared>>,
+    raw: Result<Path<String>, PathRejection>,
+    JsonBody(KeepaliveRequest {}): JsonBody<KeepaliveRequest>,
+) -> ApiResult<ContainerView> {
+    let id = id_in_path(raw)?;
+    s.app.keepalive(id).await.map_err(claimed_error)?;
+    view(&s, id).await
+}
+
+/// The problem document of a refused extension or keepalive.
+fn claimed_error(e: ClaimedError) -> ApiError {
+    let detail = warmpool_engine::error_chain(&e);
+    match e {
+        ClaimedError::NotFound(_) => ApiError::not_found(detail),
+        // As the proxy answers for the same id.
+        ClaimedError::Gone { .. } => {
+            ApiError::new(StatusCode::GONE, "container-gone", "Container Gone", detail)
+        }
+        ClaimedError::NotClaimed { id, state } => ApiError::new(
+            StatusCode::CONFLICT,
+            "container-not-claimed",
+            "Conflict",
+            format!(
+                "container {id} is {state}: only a claimed container can be extended or kept alive"
+            ),
+        ),
+        ClaimedError::BeyondMaxLifetime {
+            room,
+            bound,
+            max_lifetime,
+            ..
+        } => {
+            let why = format!(
+                "its expiry may not pass {} (its claim plus its pool's maximum lifetime of {}s)",
+                rfc3339(bound),
+                max_lifetime.as_secs()
+            );
+            ApiError::invalid(
+                "seconds",
+                if room == 0 {
+                    format!("it cannot be extended: {why}")
+                } else {
+                    format!("expected a whole number from 1 to {room}: {why}")
+                },
+            )
+        }
+        ClaimedError::Store(_) => {
+            tracing::warn!(error = %detail, "extension or keepalive failed");
+            ApiError::unavailable("store-unavailable", "Store Unavailable", detail, 1)
+        }
+    }
 }
