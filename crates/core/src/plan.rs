@@ -231,7 +231,11 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
             pool.target
         };
         if stale == 0 && have > pool.target {
-            let surplus = (have - pool.target).min(s.ready.len() as u32);
+            // Only ready ones beyond the target stop: a ready container is not
+            // stopped for one still starting (that would leave the pool short
+            // until it is ready); once it is, the next pass stops the surplus.
+            let left = s.ready.len() as u32 + s.stale_ready.len() as u32;
+            let surplus = (have - pool.target).min(left.saturating_sub(pool.target));
             stop(&mut s.ready, surplus, StopReason::Surplus, &mut out);
         } else if have < want {
             // During a rollout the pool holds at most target + surge containers.
@@ -401,7 +405,9 @@ mod tests {
             .push(container(Location::Default, ContainerState::Starting, 5));
         let p = plan(&d, &o, Timestamp(100));
         ready.sort();
-        let expected: Vec<_> = ready[..3]
+        // Target 2 of 4 ready and 1 starting: the two oldest ready stop, not a
+        // third for the one still starting (that one goes once it is ready).
+        let expected: Vec<_> = ready[..2]
             .iter()
             .map(|(_, id)| Action::Stop {
                 id: *id,
@@ -815,6 +821,8 @@ mod tests {
                 let surplus = stopped(StopReason::Surplus);
                 if surplus > 0 {
                     prop_assert!(current_supply(&o, dp) - surplus >= dp.target);
+                    // Nor is a ready one stopped for one still starting.
+                    prop_assert!(ready(&o, &dp.key) - stopped(StopReason::Outdated) - surplus >= dp.target);
                 }
                 let outdated = stopped(StopReason::Outdated);
                 if outdated > 0 {
