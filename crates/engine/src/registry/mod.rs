@@ -107,6 +107,16 @@ pub struct Entry {
     pub activity: Option<Arc<Activity>>,
 }
 
+impl Entry {
+    /// When it becomes idle (its idle timeout after its last traffic), or
+    /// `None` without a timeout or while a request or WebSocket is open.
+    fn idle_at(&self) -> Option<Timestamp> {
+        self.idle_timeout
+            .zip(self.activity.as_ref())
+            .and_then(|(t, a)| a.idle_at(t))
+    }
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct PoolStats {
     pub hits: u64,
@@ -584,10 +594,7 @@ impl Registry {
                         revision: e.revision,
                         created_at: e.created_at,
                         expires_at: e.expires_at,
-                        idle_at: e
-                            .idle_timeout
-                            .zip(e.activity.as_ref())
-                            .and_then(|(t, a)| a.idle_at(t)),
+                        idle_at: e.idle_at(),
                     })
                     .collect(),
                 last_batch: inner.last_batch.clone(),
@@ -763,11 +770,7 @@ impl Registry {
 fn still_due(e: &Entry, reason: StopReason, now: Timestamp) -> bool {
     match reason {
         StopReason::Expired => e.expires_at.is_some_and(|t| t <= now),
-        StopReason::Idle => e
-            .idle_timeout
-            .zip(e.activity.as_ref())
-            .and_then(|(t, a)| a.idle_at(t))
-            .is_some_and(|t| t <= now),
+        StopReason::Idle => e.idle_at().is_some_and(|t| t <= now),
         StopReason::Surplus | StopReason::Outdated => true,
     }
 }
@@ -775,11 +778,7 @@ fn still_due(e: &Entry, reason: StopReason, now: Timestamp) -> bool {
 /// When an allocated container is due to stop: the earlier of its expiry and
 /// its idle deadline.
 fn deadline(e: &Entry) -> Option<Timestamp> {
-    let idle = e
-        .idle_timeout
-        .zip(e.activity.as_ref())
-        .and_then(|(t, a)| a.idle_at(t));
-    e.expires_at.into_iter().chain(idle).min()
+    e.expires_at.into_iter().chain(e.idle_at()).min()
 }
 
 /// The proxy route of an allocated container with a known address.
