@@ -442,16 +442,11 @@ pub struct ClaimRate {
 }
 
 impl ClaimRate {
-    /// Both averages at `now`, the slow one corrected for the time it has
-    /// counted (the fast one's correction is over within a second).
+    /// Both averages decayed to `now`, as kept.
     fn decayed(&self, now: Timestamp) -> (f64, f64) {
         let dt = now.since(self.at).as_secs_f64();
-        let age = self
-            .since
-            .map_or(0.0, |s| now.since(s).as_secs_f64())
-            .max(1.0);
         (
-            self.slow * (-dt / SLOW_TAU).exp() / (1.0 - (-age / SLOW_TAU).exp()),
+            self.slow * (-dt / SLOW_TAU).exp(),
             self.fast * (-dt / FAST_TAU).exp(),
         )
     }
@@ -460,10 +455,10 @@ impl ClaimRate {
     /// as the latest).
     pub fn record(&mut self, now: Timestamp) {
         let now = now.max(self.at);
-        let dt = now.since(self.at).as_secs_f64();
+        let (slow, fast) = self.decayed(now);
         *self = ClaimRate {
-            slow: self.slow * (-dt / SLOW_TAU).exp() + 1.0 / SLOW_TAU,
-            fast: self.fast * (-dt / FAST_TAU).exp() + 1.0 / FAST_TAU,
+            slow: slow + 1.0 / SLOW_TAU,
+            fast: fast + 1.0 / FAST_TAU,
             at: now,
             since: self.since.or(Some(now)),
             panic: self.panic,
@@ -474,7 +469,15 @@ impl ClaimRate {
     /// is more than twice the slow one (and more than [`PANIC_SIGMAS`] of its
     /// noise above it) until the slow one reaches it.
     pub fn rate(&mut self, now: Timestamp) -> f64 {
-        let (slow, fast) = self.decayed(now.max(self.at));
+        let now = now.max(self.at);
+        let (slow, fast) = self.decayed(now);
+        // The slow one corrected for the time it has counted (the fast one's
+        // correction is over within a second).
+        let age = self
+            .since
+            .map_or(0.0, |s| now.since(s).as_secs_f64())
+            .max(1.0);
+        let slow = slow / (1.0 - (-age / SLOW_TAU).exp());
         let noise = PANIC_SIGMAS * (slow / (2.0 * FAST_TAU)).sqrt();
         if fast > 2.0 * slow && fast - slow > noise {
             self.panic = true;
