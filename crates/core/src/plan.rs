@@ -234,8 +234,8 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
             // Only ready ones beyond the target stop: a ready container is not
             // stopped for one still starting (that would leave the pool short
             // until it is ready); once it is, the next pass stops the surplus.
-            let left = s.ready.len() as u32 + s.stale_ready.len() as u32;
-            let surplus = (have - pool.target).min(left.saturating_sub(pool.target));
+            let surplus =
+                (have - pool.target).min((s.ready.len() as u32).saturating_sub(pool.target));
             stop(&mut s.ready, surplus, StopReason::Surplus, &mut out);
         } else if have < want {
             // During a rollout the pool holds at most target + surge containers.
