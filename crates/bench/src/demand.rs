@@ -187,9 +187,9 @@ impl Rng {
 }
 
 /// The wait for the reconcile pass that starts a claimed container's
-/// replacement, at most the engine's `MIN_PASS_GAP` (10 ms): the autoscaler
-/// adds it to the start time, and so do the static sizes.
-pub const PASS_WAIT_SECS: f64 = 0.010;
+/// replacement, at most `MIN_PASS_GAP` (10 ms): the autoscaler adds it to the
+/// start time, and so do the static sizes.
+pub const PASS_WAIT_SECS: f64 = warmpool_core::plan::MIN_PASS_GAP.as_secs_f64();
 
 /// `max(buffer, demand)`: the autoscaler's size for a steady `rate` (its
 /// `recommend`, without min and max: `warmpool_core::scale::demand` is

@@ -9,6 +9,13 @@ use std::time::Duration;
 
 use crate::{ContainerId, ContainerState, PoolKey, Timestamp};
 
+/// Least time between a reconcile pass and the next one woken by an activation
+/// (the engine's reconciler keeps it): a burst of claims (or exits) is served by
+/// one pass, so that a pass's cost, which grows with the number of tracked
+/// containers, is not paid once per claim. Refills and replacements start at
+/// most this much later, which the autoscaler counts in a refill's time.
+pub const MIN_PASS_GAP: Duration = Duration::from_millis(10);
+
 /// What one pool should look like.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DesiredPool {

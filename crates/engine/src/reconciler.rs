@@ -16,11 +16,7 @@ use crate::registry::Dispatch;
 use crate::tasks::Outcome;
 use crate::{error_chain, now, Engine};
 
-/// Least time between a pass and the next one woken by an activation: a burst of
-/// claims (or exits) is served by one pass, so that a pass's cost, which grows with
-/// the number of tracked containers, is not paid once per claim. Refills and
-/// replacements start at most this much later.
-pub const MIN_PASS_GAP: Duration = Duration::from_millis(10);
+pub use warmpool_core::plan::MIN_PASS_GAP;
 
 /// One pass: plan against the current state and start the planned work. Its
 /// outcome asks for the next pass when the plan says something will change.
