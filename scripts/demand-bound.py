@@ -51,32 +51,29 @@ def terms(m):
     return out
 
 
-def slices():
+def slices(refill):
     """(rate, table) for each DT of the trace."""
     cache = {}
     for k in range(int(sum(PHASES) / DT)):
         r = round(rate(k * DT), 9)
-        yield r, cache.setdefault(r, terms(r * REFILL[0]))
+        yield r, cache.setdefault(r, terms(r * refill))
 
 
-REFILL = [0.0]
-
-
-def plan(lam):
+def plan(refill, lam):
     idle = missed = 0.0
-    for r, t in slices():
+    for r, t in slices(refill):
         ready, miss = min(t, key=lambda x: x[0] + lam * r * x[1])
         idle += ready * DT
         missed += r * miss * DT
     return idle, missed
 
 
-def bound():
+def bound(refill):
     lo, hi = 0.0, 1e4
-    best = plan(hi)
+    best = plan(refill, hi)
     for _ in range(40):
         mid = (lo + hi) / 2
-        idle, missed = plan(mid)
+        idle, missed = plan(refill, mid)
         if missed <= BUDGET * CLAIMS:
             best, hi = (idle, missed), mid
         else:
@@ -84,10 +81,10 @@ def bound():
     return best
 
 
-def static(d):
+def static(refill, d):
     idle = missed = 0.0
-    for r, t in slices():
-        ready, miss = t[d] if d < len(t) else (d - r * REFILL[0], 0.0)
+    for r, t in slices(refill):
+        ready, miss = t[d] if d < len(t) else (d - r * refill, 0.0)
         idle += ready * DT
         missed += r * miss * DT
     return idle, missed
@@ -100,12 +97,11 @@ def main():
     print(f"trace: {CLAIMS:.0f} claims expected; miss budget {BUDGET:.0%}")
     print("REFILL s  BOUND ctr-s  ITS MISSES  STATIC POOL  ITS ctr-s  ITS MISSES  BOUND / STATIC")
     for a in args:
-        refill, size = a.split(":")
-        REFILL[0] = float(refill)
-        idle, missed = bound()
-        s_idle, s_missed = static(int(size))
+        refill, size = float(a.split(":")[0]), int(a.split(":")[1])
+        idle, missed = bound(refill)
+        s_idle, s_missed = static(refill, size)
         print(
-            f"{REFILL[0]:8.3f}  {idle:11.0f}  {100 * missed / CLAIMS:9.2f}%  {int(size):11d}"
+            f"{refill:8.3f}  {idle:11.0f}  {100 * missed / CLAIMS:9.2f}%  {size:11d}"
             f"  {s_idle:9.0f}  {100 * s_missed / CLAIMS:9.2f}%  {idle / s_idle:14.2f}"
         )
 
