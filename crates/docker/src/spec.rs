@@ -181,12 +181,14 @@ mod tests {
             id: ContainerId::random(),
             key: PoolKey::new("web", Location::Weur),
             revision: 3,
+            env: Vec::new(),
             template: Arc::new(Template {
                 workload,
                 health_path: "/healthz".into(),
                 env: vec![("SIZE".into(), "large".into())],
                 resources,
                 start_timeout: Duration::ZERO,
+                files_dir: String::new(),
             }),
         }
     }
@@ -240,7 +242,22 @@ mod tests {
         assert_eq!(env["WARMPOOL_POOL"], "web");
         assert_eq!(env["WARMPOOL_LOCATION"], "weur");
         assert_eq!(env["SIZE"], "large");
+        assert_eq!(env["WARMPOOL_FILES_DIR"], "/warmpool/files");
         assert_eq!(c.env.as_ref().unwrap().last().unwrap(), "SIZE=large");
+
+        // A claim's env (a container started for one claim) comes after it;
+        // a template's files dir is the app's.
+        let mut s = spec(image(None), Resources::default());
+        s.env = vec![("SIZE".into(), "small".into())];
+        s.template = Arc::new(Template {
+            files_dir: "/srv/claim".into(),
+            ..(*s.template).clone()
+        });
+        let c = create_config(&s, &cfg(false), true).unwrap();
+        let env = env_of(&c);
+        assert_eq!(env["SIZE"], "small");
+        assert_eq!(env["WARMPOOL_FILES_DIR"], "/srv/claim");
+        assert_eq!(c.env.as_ref().unwrap().last().unwrap(), "SIZE=small");
     }
 
     #[test]

@@ -88,6 +88,7 @@ impl Engine {
             key: key.clone(),
             template: self.template(&key.pool, revision),
             revision,
+            env: Vec::new(),
         };
         match self.start_and_wait(&spec).await {
             Ok(started) => {

@@ -113,6 +113,7 @@ pub(crate) async fn recover(engine: &Arc<Engine>) -> Result<Recovered, RecoveryE
                 key: entry.key.clone(),
                 template: engine.template(&entry.key.pool, entry.revision),
                 revision: entry.revision,
+                env: Vec::new(),
             };
             let ok = engine
                 .runtime

@@ -47,6 +47,7 @@ fn spec(location: Location) -> ContainerSpec {
         id: ContainerId::random(),
         key: PoolKey::new("web", location),
         revision: 0,
+        env: Vec::new(),
         template: Arc::new(Template {
             workload: Workload::Image {
                 image: "app:1".into(),

@@ -66,6 +66,14 @@ pub enum RuntimeError {
     BadHandle(String),
     #[error("injected failure: {0}")]
     Injected(String),
+    /// The runtime cannot write a claim's files into a container (Kubernetes: no
+    /// exec or copy rights are granted); they go through the app's bind hook.
+    #[error("the {runtime} runtime cannot write files into a container; they are delivered through the app's /admin/bind hook")]
+    CannotWriteFiles { runtime: &'static str },
+    /// A claim's file could not be written where it was asked to be: its path
+    /// leaves the files dir (absolute, `..`) or goes through a symlink.
+    #[error("runtime error: cannot write file {path:?}: {reason}")]
+    FileRefused { path: String, reason: String },
 }
 
 impl RuntimeError {

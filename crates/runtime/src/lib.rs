@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 use warmpool_core::{ContainerId, PoolKey};
 
 pub use error::RuntimeError;
-pub use probe::HttpProbe;
+pub use probe::{HttpProbe, PostAnswer, EXCERPT_BYTES};
 pub use process::{ProcessConfig, ProcessRuntime};
 pub use sim::{SimMode, SimRuntime};
 
@@ -31,6 +31,14 @@ pub const INSTANCE_ENV: &str = "WARMPOOL_INSTANCE_ID";
 /// The image of warmpool's sample app (`scripts/build-sample-image.sh` builds it):
 /// what an image runtime runs for [`Workload::SampleApp`].
 pub const SAMPLE_APP_IMAGE: &str = "warmpool/sample-app:latest";
+
+/// Where a claim's files go in a container when its template names no
+/// [`Template::files_dir`].
+pub const DEFAULT_FILES_DIR: &str = "/warmpool/files";
+
+/// Env var telling the app where its claim's files are (a Docker or Kubernetes
+/// container: its template's files dir; a process: its own work dir).
+pub const FILES_DIR_ENV: &str = "WARMPOOL_FILES_DIR";
 
 /// What every container of one pool runs, and with what; one per pool, shared by
 /// its containers.
@@ -49,6 +57,24 @@ pub struct Template {
     /// it a place (Kubernetes scheduling) also bounds that wait by it; zero: the
     /// runtime's own default.
     pub start_timeout: Duration,
+    /// Where a claim's files are written in a container (an absolute path inside
+    /// it; the image runtimes); empty: [`DEFAULT_FILES_DIR`]. Left out of the JSON
+    /// when empty, so that a template from before this field serialises to the
+    /// same text (revisions are compared by that text).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub files_dir: String,
+}
+
+impl Template {
+    /// Where a claim's files are written in a container: [`Template::files_dir`],
+    /// or [`DEFAULT_FILES_DIR`] when that is empty.
+    pub fn files_dir(&self) -> &str {
+        if self.files_dir.is_empty() {
+            DEFAULT_FILES_DIR
+        } else {
+            &self.files_dir
+        }
+    }
 }
 
 /// What a container runs. Each runtime runs the kinds it can and fails the start of
@@ -111,7 +137,10 @@ pub struct Resources {
 }
 
 /// What to run: one container of a pool.
-#[derive(Clone, Debug)]
+///
+/// Its `Debug` shows the names of [`ContainerSpec::env`], never the values (they
+/// may be a claim's secrets); no runtime logs a spec's env values either.
+#[derive(Clone)]
 pub struct ContainerSpec {
     pub id: ContainerId,
     pub key: PoolKey,
@@ -119,11 +148,43 @@ pub struct ContainerSpec {
     /// The revision of its pool the template is (labelled on what the runtime
     /// makes, so that `docker ps` or `kubectl get pods` shows it).
     pub revision: u32,
+    /// A claim's env, for a container started for that one claim (empty for a
+    /// pool's own containers): set last, after the template's env. May hold
+    /// secret values.
+    pub env: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for ContainerSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerSpec")
+            .field("id", &self.id)
+            .field("key", &self.key)
+            .field("template", &self.template)
+            .field("revision", &self.revision)
+            .field(
+                "env",
+                &self.env.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
 }
 
 impl ContainerSpec {
-    /// The env every runtime gives the app: its port, its id and its location.
+    /// The env every runtime gives the app: its port, its id, its location and
+    /// its files dir (the template's), then the template's env, then the claim's
+    /// ([`ContainerSpec::env`]).
     pub fn app_env(&self, instance_id: &str, port: u16) -> Vec<(String, String)> {
+        self.app_env_with_files_dir(instance_id, port, self.template.files_dir())
+    }
+
+    /// [`ContainerSpec::app_env`] with another files dir (the process runtime's:
+    /// the container's own work dir).
+    pub fn app_env_with_files_dir(
+        &self,
+        instance_id: &str,
+        port: u16,
+        files_dir: &str,
+    ) -> Vec<(String, String)> {
         let (region, country) = self.key.location.region_and_country();
         let mut env = vec![
             ("PORT".to_owned(), port.to_string()),
@@ -136,10 +197,49 @@ impl ContainerSpec {
             ("WARMPOOL_REGION".to_owned(), region.to_owned()),
             ("WARMPOOL_COUNTRY".to_owned(), country.to_owned()),
             (INSTANCE_ENV.to_owned(), instance_id.to_owned()),
+            (FILES_DIR_ENV.to_owned(), files_dir.to_owned()),
         ];
         env.extend(self.template.env.iter().cloned());
+        env.extend(self.env.iter().cloned());
         env
     }
+}
+
+/// The parts of a claim's file path (`a/b.txt`: `["a", "b.txt"]`), or why it is
+/// refused: empty, absolute, with a `..` or a NUL, or naming a directory (a
+/// trailing `/`). Empty and `.` segments are dropped. The API checks paths first;
+/// runtimes check again before writing.
+pub fn file_path_parts(path: &str) -> Result<Vec<&str>, RuntimeError> {
+    let refuse = |reason: &str| {
+        Err(RuntimeError::FileRefused {
+            path: path.to_owned(),
+            reason: reason.to_owned(),
+        })
+    };
+    if path.is_empty() {
+        return refuse("the path is empty");
+    }
+    if path.starts_with('/') {
+        return refuse("the path is absolute");
+    }
+    if path.contains('\0') {
+        return refuse("the path holds a NUL byte");
+    }
+    if matches!(path.rsplit('/').next(), Some("" | ".")) {
+        return refuse("the path names a directory");
+    }
+    let mut parts = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return refuse("the path holds `..`"),
+            part => parts.push(part),
+        }
+    }
+    if parts.is_empty() {
+        return refuse("the path is empty");
+    }
+    Ok(parts)
 }
 
 /// What the runtime answered to a start.
@@ -225,10 +325,148 @@ pub trait Runtime: Send + Sync + 'static {
     /// relist and compare.
     fn subscribe(&self) -> broadcast::Receiver<RuntimeEvent>;
 
+    /// Writes a claim's files into a running container, each at `path` (relative,
+    /// already checked by the caller: no `..`, not absolute) under the container's
+    /// files dir, atomically per file (parents created).
+    ///
+    /// A runtime that cannot (Kubernetes: no exec or copy rights are granted)
+    /// answers [`RuntimeError::CannotWriteFiles`]: the files are then delivered
+    /// through the app's `/admin/bind` hook.
+    async fn write_files(
+        &self,
+        id: ContainerId,
+        handle: &str,
+        template: &Template,
+        files: &[(String, Vec<u8>)],
+    ) -> Result<(), RuntimeError> {
+        let _ = (id, handle, template, files);
+        Err(RuntimeError::CannotWriteFiles {
+            runtime: self.name(),
+        })
+    }
+
     /// Whether its containers' addresses answer HTTP, so that warmpool can keep
     /// probing ready ones (false for the simulated runtime, whose addresses are
     /// made up).
     fn reachable(&self) -> bool {
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use warmpool_core::Location;
+
+    use super::*;
+
+    fn template() -> Template {
+        Template {
+            workload: Workload::Image {
+                image: "app:1".into(),
+                pids_limit: Some(64),
+            },
+            health_path: "/healthz".into(),
+            env: vec![("A".into(), "1".into())],
+            resources: Resources {
+                vcpu: Some(0.5),
+                memory_mib: Some(64),
+                disk_mb: None,
+            },
+            start_timeout: Duration::from_secs(30),
+            files_dir: String::new(),
+        }
+    }
+
+    /// The engine compares revisions by a template's JSON text: a template from
+    /// before `files_dir` must serialise to the very same text, or every pool
+    /// would roll out on upgrade.
+    #[test]
+    fn a_template_without_a_files_dir_serialises_as_before() {
+        let before = r#"{"workload":{"Image":{"image":"app:1","pids_limit":64}},"health_path":"/healthz","env":[["A","1"]],"resources":{"vcpu":0.5,"memory_mib":64,"disk_mb":null},"start_timeout":{"secs":30,"nanos":0}}"#;
+        assert_eq!(serde_json::to_string(&template()).unwrap(), before);
+        assert_eq!(
+            serde_json::to_string(&Template::default()).unwrap(),
+            r#"{"workload":"SampleApp","health_path":"","env":[],"resources":{"vcpu":null,"memory_mib":null,"disk_mb":null},"start_timeout":{"secs":0,"nanos":0}}"#
+        );
+        let read: Template = serde_json::from_str(before).unwrap();
+        assert_eq!(read, template());
+        assert_eq!(read.files_dir(), DEFAULT_FILES_DIR);
+
+        let t = Template {
+            files_dir: "/srv/claim".into(),
+            ..template()
+        };
+        let text = serde_json::to_string(&t).unwrap();
+        assert!(text.ends_with(r#","files_dir":"/srv/claim"}"#), "{text}");
+        assert_eq!(serde_json::from_str::<Template>(&text).unwrap(), t);
+        assert_eq!(t.files_dir(), "/srv/claim");
+    }
+
+    fn spec(env: Vec<(String, String)>) -> ContainerSpec {
+        ContainerSpec {
+            id: ContainerId::random(),
+            key: PoolKey::new("p", Location::Default),
+            template: Arc::new(template()),
+            revision: 3,
+            env,
+        }
+    }
+
+    #[test]
+    fn a_claims_env_comes_last_and_its_values_stay_out_of_debug() {
+        let s = spec(vec![
+            ("A".into(), "claim".into()),
+            ("TOKEN".into(), "s3cr3t-value".into()),
+        ]);
+        let env = s.app_env("inst", 8080);
+        let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "PORT",
+                "WARMPOOL_CONTAINER_ID",
+                "WARMPOOL_POOL",
+                "WARMPOOL_LOCATION",
+                "WARMPOOL_REGION",
+                "WARMPOOL_COUNTRY",
+                INSTANCE_ENV,
+                FILES_DIR_ENV,
+                "A",
+                "A",
+                "TOKEN"
+            ]
+        );
+        // The last value of a name is the one a process or container sees.
+        assert_eq!(env[8].1, "1");
+        assert_eq!(env[9].1, "claim");
+        assert_eq!(env[7].1, DEFAULT_FILES_DIR);
+        assert_eq!(
+            s.app_env_with_files_dir("inst", 8080, "/work/x")[7].1,
+            "/work/x"
+        );
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("s3cr3t-value"), "{shown}");
+        assert!(shown.contains("\"TOKEN\""), "{shown}");
+        assert!(spec(Vec::new()).app_env("inst", 1).len() == 9);
+    }
+
+    #[test]
+    fn file_paths_are_relative_and_stay_inside() {
+        assert_eq!(file_path_parts("a.txt").unwrap(), ["a.txt"]);
+        assert_eq!(
+            file_path_parts("a/./b//c.txt").unwrap(),
+            ["a", "b", "c.txt"]
+        );
+        assert_eq!(file_path_parts("..a/b..").unwrap(), ["..a", "b.."]);
+        for bad in [
+            "", "/a", "//a", "..", "../a", "a/../b", "a/..", "a/", ".", "a/.", "./", "a\0b",
+        ] {
+            let e = file_path_parts(bad).unwrap_err();
+            assert!(matches!(e, RuntimeError::FileRefused { .. }), "{bad:?}");
+        }
+        assert_eq!(
+            file_path_parts("../x").unwrap_err().to_string(),
+            r#"runtime error: cannot write file "../x": the path holds `..`"#
+        );
     }
 }

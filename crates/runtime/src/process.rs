@@ -4,10 +4,17 @@
 //! Children are tagged with [`INSTANCE_ENV`] in their environment, so that after a
 //! `kill -9` of warmpool a restarted instance finds them in `/proc` and adopts or
 //! destroys them.
+//!
+//! A claim's files are written into the container's work dir (which is also its
+//! [`crate::FILES_DIR_ENV`]), each to a temporary file renamed into place; a path through
+//! a symlink is refused, so an app cannot redirect warmpool's write out of its
+//! dir. (The process runtime is no sandbox: the app runs as warmpool's user.)
 
 use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::ExitStatusExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,8 +27,8 @@ use tokio::time::Instant;
 use warmpool_core::ContainerId;
 
 use crate::{
-    ContainerSpec, HttpProbe, Inspection, OwnedContainer, Runtime, RuntimeError, RuntimeEvent,
-    Started, Workload, INSTANCE_ENV,
+    file_path_parts, ContainerSpec, HttpProbe, Inspection, OwnedContainer, Runtime, RuntimeError,
+    RuntimeEvent, Started, Template, Workload, INSTANCE_ENV,
 };
 
 #[derive(Clone, Debug)]
@@ -209,6 +216,84 @@ fn describe(status: std::process::ExitStatus) -> (Option<i32>, String) {
     }
 }
 
+/// Writes `contents` at `path` (already split into its parts) under `root`: each
+/// missing parent created, the file written to a temporary name beside it and
+/// renamed into place. Refused when a part that exists is a symlink (or, for the
+/// file, a directory), so nothing is written outside `root`.
+fn write_under(
+    root: &Path,
+    path: &str,
+    parts: &[&str],
+    contents: &[u8],
+) -> Result<(), RuntimeError> {
+    let refuse = |reason: String| RuntimeError::FileRefused {
+        path: path.to_owned(),
+        reason,
+    };
+    let io = |what: String| {
+        let path = path.to_owned();
+        move |source| RuntimeError::Io {
+            what: format!("cannot write file {path:?}: {what}"),
+            source,
+        }
+    };
+    std::fs::metadata(root).map_err(io("the container's work dir is gone".into()))?;
+    let (name, parents) = parts.split_last().expect("a file path has a part");
+    let mut dir = root.to_path_buf();
+    for part in parents {
+        dir.push(part);
+        match std::fs::symlink_metadata(&dir) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(refuse(format!("{part:?} is a symlink")))
+            }
+            Ok(m) if m.is_dir() => continue,
+            Ok(_) => return Err(refuse(format!("{part:?} is not a directory"))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io(format!("cannot look at {part:?}"))(e)),
+        }
+        match std::fs::create_dir(&dir) {
+            Ok(()) => {}
+            // Made meanwhile: a directory is fine, anything else is refused.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let m = std::fs::symlink_metadata(&dir)
+                    .map_err(io(format!("cannot look at {part:?}")))?;
+                if !m.is_dir() {
+                    return Err(refuse(format!("{part:?} is not a directory")));
+                }
+            }
+            Err(e) => return Err(io(format!("cannot create directory {part:?}"))(e)),
+        }
+    }
+    let target = dir.join(name);
+    match std::fs::symlink_metadata(&target) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(refuse(format!("{name:?} is a symlink")))
+        }
+        Ok(m) if m.is_dir() => return Err(refuse(format!("{name:?} is a directory"))),
+        _ => {}
+    }
+    let temp = dir.join(format!(
+        ".{name}.warmpool-{}.tmp",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let written = (|| {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .custom_flags(nix::libc::O_NOFOLLOW)
+            .open(&temp)?;
+        file.write_all(contents)?;
+        drop(file);
+        std::fs::rename(&temp, &target)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temp);
+        return Err(io("cannot write it".into())(e));
+    }
+    Ok(())
+}
+
 /// The `KEY=value` pairs of a process's initial environment.
 fn proc_environ(pid: i32) -> Option<HashMap<String, String>> {
     let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
@@ -248,7 +333,7 @@ impl Runtime for ProcessRuntime {
                 std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
             )
             .env("HOST", "127.0.0.1")
-            .envs(spec.app_env(&self.cfg.instance_id, port))
+            .envs(spec.app_env_with_files_dir(&self.cfg.instance_id, port, &dir.to_string_lossy()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(if self.cfg.inherit_stderr {
@@ -348,6 +433,34 @@ impl Runtime for ProcessRuntime {
                 after,
             })
         }
+    }
+
+    /// Into the container's work dir (`<work dir>/<path>`); see the module doc.
+    async fn write_files(
+        &self,
+        id: ContainerId,
+        _handle: &str,
+        _template: &Template,
+        files: &[(String, Vec<u8>)],
+    ) -> Result<(), RuntimeError> {
+        // Every path checked before anything is written.
+        for (path, _) in files {
+            file_path_parts(path)?;
+        }
+        let root = self.work_dir(id);
+        let files = files.to_vec();
+        tokio::task::spawn_blocking(move || {
+            for (path, contents) in &files {
+                let parts = file_path_parts(path)?;
+                write_under(&root, path, &parts, contents)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| RuntimeError::Io {
+            what: "cannot write files".into(),
+            source: std::io::Error::other(e),
+        })?
     }
 
     async fn remove(&self, id: ContainerId, _handle: &str) -> Result<(), RuntimeError> {
@@ -491,6 +604,145 @@ mod tests {
                 format!("runtime error: the process runtime cannot run {says}")
             );
         }
+    }
+
+    /// A process runtime over `root`, and the work dir of a container `id` in it.
+    fn files_runtime(root: &Path) -> (ProcessRuntime, ContainerId, PathBuf) {
+        let rt = ProcessRuntime::new(ProcessConfig {
+            instance_id: "i".into(),
+            work_root: root.to_owned(),
+            inherit_stderr: false,
+        });
+        let id = ContainerId::random();
+        let dir = rt.work_dir(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        (rt, id, dir)
+    }
+
+    fn files(list: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        list.iter()
+            .map(|(p, c)| ((*p).to_owned(), c.as_bytes().to_vec()))
+            .collect()
+    }
+
+    /// Names in `dir` (recursively), relative to it, sorted.
+    fn tree(dir: &Path) -> Vec<String> {
+        fn walk(base: &Path, dir: &Path, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let p = e.unwrap().path();
+                out.push(p.strip_prefix(base).unwrap().display().to_string());
+                if p.symlink_metadata().unwrap().is_dir() {
+                    walk(base, &p, out);
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(dir, dir, &mut out);
+        out.sort();
+        out
+    }
+
+    #[tokio::test]
+    async fn files_are_written_into_the_work_dir_with_their_parents_and_replaced_whole() {
+        let root = tempfile::tempdir().unwrap();
+        let (rt, id, dir) = files_runtime(root.path());
+        let t = Template::default();
+        rt.write_files(
+            id,
+            "pid:2:0",
+            &t,
+            &files(&[("a.txt", "one"), ("x/y/./z.json", "{}"), ("x/b", "")]),
+        )
+        .await
+        .unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("a.txt")).unwrap(), "one");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("x/y/z.json")).unwrap(),
+            "{}"
+        );
+        assert_eq!(std::fs::read(dir.join("x/b")).unwrap(), b"");
+        rt.write_files(id, "pid:2:0", &t, &files(&[("a.txt", "two")]))
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("a.txt")).unwrap(), "two");
+        // No temporary file left behind.
+        assert_eq!(tree(&dir), ["a.txt", "x", "x/b", "x/y", "x/y/z.json"]);
+    }
+
+    #[tokio::test]
+    async fn a_path_through_a_symlink_is_refused_and_nothing_is_written_outside() {
+        let root = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret"), "kept").unwrap();
+        let (rt, id, dir) = files_runtime(root.path());
+        std::os::unix::fs::symlink(outside.path(), dir.join("link")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret"), dir.join("file")).unwrap();
+        std::fs::create_dir(dir.join("real")).unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.join("real/deeper")).unwrap();
+        let t = Template::default();
+        for path in ["link/new", "link/secret", "file", "real/deeper/x/y", "link"] {
+            let e = rt
+                .write_files(id, "pid:2:0", &t, &files(&[(path, "evil")]))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&e, RuntimeError::FileRefused { reason, .. } if reason.contains("symlink")),
+                "{path}: {e:?}"
+            );
+        }
+        assert_eq!(tree(outside.path()), ["secret"]);
+        assert_eq!(
+            std::fs::read_to_string(outside.path().join("secret")).unwrap(),
+            "kept"
+        );
+        // A file where a directory is needed, and a directory where the file goes.
+        std::fs::write(dir.join("plain"), "").unwrap();
+        for path in ["plain/x", "real"] {
+            let e = rt
+                .write_files(id, "pid:2:0", &t, &files(&[(path, "x")]))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(e, RuntimeError::FileRefused { .. }),
+                "{path}: {e:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn paths_leaving_the_work_dir_are_refused_before_anything_is_written() {
+        let root = tempfile::tempdir().unwrap();
+        let (rt, id, dir) = files_runtime(root.path());
+        let t = Template::default();
+        for bad in [
+            "/etc/passwd",
+            "../x",
+            "a/../../x",
+            "a/..",
+            "",
+            ".",
+            "a/",
+            "a\0b",
+        ] {
+            let e = rt
+                .write_files(id, "pid:2:0", &t, &files(&[("good", "g"), (bad, "x")]))
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(e, RuntimeError::FileRefused { .. }),
+                "{bad:?}: {e:?}"
+            );
+        }
+        assert!(tree(&dir).is_empty(), "{:?}", tree(&dir));
+        assert!(tree(root.path()).iter().all(|p| p == &id.to_string()));
+        // A container whose work dir is gone.
+        let gone = ContainerId::random();
+        let e = rt
+            .write_files(gone, "pid:2:0", &t, &files(&[("a", "x")]))
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RuntimeError::Io { .. }), "{e:?}");
+        assert!(!rt.work_dir(gone).exists());
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! A simulated runtime sharing the real trait: containers are entries in a map, and
 //! tests either let them become ready at once or step each one explicitly, and can
-//! inject failures.
+//! inject failures. A claim's files are kept in memory ([`SimRuntime::files`]).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -12,7 +12,8 @@ use tokio::time::Instant;
 use warmpool_core::ContainerId;
 
 use crate::{
-    ContainerSpec, Inspection, OwnedContainer, Runtime, RuntimeError, RuntimeEvent, Started,
+    file_path_parts, ContainerSpec, Inspection, OwnedContainer, Runtime, RuntimeError,
+    RuntimeEvent, Started, Template,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +43,9 @@ struct State {
     starts: u64,
     fail_removals: bool,
     removals: u64,
+    /// Each container's files, by their path under its files dir.
+    files: HashMap<ContainerId, BTreeMap<String, Vec<u8>>>,
+    fail_writes: u32,
 }
 
 pub struct SimRuntime {
@@ -64,6 +68,8 @@ impl SimRuntime {
                 starts: 0,
                 fail_removals: false,
                 removals: 0,
+                files: HashMap::new(),
+                fail_writes: 0,
             }),
             changed: Notify::new(),
             events,
@@ -89,6 +95,23 @@ impl SimRuntime {
     /// Removals fail (as with an engine that is down) until set back to false.
     pub fn fail_removals(&self, fail: bool) {
         self.state.lock().unwrap().fail_removals = fail;
+    }
+
+    /// The next `n` calls of [`Runtime::write_files`] fail (writing nothing).
+    pub fn fail_next_writes(&self, n: u32) {
+        self.state.lock().unwrap().fail_writes = n;
+    }
+
+    /// The files written into container `id` ([`Runtime::write_files`]), by
+    /// their path under its files dir (`a/b.txt`); empty for an unknown one.
+    pub fn files(&self, id: ContainerId) -> BTreeMap<String, Vec<u8>> {
+        self.state
+            .lock()
+            .unwrap()
+            .files
+            .get(&id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Removals ever asked for (including failed ones).
@@ -274,8 +297,46 @@ impl Runtime for SimRuntime {
                 return Err(RuntimeError::Injected("removal refused".into()));
             }
             st.containers.remove(&id);
+            st.files.remove(&id);
         }
         self.changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Keeps the files in memory ([`SimRuntime::files`]); only a running
+    /// container takes them.
+    async fn write_files(
+        &self,
+        id: ContainerId,
+        _handle: &str,
+        _template: &Template,
+        files: &[(String, Vec<u8>)],
+    ) -> Result<(), RuntimeError> {
+        let mut parsed = Vec::with_capacity(files.len());
+        for (path, contents) in files {
+            parsed.push((file_path_parts(path)?.join("/"), contents.clone()));
+        }
+        let mut st = self.state.lock().unwrap();
+        if st.fail_writes > 0 {
+            st.fail_writes -= 1;
+            return Err(RuntimeError::Injected("file write refused".into()));
+        }
+        match st.containers.get(&id) {
+            Some(Status::Running) => {}
+            Some(_) => {
+                return Err(RuntimeError::Api {
+                    status: Some(409),
+                    message: format!("sim: container {id} is not running"),
+                    retryable: false,
+                })
+            }
+            None => {
+                return Err(RuntimeError::NotFound {
+                    message: format!("no container {id}"),
+                })
+            }
+        }
+        st.files.entry(id).or_default().extend(parsed);
         Ok(())
     }
 

@@ -28,6 +28,7 @@ fn runtime(dir: &std::path::Path, script: &str) -> (ProcessRuntime, impl Fn() ->
         key: PoolKey::new("default", Location::Weur),
         template: template.clone(),
         revision: 0,
+        env: Vec::new(),
     };
     (rt, spec)
 }
@@ -157,12 +158,21 @@ async fn children_get_a_clean_environment_with_their_identity() {
         dir.path(),
         "env > env.txt; touch done; while :; do sleep 1; done",
     );
-    let s = spec();
+    let mut s = spec();
+    // A claim's env, set after the template's (`EXTRA=1`).
+    s.env = vec![
+        ("EXTRA".into(), "claim".into()),
+        ("CLAIM_ONLY".into(), "a b".into()),
+    ];
     let started = rt.start(&s).await.unwrap();
     let dir_of = dir.path().join(s.id.to_string());
     wait_for_file(&dir_of.join("done")).await;
     let env = std::fs::read_to_string(dir_of.join("env.txt")).unwrap();
+    assert!(!env.lines().any(|l| l == "EXTRA=1"), "{env}");
     for want in [
+        "EXTRA=claim".to_owned(),
+        "CLAIM_ONLY=a b".into(),
+        format!("WARMPOOL_FILES_DIR={}", dir_of.display()),
         format!("WARMPOOL_CONTAINER_ID={}", s.id),
         "WARMPOOL_LOCATION=weur".into(),
         "WARMPOOL_REGION=europe-west".into(),

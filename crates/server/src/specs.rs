@@ -59,6 +59,7 @@ pub fn pool_spec(config: &PoolConfig, runtime: RuntimeKind) -> PoolSpec {
                 disk_mb: config.disk_mb,
             },
             start_timeout: config.start_timeout,
+            files_dir: String::new(),
         }),
         targets,
         batch_size: config.batch_size,

@@ -425,6 +425,7 @@ async fn docker_exits_missed_while_the_event_stream_was_down_are_found_on_reconn
         id: ContainerId::random(),
         key: PoolKey::new("default", Location::Default),
         revision: 0,
+        env: Vec::new(),
         template: std::sync::Arc::new(Template {
             workload: Workload::Image {
                 image: common::IMAGE.into(),

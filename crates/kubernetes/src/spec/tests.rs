@@ -19,6 +19,7 @@ fn spec(pool: &str, location: Location, resources: Resources) -> ContainerSpec {
         id: ContainerId::random(),
         key: PoolKey::new(pool, location),
         revision: 3,
+        env: Vec::new(),
         template: Arc::new(Template {
             workload: Workload::Image {
                 image: "registry.example/app:1".into(),
@@ -28,6 +29,7 @@ fn spec(pool: &str, location: Location, resources: Resources) -> ContainerSpec {
             env: vec![("GREETING".into(), "hello there".into())],
             resources,
             start_timeout: Duration::from_secs(5),
+            files_dir: String::new(),
         }),
     }
 }
@@ -119,6 +121,7 @@ fn pod_runs_the_image_with_the_app_env_never_restarts_and_gets_no_token() {
         ("WARMPOOL_LOCATION", "default".into()),
         ("WARMPOOL_REGION", "local".into()),
         ("WARMPOOL_COUNTRY", "unknown".into()),
+        ("WARMPOOL_FILES_DIR", "/warmpool/files".into()),
         ("GREETING", "hello there".into()),
     ] {
         assert!(
