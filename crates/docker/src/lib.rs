@@ -1,7 +1,12 @@
 //! The Docker Engine runtime: containers from each pool's image on a user-defined
 //! bridge network, with resource limits and warmpool's labels, watched through the
 //! engine's event stream. The only crate that depends on bollard.
+//!
+//! A claim's files go into a running container as one archive upload (a tar built
+//! in memory, extracted at `/`), under its template's files dir: no exec, so it
+//! works on a `FROM scratch` image. [`DockerRuntime::read_file`] reads one back.
 
+mod files;
 mod spec;
 
 use std::collections::{HashMap, HashSet};
@@ -13,20 +18,22 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::container::{
-    CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions,
-    StartContainerOptions, StopContainerOptions,
+    CreateContainerOptions, DownloadFromContainerOptions, InspectContainerOptions,
+    ListContainersOptions, RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
+    UploadToContainerOptions,
 };
 use bollard::errors::Error as DockerError;
 use bollard::models::EventMessage;
 use bollard::network::CreateNetworkOptions;
 use bollard::system::EventsOptions;
 use bollard::Docker;
+use futures_util::TryStreamExt;
 use tokio::sync::broadcast;
 use warmpool_core::ContainerId;
 use warmpool_runtime::watch::{follow, ExitLedger, Stopped, WatchTask, Watched, RELIST_EVERY};
 use warmpool_runtime::{
     ContainerSpec, HttpProbe, Inspection, OwnedContainer, Runtime, RuntimeError, RuntimeEvent,
-    Started,
+    Started, Template,
 };
 
 pub use spec::{LABEL_CONTAINER, LABEL_INSTANCE, LABEL_LOCATION, LABEL_POOL};
@@ -193,6 +200,25 @@ impl DockerRuntime {
             .and_then(|b| b.into_iter().find_map(|b| b.host_port?.parse().ok()));
         spec::address(&self.cfg, ip, published)
             .ok_or_else(|| RuntimeError::NoAddress(handle.to_owned()))
+    }
+
+    /// The contents of the regular file at `path` (absolute, inside the
+    /// container `handle`), downloaded as an archive (no exec: a `FROM scratch`
+    /// image has no `cat`); [`RuntimeError::NotFound`] when there is none. For
+    /// tests and diagnostics; bounded by the API timeout.
+    pub async fn read_file(&self, handle: &str, path: &str) -> Result<Vec<u8>, RuntimeError> {
+        let archive = bounded(self.cfg.api_timeout, async {
+            self.docker
+                .download_from_container(handle, Some(DownloadFromContainerOptions { path }))
+                .map_err(map_error)
+                .try_fold(Vec::new(), |mut all, chunk| async move {
+                    all.extend_from_slice(&chunk);
+                    Ok(all)
+                })
+                .await
+        })
+        .await?;
+        files::single_file(&archive, path)
     }
 
     /// One engine call, bounded by the configured API timeout.
@@ -518,6 +544,30 @@ impl Runtime for DockerRuntime {
             Err(e) if matches!(e.status(), Some(404 | 409)) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// One archive upload, extracted at `/`: each file (mode 0644) at
+    /// `<files dir>/<path>`; the engine creates missing parents. Bounded by the
+    /// API timeout. Each file is replaced by the engine's extraction (not by a
+    /// rename: there is no exec), which ends before this returns.
+    async fn write_files(
+        &self,
+        _id: ContainerId,
+        handle: &str,
+        template: &Template,
+        files: &[(String, Vec<u8>)],
+    ) -> Result<(), RuntimeError> {
+        let archive = files::archive(template.files_dir(), files)?;
+        self.call(self.docker.upload_to_container(
+            handle,
+            Some(UploadToContainerOptions {
+                path: "/",
+                // A file never replaces a directory, nor a directory a file.
+                no_overwrite_dir_non_dir: "true",
+            }),
+            archive.into(),
+        ))
+        .await
     }
 
     async fn inspect(&self, _id: ContainerId, handle: &str) -> Result<Inspection, RuntimeError> {
