@@ -8,7 +8,8 @@
 //! Unschedulable), runs the configured command as a local process bound to a
 //! distinct 127.0.0.N address with the pod's env, reports that address as the pod
 //! IP, sets Ready once the readiness probe's path answers, and reports the exit
-//! code when the process ends. Every process it starts is killed when the
+//! code when the process ends. Its work dir stands for the pod's filesystem: the
+//! app's `WARMPOOL_FILES_DIR` is mapped under it. Every process it starts is killed when the
 //! `FakeCluster` is dropped.
 //!
 //! What it does not do: real scheduling (resources, taints, affinity), cgroup
@@ -299,6 +300,12 @@ impl FakeCluster {
     /// `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The work dir of pod `name`'s app, which stands for the pod's filesystem
+    /// (its `WARMPOOL_FILES_DIR`, `/warmpool/files`, is `<this>/warmpool/files`).
+    pub fn pod_dir(&self, name: &str) -> PathBuf {
+        self.shared.dir.join(name)
     }
 
     /// A kube client talking to this fake.
@@ -743,7 +750,13 @@ async fn kubelet(shared: Arc<Shared>, ns: String, name: String) {
         .kill_on_drop(true);
     for e in container["env"].as_array().into_iter().flatten() {
         if let (Some(k), Some(v)) = (e["name"].as_str(), e["value"].as_str()) {
-            cmd.env(k, v);
+            if k == warmpool_runtime::FILES_DIR_ENV {
+                // A path in the pod's filesystem: the pod's work dir is its root,
+                // so that the app's bind hook never writes outside it.
+                cmd.env(k, workdir.join(v.trim_start_matches('/')));
+            } else {
+                cmd.env(k, v);
+            }
         }
     }
     let (ctl_tx, mut ctl) = mpsc::unbounded_channel();

@@ -2,6 +2,11 @@
 //! by location through node selectors, followed through a pod watch (readiness,
 //! exits, pods deleted behind warmpool's back). The only crate that depends on kube
 //! and k8s-openapi.
+//!
+//! It writes no claim's files into a pod (`Runtime::write_files` answers
+//! `CannotWriteFiles`: warmpool is granted no exec rights); they reach the app
+//! through its `/admin/bind` hook, and the app finds its template's files dir in
+//! `WARMPOOL_FILES_DIR`.
 
 #[cfg(feature = "fake")]
 pub mod fake;
