@@ -9,6 +9,9 @@ use std::path::PathBuf;
 pub const DEFAULT_PORT: u16 = 8080;
 /// Text file served when `TEXT_FILE` is not set, relative to the working directory.
 pub const DEFAULT_TEXT_FILE: &str = "index.txt";
+/// Where a bind's files go when `WARMPOOL_FILES_DIR` is not set: the working
+/// directory.
+pub const DEFAULT_FILES_DIR: &str = ".";
 /// Value of the container metadata headers whose variable is not set.
 pub const UNKNOWN: &str = "unknown";
 
@@ -21,6 +24,9 @@ pub struct Config {
     pub port: u16,
     /// File whose contents `GET` serves (`TEXT_FILE`, default `index.txt`).
     pub text_file: PathBuf,
+    /// Where `POST /admin/bind` writes its files (`WARMPOOL_FILES_DIR`, default
+    /// the working directory).
+    pub files_dir: PathBuf,
     /// `X-Container-ID` header value (`WARMPOOL_CONTAINER_ID`).
     pub container_id: String,
     /// `X-Container-Country` header value (`WARMPOOL_COUNTRY`).
@@ -55,11 +61,14 @@ impl Config {
             None => DEFAULT_PORT,
         };
         let text_file = get("TEXT_FILE").map_or_else(|| DEFAULT_TEXT_FILE.into(), PathBuf::from);
+        let files_dir =
+            get("WARMPOOL_FILES_DIR").map_or_else(|| DEFAULT_FILES_DIR.into(), PathBuf::from);
         let mut metadata = |key: &str| get(key).unwrap_or_else(|| UNKNOWN.to_owned());
         Ok(Self {
             host,
             port,
             text_file,
+            files_dir,
             container_id: metadata("WARMPOOL_CONTAINER_ID"),
             country: metadata("WARMPOOL_COUNTRY"),
             location: metadata("WARMPOOL_LOCATION"),

@@ -1,12 +1,46 @@
 //! The sample app run inside each pooled container: serves a text file, lets
-//! `/admin/update-text` replace it, echoes every other method as JSON, echoes
+//! `/admin/update-text` replace it, takes a claim's set-up at `/admin/bind` and
+//! shows its env at `GET /env`, echoes every other method as JSON, echoes
 //! WebSocket messages at `/ws`, streams slowly at `/stream/{chunks}/{ms}`, and tags
 //! every response with container headers.
+//!
+//! # The bind hook (the app contract)
+//!
+//! When a container is claimed, warmpool may `POST /admin/bind` to it directly
+//! (never through its proxy, which refuses `/admin` paths), before it hands the
+//! container to the claimer, with a JSON body (`content-type: application/json`):
+//!
+//! ```json
+//! {
+//!   "env": {"NAME": "value"},
+//!   "files": {"relative/path.txt": "contents"},
+//!   "labels": {"team": "a"},
+//!   "metadata": {"any": ["json"]}
+//! }
+//! ```
+//!
+//! Every member is optional (missing or `null`: none). `env` values and `files`
+//! contents are strings (contents as UTF-8 text); `labels` and `metadata` are
+//! for the app to use or ignore (this app ignores them), as are members it does
+//! not know. An app answers 2xx once it is set up; any other status (or none
+//! within 10 s) fails the claim, and a 404 says the app has no hook.
+//!
+//! This app:
+//! - keeps `env` in memory, replacing what an earlier bind set, and answers the
+//!   process environment overlaid with it at `GET /env` (a JSON object);
+//! - writes each file under `$WARMPOOL_FILES_DIR` (its working directory when
+//!   that is not set), parents created, each to a temporary file renamed into
+//!   place, so a reader sees the old contents or the new, never part;
+//! - answers 204; 400 for a body that is not such JSON or a path that is
+//!   absolute, empty, names a directory, or holds `..` (then nothing is written
+//!   and the env is unchanged); 413 over [`MAX_BIND_BYTES`]; 500 when a file
+//!   cannot be written.
 
 mod config;
 
 pub use config::{Config, ConfigError, DEFAULT_PORT, DEFAULT_TEXT_FILE, UNKNOWN};
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::future::{poll_fn, Future};
 use std::io;
@@ -14,24 +48,27 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use axum::body::{Body, HttpBody};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Request, State};
+use axum::extract::{FromRef, Request, State};
 use axum::http::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use axum::http::StatusCode;
 use axum::middleware::map_response_with_state;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post, MethodRouter};
 use axum::{Json, Router};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// Largest body `POST /admin/update-text` accepts (1 MiB).
 pub const MAX_TEXT_BYTES: u64 = 1024 * 1024;
+/// Largest body `POST /admin/bind` accepts (8 MiB: a claim's files are at most
+/// 1 MiB, but JSON escaping can make them larger).
+pub const MAX_BIND_BYTES: u64 = 8 * 1024 * 1024;
 /// Largest body the method echo counts (64 MiB).
 pub const MAX_ECHO_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -40,9 +77,36 @@ const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
 /// The container metadata headers added to every response.
 type ContainerHeaders = Arc<[(HeaderName, HeaderValue); 4]>;
 
+/// The env set by `POST /admin/bind`, shown over the process's at `GET /env`.
+type BoundEnv = Arc<RwLock<BTreeMap<String, String>>>;
+
+/// What the handlers share.
+#[derive(Clone)]
+struct AppState {
+    text_file: Arc<Path>,
+    files_dir: Arc<Path>,
+    bound_env: BoundEnv,
+}
+
+impl FromRef<AppState> for Arc<Path> {
+    fn from_ref(state: &AppState) -> Self {
+        state.text_file.clone()
+    }
+}
+
+impl FromRef<AppState> for BoundEnv {
+    fn from_ref(state: &AppState) -> Self {
+        state.bound_env.clone()
+    }
+}
+
 /// Builds the app: every route, plus the container headers on every response.
 pub fn router(config: &Config) -> Router {
-    let text_file: Arc<Path> = config.text_file.clone().into();
+    let state = AppState {
+        text_file: config.text_file.clone().into(),
+        files_dir: config.files_dir.clone().into(),
+        bound_env: BoundEnv::default(),
+    };
     let headers: ContainerHeaders = Arc::new([
         container_header("x-container-id", &config.container_id),
         container_header("x-container-country", &config.country),
@@ -51,9 +115,11 @@ pub fn router(config: &Config) -> Router {
     ]);
     Router::new()
         .route("/healthz", get(healthz).fallback(echo))
+        .route("/env", get(show_env).fallback(echo))
         .route("/ws", get(websocket_or_text).fallback(echo))
         .route("/stream/{chunks}/{ms}", get(stream).fallback(echo))
         .route("/admin/update-text", post(update_text).fallback(not_found))
+        .route("/admin/bind", post(bind).fallback(not_found))
         .route(
             "/admin/allocate-mib/{mib}",
             post(allocate).fallback(not_found),
@@ -62,7 +128,7 @@ pub fn router(config: &Config) -> Router {
         .route("/admin/", any(not_found))
         .route("/admin/{*rest}", any(not_found))
         .fallback(text_or_echo())
-        .with_state(text_file)
+        .with_state(state)
         .layer(map_response_with_state(headers, add_container_headers))
 }
 
@@ -171,7 +237,7 @@ async fn add_container_headers(
 }
 
 /// `GET`/`HEAD` serve the text file; every other method is echoed.
-fn text_or_echo() -> MethodRouter<Arc<Path>> {
+fn text_or_echo() -> MethodRouter<AppState> {
     get(serve_text).fallback(echo)
 }
 
@@ -255,6 +321,109 @@ async fn update_text(State(text_file): State<Arc<Path>>, request: Request) -> Re
             (StatusCode::INTERNAL_SERVER_ERROR, "cannot write text file").into_response()
         }
     }
+}
+
+/// The body of `POST /admin/bind` (see the module doc). `labels`, `metadata`
+/// and anything else are accepted and ignored.
+#[derive(Deserialize)]
+struct Bind {
+    #[serde(default)]
+    env: Option<BTreeMap<String, String>>,
+    #[serde(default)]
+    files: Option<BTreeMap<String, String>>,
+}
+
+/// `POST /admin/bind`: writes the files, then keeps the env (module doc).
+async fn bind(State(state): State<AppState>, request: Request) -> Response {
+    let (body, length) = match read_body(request.into_body(), MAX_BIND_BYTES + 1).await {
+        Ok(read) => read,
+        Err(response) => return response,
+    };
+    if length > MAX_BIND_BYTES {
+        return payload_too_large(MAX_BIND_BYTES);
+    }
+    // An object only (serde would also take a struct from an array).
+    let parsed = serde_json::from_slice::<serde_json::Value>(&body).and_then(|value| {
+        if value.is_object() {
+            serde_json::from_value::<Bind>(value)
+        } else {
+            Err(serde::de::Error::custom("expected a JSON object"))
+        }
+    });
+    let bind = match parsed {
+        Ok(bind) => bind,
+        Err(err) => {
+            let message = format!("invalid bind body: {err}\n");
+            return (StatusCode::BAD_REQUEST, message).into_response();
+        }
+    };
+    let files = bind.files.unwrap_or_default();
+    let mut targets = Vec::with_capacity(files.len());
+    for (path, contents) in &files {
+        match relative_path(path) {
+            Ok(relative) => targets.push((state.files_dir.join(relative), contents)),
+            Err(reason) => {
+                let message = format!("invalid file path {path:?}: {reason}\n");
+                return (StatusCode::BAD_REQUEST, message).into_response();
+            }
+        }
+    }
+    for (target, contents) in targets {
+        let written = async {
+            if let Some(parent) = target.parent() {
+                tokio::fs::create_dir_all(parent).await?;
+            }
+            write_atomically(&target, contents.as_bytes()).await
+        }
+        .await;
+        if let Err(err) = written {
+            tracing::error!(%err, path = %target.display(), "cannot write a bound file");
+            let message = format!("cannot write {}: {err}\n", target.display());
+            return (StatusCode::INTERNAL_SERVER_ERROR, message).into_response();
+        }
+    }
+    if let Some(env) = bind.env {
+        *state.bound_env.write().unwrap_or_else(|e| e.into_inner()) = env;
+    }
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// A bound file's path as a relative path that stays under the files dir, or
+/// why it is refused: empty, absolute, naming a directory, or holding `..` (or a
+/// NUL). Empty and `.` segments are dropped.
+fn relative_path(path: &str) -> Result<PathBuf, &'static str> {
+    if path.is_empty() {
+        return Err("the path is empty");
+    }
+    if path.starts_with('/') {
+        return Err("the path is absolute");
+    }
+    if path.contains('\0') {
+        return Err("the path holds a NUL byte");
+    }
+    if matches!(path.rsplit('/').next(), Some("" | ".")) {
+        return Err("the path names a directory");
+    }
+    let mut relative = PathBuf::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err("the path holds `..`"),
+            part => relative.push(part),
+        }
+    }
+    Ok(relative)
+}
+
+/// `GET /env`: the process environment (variables that are UTF-8) overlaid
+/// with the env of the last bind, as a JSON object.
+async fn show_env(State(bound): State<BoundEnv>) -> Json<BTreeMap<String, String>> {
+    let mut env: BTreeMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let bound = bound.read().unwrap_or_else(|e| e.into_inner());
+    env.extend(bound.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Json(env)
 }
 
 /// What the method echo answers.

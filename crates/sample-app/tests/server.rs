@@ -34,6 +34,7 @@ fn config(text_file: PathBuf) -> Config {
     Config {
         host: Ipv4Addr::LOCALHOST.into(),
         port: 0,
+        files_dir: text_file.with_file_name("files"),
         text_file,
         container_id: "c-42".to_owned(),
         country: "DE".to_owned(),
@@ -371,5 +372,177 @@ async fn allocate_holds_memory_and_bounds_its_input() {
         .await
         .unwrap();
     assert_eq!(too_much.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    server.stop().await;
+}
+
+impl TestServer {
+    /// Where `/admin/bind` writes files (see [`config`]).
+    fn files_dir(&self) -> PathBuf {
+        self.text_file.with_file_name("files")
+    }
+
+    async fn bind(&self, body: impl Into<reqwest::Body>) -> Response {
+        self.client
+            .post(self.url("/admin/bind"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn env(&self) -> serde_json::Map<String, Value> {
+        let response = self.get("/env").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(content_type(&response), "application/json");
+        match response.json::<Value>().await.unwrap() {
+            Value::Object(map) => map,
+            other => panic!("GET /env answered {other}"),
+        }
+    }
+}
+
+/// Every path under `dir`, relative to it, sorted (empty when it does not exist).
+fn tree(dir: &std::path::Path) -> Vec<String> {
+    fn walk(base: &std::path::Path, dir: &std::path::Path, out: &mut Vec<String>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            out.push(path.strip_prefix(base).unwrap().display().to_string());
+            if path.is_dir() {
+                walk(base, &path, out);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn bind_writes_files_and_keeps_the_env_that_get_env_shows() {
+    let server = TestServer::start().await;
+    let before = server.env().await;
+    if let Ok(path) = std::env::var("PATH") {
+        assert_eq!(before["PATH"], path.as_str(), "the process env is shown");
+    }
+    assert!(!before.contains_key("BOUND"));
+
+    let response = server
+        .bind(
+            json!({
+                "env": {"BOUND": "yes", "PATH": "/bound/bin", "EMPTY": ""},
+                "files": {"a.txt": "one", "deep/er/./b.json": "{\"k\": [1]}", "ü.txt": "grüß"},
+                "labels": {"team": "a"},
+                "metadata": {"any": ["json", 1, null]},
+                "unknown": true
+            })
+            .to_string(),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_container_headers(&response);
+    let dir = server.files_dir();
+    assert_eq!(std::fs::read_to_string(dir.join("a.txt")).unwrap(), "one");
+    assert_eq!(
+        std::fs::read_to_string(dir.join("deep/er/b.json")).unwrap(),
+        "{\"k\": [1]}"
+    );
+    assert_eq!(std::fs::read_to_string(dir.join("ü.txt")).unwrap(), "grüß");
+    // No temporary file is left behind.
+    assert_eq!(
+        tree(&dir),
+        ["a.txt", "deep", "deep/er", "deep/er/b.json", "ü.txt"]
+    );
+
+    let env = server.env().await;
+    assert_eq!(env["BOUND"], "yes");
+    assert_eq!(env["PATH"], "/bound/bin", "the bound env wins");
+    assert_eq!(env["EMPTY"], "");
+
+    // A second bind replaces the bound env and a file; others stay.
+    let response = server
+        .bind(json!({"env": {"OTHER": "1"}, "files": {"a.txt": "two"}}).to_string())
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let env = server.env().await;
+    assert_eq!(env["OTHER"], "1");
+    assert!(!env.contains_key("BOUND"), "{env:?}");
+    assert_eq!(std::fs::read_to_string(dir.join("a.txt")).unwrap(), "two");
+    assert_eq!(tree(&dir).len(), 5);
+
+    // Everything is optional; an empty bind changes nothing.
+    for body in [
+        "{}",
+        r#"{"env": null, "files": null, "labels": null, "metadata": null}"#,
+    ] {
+        let response = server.bind(body).await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT, "{body}");
+    }
+    assert_eq!(server.env().await["OTHER"], "1");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bind_refuses_paths_leaving_its_dir_and_bad_bodies_changing_nothing() {
+    let server = TestServer::start().await;
+    let response = server.bind(json!({"env": {"KEPT": "1"}}).to_string()).await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    for bad in ["../x", "/etc/x", "a/../../x", "a/..", "", ".", "a/", "a\0b"] {
+        let response = server
+            .bind(json!({"env": {"KEPT": "2"}, "files": {"good.txt": "g", bad: "x"}}).to_string())
+            .await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{bad:?}");
+        let text = response.text().await.unwrap();
+        assert!(text.contains("invalid file path"), "{bad:?}: {text}");
+    }
+    for body in [
+        "not json",
+        r#"{"env": {"A": 1}}"#,
+        r#"{"env": ["A"]}"#,
+        r#"{"files": {"a": 5}}"#,
+        "[]",
+    ] {
+        let response = server.bind(body).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+    }
+    let response = server
+        .bind(format!(
+            r#"{{"files": {{"big": "{}"}}}}"#,
+            "a".repeat(8 * MIB)
+        ))
+        .await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(
+        tree(&server.files_dir()).is_empty(),
+        "{:?}",
+        tree(&server.files_dir())
+    );
+    assert!(!server.text_file.with_file_name("x").exists());
+    assert_eq!(server.env().await["KEPT"], "1");
+    // Only POST binds; other methods are not found, like every /admin path.
+    for method in [Method::GET, Method::PUT] {
+        let response = server.send(method.clone(), "/admin/bind", "{}").await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{method}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bind_reports_a_file_it_cannot_write() {
+    let server = TestServer::start().await;
+    // A file where the files dir should be.
+    std::fs::write(server.files_dir(), "in the way").unwrap();
+    let response = server
+        .bind(json!({"env": {"B": "1"}, "files": {"a.txt": "x"}}).to_string())
+        .await;
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        !server.env().await.contains_key("B"),
+        "env kept after a failed bind"
+    );
     server.stop().await;
 }
