@@ -4,6 +4,7 @@
 //! [`Timestamp`], so every decision can be driven by tests by the thousand.
 
 mod id;
+pub mod labels;
 mod location;
 pub mod plan;
 pub mod scale;
@@ -12,6 +13,7 @@ mod surge;
 mod time;
 
 pub use id::{ContainerId, InvalidContainerId};
+pub use labels::{LabelError, Requirement, Selector, SelectorError};
 pub use location::{InvalidLocation, Location, PoolKey};
 pub use plan::{plan, Action, Desired, DesiredPool, Observed, ObservedContainer, Plan, StopReason};
 pub use scale::{Buffer, LocationMode, ScalingPolicy};

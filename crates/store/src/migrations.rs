@@ -87,6 +87,10 @@ const MIGRATIONS: &[&str] = &[
         updated_at   INTEGER NOT NULL,
         PRIMARY KEY (pool, location)
     ) STRICT;",
+    // 5: a claim's labels (a JSON object of strings, filtered with SQLite's JSON
+    // functions) and metadata (the client's JSON, as sent). NULL: none given.
+    "ALTER TABLE containers ADD COLUMN labels TEXT;
+    ALTER TABLE containers ADD COLUMN metadata TEXT;",
 ];
 
 /// The schema version this build writes.

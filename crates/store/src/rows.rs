@@ -1,8 +1,11 @@
 //! Row types and the read queries over them.
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use rusqlite::types::Value;
+use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
+use warmpool_core::labels::{Requirement, Selector};
 use warmpool_core::{ContainerId, ContainerState, Location, Timestamp};
 
 pub(crate) const CONTAINER_COLUMNS: &[&str] = &[
@@ -23,6 +26,8 @@ pub(crate) const CONTAINER_COLUMNS: &[&str] = &[
     "exit_code",
     "idle_timeout_ms",
     "revision",
+    "labels",
+    "metadata",
 ];
 
 pub(crate) const EVENT_COLUMNS: &[&str] = &[
@@ -34,7 +39,7 @@ pub(crate) const EVENT_COLUMNS: &[&str] = &[
     "reason",
 ];
 
-const SELECT_CONTAINERS: &str = "SELECT id, pool, location, state, runtime, runtime_handle, address, on_demand, created_at, ready_at, allocated_at, expires_at, stopped_at, stop_reason, exit_code, idle_timeout_ms, revision FROM containers";
+const SELECT_CONTAINERS: &str = "SELECT id, pool, location, state, runtime, runtime_handle, address, on_demand, created_at, ready_at, allocated_at, expires_at, stopped_at, stop_reason, exit_code, idle_timeout_ms, revision, labels, metadata FROM containers";
 
 /// One row of `containers`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -58,6 +63,10 @@ pub struct ContainerRow {
     pub idle_timeout: Option<std::time::Duration>,
     /// The revision of its pool it was started from.
     pub revision: u32,
+    /// Its claim's labels (empty: none).
+    pub labels: BTreeMap<String, String>,
+    /// Its claim's metadata: JSON text, as the client sent it.
+    pub metadata: Option<String>,
 }
 
 /// One row of `events`: a state change.
@@ -78,6 +87,9 @@ pub struct ContainerFilter {
     pub pool: Option<String>,
     /// Only containers that are not `stopped`.
     pub live_only: bool,
+    /// Only containers whose labels match (a NULL `labels` is no labels).
+    pub labels: Option<Selector>,
+    /// Applied after every filter.
     pub limit: Option<u32>,
 }
 
@@ -115,29 +127,81 @@ fn container_row(r: &Row<'_>) -> rusqlite::Result<ContainerRow> {
             .get::<_, Option<i64>>(15)?
             .map(|ms| std::time::Duration::from_millis(ms.max(0) as u64)),
         revision: r.get(16)?,
+        labels: match r.get::<_, Option<String>>(17)? {
+            None => BTreeMap::new(),
+            Some(json) => serde_json::from_str(&json).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(
+                    17,
+                    rusqlite::types::Type::Text,
+                    Box::new(e),
+                )
+            })?,
+        },
+        metadata: r.get(18)?,
     })
+}
+
+/// A selector as SQL over the `labels` column (a JSON object, or NULL for
+/// none), with its parameters appended to `params`. Keys are bound as JSON
+/// paths (`$."key"`: a valid key holds no `"`), values as values.
+fn selector_sql(s: &Selector, params: &mut Vec<Value>) -> String {
+    let mut bind = |v: String| {
+        params.push(Value::Text(v));
+        format!("?{}", params.len())
+    };
+    let mut clauses = Vec::new();
+    for r in s.requirements() {
+        let path = bind(format!("$.\"{}\"", r.key()));
+        let value = format!("json_extract(labels, {path})");
+        let present = format!("json_type(labels, {path}) IS NOT NULL");
+        clauses.push(match r {
+            Requirement::Equals { value: v, .. } => format!("{value} = {}", bind(v.clone())),
+            Requirement::NotEquals { value: v, .. } => {
+                format!("{value} IS NOT {}", bind(v.clone()))
+            }
+            Requirement::In { values, .. } | Requirement::NotIn { values, .. } => {
+                let set: Vec<String> = values.iter().map(|v| bind(v.clone())).collect();
+                let set = set.join(", ");
+                if matches!(r, Requirement::In { .. }) {
+                    format!("{present} AND {value} IN ({set})")
+                } else {
+                    format!("NOT ({present} AND {value} IN ({set}))")
+                }
+            }
+            Requirement::Exists { .. } => present,
+            Requirement::DoesNotExist { .. } => format!("NOT ({present})"),
+        });
+    }
+    clauses
+        .iter()
+        .map(|c| format!(" AND ({c})"))
+        .collect::<String>()
 }
 
 pub(crate) fn query_containers(
     conn: &Connection,
     f: &ContainerFilter,
 ) -> rusqlite::Result<Vec<ContainerRow>> {
+    let mut values = vec![
+        f.state.map(|s| s.as_str().to_owned()).into(),
+        f.location.map(|l| l.as_str().to_owned()).into(),
+        f.pool.clone().into(),
+        Value::Integer(f.live_only.into()),
+        Value::Integer(f.limit.map(i64::from).unwrap_or(-1)),
+    ];
+    let labels = match &f.labels {
+        Some(s) => selector_sql(s, &mut values),
+        None => String::new(),
+    };
     let sql = format!(
         "{SELECT_CONTAINERS} WHERE (?1 IS NULL OR state = ?1) AND (?2 IS NULL OR location = ?2)
-           AND (?3 IS NULL OR pool = ?3) AND (?4 = 0 OR state <> 'stopped')
+           AND (?3 IS NULL OR pool = ?3) AND (?4 = 0 OR state <> 'stopped'){labels}
          ORDER BY created_at, id LIMIT ?5"
     );
+    // Keys and values are bound, so the SQL depends only on the selector's shape
+    // (its operators and set sizes): caching it is worth it.
     let mut stmt = conn.prepare_cached(&sql)?;
-    let rows = stmt.query_map(
-        params![
-            f.state.map(|s| s.as_str()),
-            f.location.map(|l| l.as_str()),
-            f.pool,
-            f.live_only,
-            f.limit.map(i64::from).unwrap_or(-1),
-        ],
-        container_row,
-    )?;
+    let rows = stmt.query_map(params_from_iter(values), container_row)?;
     rows.collect()
 }
 

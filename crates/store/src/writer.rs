@@ -1,6 +1,7 @@
 //! The single writer: one thread owns the write connection and commits groups of
 //! queued changes in one transaction each.
 
+use std::collections::BTreeMap;
 use std::sync::mpsc;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -36,6 +37,13 @@ pub struct Change {
     /// Set on claim: stop after this long without traffic.
     pub idle_timeout: Option<std::time::Duration>,
     pub exit_code: Option<i32>,
+    /// Set on claim (`ready -> allocated`): the claim's labels, valid as
+    /// `warmpool_core::labels::validate_labels` checks. Empty: the column is left
+    /// as it is.
+    pub labels: BTreeMap<String, String>,
+    /// Set on claim: the claim's metadata, JSON text (the caller checked it is
+    /// JSON). `None`: the column is left as it is.
+    pub metadata: Option<String>,
 }
 
 impl Change {
@@ -49,11 +57,25 @@ impl Change {
             expires_at: None,
             idle_timeout: None,
             exit_code: None,
+            labels: BTreeMap::new(),
+            metadata: None,
         }
     }
 
     pub fn reason(mut self, reason: impl Into<String>) -> Self {
         self.reason = Some(reason.into());
+        self
+    }
+
+    /// Writes these labels with the change (see [`Change::labels`]).
+    pub fn with_labels(mut self, labels: BTreeMap<String, String>) -> Self {
+        self.labels = labels;
+        self
+    }
+
+    /// Writes this metadata (JSON text) with the change.
+    pub fn with_metadata(mut self, metadata: impl Into<String>) -> Self {
+        self.metadata = Some(metadata.into());
         self
     }
 }
@@ -258,6 +280,8 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
         }
         Op::Transition(c) => {
             transition(c.from, c.to)?;
+            let labels = (!c.labels.is_empty())
+                .then(|| serde_json::to_string(&c.labels).expect("a map of strings is JSON"));
             let n = conn
                 .prepare_cached(
                     "UPDATE containers SET state = ?3,
@@ -268,7 +292,9 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
                         stop_reason = CASE WHEN ?3 IN ('stopping', 'stopped', 'failed')
                                       THEN COALESCE(stop_reason, ?6) ELSE stop_reason END,
                         exit_code = COALESCE(?7, exit_code),
-                        idle_timeout_ms = COALESCE(?8, idle_timeout_ms)
+                        idle_timeout_ms = COALESCE(?8, idle_timeout_ms),
+                        labels = COALESCE(?9, labels),
+                        metadata = COALESCE(?10, metadata)
                      WHERE id = ?1 AND state = ?2",
                 )?
                 .execute(params![
@@ -280,6 +306,8 @@ fn apply(conn: &Connection, op: &Op) -> Result<(), StoreError> {
                     c.reason,
                     c.exit_code,
                     c.idle_timeout.map(|d| d.as_millis() as i64),
+                    labels,
+                    c.metadata,
                 ])?;
             if n == 0 {
                 let found: Option<String> = conn

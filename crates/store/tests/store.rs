@@ -378,6 +378,8 @@ async fn containers_from_before_pool_revisions_are_of_revision_one() {
         let conn = rusqlite::Connection::open(dir.path().join(DB_FILE)).unwrap();
         conn.execute_batch(
             "ALTER TABLE containers DROP COLUMN revision;
+             ALTER TABLE containers DROP COLUMN labels;
+             ALTER TABLE containers DROP COLUMN metadata;
              DROP TABLE pools; DROP TABLE pool_revisions; DROP TABLE pool_events;
              DROP TABLE pool_sizes;
              PRAGMA user_version = 2;",
