@@ -133,9 +133,10 @@ impl Client {
             ("state", q.state.as_deref()),
             ("location", q.location.as_deref()),
             ("pool", q.pool.as_deref()),
+            ("label", q.label.as_deref()),
         ] {
             if let Some(v) = v {
-                path.push_str(&format!("{k}={v}&"));
+                path.push_str(&format!("{k}={}&", query_value(v)));
             }
         }
         if let Some(l) = q.limit {
@@ -273,5 +274,32 @@ impl Client {
 
     pub async fn readyz(&self) -> Result<Health, ClientError> {
         self.call(Method::GET, "/readyz", None::<&()>).await
+    }
+}
+
+/// `v` percent-encoded for a query string: everything but RFC 3986's unreserved
+/// characters (a selector holds `=`, `!`, `,`, spaces and parentheses).
+fn query_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(super::query_value("ready"), "ready");
+        assert_eq!(
+            super::query_value("team=a,tier!=free,k in (x, y)"),
+            "team%3Da%2Ctier%21%3Dfree%2Ck%20in%20%28x%2C%20y%29"
+        );
+        assert_eq!(super::query_value("a&b#é"), "a%26b%23%C3%A9");
     }
 }

@@ -69,6 +69,8 @@ pub struct ContainerQuery {
     pub state: Option<String>,
     pub location: Option<String>,
     pub pool: Option<String>,
+    /// A label selector (`team=a,tier!=free`, Kubernetes syntax).
+    pub label: Option<String>,
     pub limit: Option<u32>,
 }
 
@@ -97,6 +99,12 @@ pub struct ContainerView {
     /// server without revisions).
     #[serde(default)]
     pub revision: u32,
+    /// Its claim's labels (empty: none).
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// Its claim's metadata, as the client sent it.
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -643,5 +651,7 @@ mod tests {
         }))
         .unwrap();
         assert_eq!(container.revision, 0);
+        assert!(container.labels.is_empty());
+        assert_eq!(container.metadata, None);
     }
 }

@@ -283,6 +283,7 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<i32> {
                     state: state.clone(),
                     location: location.clone(),
                     pool: pool.clone(),
+                    label: None,
                     limit: None,
                 })
                 .await?;

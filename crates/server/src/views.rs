@@ -30,6 +30,12 @@ pub fn container(r: ContainerRow) -> ContainerView {
         stop_reason: r.stop_reason,
         exit_code: r.exit_code,
         revision: r.revision,
+        labels: r.labels,
+        // Written only after the API checked it is JSON; text that is not
+        // (a hand-edited row) is shown as a JSON string rather than lost.
+        metadata: r
+            .metadata
+            .map(|m| serde_json::from_str(&m).unwrap_or(serde_json::Value::String(m))),
     }
 }
 

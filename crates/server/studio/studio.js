@@ -320,15 +320,57 @@ function containersPath() {
   const q = new URLSearchParams();
   const s = $("#f-state").value;
   const l = $("#f-location").value;
+  const sel = $("#f-label").value.trim();
   if (s) q.set("state", s);
   if (l) q.set("location", l);
+  if (sel) q.set("label", sel);
   q.set("limit", "1000");
   return "/v1/containers?" + q.toString();
 }
 
+let containersSeq = 0;
+
+/** Re-reads the containers; a label selector the API refuses is shown by its input. */
 async function refreshContainers() {
-  state.containers = (await api(containersPath())).containers;
+  const seq = ++containersSeq;
+  const input = $("#f-label");
+  const box = $("#f-label-error");
+  let list;
+  try {
+    list = await api(containersPath());
+  } catch (e) {
+    if (seq !== containersSeq) return;
+    if (e.problem && e.problem.field === "label") {
+      input.setAttribute("aria-invalid", "true");
+      input.setAttribute("aria-errormessage", "f-label-error");
+      showError(box, e);
+      state.containers = [];
+      renderContainers();
+      return;
+    }
+    throw e;
+  }
+  // An older request answered after a newer one: keep the newer answer.
+  if (seq !== containersSeq) return;
+  input.removeAttribute("aria-invalid");
+  input.removeAttribute("aria-errormessage");
+  box.hidden = true;
+  state.containers = list.containers;
   renderContainers();
+}
+
+/** A container's labels as `k=v` chips (sorted by key, as the API sends them). */
+function labelChips(labels) {
+  const entries = Object.entries(labels || {});
+  if (entries.length === 0) return [];
+  return entries.map(([k, v]) => el("span", { class: "label mono", "data-key": k, text: k + "=" + v }));
+}
+
+/** Metadata in one line (the whole of it in the tooltip). */
+function compactJson(v) {
+  if (v === null || v === undefined) return "";
+  const s = JSON.stringify(v);
+  return s.length > 60 ? s.slice(0, 59) + "…" : s;
 }
 
 function renderContainers() {
@@ -358,6 +400,13 @@ function renderContainers() {
         el("td", { class: "num", "data-since": c.createdAt, text: duration(age) }),
         el("td", { class: "num", "data-until": c.expiresAt && !c.stoppedAt ? c.expiresAt : null, text: expires }),
         el("td", { class: "mono", text: c.address || "" }),
+        el("td", { class: "labels", "data-field": "labels" }, labelChips(c.labels)),
+        el("td", {
+          class: "mono metadata",
+          "data-field": "metadata",
+          title: c.metadata === null || c.metadata === undefined ? null : JSON.stringify(c.metadata, null, 2),
+          text: compactJson(c.metadata),
+        }),
         el("th", { scope: "row", class: "mono", title: c.id, text: shortId(c.id) }),
       );
     }),
@@ -435,6 +484,12 @@ async function refreshDetail() {
     ...row("stopped", c.stoppedAt),
     ...row("stop reason", c.stopReason),
     ...row("exit code", c.exitCode),
+    ...(Object.keys(c.labels || {}).length
+      ? [el("dt", { text: "labels" }), el("dd", { "data-field": "labels" }, labelChips(c.labels))]
+      : []),
+    ...(c.metadata === null || c.metadata === undefined
+      ? []
+      : [el("dt", { text: "metadata" }), el("dd", {}, el("pre", { class: "mono wrap", "data-field": "metadata", text: JSON.stringify(c.metadata, null, 2) }))]),
   );
   const live = ["starting", "ready", "allocated"].includes(c.state);
   $("#release").disabled = !live;
@@ -691,7 +746,16 @@ async function start() {
     tab.addEventListener("keydown", tabKeys);
   }
   $("#filters").addEventListener("change", () => refreshContainers().catch((e) => console.warn(e)));
-  $("#filters").addEventListener("submit", (e) => e.preventDefault());
+  $("#filters").addEventListener("submit", (e) => {
+    e.preventDefault();
+    refreshContainers().catch((e) => console.warn(e));
+  });
+  // The label selector filters as it is typed, once typing pauses.
+  let labelTimer = null;
+  $("#f-label").addEventListener("input", () => {
+    clearTimeout(labelTimer);
+    labelTimer = setTimeout(() => refreshContainers().catch((e) => console.warn(e)), 250);
+  });
   $("#release").addEventListener("click", release);
   $("#detail-close").addEventListener("click", closeDetail);
   $("#detail").addEventListener("keydown", (e) => {

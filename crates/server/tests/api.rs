@@ -171,6 +171,22 @@ async fn bad_input_gets_problem_documents_and_changes_nothing() {
         case("GET", "/v1/containers?limit=0", "", 422, Some("limit")),
         case("GET", "/v1/containers?limit=abc", "", 422, Some("limit")),
         case("GET", "/v1/containers?colour=red", "", 422, Some("colour")),
+        // A label selector that does not parse (issue 16).
+        case(
+            "GET",
+            "/v1/containers?label=tier%20in%20(a",
+            "",
+            422,
+            Some("label"),
+        ),
+        case("GET", "/v1/containers?label=-x%3Da", "", 422, Some("label")),
+        case(
+            "GET",
+            "/v1/containers?label=a%3Db,,c",
+            "",
+            422,
+            Some("label"),
+        ),
         case("GET", "/v1/containers/not-a-uuid", "", 404, None),
         // Paths that cannot even be percent-decoded are problems too.
         case("GET", "/v1/containers/%ff", "", 404, None),

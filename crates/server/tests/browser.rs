@@ -2,7 +2,8 @@
 //! (WebDriver, with fantoccini) against a real warmpool with tokens. Logs in
 //! through the form, checks the pool cards, watches a claim made through the API
 //! appear without a reload, runs a SELECT and sees a write refused in the database
-//! tab, and saves a screenshot to `target/studio-screenshot.png`.
+//! tab, sees containers' labels and metadata and filters them by a label
+//! selector, and saves a screenshot to `target/studio-screenshot.png`.
 //!
 //! Skips with a printed reason when chromedriver or Chromium is missing, unless
 //! `WARMPOOL_REQUIRE_BROWSER=1` (as in CI).
@@ -403,6 +404,135 @@ async fn the_studio_works_in_a_real_browser() {
             .as_deref(),
         Some("released")
     );
+
+    // Labels and metadata (issue 16): shown in the containers table, and the
+    // label selector filters it. Written as a claim records them: ready ->
+    // allocated in the store, with labels and metadata.
+    let ready: Vec<String> = api
+        .containers(&warmpool_client::ContainerQuery {
+            state: Some("ready".into()),
+            location: Some("default".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .containers
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    let (team_a, team_b) = (&ready[0], &ready[1]);
+    let now = warmpool_core::Timestamp(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64,
+    );
+    for (id, labels, metadata) in [
+        (
+            team_a,
+            vec![("team", "a"), ("tier", "free")],
+            Some(r#"{"user":"ana"}"#),
+        ),
+        (team_b, vec![("team", "b")], None),
+    ] {
+        let mut change = warmpool_store::Change::new(
+            id.parse().unwrap(),
+            warmpool_core::ContainerState::Ready,
+            warmpool_core::ContainerState::Allocated,
+            now,
+        )
+        .with_labels(
+            labels
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        );
+        change.expires_at = Some(warmpool_core::Timestamp(now.0 + 3_600_000));
+        if let Some(m) = metadata {
+            change = change.with_metadata(m);
+        }
+        wp.app().store.change(change).await.unwrap();
+    }
+    let labels_of = |id: &str| format!("#containers tr[data-id=\"{id}\"] [data-field=\"labels\"]");
+    wait_text(&c, &labels_of(team_a), "team a's labels in its row", |t| {
+        t.contains("team=a") && t.contains("tier=free")
+    })
+    .await;
+    wait_text(&c, &labels_of(team_b), "team b's labels in its row", |t| {
+        t.contains("team=b")
+    })
+    .await;
+    assert_eq!(
+        text(
+            &c,
+            &format!("#containers tr[data-id=\"{team_a}\"] [data-field=\"metadata\"]")
+        )
+        .await
+        .as_deref(),
+        Some(r#"{"user":"ana"}"#)
+    );
+    let rows_shown = || async {
+        let mut ids = Vec::new();
+        for tr in c
+            .find_all(Locator::Css("#containers tbody tr"))
+            .await
+            .ok()?
+        {
+            ids.push(tr.attr("data-id").await.ok()??);
+        }
+        Some(ids)
+    };
+    let before = rows_shown().await.unwrap();
+    assert!(before.len() > 2, "{before:?}");
+    // Typing a selector filters the table to the matching rows alone.
+    let input = c.find(Locator::Id("f-label")).await.unwrap();
+    input.send_keys("team=a,tier!=paid").await.unwrap();
+    common::poll(WITHIN, "the table filtered to team a", || async {
+        (rows_shown().await? == vec![team_a.clone()]).then_some(())
+    })
+    .await;
+    wait_text(&c, "#containers-count", "the filtered count", |t| {
+        t == "1 container"
+    })
+    .await;
+    // A selector that does not parse: the API's refusal, by the input.
+    input.clear().await.unwrap();
+    input.send_keys("team in (a").await.unwrap();
+    let refused = wait_text(&c, "#f-label-error", "the selector's refusal", |t| {
+        t.contains("missing ')'")
+    })
+    .await;
+    assert!(refused.contains("422"), "{refused}");
+    assert_eq!(
+        input.attr("aria-invalid").await.unwrap().as_deref(),
+        Some("true")
+    );
+    // `notin` matches the containers without the key too; then an empty
+    // selector shows every row again.
+    input.clear().await.unwrap();
+    input.send_keys("team notin (a)").await.unwrap();
+    common::poll(WITHIN, "the table without team a", || async {
+        let shown = rows_shown().await?;
+        (shown.contains(team_b) && !shown.contains(team_a) && shown.len() > 1).then_some(())
+    })
+    .await;
+    assert!(c
+        .find(Locator::Id("f-label-error"))
+        .await
+        .unwrap()
+        .attr("hidden")
+        .await
+        .unwrap()
+        .is_some());
+    input.clear().await.unwrap();
+    input.send_keys("\u{E007}").await.unwrap(); // Enter
+    common::poll(WITHIN, "every row again", || async {
+        let shown = rows_shown().await?;
+        (shown.contains(team_a) && shown.contains(team_b)).then_some(())
+    })
+    .await;
+    let png = c.screenshot().await.unwrap();
+    std::fs::write(shots.join("studio-screenshot-labels.png"), &png).unwrap();
 
     // Logging out leads back to the form.
     c.find(Locator::Css("#logout button"))

@@ -130,7 +130,7 @@ pub(crate) async fn claim(
     }
 }
 
-/// `GET /v1/containers?state=&location=&pool=&limit=`
+/// `GET /v1/containers?state=&location=&pool=&label=&limit=`
 #[utoipa::path(get, path = "/v1/containers", tag = "manage",
     params(
         ("state" = Option<String>, Query, description = "starting, ready, allocated, stopping, stopped or failed; or live (every state but stopped)",
@@ -138,12 +138,14 @@ pub(crate) async fn claim(
         ("location" = Option<String>, Query, description = "default, wnam, enam, sam, weur, eeur, apac, oc, afr or me",
             pattern = "^(default|wnam|enam|sam|weur|eeur|apac|oc|afr|me)$"),
         ("pool" = Option<String>, Query, description = "Pool name"),
-        ("limit" = Option<u32>, Query, description = "1 to 10000 (default 1000)", minimum = 1, maximum = 10000)
+        ("label" = Option<String>, Query, description = "A label selector in Kubernetes syntax, URL-encoded: comma-separated requirements, each `k=v`, `k==v`, `k!=v`, `k in (a,b)`, `k notin (a,b)`, `k` (has the key) or `!k` (lacks it); `!=` and `notin` match containers without the key. Example: `team=a,tier!=free`",
+            example = "team=a,tier!=free"),
+        ("limit" = Option<u32>, Query, description = "1 to 10000 (default 1000), applied after the other filters", minimum = 1, maximum = 10000)
     ),
     responses(
         (status = 200, description = "Containers, oldest first", body = ContainerList),
         (status = 401, description = "Missing or wrong token", body = Problem, content_type = PROBLEM),
-        (status = 422, description = "Invalid or unknown parameter", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "Invalid or unknown parameter, or a label selector that does not parse (named in `field`)", body = Problem, content_type = PROBLEM),
     )
 )]
 pub(crate) async fn list_containers(
@@ -169,6 +171,11 @@ pub(crate) async fn list_containers(
                 })?)
             }
             "pool" => f.pool = Some(v),
+            "label" => {
+                f.labels = Some(v.parse().map_err(|e: warmpool_core::SelectorError| {
+                    ApiError::invalid("label", format!("not a label selector: {e}"))
+                })?)
+            }
             "limit" => {
                 f.limit = Some(
                     v.parse()
@@ -186,7 +193,7 @@ pub(crate) async fn list_containers(
                 return Err(ApiError::invalid(
                     other,
                     format!(
-                    "unknown query parameter {other:?}: expected state, location, pool or limit"
+                    "unknown query parameter {other:?}: expected state, location, pool, label or limit"
                 ),
                 ))
             }
