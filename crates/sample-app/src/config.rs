@@ -27,6 +27,11 @@ pub struct Config {
     /// Where `POST /admin/bind` writes its files (`WARMPOOL_FILES_DIR`, default
     /// the working directory).
     pub files_dir: PathBuf,
+    /// How `POST /admin/bind` answers (`SAMPLE_APP_BIND`): `absent` 404, as an
+    /// app without the hook; `fail` 500, as a hook that cannot set up; anything
+    /// else (the default) takes the set-up. For testing warmpool's handling of
+    /// apps without a hook, or with a failing one.
+    pub bind_mode: String,
     /// `X-Container-ID` header value (`WARMPOOL_CONTAINER_ID`).
     pub container_id: String,
     /// `X-Container-Country` header value (`WARMPOOL_COUNTRY`).
@@ -63,12 +68,14 @@ impl Config {
         let text_file = get("TEXT_FILE").map_or_else(|| DEFAULT_TEXT_FILE.into(), PathBuf::from);
         let files_dir =
             get("WARMPOOL_FILES_DIR").map_or_else(|| DEFAULT_FILES_DIR.into(), PathBuf::from);
+        let bind_mode = get("SAMPLE_APP_BIND").unwrap_or_default();
         let mut metadata = |key: &str| get(key).unwrap_or_else(|| UNKNOWN.to_owned());
         Ok(Self {
             host,
             port,
             text_file,
             files_dir,
+            bind_mode,
             container_id: metadata("WARMPOOL_CONTAINER_ID"),
             country: metadata("WARMPOOL_COUNTRY"),
             location: metadata("WARMPOOL_LOCATION"),

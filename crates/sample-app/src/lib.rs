@@ -34,7 +34,10 @@
 //! - answers 204; 400 for a body that is not such JSON or a path that is
 //!   absolute, empty, names a directory, or holds `..` (then nothing is written
 //!   and the env is unchanged); 413 over [`MAX_BIND_BYTES`]; 500 when a file
-//!   cannot be written.
+//!   cannot be written;
+//! - for testing, acts as an app without the hook (404) with
+//!   `SAMPLE_APP_BIND=absent`, and as a failing one (500) with
+//!   `SAMPLE_APP_BIND=fail`.
 
 mod config;
 
@@ -86,6 +89,8 @@ struct AppState {
     text_file: Arc<Path>,
     files_dir: Arc<Path>,
     bound_env: BoundEnv,
+    /// `SAMPLE_APP_BIND` ([`Config::bind_mode`]).
+    bind_mode: Arc<str>,
 }
 
 impl FromRef<AppState> for Arc<Path> {
@@ -106,6 +111,7 @@ pub fn router(config: &Config) -> Router {
         text_file: config.text_file.clone().into(),
         files_dir: config.files_dir.clone().into(),
         bound_env: BoundEnv::default(),
+        bind_mode: config.bind_mode.as_str().into(),
     };
     let headers: ContainerHeaders = Arc::new([
         container_header("x-container-id", &config.container_id),
@@ -335,6 +341,17 @@ struct Bind {
 
 /// `POST /admin/bind`: writes the files, then keeps the env (module doc).
 async fn bind(State(state): State<AppState>, request: Request) -> Response {
+    match &*state.bind_mode {
+        "absent" => return not_found().await,
+        "fail" => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "SAMPLE_APP_BIND=fail: this hook fails on purpose\n",
+            )
+                .into_response()
+        }
+        _ => {}
+    }
     let (body, length) = match read_body(request.into_body(), MAX_BIND_BYTES + 1).await {
         Ok(read) => read,
         Err(response) => return response,

@@ -35,6 +35,7 @@ fn config(text_file: PathBuf) -> Config {
         host: Ipv4Addr::LOCALHOST.into(),
         port: 0,
         files_dir: text_file.with_file_name("files"),
+        bind_mode: String::new(),
         text_file,
         container_id: "c-42".to_owned(),
         country: "DE".to_owned(),
