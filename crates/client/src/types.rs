@@ -1,9 +1,12 @@
 //! The API's wire types (JSON, camelCase), shared by server and client.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
-/// Body of `POST /container` (all fields optional).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Body of `POST /container` (all fields optional). Its `Debug` shows the
+/// names of `secret_env`, never the values.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClaimRequest {
@@ -31,6 +34,71 @@ pub struct ClaimRequest {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub idle_timeout_in_seconds: Option<u64>,
+    /// Environment for the app, name to value: delivered through its
+    /// `/admin/bind` hook, or, on a pool with `bind = "none"`, set in the
+    /// environment of a container started for this claim (then `warm` is
+    /// false). At most 64 entries and 32 KiB; names are `[A-Za-z_][A-Za-z0-9_]*`,
+    /// not `PORT` nor `WARMPOOL_*`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+    /// Like `env`, but never persisted: warmpool keeps only its names, nowhere
+    /// its values (store, logs, events, metrics, studio).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_env: Option<BTreeMap<String, String>>,
+    /// Files to put in the container before the claim is answered, relative
+    /// path to UTF-8 content, at most 1 MiB in all: written by the runtime into
+    /// the container's files dir (process runtime: its work dir; Docker: the
+    /// pool's `files_dir`), and given to the bind hook. Paths are relative,
+    /// without `.` or `..` segments.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files: Option<BTreeMap<String, String>>,
+    /// Labels of the claimed container (Kubernetes label syntax); stored,
+    /// shown, and filtered by (`GET /v1/containers?label=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Free JSON kept with the container (at most 16 KiB serialised).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<serde_json::Value>,
+    /// Claim from any pool whose labels match this selector (Kubernetes
+    /// label-selector syntax, `runtime=python3.12,gpu!=true`) instead of naming
+    /// `pool`. No matching pool: 404 `no-matching-pool`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_length = 4096))]
+    pub selector: Option<String>,
+    /// Selectors tried in order, each within `selector`, for a warm container,
+    /// before `selector` alone (as Agones' `preferred`); an on-demand start goes
+    /// to the first pool of the first that matches any. At most 16.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(max_items = 16))]
+    pub preferred: Option<Vec<String>>,
+}
+
+impl std::fmt::Debug for ClaimRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClaimRequest")
+            .field("pool", &self.pool)
+            .field("location", &self.location)
+            .field("max_lifetime_in_seconds", &self.max_lifetime_in_seconds)
+            .field("text", &self.text)
+            .field("idle_timeout_in_seconds", &self.idle_timeout_in_seconds)
+            .field("env", &self.env)
+            .field(
+                "secret_env",
+                &self
+                    .secret_env
+                    .as_ref()
+                    .map(|m| m.keys().collect::<Vec<_>>()),
+            )
+            .field(
+                "files",
+                &self.files.as_ref().map(|m| m.keys().collect::<Vec<_>>()),
+            )
+            .field("labels", &self.labels)
+            .field("metadata", &self.metadata)
+            .field("selector", &self.selector)
+            .field("preferred", &self.preferred)
+            .finish()
+    }
 }
 
 /// Answer of `POST /container`.
@@ -276,6 +344,22 @@ pub struct PoolSettings {
     /// a policy, `targets` names the locations it keeps; the policy sizes them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaling: Option<ScalingSettings>,
+    /// How a claim's set-up reaches a warm container: `optional` (the default:
+    /// the app's `/admin/bind` hook is called, and an app without one is fine
+    /// unless the claim has env), `required` (an app without the hook fails the
+    /// claim) or `none` (never called: a claim with env gets a container
+    /// started for it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind: Option<String>,
+    /// Absolute directory in the container a claim's files are written to
+    /// (Docker and Kubernetes; the process runtime writes into each container's
+    /// work dir). Default `/warmpool/files`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub files_dir: Option<String>,
+    /// The pool's labels (Kubernetes label syntax): claims with a `selector`
+    /// pick pools by them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// A pool's scaling policy, as its `[pools.NAME.scaling]` table: on input a
@@ -325,6 +409,7 @@ pub const TEMPLATE_KEYS: &[&str] = &[
     "pids_limit",
     "disk_mb",
     "start_timeout",
+    "files_dir",
 ];
 
 /// One setting that differs between a pool's settings and new ones.

@@ -1,6 +1,7 @@
 //! What the engine is told to do: its pools and the settings that bound them. The
 //! server's config reader builds it; the engine never reads env vars or files.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,6 +34,51 @@ pub struct PoolSpec {
     /// With a policy, `targets` only names the locations it keeps; their sizes
     /// are the policy's (`crate::scaling`).
     pub scaling: Option<ScalingPolicy>,
+    /// Whether claims go through the app's `/admin/bind` hook.
+    pub bind: Bind,
+    /// The pool's labels: claims with a `selector` pick pools by them.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// How a claim's set-up reaches a warm container: through the app's
+/// `/admin/bind` hook (`required`, `optional`), or not at all (`none`: a claim
+/// with env gets a container started for it, with the env in its environment).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Bind {
+    /// The hook must answer 2xx to every claim that carries a set-up.
+    Required,
+    /// The hook is called; an app without one (404, 405, 501) is fine unless
+    /// the claim carries env or files the runtime could not write, which only
+    /// the hook can deliver.
+    #[default]
+    Optional,
+    /// The hook is never called.
+    None,
+}
+
+impl Bind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Bind::Required => "required",
+            Bind::Optional => "optional",
+            Bind::None => "none",
+        }
+    }
+}
+
+impl std::str::FromStr for Bind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "required" => Ok(Bind::Required),
+            "optional" => Ok(Bind::Optional),
+            "none" => Ok(Bind::None),
+            other => Err(format!(
+                "expected required, optional or none, got {other:?}"
+            )),
+        }
+    }
 }
 
 /// The engine's settings. Durations of zero mean "off" where the field says so.

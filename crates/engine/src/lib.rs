@@ -29,8 +29,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use warmpool_core::Timestamp;
 
-pub use claim::{ClaimError, ClaimRequest, Claimed, SetupError};
-pub use config::{EngineConfig, PoolSpec};
+pub use claim::{ClaimError, ClaimRequest, Claimed, Setup, SetupError};
+pub use config::{Bind, EngineConfig, PoolSpec};
 pub use engine::{Engine, Pool};
 pub use extend::ClaimedError;
 pub use pools::{Phase, PoolError, PutOutcome, RolloutStatus};

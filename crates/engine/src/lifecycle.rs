@@ -54,6 +54,7 @@ impl Engine {
         key: PoolKey,
         revision: u32,
         on_demand: bool,
+        env: Vec<(String, String)>,
     ) -> Result<(), LaunchError> {
         let created_at = now();
         if let Err(e) = self
@@ -88,7 +89,7 @@ impl Engine {
             key: key.clone(),
             template: self.template(&key.pool, revision),
             revision,
-            env: Vec::new(),
+            env,
         };
         match self.start_and_wait(&spec).await {
             Ok(started) => {

@@ -20,7 +20,7 @@ use warmpool_core::{Location, PoolKey, ScalingPolicy, Surge, Timestamp};
 use warmpool_runtime::Template;
 use warmpool_store::{Op, PoolEventRow, PoolRecord, PoolWrite, RevisionRecord, StoreError};
 
-use crate::config::PoolSpec;
+use crate::config::{Bind, PoolSpec};
 use crate::engine::{Pool, PoolSet, Revision};
 use crate::{now, Engine};
 
@@ -111,6 +111,12 @@ struct StoredSpec {
     /// policy, so that a pool's declaration hash is what it was before).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     scaling: Option<StoredScaling>,
+    /// Absent when `optional` (the default, and all records from before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bind: Option<String>,
+    /// Absent when empty (as in all records from before pool labels).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    labels: BTreeMap<String, String>,
 }
 
 /// A scaling policy as stored.
@@ -174,6 +180,8 @@ impl StoredSpec {
             rollout_failure_limit: spec.rollout_failure_limit,
             progress_deadline_ms: ms(spec.progress_deadline),
             scaling: spec.scaling.as_ref().map(StoredScaling::of),
+            bind: (spec.bind != Bind::default()).then(|| spec.bind.as_str().to_owned()),
+            labels: spec.labels.clone(),
         }
     }
 
@@ -195,6 +203,11 @@ impl StoredSpec {
             rollout_failure_limit: self.rollout_failure_limit,
             progress_deadline: Duration::from_millis(self.progress_deadline_ms),
             scaling: self.scaling.map(StoredScaling::into_policy).transpose()?,
+            bind: self
+                .bind
+                .as_deref()
+                .map_or(Ok(Bind::default()), str::parse)?,
+            labels: self.labels,
         })
     }
 }

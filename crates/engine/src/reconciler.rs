@@ -36,7 +36,7 @@ pub(crate) fn pass(engine: &Arc<Engine>) -> Outcome {
             Dispatch::Launch { id, key, revision } => {
                 launches += 1;
                 engine.spawn_work(async move {
-                    let _ = e.launch(id, key, revision, false).await;
+                    let _ = e.launch(id, key, revision, false, Vec::new()).await;
                 });
             }
             Dispatch::Stop {

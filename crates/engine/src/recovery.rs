@@ -56,9 +56,14 @@ pub(crate) async fn recover(engine: &Arc<Engine>) -> Result<Recovered, RecoveryE
     for row in rows {
         let found = owned.remove(&row.id);
         let alive = found.as_ref().is_some_and(|o| o.running);
+        // A ready container started on demand was started for a claim that
+        // had not taken it: it may hold that claim's env (`bind = "none"`), so
+        // it is never pooled by a restart.
+        let unclaimed_on_demand = row.on_demand && row.state == ContainerState::Ready;
         let keep = alive
             && matches!(row.state, ContainerState::Ready | ContainerState::Allocated)
-            && row.address.is_some();
+            && row.address.is_some()
+            && !unclaimed_on_demand;
         if keep {
             let o = found.expect("alive implies found");
             let entry = Entry {
@@ -88,6 +93,7 @@ pub(crate) async fn recover(engine: &Arc<Engine>) -> Result<Recovered, RecoveryE
             ContainerState::Starting => "lost (start interrupted)",
             ContainerState::Stopping => "stopped",
             ContainerState::Failed => "failed",
+            ContainerState::Ready if unclaimed_on_demand => "lost (started on demand, not claimed)",
             _ => "lost",
         };
         let c = Change::new(row.id, row.state, ContainerState::Stopped, t).reason(reason);

@@ -56,6 +56,19 @@ pub enum Cmd {
         /// Lifetime in seconds (default: the server's maximum).
         #[arg(long)]
         ttl: Option<u64>,
+        /// Env for the app, KEY=VALUE (repeatable).
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// Label of the container, KEY=VALUE (repeatable).
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+        /// A file for the container, PATH=LOCAL_FILE: LOCAL_FILE's content is
+        /// written at PATH under its files dir (repeatable).
+        #[arg(long = "file", value_name = "PATH=LOCAL_FILE")]
+        files: Vec<String>,
+        /// Claim from a pool whose labels match this selector (instead of --pool).
+        #[arg(long)]
+        selector: Option<String>,
     },
     /// List containers.
     Ls {
@@ -258,12 +271,28 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<i32> {
             pool,
             location,
             ttl,
+            env,
+            labels,
+            files,
+            selector,
         } => {
+            let mut file_map = std::collections::BTreeMap::new();
+            for (path, local) in pairs("--file", files)? {
+                let content = std::fs::read_to_string(&local)
+                    .map_err(|e| anyhow::anyhow!("--file {path}={local}: {e}"))?;
+                file_map.insert(path, content);
+            }
             let c = client
                 .claim(&ClaimRequest {
                     pool: pool.clone(),
                     location: location.clone(),
                     max_lifetime_in_seconds: *ttl,
+                    env: (!env.is_empty()).then(|| pairs("--env", env)).transpose()?,
+                    labels: (!labels.is_empty())
+                        .then(|| pairs("--label", labels))
+                        .transpose()?,
+                    files: (!file_map.is_empty()).then_some(file_map),
+                    selector: selector.clone(),
                     ..Default::default()
                 })
                 .await?;
@@ -886,4 +915,18 @@ mod tests {
         let pools = apply_pools(table).unwrap_or_else(|e| panic!("{e:#}\n{table}"));
         assert_eq!(pools, vec![("web".to_owned(), settings)]);
     }
+}
+
+/// `KEY=VALUE` arguments of `flag` as a map.
+fn pairs(
+    flag: &str,
+    args: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    args.iter()
+        .map(|a| {
+            a.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| anyhow::anyhow!("{flag} {a:?}: expected KEY=VALUE"))
+        })
+        .collect()
 }

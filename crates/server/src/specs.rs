@@ -59,7 +59,13 @@ pub fn pool_spec(config: &PoolConfig, runtime: RuntimeKind) -> PoolSpec {
                 disk_mb: config.disk_mb,
             },
             start_timeout: config.start_timeout,
-            files_dir: String::new(),
+            // Empty: the default, so that templates from before the setting
+            // serialise as they did (revisions are compared by that text).
+            files_dir: if config.files_dir == warmpool_runtime::DEFAULT_FILES_DIR {
+                String::new()
+            } else {
+                config.files_dir.clone()
+            },
         }),
         targets,
         batch_size: config.batch_size,
@@ -70,6 +76,8 @@ pub fn pool_spec(config: &PoolConfig, runtime: RuntimeKind) -> PoolSpec {
         rollout_failure_limit: config.rollout_failure_limit,
         progress_deadline: config.progress_deadline,
         scaling: config.scaling.clone(),
+        bind: config.bind,
+        labels: config.labels.clone(),
     }
 }
 
@@ -113,6 +121,9 @@ pub fn pool_settings(spec: &PoolSpec) -> PoolSettings {
         rollout_failure_limit: Some(spec.rollout_failure_limit),
         progress_deadline: Some(spec.progress_deadline.as_secs_f64()),
         scaling: spec.scaling.as_ref().map(scaling_settings),
+        bind: Some(spec.bind.as_str().to_owned()),
+        files_dir: Some(t.files_dir().to_owned()),
+        labels: Some(spec.labels.clone()),
     }
 }
 

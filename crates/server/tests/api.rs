@@ -257,7 +257,7 @@ async fn bad_input_gets_problem_documents_and_changes_nothing() {
         method: "POST",
         path: "/container".into(),
         content_type: Some("application/json"),
-        body: format!(r#"{{"location": "{}"}}"#, "x".repeat(3 * 1024 * 1024)).into_bytes(),
+        body: format!(r#"{{"location": "{}"}}"#, "x".repeat(5 * 1024 * 1024)).into_bytes(),
         status: 413,
         field: None,
     });

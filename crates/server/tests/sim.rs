@@ -249,7 +249,8 @@ async fn a_claim_whose_text_cannot_be_set_fails_and_releases_the_container() {
         .unwrap();
     assert_eq!(r.status(), 502);
     let p: serde_json::Value = r.json().await.unwrap();
-    assert_eq!(p["type"], "https://warmpool.dev/problems/text-not-set");
+    assert_eq!(p["type"], "https://warmpool.dev/problems/setup-failed");
+    assert_eq!(p["field"], "text", "the problem names the step: {p}");
     let released = wp
         .client
         .containers(&warmpool_client::ContainerQuery::default())
@@ -257,7 +258,7 @@ async fn a_claim_whose_text_cannot_be_set_fails_and_releases_the_container() {
         .unwrap()
         .containers
         .into_iter()
-        .find(|c| c.stop_reason.as_deref() == Some("text could not be set"))
+        .find(|c| c.stop_reason.as_deref() == Some("set-up failed at step text"))
         .expect("the claimed container was released");
     assert_eq!(released.state, "stopped");
     wp.shutdown().await;

@@ -13,20 +13,21 @@ use warmpool_client::{
     ClaimRequest, ClaimResponse, ContainerList, ContainerView, ExtendRequest, KeepaliveRequest,
     Problem,
 };
+use warmpool_core::labels::Selector;
 use warmpool_core::Location;
-use warmpool_engine::{ClaimError, ClaimRequest as Claim, ClaimedError, SetupError};
+use warmpool_engine::{ClaimError, ClaimRequest as Claim, ClaimedError, Pool, SetupError};
 use warmpool_store::ContainerFilter;
 
-use super::{id_in_path, query_map, store_error, ApiResult, JsonBody, RequestBody};
+use super::{id_in_path, query_map, setup, store_error, ApiResult, JsonBody, RequestBody};
 use crate::openapi::PROBLEM;
 use crate::problem::ApiError;
 use crate::state::Shared;
 use crate::views::{self, rfc3339};
 
-/// Longest `text` a claim may set (the sample app's own limit).
-pub(crate) const MAX_TEXT: usize = 1024 * 1024;
-
-impl RequestBody for ClaimRequest {}
+impl RequestBody for ClaimRequest {
+    /// Text (1 MiB), files (1 MiB), env, metadata, and their JSON escaping.
+    const LIMIT: usize = 4 * 1024 * 1024;
+}
 impl RequestBody for ExtendRequest {}
 impl RequestBody for KeepaliveRequest {}
 
@@ -38,10 +39,10 @@ impl RequestBody for KeepaliveRequest {}
         (status = 400, description = "Malformed JSON", body = Problem, content_type = PROBLEM),
         (status = 401, description = "Missing or wrong token", body = Problem, content_type = PROBLEM),
         (status = 413, description = "Body too large", body = Problem, content_type = PROBLEM),
-        (status = 404, description = "No pool of that name (`field` is `pool`)", body = Problem, content_type = PROBLEM),
         (status = 415, description = "Not JSON", body = Problem, content_type = PROBLEM),
         (status = 422, description = "Invalid or unknown field (named in `field`)", body = Problem, content_type = PROBLEM),
-        (status = 502, description = "The container did not take its text; it was released", body = Problem, content_type = PROBLEM),
+        (status = 404, description = "No pool of that name (`field` is `pool`), or none matches `selector` or `preferred` (`no-matching-pool`)", body = Problem, content_type = PROBLEM),
+        (status = 502, description = "The container could not be set up (`setup-failed`; `field` names the step: files, bind or text); it was released, never handed out", body = Problem, content_type = PROBLEM),
         (status = 503, description = "At capacity, no container ready in time, or store unavailable (Retry-After)", body = Problem, content_type = PROBLEM),
     )
 )]
@@ -49,18 +50,13 @@ pub(crate) async fn claim(
     State(s): State<Arc<Shared>>,
     JsonBody(req): JsonBody<ClaimRequest>,
 ) -> ApiResult<ClaimResponse> {
-    // The pool first: its settings bound the other fields.
-    let pool = match &req.pool {
-        None => s.app.default_pool().ok_or_else(|| {
-            super::pools::unknown_pool(&s, s.app.default_pool_name()).field("pool")
-        })?,
-        // A well-formed name of a pool that does not exist: 404, naming the field.
-        Some(name) => s
-            .app
-            .pool(name)
-            .ok_or_else(|| super::pools::unknown_pool(&s, name).field("pool"))?,
-    };
-    let max = pool.spec.max_lifetime.as_secs().max(1);
+    // The pools first: their settings bound the other fields.
+    let pools = claim_pools(&s, &req)?;
+    let max = pools
+        .iter()
+        .map(|p| p.spec.max_lifetime.as_secs().max(1))
+        .min()
+        .unwrap_or(1);
     let seconds = |field: &str, value: Option<u64>| match value {
         None => Ok(None),
         Some(secs) if (1..=max).contains(&secs) => Ok(Some(Duration::from_secs(secs))),
@@ -75,22 +71,18 @@ pub(crate) async fn claim(
             ApiError::invalid("location", e.to_string())
         })?,
     };
-    let lifetime = seconds("maxLifetimeInSeconds", req.max_lifetime_in_seconds)?
-        .unwrap_or(pool.spec.max_lifetime);
-    let idle_timeout =
-        seconds("idleTimeoutInSeconds", req.idle_timeout_in_seconds)?.or(pool.spec.idle_timeout);
-    if req.text.as_ref().is_some_and(|t| t.len() > MAX_TEXT) {
-        return Err(ApiError::invalid(
-            "text",
-            format!("at most {MAX_TEXT} bytes"),
-        ));
-    }
+    let lifetime = seconds("maxLifetimeInSeconds", req.max_lifetime_in_seconds)?;
+    let idle_timeout = seconds("idleTimeoutInSeconds", req.idle_timeout_in_seconds)?;
+    let setup = setup::check(req)?;
+    let mut pools = pools.into_iter();
+    let pool = pools.next().expect("claim_pools answers at least one pool");
     let claim = Claim {
         pool,
+        fallbacks: pools.collect(),
         location,
         lifetime,
         idle_timeout,
-        text: req.text,
+        setup,
     };
     match s.app.claim(claim).await {
         Ok(c) => Ok(Json(ClaimResponse {
@@ -119,15 +111,95 @@ pub(crate) async fn claim(
                     ApiError::unavailable("shutting-down", "Shutting Down", detail, 5)
                 }
                 // The container was released: never handed out half set up.
-                ClaimError::Setup(SetupError::Text(_)) => ApiError::new(
+                ClaimError::Setup(SetupError { step, .. }) => ApiError::new(
                     StatusCode::BAD_GATEWAY,
-                    "text-not-set",
-                    "Bad Gateway",
+                    "setup-failed",
+                    "Setup Failed",
                     detail,
-                ),
+                )
+                .field(step),
             })
         }
     }
+}
+
+/// The pools a claim may take a container from, in the order it tries them:
+/// the named pool (or the default one), or the pools its `selector` and
+/// `preferred` match (each preferred selector within `selector`, in order, then
+/// `selector` alone; each pool once).
+fn claim_pools(s: &Shared, req: &ClaimRequest) -> Result<Vec<Arc<Pool>>, ApiError> {
+    if req.selector.is_none() && req.preferred.is_none() {
+        let pool = match &req.pool {
+            None => s.app.default_pool().ok_or_else(|| {
+                super::pools::unknown_pool(s, s.app.default_pool_name()).field("pool")
+            })?,
+            // A well-formed name of a pool that does not exist: 404, naming the field.
+            Some(name) => s
+                .app
+                .pool(name)
+                .ok_or_else(|| super::pools::unknown_pool(s, name).field("pool"))?,
+        };
+        return Ok(vec![pool]);
+    }
+    let field = if req.selector.is_some() {
+        "selector"
+    } else {
+        "preferred"
+    };
+    if req.pool.is_some() {
+        return Err(ApiError::invalid(
+            field,
+            "a claim names a pool or selects pools by label, not both",
+        ));
+    }
+    let parse = |field: &str, text: &str| {
+        text.parse::<Selector>()
+            .map_err(|e| ApiError::invalid(field, e.to_string()))
+    };
+    let required = match &req.selector {
+        Some(text) => parse("selector", text)?,
+        None => Selector::default(),
+    };
+    let preferred = req.preferred.as_deref().unwrap_or_default();
+    if preferred.len() > 16 {
+        return Err(ApiError::invalid("preferred", "at most 16 selectors"));
+    }
+    let preferred = preferred
+        .iter()
+        .map(|p| parse("preferred", p))
+        .collect::<Result<Vec<_>, _>>()?;
+    let all = s.app.pools();
+    let mut out: Vec<Arc<Pool>> = Vec::new();
+    for extra in preferred.iter().map(Some).chain([None]) {
+        for pool in &all {
+            let labels = &pool.spec.labels;
+            if required.matches(labels)
+                && extra.is_none_or(|e| e.matches(labels))
+                && !out.iter().any(|p| p.name == pool.name)
+            {
+                out.push(pool.clone());
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "no-matching-pool",
+            "No Matching Pool",
+            format!(
+                "no pool's labels match {}",
+                req.selector.as_deref().map_or_else(
+                    || format!(
+                        "any of the preferred selectors {preferred:?}",
+                        preferred = req.preferred.as_deref().unwrap_or_default()
+                    ),
+                    |s| format!("the selector {s:?}"),
+                )
+            ),
+        )
+        .field(field));
+    }
+    Ok(out)
 }
 
 /// `GET /v1/containers?state=&location=&pool=&label=&limit=`

@@ -23,6 +23,7 @@ pub(crate) mod containers;
 pub(crate) mod events;
 pub(crate) mod meta;
 pub(crate) mod pools;
+pub(crate) mod setup;
 
 /// Largest accepted management request body.
 pub(crate) const MAX_BODY: usize = 2 * 1024 * 1024;

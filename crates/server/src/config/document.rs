@@ -67,6 +67,9 @@ pub fn settings_from_table(name: &str, table: &toml::Table) -> Result<PoolSettin
                 .keys()
                 .any(|k| k == "scaling" || k.starts_with("scaling_"))
         }),
+        bind: all.bind.filter(|_| set("bind")),
+        files_dir: all.files_dir.filter(|_| set("files_dir")),
+        labels: all.labels.filter(|_| set("labels")),
     })
 }
 
@@ -124,6 +127,9 @@ impl PoolConfig {
             rollout_failure_limit: Some(self.rollout_failure_limit),
             progress_deadline: Some(self.progress_deadline.as_secs_f64()),
             scaling: self.scaling.as_ref().map(scaling_settings),
+            bind: Some(self.bind.as_str().to_owned()),
+            files_dir: Some(self.files_dir.clone()),
+            labels: Some(self.labels.clone()),
         }
     }
 }
@@ -288,6 +294,9 @@ mod tests {
                 "max_surge": "25%",
                 "rollout_failure_limit": 3,
                 "progress_deadline": 600.0,
+                "bind": "optional",
+                "files_dir": "/warmpool/files",
+                "labels": {},
             })
         );
     }
@@ -441,7 +450,7 @@ mod tests {
             ..Default::default()
         };
         let diff = settings_diff(&partial, &new);
-        assert_eq!(diff.len(), 16, "{diff:?}");
+        assert_eq!(diff.len(), 19, "{diff:?}");
         assert!(diff.iter().all(|c| c.old.is_none() && c.new.is_some()));
         assert!(diff.windows(2).all(|w| w[0].key < w[1].key));
     }

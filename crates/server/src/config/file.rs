@@ -185,6 +185,15 @@ fn file_value(s: &Setting, value: toml::Value) -> Result<String, String> {
             })
             .collect::<Result<Vec<_>, _>>()
             .map(|v| v.join(",")),
+        ("WARMPOOL_POOL_LABELS", Value::Table(t)) => t
+            .iter()
+            .map(|(k, v)| {
+                scalar(v)
+                    .map(|v| format!("{k}={v}"))
+                    .ok_or_else(|| format!("{k}: expected a string"))
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(|v| v.join(",")),
         ("WARMPOOL_APP_ENV", Value::Table(t)) => t
             .iter()
             .map(|(k, v)| {

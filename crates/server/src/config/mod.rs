@@ -163,6 +163,12 @@ pub struct PoolConfig {
     pub progress_deadline: Duration,
     /// How its warm buffer follows demand (`None`: static targets).
     pub scaling: Option<warmpool_core::ScalingPolicy>,
+    /// How a claim's set-up reaches a warm container.
+    pub bind: warmpool_engine::Bind,
+    /// Where a claim's files go in an image runtime's container.
+    pub files_dir: String,
+    /// The pool's labels, for claims by selector.
+    pub labels: std::collections::BTreeMap<String, String>,
     /// The resolved value of each setting, by env var, for `--check-config`.
     resolved: Vec<(&'static str, String)>,
 }

@@ -277,6 +277,32 @@ impl PoolConfig {
             .map_err(|e| r.err("WARMPOOL_MAX_SURGE", &v, e.to_string()))?;
         let nonzero = |n: u32| (n > 0).then_some(n);
         let scaling = read_scaling(r)?;
+        let v = r.get("WARMPOOL_BIND");
+        let bind = v
+            .parse::<warmpool_engine::Bind>()
+            .map_err(|e| r.err("WARMPOOL_BIND", &v, e))?;
+        let files_dir = r.get("WARMPOOL_FILES_DIR");
+        if !files_dir.starts_with('/')
+            || files_dir.len() > 1024
+            || files_dir.split('/').any(|s| s == "." || s == "..")
+            || files_dir.contains('\0')
+        {
+            return Err(r.err(
+                "WARMPOOL_FILES_DIR",
+                &files_dir,
+                "expected an absolute path without . or .. segments",
+            ));
+        }
+        let v = r.get("WARMPOOL_POOL_LABELS");
+        let mut labels = std::collections::BTreeMap::new();
+        for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let Some((k, val)) = pair.split_once('=') else {
+                return Err(r.err("WARMPOOL_POOL_LABELS", &v, "expected key=value pairs"));
+            };
+            labels.insert(k.trim().to_owned(), val.trim().to_owned());
+        }
+        warmpool_core::labels::validate_labels(&labels)
+            .map_err(|e| r.err("WARMPOOL_POOL_LABELS", &v, e.to_string()))?;
         Ok(PoolConfig {
             name: name.to_owned(),
             command,
@@ -298,6 +324,9 @@ impl PoolConfig {
             rollout_failure_limit: r.num("WARMPOOL_ROLLOUT_FAILURE_LIMIT", 1, 1000)?,
             progress_deadline: r.secs("WARMPOOL_PROGRESS_DEADLINE_SECONDS", 1.0, 86_400.0)?,
             scaling,
+            bind,
+            files_dir,
+            labels,
             resolved: Vec::new(),
         })
     }

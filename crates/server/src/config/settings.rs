@@ -90,6 +90,9 @@ settings! {
     pool "WARMPOOL_SCALING_SCALE_DOWN_DELAY_SECONDS", "scaling-scale-down-delay", "300", "autoscaling: seconds a size is held after it was last called for before it shrinks; also how long a location without claims keeps its pool";
     pool "WARMPOOL_SCALING_SAFETY", "scaling-safety", "2", "autoscaling: keep at least claim rate x start time (p90) x safety ready (0: no demand term, the buffer and min alone)";
     pool "WARMPOOL_SCALING_LOCATIONS", "scaling-locations", "configured", "autoscaling: configured (the locations of targets) or auto (also every location that receives claims, until scale-down-delay passes without one)";
+    pool "WARMPOOL_BIND", "bind", "optional", "how a claim's env, files, labels and metadata reach a warm container: optional (the app's POST /admin/bind hook is called; an app without one is fine unless the claim has env), required (an app without the hook fails the claim) or none (never called; a claim with env gets a container started for it, with the env)";
+    pool "WARMPOOL_FILES_DIR", "files-dir", "/warmpool/files", "absolute directory in the container a claim's files are written to (docker and kubernetes runtimes; the process runtime writes into each container's work dir)";
+    pool "WARMPOOL_POOL_LABELS", "labels", "", "labels of the pool, key=value pairs separated by commas (in the config file also a table); claims with a selector pick pools by them";
 }
 
 /// The setting whose env var is `env` (a name the code spells out).
