@@ -345,15 +345,15 @@ impl Proc {
         Self::spawn_with_stderr(data_dir, extra, Stdio::inherit())
     }
 
-    /// Like [`Proc::spawn`], with warmpool's log (warnings and errors, no colours)
-    /// sent to `stderr`.
+    /// Like [`Proc::spawn`], with warmpool's log (warnings and errors unless
+    /// `extra` sets `RUST_LOG`; no colours) sent to `stderr`.
     pub fn spawn_with_stderr(data_dir: &Path, extra: &[(&str, &str)], stderr: Stdio) -> Proc {
         let mut m = settings(extra);
         m.insert("WARMPOOL_DATA_DIR".into(), data_dir.display().to_string());
         let mut child = Command::new(bin())
             .arg("serve")
+            .env("RUST_LOG", m.get("RUST_LOG").map_or("warn", String::as_str))
             .envs(&m)
-            .env("RUST_LOG", "warn")
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(stderr)
