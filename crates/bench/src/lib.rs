@@ -12,6 +12,7 @@ pub mod load;
 pub mod procs;
 pub mod report;
 pub mod scenarios;
+pub mod setup;
 pub mod stats;
 pub mod svg;
 
@@ -59,6 +60,7 @@ pub const SCENARIOS: &[(u8, &str)] = &[
     (6, "scale"),
     (7, "rollout"),
     (8, "demand"),
+    (9, "setup"),
 ];
 
 /// A scenario's number, from its number or its name.
@@ -140,6 +142,9 @@ fn steps(p: &Params, only: &dyn Fn(u8) -> bool) -> u64 {
     if only(8) {
         // Three setups on each of two runtimes.
         n += 6;
+    }
+    if only(9) {
+        n += 4;
     }
     n
 }
@@ -249,6 +254,7 @@ async fn run_async(args: &BenchArgs, json: bool) -> anyhow::Result<i32> {
                 "demand trace, process",
                 demand::demand(&mut ctx, &p, "process").await
             );
+            scenario!(9, "claim-time setup", setup::setup(&mut ctx, &p).await);
         };
         tokio::select! {
             _ = all => false,

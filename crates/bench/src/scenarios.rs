@@ -54,6 +54,12 @@ pub struct Params {
     /// delay.
     pub demand: crate::demand::Shape,
     pub demand_delay_secs: f64,
+    /// Scenario 9: set-up claims (and as many plain ones), and cold starts
+    /// with the set-up, on the process runtime and on Docker.
+    pub setup_claims: u64,
+    pub setup_cold: u64,
+    pub setup_claims_docker: u64,
+    pub setup_cold_docker: u64,
 }
 
 impl Params {
@@ -87,6 +93,10 @@ impl Params {
                 rollout_deadline_secs: 60,
                 demand: crate::demand::Shape::new(true),
                 demand_delay_secs: 3.0,
+                setup_claims: 10,
+                setup_cold: 3,
+                setup_claims_docker: 4,
+                setup_cold_docker: 2,
             }
         } else {
             Params {
@@ -117,6 +127,10 @@ impl Params {
                 rollout_deadline_secs: 120,
                 demand: crate::demand::Shape::new(false),
                 demand_delay_secs: 10.0,
+                setup_claims: 40,
+                setup_cold: 10,
+                setup_claims_docker: 15,
+                setup_cold_docker: 5,
             }
         }
     }
@@ -124,7 +138,7 @@ impl Params {
 
 /// A pool filled in one batch and then left alone (no refill during the
 /// measurement: the next batch would be an hour away).
-fn static_pool(runtime: &str, n: u64) -> Vec<(&'static str, String)> {
+pub(crate) fn static_pool(runtime: &str, n: u64) -> Vec<(&'static str, String)> {
     vec![
         ("WARMPOOL_RUNTIME", runtime.to_owned()),
         ("POOL_TARGET_INSTANCES", n.to_string()),
@@ -133,7 +147,7 @@ fn static_pool(runtime: &str, n: u64) -> Vec<(&'static str, String)> {
     ]
 }
 
-fn docker_settings(mut s: Vec<(&'static str, String)>) -> Vec<(&'static str, String)> {
+pub(crate) fn docker_settings(mut s: Vec<(&'static str, String)>) -> Vec<(&'static str, String)> {
     s.push(("WARMPOOL_DOCKER_NETWORK", procs::NETWORK.into()));
     s
 }
