@@ -173,6 +173,7 @@ mod tests {
             key: PoolKey::new("conformance", Location::Default),
             template: template.clone(),
             revision: 0,
+            env: Vec::new(),
         };
         let sim = rt.clone();
         check(rt.as_ref(), spec, false, move |id, _| {

@@ -729,6 +729,20 @@ pub fn main() -> anyhow::Result<i32> {
     }
 }
 
+/// `KEY=VALUE` arguments of `flag` as a map.
+fn pairs(
+    flag: &str,
+    args: &[String],
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    args.iter()
+        .map(|a| {
+            a.split_once('=')
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .ok_or_else(|| anyhow::anyhow!("{flag} {a:?}: expected KEY=VALUE"))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -917,16 +931,3 @@ mod tests {
     }
 }
 
-/// `KEY=VALUE` arguments of `flag` as a map.
-fn pairs(
-    flag: &str,
-    args: &[String],
-) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
-    args.iter()
-        .map(|a| {
-            a.split_once('=')
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .ok_or_else(|| anyhow::anyhow!("{flag} {a:?}: expected KEY=VALUE"))
-        })
-        .collect()
-}

@@ -24,6 +24,7 @@ fn specs(template: Template) -> impl Fn() -> ContainerSpec {
         key: PoolKey::new("conformance", Location::Default),
         template: template.clone(),
         revision: 0,
+        env: Vec::new(),
     }
 }
 

@@ -1,7 +1,8 @@
 //! The Kubernetes manifests of `deploy/kubernetes/`, checked as text (no cluster
 //! here): the ConfigMap's `warmpool.toml` is a valid configuration for the
 //! Kubernetes runtime, the Role grants exactly the verbs the runtime uses, and the
-//! Deployment runs one replica, recreated, on a PersistentVolumeClaim.
+//! Deployment runs one replica, recreated, on a PersistentVolumeClaim; every
+//! setting the manifests name exists.
 
 use std::path::{Path, PathBuf};
 
@@ -77,4 +78,32 @@ fn warmpool_runs_as_one_recreated_replica_on_a_volume() {
             );
         }
     }
+}
+
+/// Every setting the manifests name (in comments too) is one warmpool reads: a
+/// renamed or misspelt env var (`WARMPOOL_K8S_NAMESPACE` once) fails here.
+#[test]
+fn every_setting_the_manifests_name_exists() {
+    let known: Vec<&str> = warmpool_server::config::SETTINGS
+        .iter()
+        .map(|s| s.env)
+        .collect();
+    let mut named = 0;
+    for entry in std::fs::read_dir(deploy_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (at, _) in text.match_indices("WARMPOOL_") {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
+                .collect();
+            assert!(
+                known.contains(&name.as_str()),
+                "{} names {name}, which is no setting",
+                path.display()
+            );
+            named += 1;
+        }
+    }
+    assert!(named >= 3, "the manifests name the namespace and the tokens");
 }

@@ -3,7 +3,8 @@
 //! as a local process on its own 127.0.0.N "pod IP"): fill with labelled pods,
 //! claim and proxy with the four headers, placement by location, expiry, exits
 //! with codes and OOM, pods deleted behind warmpool's back (also while the watch
-//! was down), an unschedulable location, and `kill -9` of warmpool with adoption
+//! was down), claim-time files and env through the bind hook, an unschedulable
+//! location, and `kill -9` of warmpool with adoption
 //! and orphan deletion. What the fake does not prove is in docs/KUBERNETES.md.
 //! The real-cluster test at the end runs only with `WARMPOOL_TEST_KUBECONFIG`.
 
@@ -170,6 +171,41 @@ async fn kubernetes_pool_fills_with_labelled_pods_and_proxies_to_pod_ips() {
     wp.shutdown().await;
     assert!(fake.pods().is_empty(), "pods left after shutdown");
     assert_eq!(fake.running_apps(), 0);
+}
+
+/// Kubernetes grants warmpool no exec rights, so a claim's files reach a pod
+/// through the app's bind hook alone: they land in the pod's filesystem (the
+/// fake's pod dir) under `WARMPOOL_FILES_DIR`, and the claim's env is at `/env`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubernetes_claims_get_files_and_env_through_the_bind_hook() {
+    let fake = cluster(&["weur"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = fake.write_kubeconfig(dir.path(), "warmpool");
+    let mut wp = InProc::start(&k8s(kc.to_str().unwrap(), &[("POOL_TARGET_INSTANCES", "1")])).await;
+    wp.wait_ready("default", 1, T).await;
+    let r = wp
+        .http
+        .post(format!("{}/container", wp.base))
+        .json(&json!({
+            "env": {"GREETING": "hello pod"},
+            "files": {"a.txt": "alpha", "conf/b.json": "{\"b\":1}"},
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let c: Value = r.json().await.unwrap();
+    assert_eq!(c["warm"], true, "{c}");
+    let id = c["id"].as_str().unwrap();
+    let files = fake.pod_dir(&format!("warmpool-{id}")).join("warmpool/files");
+    assert_eq!(std::fs::read_to_string(files.join("a.txt")).unwrap(), "alpha");
+    assert_eq!(
+        std::fs::read_to_string(files.join("conf/b.json")).unwrap(),
+        "{\"b\":1}"
+    );
+    let env: Value = wp.proxied(id, "/env").await.json().await.unwrap();
+    assert_eq!(env["GREETING"], "hello pod", "{env}");
+    wp.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
