@@ -408,18 +408,15 @@ async fn the_studio_works_in_a_real_browser() {
     // Labels and metadata (issue 16): shown in the containers table, and the
     // label selector filters it. Written as a claim records them: ready ->
     // allocated in the store, with labels and metadata.
-    let ready: Vec<String> = api
-        .containers(&warmpool_client::ContainerQuery {
+    let ready = common::listed_ids(
+        &api,
+        warmpool_client::ContainerQuery {
             state: Some("ready".into()),
             location: Some("default".into()),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .containers
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
+        },
+    )
+    .await;
     let (team_a, team_b) = (&ready[0], &ready[1]);
     let now = warmpool_core::Timestamp(
         std::time::SystemTime::now()

@@ -45,17 +45,14 @@ fn pod_of(fake: &FakeCluster, id: &str) -> Option<Value> {
 }
 
 async fn ready_ids(wp: &InProc) -> Vec<String> {
-    wp.client
-        .containers(&ContainerQuery {
+    common::listed_ids(
+        &wp.client,
+        ContainerQuery {
             state: Some("ready".into()),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .containers
-        .into_iter()
-        .map(|c| c.id)
-        .collect()
+        },
+    )
+    .await
 }
 
 async fn pod_gone(fake: &FakeCluster, id: &str, what: &str) {

@@ -53,17 +53,7 @@ async fn label(wp: &InProc, id: &str, l: BTreeMap<String, String>, metadata: Opt
 }
 
 async fn ids(wp: &InProc, selector: &str) -> Vec<String> {
-    wp.client
-        .containers(&ContainerQuery {
-            label: Some(selector.into()),
-            ..Default::default()
-        })
-        .await
-        .unwrap_or_else(|e| panic!("{selector:?}: {e}"))
-        .containers
-        .into_iter()
-        .map(|c| c.id)
-        .collect()
+    common::labelled_ids(&wp.client, selector).await
 }
 
 #[tokio::test]
@@ -78,18 +68,14 @@ async fn containers_are_listed_with_their_labels_and_filtered_by_selector() {
     )
     .await;
     wp.wait_ready("default", 3, WITHIN).await;
-    let ready: Vec<String> = wp
-        .client
-        .containers(&ContainerQuery {
+    let ready = common::listed_ids(
+        &wp.client,
+        ContainerQuery {
             state: Some("ready".into()),
             ..Default::default()
-        })
-        .await
-        .unwrap()
-        .containers
-        .into_iter()
-        .map(|c| c.id)
-        .collect();
+        },
+    )
+    .await;
     let (free, paid, other) = (&ready[0], &ready[1], &ready[2]);
     let meta = r#"{"user":{"id":7},"tags":["x","y"]}"#;
     label(

@@ -70,22 +70,7 @@ async fn a_warm_claim_gets_its_env_files_labels_and_metadata_before_its_id() {
     let view = wp.client.container(&id).await.unwrap();
     assert_eq!(view.labels.get("team").map(String::as_str), Some("a"));
     assert_eq!(view.metadata, Some(json!({"user": "u1", "tags": [1, 2]})));
-    let listed = |label: &'static str| {
-        let client = wp.client.clone();
-        async move {
-            client
-                .containers(&ContainerQuery {
-                    label: Some(label.into()),
-                    ..Default::default()
-                })
-                .await
-                .unwrap()
-                .containers
-                .into_iter()
-                .map(|c| c.id)
-                .collect::<Vec<_>>()
-        }
-    };
+    let listed = |label: &'static str| common::labelled_ids(&wp.client, label);
     assert_eq!(listed("team=a,tier in (free,pro)").await, vec![id.clone()]);
     assert!(!listed("team!=a").await.contains(&id));
 

@@ -262,6 +262,30 @@ pub fn docker_owned(instance: &str) -> Vec<String> {
     ids
 }
 
+/// The ids of the containers `query` lists (in the order listed).
+pub async fn listed_ids(client: &Client, query: warmpool_client::ContainerQuery) -> Vec<String> {
+    client
+        .containers(&query)
+        .await
+        .unwrap_or_else(|e| panic!("{query:?}: {e}"))
+        .containers
+        .into_iter()
+        .map(|c| c.id)
+        .collect()
+}
+
+/// The ids of the containers with labels matching `selector`.
+pub async fn labelled_ids(client: &Client, selector: &str) -> Vec<String> {
+    listed_ids(
+        client,
+        warmpool_client::ContainerQuery {
+            label: Some(selector.into()),
+            ..Default::default()
+        },
+    )
+    .await
+}
+
 /// The first of the ready containers warmpool lists.
 pub async fn first_ready(client: &Client) -> warmpool_client::ContainerView {
     client
