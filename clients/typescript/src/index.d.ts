@@ -356,7 +356,7 @@ export interface ClientOptions {
   token?: string | null;
   /** Headers sent with every request. */
   headers?: Record<string, string>;
-  /** Bound of each request, in ms (default 30000; 0: none). Long polls get their wait on top. */
+  /** Bound of each request, in ms (default 60000, past the server's 30 s claim wait; 0: none). Long polls get their wait on top. */
   timeoutMs?: number;
   /** A fetch to use instead of the global one. */
   fetch?: typeof fetch;
@@ -427,8 +427,10 @@ export declare class WarmpoolError extends Error {
   /** The problem document as answered (or made from a non-problem answer). */
   readonly problem: Problem;
   readonly status: number;
-  /** The problem's `type`, e.g. `invalid-value`, `unauthorized`, `setup-failed`. */
+  /** The problem's `type`, a URI: `https://warmpool.dev/problems/invalid-value`. */
   readonly type: string;
+  /** The last segment of `type`: `invalid-value`, `unauthorized`, `unknown-pool`, `setup-failed`... */
+  readonly kind: string;
   readonly title: string;
   readonly detail: string;
   readonly field: string | null;

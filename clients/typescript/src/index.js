@@ -18,6 +18,8 @@ export class WarmpoolError extends Error {
     this.problem = problem;
     this.status = problem.status;
     this.type = problem.type;
+    // warmpool's types are URIs, https://warmpool.dev/problems/KIND: the KIND.
+    this.kind = String(problem.type).replace(/^.*\//, "");
     this.title = problem.title;
     this.detail = problem.detail;
     this.field = problem.field ?? null;
@@ -98,7 +100,7 @@ export class WarmpoolClient {
     this.baseUrl = String(baseUrl).replace(/\/+$/, "");
     this.token = options.token ?? null;
     this.headers = { ...(options.headers ?? {}) };
-    this.timeoutMs = options.timeoutMs ?? 30_000;
+    this.timeoutMs = options.timeoutMs ?? 60_000;
     const f = options.fetch ?? globalThis.fetch;
     if (typeof f !== "function") {
       throw new TypeError("no fetch: pass options.fetch, or use a platform that has one (Node 18+)");
@@ -219,7 +221,8 @@ export class WarmpoolClient {
   /** GET /v1/events: one page. */
   listEvents(query = {}, opts = {}) {
     const { after, limit, container, wait } = query;
-    const timeoutMs = wait ? Math.max(this.timeoutMs, (wait + 30) * 1000) : undefined;
+    // A long poll is held `wait` seconds: the bound of the request comes on top.
+    const timeoutMs = wait && this.timeoutMs > 0 ? this.timeoutMs + wait * 1000 : undefined;
     return this.request("GET", `/v1/events${queryString({ after, limit, container, wait })}`, {
       timeoutMs,
       ...opts,

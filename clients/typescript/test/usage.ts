@@ -61,7 +61,9 @@ async function usage(): Promise<void> {
       const p: Problem = e.problem;
       const status: number = e.status;
       const field: string | null = e.field;
-      void [p, status, field];
+      const kind: string = e.kind;
+      const retry: number | null = e.retryAfter;
+      void [p, status, field, kind, retry];
     }
   }
 
