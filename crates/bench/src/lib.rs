@@ -35,7 +35,7 @@ pub struct BenchArgs {
     pub quick: bool,
     /// With `--json` (warmpool's global flag): write the results as JSON to FILE
     /// as well as the table; `--json` alone prints the JSON instead of the table.
-    #[arg(value_name = "FILE", requires = "json")]
+    #[arg(value_name = "FILE")]
     pub json_file: Option<PathBuf>,
     /// Where to write the SVG charts.
     #[arg(long, value_name = "DIR", default_value = "target/bench")]
@@ -152,6 +152,15 @@ fn steps(p: &Params, only: &dyn Fn(u8) -> bool) -> u64 {
 /// Runs the benchmark (`json`: warmpool's global `--json` flag); the exit code is
 /// 1 if a scenario failed.
 pub fn run(args: &BenchArgs, json: bool) -> anyhow::Result<i32> {
+    // Checked here, not by clap's `requires`: `--json` is the parent's global
+    // flag, which a `requires` cannot name once the command is built on its own
+    // (as the man page and completions build it).
+    if let (Some(file), false) = (&args.json_file, json) {
+        anyhow::bail!(
+            "bench {}: a results file needs --json (warmpool bench --json {0})",
+            file.display()
+        );
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

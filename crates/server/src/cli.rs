@@ -123,6 +123,71 @@ pub enum Cmd {
         #[arg(long, default_value_t = 120)]
         timeout: u64,
     },
+    /// Print a shell completion script: `warmpool completions bash >
+    /// /etc/bash_completion.d/warmpool` (zsh: a `_warmpool` file on `$fpath`;
+    /// fish: `~/.config/fish/completions/warmpool.fish`).
+    Completions {
+        #[arg(value_enum)]
+        shell: CompletionShell,
+    },
+    /// Print the manual page (roff): `warmpool man > warmpool.1; man -l warmpool.1`.
+    Man,
+}
+
+/// The shells `warmpool completions` writes for.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+impl CompletionShell {
+    fn generator(self) -> clap_complete::Shell {
+        match self {
+            CompletionShell::Bash => clap_complete::Shell::Bash,
+            CompletionShell::Zsh => clap_complete::Shell::Zsh,
+            CompletionShell::Fish => clap_complete::Shell::Fish,
+        }
+    }
+}
+
+/// The completion script for `shell`.
+pub fn completions(shell: CompletionShell) -> Vec<u8> {
+    let mut out = Vec::new();
+    clap_complete::generate(
+        shell.generator(),
+        &mut <Cli as clap::CommandFactory>::command(),
+        "warmpool",
+        &mut out,
+    );
+    out
+}
+
+/// The manual page: `warmpool(1)`, with every command and `serve`'s settings.
+pub fn man_page() -> std::io::Result<Vec<u8>> {
+    let cmd = <Cli as clap::CommandFactory>::command();
+    let mut out = Vec::new();
+    let man = clap_mangen::Man::new(cmd.clone());
+    man.render_title(&mut out)?;
+    man.render_name_section(&mut out)?;
+    man.render_synopsis_section(&mut out)?;
+    man.render_description_section(&mut out)?;
+    man.render_options_section(&mut out)?;
+    man.render_subcommands_section(&mut out)?;
+    // Each command's own options, under a heading of its name.
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = sub.get_name();
+        out.extend_from_slice(format!(".SH \"WARMPOOL {}\"\n", name.to_uppercase()).as_bytes());
+        let man = clap_mangen::Man::new(sub.clone());
+        let mut part = Vec::new();
+        man.render_options_section(&mut part)?;
+        // Its options section, under the command's heading instead of its own.
+        let text = String::from_utf8_lossy(&part).replacen(".SH OPTIONS\n", "", 1);
+        out.extend_from_slice(text.as_bytes());
+    }
+    man.render_version_section(&mut out)?;
+    Ok(out)
 }
 
 /// What `warmpool pools` does to one pool.
@@ -483,7 +548,12 @@ pub async fn run_client(cli: &Cli) -> anyhow::Result<i32> {
             location,
             timeout,
         } => return wait_ready(&client, *ready, location.as_deref(), *timeout).await,
-        Cmd::Serve(_) | Cmd::SampleApp | Cmd::Openapi | Cmd::Bench(_) => {
+        Cmd::Serve(_)
+        | Cmd::SampleApp
+        | Cmd::Openapi
+        | Cmd::Bench(_)
+        | Cmd::Completions { .. }
+        | Cmd::Man => {
             unreachable!("not client commands")
         }
     }
@@ -680,6 +750,14 @@ pub fn main() -> anyhow::Result<i32> {
     match &cli.command {
         Cmd::Openapi => {
             print!("{}", crate::routes::json());
+            Ok(0)
+        }
+        Cmd::Completions { shell } => {
+            std::io::Write::write_all(&mut std::io::stdout(), &completions(*shell))?;
+            Ok(0)
+        }
+        Cmd::Man => {
+            std::io::Write::write_all(&mut std::io::stdout(), &man_page()?)?;
             Ok(0)
         }
         Cmd::Bench(args) => warmpool_bench::run(args, cli.json),
@@ -930,4 +1008,3 @@ mod tests {
         assert_eq!(pools, vec![("web".to_owned(), settings)]);
     }
 }
-

@@ -178,3 +178,93 @@ fn a_config_file_sets_values_that_flags_and_env_override() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown setting \"colour\""));
 }
+
+/// `warmpool completions bash|zsh|fish` prints a script its shell accepts (bash:
+/// sourced, it registers a completion for `warmpool` that offers the commands),
+/// naming every command.
+#[test]
+fn completions_are_generated_for_three_shells() {
+    let script = |shell: &str| stdout(&cli("http://127.0.0.1:9", &["completions", shell]));
+    let bash = script("bash");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("warmpool.bash");
+    std::fs::write(&file, &bash).unwrap();
+    // Sourced into bash, asked to complete `warmpool cl`: `claim` is offered.
+    let offered = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source {}; complete -p warmpool; COMP_WORDS=(warmpool cl); COMP_CWORD=1; \
+             _warmpool warmpool cl warmpool; echo \"${{COMPREPLY[@]}}\"",
+            file.display()
+        ))
+        .output()
+        .unwrap();
+    let out = stdout(&offered);
+    assert!(out.contains("-F _warmpool warmpool"), "{out}");
+    assert!(
+        out.lines().last().unwrap().split(' ').any(|w| w == "claim"),
+        "{out}"
+    );
+    for cmd in [
+        "serve",
+        "claim",
+        "extend",
+        "keepalive",
+        "pools",
+        "completions",
+        "man",
+    ] {
+        assert!(bash.contains(cmd), "bash completion lacks {cmd}");
+    }
+    assert!(script("zsh").starts_with("#compdef warmpool"));
+    assert!(script("fish").contains("complete -c warmpool"));
+    let bad = cli("http://127.0.0.1:9", &["completions", "tcsh"]);
+    assert_eq!(
+        bad.status.code(),
+        Some(2),
+        "an unknown shell is a usage error"
+    );
+}
+
+/// `warmpool man` prints a manual page that `man` renders, with a section for
+/// every command and `serve`'s settings.
+#[test]
+fn the_man_page_renders_with_every_command() {
+    let roff = stdout(&cli("http://127.0.0.1:9", &["man"]));
+    assert!(
+        roff.contains(".TH warmpool 1"),
+        "{}",
+        &roff[..200.min(roff.len())]
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("warmpool.1");
+    std::fs::write(&file, &roff).unwrap();
+    // groff renders it (what `man -l` runs), when it is installed.
+    let text = match Command::new("groff")
+        // Plain text: no overstriking for bold and underline.
+        .args(["-man", "-Tutf8", "-P-bcu"])
+        .arg(&file)
+        .output()
+    {
+        Ok(o) => {
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            String::from_utf8_lossy(&o.stdout).into_owned()
+        }
+        Err(e) => {
+            eprintln!("groff is not installed ({e}): checking the roff source only");
+            roff.clone()
+        }
+    };
+    for section in [
+        "WARMPOOL SERVE",
+        "WARMPOOL CLAIM",
+        "WARMPOOL EXTEND",
+        "WARMPOOL COMPLETIONS",
+    ] {
+        assert!(text.contains(section), "no section {section}");
+    }
+    assert!(
+        text.contains("max-instances"),
+        "serve's settings are listed"
+    );
+}

@@ -105,5 +105,8 @@ fn every_setting_the_manifests_name_exists() {
             named += 1;
         }
     }
-    assert!(named >= 3, "the manifests name the namespace and the tokens");
+    assert!(
+        named >= 3,
+        "the manifests name the namespace and the tokens"
+    );
 }

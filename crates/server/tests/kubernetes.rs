@@ -178,7 +178,11 @@ async fn kubernetes_claims_get_files_and_env_through_the_bind_hook() {
     let fake = cluster(&["weur"]).await;
     let dir = tempfile::tempdir().unwrap();
     let kc = fake.write_kubeconfig(dir.path(), "warmpool");
-    let mut wp = InProc::start(&k8s(kc.to_str().unwrap(), &[("POOL_TARGET_INSTANCES", "1")])).await;
+    let mut wp = InProc::start(&k8s(
+        kc.to_str().unwrap(),
+        &[("POOL_TARGET_INSTANCES", "1")],
+    ))
+    .await;
     wp.wait_ready("default", 1, T).await;
     let r = wp
         .http
@@ -194,8 +198,13 @@ async fn kubernetes_claims_get_files_and_env_through_the_bind_hook() {
     let c: Value = r.json().await.unwrap();
     assert_eq!(c["warm"], true, "{c}");
     let id = c["id"].as_str().unwrap();
-    let files = fake.pod_dir(&format!("warmpool-{id}")).join("warmpool/files");
-    assert_eq!(std::fs::read_to_string(files.join("a.txt")).unwrap(), "alpha");
+    let files = fake
+        .pod_dir(&format!("warmpool-{id}"))
+        .join("warmpool/files");
+    assert_eq!(
+        std::fs::read_to_string(files.join("a.txt")).unwrap(),
+        "alpha"
+    );
     assert_eq!(
         std::fs::read_to_string(files.join("conf/b.json")).unwrap(),
         "{\"b\":1}"
