@@ -382,9 +382,13 @@ impl Engine {
         let fail = |step, detail: String| SetupError { step, detail };
         let entry = self.registry.get(&claimed.id);
         let address = entry.as_ref().and_then(|e| e.address.clone());
-        // Files the runtime writes need no hook; the rest only the hook delivers.
-        let mut hook_must_deliver = setup.has_env() && pool.spec.bind != Bind::None;
-        if !setup.files.is_empty() {
+        // The runtime's write of the files and the hook run at once (the hook is
+        // given the files too); both are done before the claim answers. Files
+        // the runtime wrote need no hook; the rest only the hook delivers.
+        let write_files = async {
+            if setup.files.is_empty() {
+                return Ok(());
+            }
             let handle = entry
                 .as_ref()
                 .and_then(|e| e.handle.clone())
@@ -393,28 +397,35 @@ impl Engine {
                 &pool.name,
                 entry.as_ref().map_or(pool.launch_revision, |e| e.revision),
             );
-            match self
-                .runtime
+            self.runtime
                 .write_files(claimed.id, &handle, &template, &setup.files)
                 .await
-            {
-                Ok(()) => {}
-                Err(RuntimeError::CannotWriteFiles { .. }) if pool.spec.bind != Bind::None => {
-                    hook_must_deliver = true;
-                }
-                Err(e) => return Err(fail("files", error_chain(&e))),
+        };
+        let call_hook = async {
+            if pool.spec.bind == Bind::None || !setup.for_hook() {
+                return None;
             }
+            Some(match &address {
+                Some(address) => {
+                    self.probe
+                        .post_json(address, "/admin/bind", setup.hook_body())
+                        .await
+                }
+                None => Err("the container has no address".to_owned()),
+            })
+        };
+        let (files, hook) = tokio::join!(write_files, call_hook);
+        let mut hook_must_deliver = setup.has_env() && pool.spec.bind != Bind::None;
+        match files {
+            Ok(()) => {}
+            Err(RuntimeError::CannotWriteFiles { .. }) if pool.spec.bind != Bind::None => {
+                hook_must_deliver = true;
+            }
+            Err(e) => return Err(fail("files", error_chain(&e))),
         }
-        if pool.spec.bind != Bind::None && setup.for_hook() {
-            let Some(address) = &address else {
-                return Err(fail("bind", "the container has no address".into()));
-            };
+        if let Some(answer) = hook {
             let required = pool.spec.bind == Bind::Required || hook_must_deliver;
-            match self
-                .probe
-                .post_json(address, "/admin/bind", setup.hook_body())
-                .await
-            {
+            match answer {
                 Ok(status) if (200..300).contains(&status) => {}
                 Ok(404 | 405 | 501) if !required => {}
                 Ok(status @ (404 | 405 | 501)) => {

@@ -376,8 +376,8 @@ async fn bind(State(state): State<AppState>, request: Request) -> Response {
     };
     let files = bind.files.unwrap_or_default();
     let mut targets = Vec::with_capacity(files.len());
-    for (path, contents) in &files {
-        match relative_path(path) {
+    for (path, contents) in files {
+        match relative_path(&path) {
             Ok(relative) => targets.push((state.files_dir.join(relative), contents)),
             Err(reason) => {
                 let message = format!("invalid file path {path:?}: {reason}\n");
@@ -385,19 +385,28 @@ async fn bind(State(state): State<AppState>, request: Request) -> Response {
             }
         }
     }
-    for (target, contents) in targets {
-        let written = async {
-            if let Some(parent) = target.parent() {
-                tokio::fs::create_dir_all(parent).await?;
+    // All files in one blocking task (one hop off the runtime, not four per
+    // file); each still written to a temp file and renamed over its target.
+    let written = tokio::task::spawn_blocking(move || {
+        for (target, contents) in &targets {
+            let write = || {
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent)?;
+                }
+                write_atomically_blocking(target, contents.as_bytes())
+            };
+            if let Err(err) = write() {
+                return Err((target.clone(), err));
             }
-            write_atomically(&target, contents.as_bytes()).await
         }
-        .await;
-        if let Err(err) = written {
-            tracing::error!(%err, path = %target.display(), "cannot write a bound file");
-            let message = format!("cannot write {}: {err}\n", target.display());
-            return (StatusCode::INTERNAL_SERVER_ERROR, message).into_response();
-        }
+        Ok(())
+    })
+    .await
+    .unwrap_or_else(|e| Err((state.files_dir.to_path_buf(), io::Error::other(e))));
+    if let Err((target, err)) = written {
+        tracing::error!(%err, path = %target.display(), "cannot write a bound file");
+        let message = format!("cannot write {}: {err}\n", target.display());
+        return (StatusCode::INTERNAL_SERVER_ERROR, message).into_response();
     }
     if let Some(env) = bind.env {
         *state.bound_env.write().unwrap_or_else(|e| e.into_inner()) = env;
@@ -501,9 +510,8 @@ fn payload_too_large(limit: u64) -> Response {
     (StatusCode::PAYLOAD_TOO_LARGE, message).into_response()
 }
 
-/// Replaces `path` with `contents` by writing a temporary file next to it and
-/// renaming it over `path`, so readers see either the old or the new text.
-async fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+/// A temp file's path beside `path` (hidden, unique in this process).
+fn temp_path(path: &Path) -> io::Result<PathBuf> {
     static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(
@@ -518,7 +526,13 @@ async fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
         std::process::id(),
         NEXT_TEMP.fetch_add(1, Ordering::Relaxed)
     ));
-    let temp: PathBuf = path.with_file_name(temp_name);
+    Ok(path.with_file_name(temp_name))
+}
+
+/// Replaces `path` with `contents` by writing a temporary file next to it and
+/// renaming it over `path`, so readers see either the old or the new text.
+async fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let temp = temp_path(path)?;
     let result = async {
         tokio::fs::write(&temp, contents).await?;
         tokio::fs::rename(&temp, path).await
@@ -527,6 +541,17 @@ async fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
     if result.is_err() {
         // Best effort: the temporary file may not even exist.
         let _ = tokio::fs::remove_file(&temp).await;
+    }
+    result
+}
+
+/// [`write_atomically`], blocking (for a blocking task that writes many files).
+fn write_atomically_blocking(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let temp = temp_path(path)?;
+    let result = std::fs::write(&temp, contents).and_then(|()| std::fs::rename(&temp, path));
+    if result.is_err() {
+        // Best effort: the temporary file may not even exist.
+        let _ = std::fs::remove_file(&temp);
     }
     result
 }
