@@ -42,7 +42,7 @@ pub struct BenchArgs {
     pub svg_dir: PathBuf,
     /// Run only these scenarios: comma separated numbers or names, e.g. 1,4 or
     /// demand (warm-claim, throughput, warm-vs-cold, proxy, fill, scale,
-    /// rollout, demand).
+    /// rollout, demand, setup).
     #[arg(long, value_delimiter = ',', value_name = "N,...", value_parser = scenario_number)]
     pub only: Vec<u8>,
     /// Skip the Docker cases even when a Docker Engine is available.
@@ -382,7 +382,9 @@ mod tests {
         assert_eq!(scenario_number("8"), Ok(8));
         assert_eq!(scenario_number("demand"), Ok(8));
         assert_eq!(scenario_number("1"), Ok(1));
-        assert!(scenario_number("9").is_err());
+        assert_eq!(scenario_number("9"), Ok(9));
+        assert_eq!(scenario_number("setup"), Ok(9));
+        assert!(scenario_number("10").is_err());
         assert!(scenario_number("roll").is_err());
     }
 }

@@ -121,9 +121,15 @@ pub struct ClaimResponse {
 #[serde(deny_unknown_fields)]
 pub struct ExtendRequest {
     /// Seconds added to the container's expiry; the new expiry must not pass its
-    /// claim plus its pool's maximum lifetime.
-    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    /// claim plus its pool's maximum lifetime. At most 315,360,000 (ten years),
+    /// whatever the pool.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 315_360_000))]
     pub seconds: u64,
+}
+
+impl ExtendRequest {
+    /// The largest `seconds` any extension may ask for: ten years.
+    pub const MAX_SECONDS: u64 = 315_360_000;
 }
 
 /// Body of `POST /v1/containers/{id}/keepalive`: empty (or no body at all).

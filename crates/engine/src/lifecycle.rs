@@ -41,6 +41,9 @@ impl Engine {
     /// logs it.
     fn action_failed(&self, key: &PoolKey, id: ContainerId, what: &str, e: &str, start: bool) {
         self.metrics.reconcile_errors.inc();
+        if start {
+            self.metrics.start_failed(key);
+        }
         tracing::warn!(container_id = %id, pool = %key, error = %e, "{what}");
         self.registry.record_error(key, e.to_owned(), now(), start);
     }

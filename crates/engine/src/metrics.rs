@@ -41,6 +41,12 @@ pub struct Metrics {
     pub reconcile_passes: Counter,
     pub reconcile_errors: Counter,
     pub reconcile_seconds: Histogram,
+    /// Starts that failed (an error, an exit or a timeout before readiness), by
+    /// pool and location.
+    pub start_failures: Family<KeyLabels, Counter>,
+    /// The store's own write errors (brought up to `Store::write_errors` when
+    /// scraped).
+    pub store_write_errors: Counter,
     pub containers: Family<StateLabels, Gauge>,
     /// Ready containers each pool key aims at (set when scraped).
     pub desired: Family<KeyLabels, Gauge>,
@@ -50,6 +56,15 @@ pub struct Metrics {
 pub struct KeyLabels {
     pub pool: String,
     pub location: String,
+}
+
+impl KeyLabels {
+    pub fn of(key: &warmpool_core::PoolKey) -> Self {
+        KeyLabels {
+            pool: key.pool.to_string(),
+            location: key.location.to_string(),
+        }
+    }
 }
 
 impl Default for Metrics {
@@ -72,6 +87,8 @@ impl Default for Metrics {
         let reconcile_errors = Counter::default();
         let reconcile_seconds = fast();
         let containers = Family::<StateLabels, Gauge>::default();
+        let start_failures = Family::<KeyLabels, Counter>::default();
+        let store_write_errors = Counter::default();
         let desired = Family::<KeyLabels, Gauge>::default();
         registry.register(
             "warmpool_pool_desired",
@@ -119,6 +136,16 @@ impl Default for Metrics {
             reconcile_seconds.clone(),
         );
         registry.register(
+            "warmpool_container_start_failures",
+            "Container starts that failed (an error, an exit or a timeout before readiness)",
+            start_failures.clone(),
+        );
+        registry.register(
+            "warmpool_store_write_errors",
+            "Store writes that failed for the store's own reason (I/O, disk full, SQLite)",
+            store_write_errors.clone(),
+        );
+        registry.register(
             "warmpool_containers",
             "Live containers by pool, location and state",
             containers.clone(),
@@ -133,6 +160,8 @@ impl Default for Metrics {
             reconcile_passes,
             reconcile_errors,
             reconcile_seconds,
+            start_failures,
+            store_write_errors,
             containers,
             desired,
         }
@@ -154,6 +183,11 @@ impl Metrics {
                 result: result.to_owned(),
             })
             .inc();
+    }
+
+    /// Counts a failed start of a container of `key`.
+    pub fn start_failed(&self, key: &warmpool_core::PoolKey) {
+        self.start_failures.get_or_create(&KeyLabels::of(key)).inc();
     }
 
     /// The text exposition (OpenMetrics).

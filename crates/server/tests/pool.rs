@@ -585,6 +585,12 @@ async fn metrics_count_claims_proxying_starts_and_containers() {
     assert!(value("warmpool_container_start_duration_seconds_count") >= 2.0);
     assert!(value("warmpool_reconcile_passes_total") >= 1.0);
     assert_eq!(value("warmpool_reconcile_errors_total"), 0.0);
+    assert_eq!(
+        value(r#"warmpool_container_start_failures_total{pool="default",location="default"}"#),
+        0.0,
+        "every pool key's start failures are shown from 0"
+    );
+    assert_eq!(value("warmpool_store_write_errors_total"), 0.0);
     let gauge = |state: &str| {
         text.lines()
             .find(|l| {
@@ -771,5 +777,38 @@ async fn hung_ready_containers_are_failed_and_replaced_and_hung_allocated_ones_a
     );
     freeze(claimed.runtime_handle.as_deref().unwrap(), false);
     assert_eq!(wp.proxied(&claimed.id, "/").await.status(), 200);
+    wp.shutdown().await;
+}
+
+/// A command that exits at once fails every start: each is counted in
+/// `warmpool_container_start_failures_total` of its pool and location.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_starts_are_counted_by_pool_and_location() {
+    let mut wp = InProc::start(&[
+        ("POOL_TARGET_INSTANCES", "1"),
+        ("WARMPOOL_COMMAND", "false"),
+        ("POOL_BATCH_SPACING_IN_SECONDS", "0"),
+    ])
+    .await;
+    let series = r#"warmpool_container_start_failures_total{pool="default",location="default"} "#;
+    let failures = common::poll(T, "a counted start failure", || async {
+        let text = wp
+            .http
+            .get(format!("{}/metrics", wp.base))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let n: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.parse().ok())?;
+        (n >= 2.0).then_some(n)
+    })
+    .await;
+    let errors = wp.client.pools().await.unwrap().pools[0].last_error.clone();
+    assert!(errors.is_some(), "the pool says why its starts fail");
+    assert!(failures >= 2.0);
     wp.shutdown().await;
 }

@@ -134,6 +134,29 @@ async fn a_full_data_dir_fails_claims_with_503_records_every_answered_claim_and_
         "the pool does not say why: {error:?}"
     );
 
+    // The refused writes are counted where an alert can see them.
+    let metrics = http
+        .get(format!("http://{}/metrics", running.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let write_errors: f64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("warmpool_store_write_errors_total ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no store write errors in:\n{metrics}"));
+    assert!(
+        write_errors >= 1.0,
+        "{write_errors} store write errors counted"
+    );
+    assert!(running.app.store.write_errors() as f64 >= write_errors);
+
     // Space comes back: claims work again without a restart, and the pool refills.
     std::fs::remove_file(&filler).unwrap();
     let t1 = Instant::now();

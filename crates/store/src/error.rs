@@ -44,6 +44,20 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// A change refused for what it asked (no such container, one that exists,
+    /// a state or expiry that moved): the store itself is fine. Every other
+    /// error of a write is the store's own (I/O, disk full, SQLite).
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            StoreError::NotFound(_)
+                | StoreError::Exists { .. }
+                | StoreError::Conflict { .. }
+                | StoreError::ExpiryMoved { .. }
+                | StoreError::Transition(_)
+        )
+    }
+
     /// The store cannot take writes right now (disk full, read-only, locked, I/O
     /// error): the caller should answer 503 and retry later.
     pub fn is_unavailable(&self) -> bool {

@@ -110,6 +110,14 @@ impl Store {
         &self.path
     }
 
+    /// Writes that failed for the store's own reason (I/O, disk full, SQLite)
+    /// since it was opened; refused changes ([`StoreError::is_refusal`]) do not count.
+    pub fn write_errors(&self) -> u64 {
+        self.writer
+            .errors
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// This warmpool's instance id: made once per data dir and kept, so that a
     /// restarted warmpool recognises the runtime objects it labelled.
     pub fn instance_id(&self) -> &str {

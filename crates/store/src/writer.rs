@@ -121,6 +121,8 @@ struct Job {
 #[derive(Clone)]
 pub(crate) struct WriterHandle {
     tx: mpsc::Sender<Job>,
+    /// Writes that failed for the store's own reason (see [`StoreError::is_refusal`]).
+    pub(crate) errors: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Dropped with the last handle: tells the checkpointer to finish.
     alive: std::sync::Arc<()>,
 }
@@ -143,12 +145,15 @@ pub(crate) fn spawn(
     hook: Option<CommitHook>,
 ) -> Result<WriterHandle, StoreError> {
     let (tx, rx) = mpsc::channel::<Job>();
+    let errors = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let counted = errors.clone();
     std::thread::Builder::new()
         .name("warmpool-store-writer".into())
-        .spawn(move || run(conn, rx, hook))
+        .spawn(move || run(conn, rx, hook, &counted))
         .map_err(|e| StoreError::Corrupt(format!("cannot start the store writer thread: {e}")))?;
     Ok(WriterHandle {
         tx,
+        errors,
         alive: std::sync::Arc::new(()),
     })
 }
@@ -179,7 +184,12 @@ pub(crate) fn spawn_checkpointer(
     Ok(())
 }
 
-fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, hook: Option<CommitHook>) {
+fn run(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Job>,
+    hook: Option<CommitHook>,
+    errors: &std::sync::atomic::AtomicU64,
+) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
         while jobs.len() < MAX_GROUP {
@@ -205,6 +215,9 @@ fn run(mut conn: Connection, rx: mpsc::Receiver<Job>, hook: Option<CommitHook>) 
         for (job, result) in jobs.into_iter().zip(results) {
             if let (Some(hook), Ok(())) = (&hook, &result) {
                 hook(&job.op);
+            }
+            if matches!(&result, Err(e) if !e.is_refusal()) {
+                errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             let _ = job.reply.send(result);
         }

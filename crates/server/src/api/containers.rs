@@ -332,7 +332,7 @@ pub(crate) async fn release_container(
         (status = 410, description = "Ended (stopped, failed or expired), with the reason", body = Problem, content_type = PROBLEM),
         (status = 413, description = "Body too large", body = Problem, content_type = PROBLEM),
         (status = 415, description = "Not JSON", body = Problem, content_type = PROBLEM),
-        (status = 422, description = "`seconds` missing, not a whole number from 1, or past the claim plus the pool's maximum lifetime (`field` is `seconds`)", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "`seconds` missing, not a whole number from 1 to 315360000 (ten years), or past the claim plus the pool's maximum lifetime (`field` is `seconds`)", body = Problem, content_type = PROBLEM),
         (status = 503, description = "Store unavailable (Retry-After)", body = Problem, content_type = PROBLEM),
     )
 )]
@@ -342,10 +342,16 @@ pub(crate) async fn extend_container(
     JsonBody(req): JsonBody<ExtendRequest>,
 ) -> ApiResult<ContainerView> {
     let id = id_in_path(raw)?;
-    if req.seconds == 0 {
+    // The body is checked before the container is looked up: a bad body is a
+    // 422 whatever the container's state.
+    if req.seconds == 0 || req.seconds > ExtendRequest::MAX_SECONDS {
         return Err(ApiError::invalid(
             "seconds",
-            "expected a whole number of at least 1, got 0",
+            format!(
+                "expected a whole number from 1 to {}, got {}",
+                ExtendRequest::MAX_SECONDS,
+                req.seconds
+            ),
         ));
     }
     s.app

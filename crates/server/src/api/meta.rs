@@ -28,13 +28,23 @@ pub(crate) async fn metrics(State(s): State<Arc<Shared>>) -> Response {
     let (counts, live) = app.registry.pool_counts(&keys);
     app.metrics.desired.clear();
     for (key, d) in app.sizes(&counts, live) {
+        let labels = warmpool_engine::metrics::KeyLabels::of(&key);
+        // Every pool key's start failures are shown, from 0.
+        drop(app.metrics.start_failures.get_or_create(&labels));
         app.metrics
             .desired
-            .get_or_create(&warmpool_engine::metrics::KeyLabels {
-                pool: key.pool.to_string(),
-                location: key.location.to_string(),
-            })
+            .get_or_create(&labels)
             .set(i64::from(d.size));
+    }
+    {
+        // Two scrapes at once must not both add the same difference.
+        static CATCH_UP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = CATCH_UP.lock().unwrap_or_else(|e| e.into_inner());
+        let store_errors = app.store.write_errors();
+        let shown = app.metrics.store_write_errors.get();
+        if store_errors > shown {
+            app.metrics.store_write_errors.inc_by(store_errors - shown);
+        }
     }
     app.metrics.containers.clear();
     for (key, c) in counts {
