@@ -7,7 +7,9 @@
 #      with Grafana's variables replaced);
 #   4. starts BIN (process runtime, 2 ready containers), claims a container,
 #      makes one proxied request, scrapes GET /metrics, and fails naming every
-#      metric the dashboard or the rules use that /metrics does not have.
+#      metric the dashboard or the rules use that /metrics does not have;
+#   5. `promtool check metrics` lints that scrape (the classic text format,
+#      which /metrics answers when the scraper does not ask for OpenMetrics).
 #
 # Usage: scripts/check-monitoring.sh BIN   (e.g. target/release/warmpool)
 # Needs promtool (Debian's `prometheus` package), python3 (with PyYAML, else a
@@ -188,6 +190,9 @@ echo "claimed $ID; proxied GET answered $STATUS"
 
 echo "== GET /metrics"
 curl -fsS --max-time 30 "$URL/metrics" >"$WORK/metrics" || die "GET /metrics failed"
+
+echo "== promtool check metrics"
+promtool check metrics <"$WORK/metrics" || die "promtool check metrics found problems in GET /metrics"
 
 python3 - "$WORK/names" "$WORK/metrics" <<'EOF'
 import re, sys

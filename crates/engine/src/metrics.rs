@@ -197,4 +197,135 @@ impl Metrics {
             .expect("writing to a String cannot fail");
         out
     }
+
+    /// The classic Prometheus text exposition (`text/plain; version=0.0.4`),
+    /// for scrapers that do not ask for OpenMetrics.
+    pub fn render_classic(&self) -> String {
+        openmetrics_to_classic(&self.render())
+    }
+}
+
+/// Rewrites an OpenMetrics exposition as the classic Prometheus text format:
+/// a counter family is named after its samples (`NAME_total`), `unknown` is
+/// `untyped`, an `info` family is a gauge named `NAME_info`, exemplars and the
+/// `# UNIT` and `# EOF` lines are dropped. Samples are otherwise the same.
+pub fn openmetrics_to_classic(text: &str) -> String {
+    // Families whose samples carry a suffix their HELP and TYPE lines lack.
+    let mut suffixed: std::collections::HashMap<&str, &str> = std::collections::HashMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let Some((name, kind)) = rest.split_once(' ') {
+                match kind {
+                    "counter" if !name.ends_with("_total") => {
+                        suffixed.insert(name, "_total");
+                    }
+                    "info" if !name.ends_with("_info") => {
+                        suffixed.insert(name, "_info");
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        if line == "# EOF" || line.starts_with("# UNIT ") {
+            continue;
+        }
+        let meta = line
+            .strip_prefix("# HELP ")
+            .map(|rest| ("# HELP ", rest))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|rest| ("# TYPE ", rest)));
+        if let Some((head, rest)) = meta {
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            let suffix = suffixed.get(name).copied().unwrap_or("");
+            let tail = match (head, tail) {
+                ("# TYPE ", "unknown") => "untyped",
+                ("# TYPE ", "info") => "gauge",
+                _ => tail,
+            };
+            out.push_str(head);
+            out.push_str(name);
+            out.push_str(suffix);
+            if !tail.is_empty() {
+                out.push(' ');
+                out.push_str(tail);
+            }
+            out.push('\n');
+            continue;
+        }
+        // A sample: drop an exemplar (` # {...} value`), which only OpenMetrics has.
+        let sample = match line.find(" # {") {
+            Some(at) if !line.starts_with('#') => &line[..at],
+            _ => line,
+        };
+        out.push_str(sample);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classic_text_names_counters_after_their_samples_and_drops_what_only_openmetrics_has() {
+        let m = Metrics::default();
+        m.claim(&warmpool_core::PoolKey::new("default", warmpool_core::Location::Default), "hit");
+        m.proxied(200);
+        m.claim_seconds.observe(0.001);
+        let open = m.render();
+        assert!(open.contains("# TYPE warmpool_claims counter"), "{open}");
+        assert!(open.ends_with("# EOF\n"), "{open}");
+
+        let classic = m.render_classic();
+        assert!(!classic.contains("# EOF"), "{classic}");
+        assert!(!classic.contains("# UNIT"), "{classic}");
+        assert!(
+            classic.contains("# TYPE warmpool_claims_total counter\n"),
+            "{classic}"
+        );
+        assert!(classic.contains("# HELP warmpool_claims_total Claims by result"));
+        assert!(classic.contains("# TYPE warmpool_proxy_requests_total counter\n"));
+        assert!(classic.contains("# TYPE warmpool_claim_duration_seconds histogram\n"));
+        assert!(classic.contains("# TYPE warmpool_containers gauge\n"));
+        // Every family's TYPE line names a metric that has samples of that name
+        // (or its histogram's), as the classic parser requires.
+        for line in classic.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').unwrap();
+                assert_ne!(kind, "unknown", "{line}");
+                assert_ne!(kind, "info", "{line}");
+                if kind == "counter" {
+                    assert!(name.ends_with("_total"), "{line}");
+                }
+            }
+        }
+        // The samples are unchanged.
+        let samples = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(samples(&open), samples(&classic));
+        assert!(classic.contains(
+            "warmpool_claims_total{pool=\"default\",location=\"default\",result=\"hit\"} 1\n"
+        ), "{classic}");
+    }
+
+    #[test]
+    fn classic_text_handles_unknown_info_and_exemplars() {
+        let open = "# HELP a_thing A thing.\n# TYPE a_thing unknown\na_thing 3\n\
+                    # HELP build Build.\n# TYPE build info\nbuild_info{version=\"1\"} 1\n\
+                    # HELP hits Hits.\n# TYPE hits counter\n# UNIT hits hits\n\
+                    hits_total 5 # {trace_id=\"x\"} 1\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_classic(open),
+            "# HELP a_thing A thing.\n# TYPE a_thing untyped\na_thing 3\n\
+             # HELP build_info Build.\n# TYPE build_info gauge\nbuild_info{version=\"1\"} 1\n\
+             # HELP hits_total Hits.\n# TYPE hits_total counter\nhits_total 5\n"
+        );
+    }
 }

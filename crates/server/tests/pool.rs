@@ -550,9 +550,14 @@ async fn metrics_count_claims_proxying_starts_and_containers() {
     assert_eq!(unknown.status(), 404);
     wp.wait_ready("default", 1, T).await;
 
+    // Prometheus's own Accept header gets OpenMetrics.
     let r = wp
         .http
         .get(format!("{}/metrics", wp.base))
+        .header(
+            "accept",
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+        )
         .send()
         .await
         .unwrap();
@@ -561,6 +566,31 @@ async fn metrics_count_claims_proxying_starts_and_containers() {
         .unwrap()
         .starts_with("application/openmetrics-text"));
     let text = r.text().await.unwrap();
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    assert!(text.contains("# TYPE warmpool_claims counter\n"), "{text}");
+    // A scraper that asks for nothing (or for the classic format) gets it.
+    for accept in [None, Some("text/plain; version=0.0.4")] {
+        let mut req = wp.http.get(format!("{}/metrics", wp.base));
+        if let Some(a) = accept {
+            req = req.header("accept", a);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(
+            r.headers()["content-type"].to_str().unwrap(),
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        let classic = r.text().await.unwrap();
+        assert!(!classic.contains("# EOF"), "{classic}");
+        assert!(
+            classic.contains("# TYPE warmpool_claims_total counter\n"),
+            "{classic}"
+        );
+        assert!(classic.contains("# TYPE warmpool_containers gauge\n"));
+        assert!(classic
+            .lines()
+            .any(|l| l.starts_with("warmpool_claims_total{") && l.contains(r#"result="hit""#)));
+    }
     let value = |series: &str| -> f64 {
         text.lines()
             .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use warmpool_client::{Health, History, Problem};
@@ -15,14 +15,17 @@ use crate::openapi::PROBLEM;
 use crate::problem::ApiError;
 use crate::state::Shared;
 
-/// `GET /metrics`: Prometheus text exposition.
+/// `GET /metrics`: Prometheus text exposition, in the classic text format
+/// unless the scraper's `Accept` asks for OpenMetrics.
 #[utoipa::path(get, path = "/metrics", tag = "operate",
     responses(
-        (status = 200, description = "Prometheus metrics (OpenMetrics text)", body = String, content_type = "application/openmetrics-text"),
+        (status = 200, description = "Prometheus metrics: the classic text format (`text/plain; version=0.0.4`), or OpenMetrics text when the request's Accept header names `application/openmetrics-text` (as Prometheus's scraper does)",
+            content((String = "text/plain"), (String = "application/openmetrics-text"))),
         (status = 401, description = "Missing or wrong token", body = Problem, content_type = PROBLEM),
     )
 )]
-pub(crate) async fn metrics(State(s): State<Arc<Shared>>) -> Response {
+pub(crate) async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) -> Response {
+    let openmetrics = wants_openmetrics(&headers);
     let app = &s.app;
     let keys = app.desired_keys();
     let (counts, live) = app.registry.pool_counts(&keys);
@@ -65,14 +68,44 @@ pub(crate) async fn metrics(State(s): State<Arc<Shared>>) -> Response {
                 .set(i64::from(n));
         }
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        app.metrics.render(),
-    )
-        .into_response()
+    if openmetrics {
+        (
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            app.metrics.render(),
+        )
+            .into_response()
+    } else {
+        (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            app.metrics.render_classic(),
+        )
+            .into_response()
+    }
+}
+
+/// Whether the request's `Accept` names `application/openmetrics-text` with a
+/// quality above 0 (Prometheus sends it first; curl and browsers do not).
+fn wants_openmetrics(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|range| {
+            let mut parts = range.split(';').map(str::trim);
+            let media = parts.next().unwrap_or("");
+            media.eq_ignore_ascii_case("application/openmetrics-text")
+                && parts.all(|p| {
+                    let Some((k, v)) = p.split_once('=') else {
+                        return true;
+                    };
+                    !k.trim().eq_ignore_ascii_case("q")
+                        || v.trim().parse::<f32>().ok().is_none_or(|q| q > 0.0)
+                })
+        })
 }
 
 /// `GET /v1/status`: the background tasks and how their last runs went.
@@ -134,5 +167,30 @@ pub(crate) async fn readyz(State(s): State<Arc<Shared>>) -> ApiResult<Health> {
             "the reconciler has not run yet or warmpool is shutting down",
             1,
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn accept(v: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, v.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn openmetrics_only_when_asked_for() {
+        assert!(!wants_openmetrics(&HeaderMap::new()));
+        assert!(!wants_openmetrics(&accept("*/*")));
+        assert!(!wants_openmetrics(&accept("text/plain; version=0.0.4")));
+        assert!(wants_openmetrics(&accept(
+            "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+        )));
+        assert!(wants_openmetrics(&accept("Application/OpenMetrics-Text")));
+        assert!(!wants_openmetrics(&accept(
+            "application/openmetrics-text; q=0, text/plain"
+        )));
     }
 }
