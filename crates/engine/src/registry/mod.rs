@@ -349,8 +349,9 @@ impl Registry {
         None
     }
 
-    /// Ends a lease (only [`Lease`] calls this): the container is free again, and
-    /// goes back to its ready queue as `give_back` says.
+    /// Ends a lease (a dropped [`Lease`], or [`Registry::join_pool`] for an
+    /// on-demand container nobody holds a lease on): the container is free
+    /// again, and goes back to its ready queue as `give_back` says.
     pub(crate) fn end_lease(&self, id: ContainerId, give_back: GiveBack) {
         let mut inner = self.lock();
         let Some(e) = inner.containers.get_mut(&id) else {

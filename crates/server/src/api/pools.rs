@@ -327,6 +327,11 @@ pub(crate) async fn patch_pool(
     if patch.is_empty() {
         return Err(ApiError::invalid("", "expected at least one setting"));
     }
+    // The patch is read as the wire type first, as every other body is: an
+    // unknown setting or a wrong type is refused naming its field. The merge
+    // below is RFC 7396's, on the JSON (a `null` removes), and its result is
+    // read again, whole, by `save`.
+    let typed: PoolSettings = from_object(Value::Object(patch.clone()))?;
     let serde_json::Value::Object(mut merged) = serde_json::to_value(pool_settings(&pool.spec))
         .map_err(|e| ApiError::bad_request(e.to_string()))?
     else {
@@ -341,12 +346,7 @@ pub(crate) async fn patch_pool(
                 "PATCH changes the targets of named locations (`targets`); PUT sets every location",
             )),
             "targets" => {
-                let Value::Object(targets) = value else {
-                    return Err(ApiError::invalid(
-                        "targets",
-                        "expected an object of location to target",
-                    ));
-                };
+                let targets = typed.targets.clone().unwrap_or_default();
                 if targets.is_empty() {
                     return Err(ApiError::invalid(
                         "targets",
@@ -383,17 +383,13 @@ pub(crate) async fn patch_pool(
                             ),
                         ));
                     }
-                    match n.as_u64() {
-                        Some(n) if n <= MAX_TARGET => {
-                            current.insert(l, Value::from(n));
-                        }
-                        _ => {
-                            return Err(ApiError::invalid(
-                                &field,
-                                format!("expected an integer from 0 to {MAX_TARGET}"),
-                            ))
-                        }
+                    if u64::from(n) > MAX_TARGET {
+                        return Err(ApiError::invalid(
+                            &field,
+                            format!("expected an integer from 0 to {MAX_TARGET}"),
+                        ));
                     }
+                    current.insert(l, Value::from(n));
                 }
             }
             // A merge patch: its fields change the policy's, null removes it
