@@ -5,13 +5,15 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, EnvVar, HTTPGetAction, Pod, PodSpec, Probe, ResourceRequirements,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, Pod,
+    PodSecurityContext, PodSpec, Probe, ResourceRequirements, SeccompProfile, SecurityContext,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use warmpool_core::{ContainerId, Location};
-use warmpool_runtime::{ContainerSpec, RuntimeError};
+use warmpool_runtime::{ContainerSpec, RuntimeError, Workload};
 
 /// The standard label every object warmpool creates carries.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -29,6 +31,13 @@ pub const LABEL_REVISION: &str = "warmpool.dev/revision";
 pub const CONTAINER_NAME: &str = "app";
 /// The node label a location selects by default.
 pub const DEFAULT_LOCATION_LABEL: &str = "topology.kubernetes.io/region";
+
+/// The user and group the sample app's pods run as (distroless's `nonroot`).
+pub const SAMPLE_APP_USER: i64 = 65532;
+
+/// Where the sample app reads and writes its `index.txt` (its image's working
+/// directory).
+pub const SAMPLE_APP_DATA_DIR: &str = "/data";
 
 /// The pod of a container: `warmpool-<id>` (a UUID, so a valid DNS label).
 pub fn pod_name(id: ContainerId) -> String {
@@ -161,6 +170,14 @@ pub fn disk_quantity(mb: u64) -> Quantity {
 /// gets no service account token and no service links: nothing of the cluster's
 /// leaks in. A workload that is no image (a command) is refused; a pids limit has
 /// no Pod field (it is the kubelet's setting) and is not applied.
+///
+/// Every pod passes the "restricted" Pod Security Standard: it must run as a
+/// non-root user, with no privilege escalation, every capability dropped and the
+/// runtime's default seccomp profile. The claim files' directory is an
+/// `emptyDir`, so a non-root app can write a bind's files there. The sample app,
+/// whose writable directories are known, also runs as user 65532 on a read-only
+/// root file system with `emptyDir`s for its data and `/tmp`; an image of the
+/// user's runs as its image's (non-root) user on its own root file system.
 pub fn build_pod(spec: &ContainerSpec, settings: &PodSettings) -> Result<Pod, RuntimeError> {
     let workload = &spec.template.workload;
     let Some((image, _pids_limit)) = workload.image() else {
@@ -204,6 +221,33 @@ pub fn build_pod(spec: &ContainerSpec, settings: &PodSettings) -> Result<Pod, Ru
     });
     let port = i32::from(settings.container_port);
     let node_selector = settings.placement.node_selector(spec.key.location);
+    let sample_app = matches!(workload, Workload::SampleApp);
+    let mut writable = vec![("files", spec.template.files_dir().to_owned())];
+    if sample_app {
+        for (name, path) in [("data", SAMPLE_APP_DATA_DIR), ("tmp", "/tmp")] {
+            // A files dir set to one of them is already writable.
+            if writable.iter().all(|(_, p)| p != path) {
+                writable.push((name, path.to_owned()));
+            }
+        }
+    }
+    let volumes = writable
+        .iter()
+        .map(|(name, _)| Volume {
+            name: (*name).to_owned(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        })
+        .collect();
+    let volume_mounts = writable
+        .into_iter()
+        .map(|(name, path)| VolumeMount {
+            name: name.to_owned(),
+            mount_path: path,
+            ..Default::default()
+        })
+        .collect();
+    let user = sample_app.then_some(SAMPLE_APP_USER);
     Ok(Pod {
         metadata: ObjectMeta {
             name: Some(pod_name(spec.id)),
@@ -234,8 +278,30 @@ pub fn build_pod(spec: &ContainerSpec, settings: &PodSettings) -> Result<Pod, Ru
                     success_threshold: Some(1),
                     ..Default::default()
                 }),
+                security_context: Some(SecurityContext {
+                    allow_privilege_escalation: Some(false),
+                    capabilities: Some(Capabilities {
+                        drop: Some(vec!["ALL".to_owned()]),
+                        add: None,
+                    }),
+                    read_only_root_filesystem: sample_app.then_some(true),
+                    run_as_non_root: Some(true),
+                    ..Default::default()
+                }),
+                volume_mounts: Some(volume_mounts),
                 ..Default::default()
             }],
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: user,
+                run_as_group: user,
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".to_owned(),
+                    localhost_profile: None,
+                }),
+                ..Default::default()
+            }),
+            volumes: Some(volumes),
             restart_policy: Some("Never".to_owned()),
             automount_service_account_token: Some(false),
             enable_service_links: Some(false),

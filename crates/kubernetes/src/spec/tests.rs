@@ -193,6 +193,127 @@ fn the_sample_app_runs_its_image_and_a_command_is_refused() {
     );
 }
 
+/// The "restricted" Pod Security Standard's rules, as Kubernetes' admission
+/// checks them on a pod (pod-level settings count for every container).
+fn assert_restricted(pod: &Pod) {
+    let ps = pod.spec.as_ref().unwrap();
+    let psc = ps.security_context.as_ref().expect("a pod security context");
+    assert_eq!(
+        psc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+        Some("RuntimeDefault")
+    );
+    assert_ne!(psc.run_as_user, Some(0), "never root");
+    for v in ps.volumes.iter().flatten() {
+        assert!(v.empty_dir.is_some(), "only emptyDir volumes: {v:?}");
+        assert!(v.host_path.is_none());
+    }
+    assert!(ps.host_network.is_none() && ps.host_pid.is_none() && ps.host_ipc.is_none());
+    for c in &ps.containers {
+        let sc = c.security_context.as_ref().expect("a container security context");
+        assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
+        let caps = sc.capabilities.as_ref().unwrap();
+        assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]));
+        assert!(caps.add.as_ref().is_none_or(|a| a.is_empty()));
+        assert!(sc.privileged.is_none_or(|p| !p));
+        assert!(
+            sc.run_as_non_root == Some(true) || psc.run_as_non_root == Some(true),
+            "runAsNonRoot"
+        );
+        assert_ne!(sc.run_as_user, Some(0));
+        assert!(sc.seccomp_profile.is_none(), "the pod's profile holds");
+        assert!(c.ports.iter().flatten().all(|p| p.host_port.is_none()));
+    }
+}
+
+fn mounts(pod: &Pod) -> Vec<(String, String)> {
+    let ps = pod.spec.as_ref().unwrap();
+    ps.containers[0]
+        .volume_mounts
+        .iter()
+        .flatten()
+        .map(|m| (m.name.clone(), m.mount_path.clone()))
+        .collect()
+}
+
+#[test]
+fn every_pod_meets_the_restricted_pod_security_standard() {
+    let image = build(
+        &spec("web", Location::Weur, full()),
+        &settings(Placement::default()),
+    );
+    assert_restricted(&image);
+    let mut s = spec("default", Location::Default, full());
+    s.template = Arc::new(Template {
+        workload: Workload::SampleApp,
+        ..(*s.template).clone()
+    });
+    let sample = build(&s, &settings(Placement::default()));
+    assert_restricted(&sample);
+}
+
+#[test]
+fn a_users_image_runs_as_its_own_non_root_user_with_a_writable_files_dir() {
+    let pod = build(
+        &spec("web", Location::Default, full()),
+        &settings(Placement::default()),
+    );
+    let ps = pod.spec.as_ref().unwrap();
+    let psc = ps.security_context.as_ref().unwrap();
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(psc.run_as_user, None, "the image's USER, which must not be root");
+    let sc = ps.containers[0].security_context.as_ref().unwrap();
+    assert_eq!(
+        sc.read_only_root_filesystem, None,
+        "warmpool cannot know where a user's app writes"
+    );
+    assert_eq!(mounts(&pod), [("files".into(), "/warmpool/files".into())]);
+}
+
+#[test]
+fn the_sample_app_runs_as_65532_on_a_read_only_root_with_its_data_and_tmp_writable() {
+    let sample = |files_dir: &str| {
+        let mut s = spec("default", Location::Default, full());
+        s.template = Arc::new(Template {
+            workload: Workload::SampleApp,
+            files_dir: files_dir.into(),
+            ..(*s.template).clone()
+        });
+        build(&s, &settings(Placement::default()))
+    };
+    let pod = sample("");
+    let ps = pod.spec.as_ref().unwrap();
+    let psc = ps.security_context.as_ref().unwrap();
+    assert_eq!(
+        (psc.run_as_user, psc.run_as_group),
+        (Some(65532), Some(65532))
+    );
+    let sc = ps.containers[0].security_context.as_ref().unwrap();
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    let want: Vec<(String, String)> = [
+        ("files", "/warmpool/files"),
+        ("data", "/data"),
+        ("tmp", "/tmp"),
+    ]
+    .map(|(n, p)| (n.into(), p.into()))
+    .into();
+    assert_eq!(mounts(&pod), want);
+    let volumes: Vec<&str> = ps
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect();
+    assert_eq!(volumes, ["files", "data", "tmp"]);
+    // A files dir that is one of the app's own is mounted once.
+    assert_eq!(
+        mounts(&sample("/tmp")),
+        [
+            ("files".into(), "/tmp".into()),
+            ("data".into(), "/data".into())
+        ]
+    );
+}
+
 #[test]
 fn readiness_probe_gets_the_health_path_on_the_app_port() {
     let s = spec("default", Location::Default, full());
