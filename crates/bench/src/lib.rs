@@ -290,6 +290,7 @@ async fn run_async(args: &BenchArgs, json: bool) -> anyhow::Result<i32> {
     let report = Report {
         quick: args.quick,
         started_at,
+        build: report::Build::this(),
         machine: machine_at_start,
         rows: ctx.rows.clone(),
         notes: ctx.notes.clone(),
@@ -305,8 +306,10 @@ async fn run_async(args: &BenchArgs, json: bool) -> anyhow::Result<i32> {
         };
     }
     say!(
-        "warmpool bench{}: {} CPUs, {:.0} GiB, load average {} at start; {:.0} s",
+        "warmpool bench{} at {} ({} build): {} CPUs, {:.0} GiB, load average {} at start; {:.0} s",
         if args.quick { " --quick" } else { "" },
+        report.build.commit,
+        report.build.profile,
         report.machine.cpus,
         report.machine.memory_gib,
         report.machine.load_average,

@@ -72,6 +72,7 @@ pub struct Report {
     pub quick: bool,
     /// Seconds since the Unix epoch when the run started.
     pub started_at: u64,
+    pub build: Build,
     pub machine: Machine,
     pub rows: Vec<Row>,
     /// Cases skipped or caveats, in words.
@@ -80,6 +81,28 @@ pub struct Report {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub demand: Vec<crate::demand::DemandRun>,
     pub seconds: f64,
+}
+
+/// What was measured: the commit the binary was built from and its profile.
+#[derive(Debug, Serialize)]
+pub struct Build {
+    /// `git rev-parse --short=12 HEAD` when built ("unknown" outside git).
+    pub commit: &'static str,
+    /// `release` or `debug` (figures from a debug build are not comparable).
+    pub profile: &'static str,
+}
+
+impl Build {
+    pub fn this() -> Build {
+        Build {
+            commit: env!("WARMPOOL_BUILD_COMMIT"),
+            profile: if cfg!(debug_assertions) {
+                "debug"
+            } else {
+                "release"
+            },
+        }
+    }
 }
 
 #[derive(Debug, Serialize)]

@@ -10,6 +10,7 @@ pub(crate) mod body;
 pub mod cli;
 pub mod config;
 pub(crate) mod console;
+pub mod header_limits;
 pub mod openapi;
 pub(crate) mod problem;
 pub(crate) mod proxy;

@@ -94,6 +94,8 @@ pub struct HttpLimits {
     pub header_timeout: Duration,
     /// Longest pause while a request body is being sent ([`crate::body`]).
     pub body_timeout: Duration,
+    /// What a request's head may hold ([`crate::header_limits`]).
+    pub headers: crate::header_limits::HeaderLimits,
 }
 
 /// Serves `app` on `listener` (HTTP/1.1, with upgrades) until `shutdown` turns
@@ -113,7 +115,9 @@ async fn serve_http(
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout);
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.headers.hyper_max_buf())
+        .max_headers(limits.headers.hyper_max_headers());
     let max = u32::try_from(limits.max_connections.max(1)).unwrap_or(u32::MAX);
     let slots = Arc::new(tokio::sync::Semaphore::new(max as usize));
     let stopping = shutdown.clone();
@@ -139,12 +143,22 @@ async fn serve_http(
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let body_timeout = limits.body_timeout;
+        let headers = limits.headers;
         let service =
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                use futures_util::future::{ready, Either};
+                use axum::response::IntoResponse;
+                // Too much before the body: answered here, for the API and the
+                // proxy alike, and never passed on.
+                if let Some(refused) = headers.check(&req) {
+                    return Either::Left(ready(Ok::<_, std::convert::Infallible>(
+                        refused.into_response(),
+                    )));
+                }
                 let mut req = req.map(|b| crate::body::TimedBody::new(b, body_timeout));
                 req.extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
-                app.clone().oneshot(req)
+                Either::Right(app.clone().oneshot(req))
             });
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
@@ -269,6 +283,7 @@ pub async fn start_reloadable(
         max_connections: config.max_connections,
         header_timeout: config.header_timeout,
         body_timeout: config.body_timeout,
+        headers: config.header_limits,
     };
     let http = tokio::spawn(serve_http(
         listener,

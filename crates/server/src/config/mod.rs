@@ -91,6 +91,8 @@ pub struct Config {
     pub header_timeout: Duration,
     /// Longest pause while a request body is being sent.
     pub body_timeout: Duration,
+    /// How much a client may send before a request's body.
+    pub header_limits: crate::header_limits::HeaderLimits,
     /// How often ready containers are health-probed (zero: never).
     pub probe_interval: Duration,
     pub reconcile_interval: Duration,

@@ -480,6 +480,11 @@ impl Config {
             max_connections: r.num("WARMPOOL_MAX_CONNECTIONS", 1, 1_000_000)? as usize,
             header_timeout: r.secs("WARMPOOL_HEADER_TIMEOUT_SECONDS", 0.1, 3600.0)?,
             body_timeout: r.secs("WARMPOOL_BODY_TIMEOUT_SECONDS", 0.1, 3600.0)?,
+            header_limits: crate::header_limits::HeaderLimits {
+                max_line: r.num("WARMPOOL_MAX_HEADER_LINE_BYTES", 1024, 1 << 20)? as usize,
+                max_total: r.num("WARMPOOL_MAX_HEADER_BYTES", 1024, 1 << 24)? as usize,
+                max_count: r.num("WARMPOOL_MAX_HEADERS", 8, 10_000)? as usize,
+            },
             probe_interval: r.secs("WARMPOOL_PROBE_INTERVAL_SECONDS", 0.0, 86_400.0)?,
             reconcile_interval: r.secs("WARMPOOL_RECONCILE_INTERVAL_SECONDS", 0.05, 3600.0)?,
             sweep_interval: r.secs("WARMPOOL_SWEEP_SECONDS", 0.1, 86_400.0)?,

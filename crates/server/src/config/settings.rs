@@ -54,6 +54,9 @@ settings! {
     global "WARMPOOL_SHUTDOWN_POLICY", "shutdown-policy", "stop", "at shutdown, stop every container (stop) or leave ready and allocated ones running for the next start to adopt (keep); starting ones are stopped either way";
     global "WARMPOOL_MAX_CONNECTIONS", "max-connections", "16384", "client connections served at once (more wait to be accepted); warmpool raises its open-files limit to the hard limit and warns if that is lower";
     global "WARMPOOL_HEADER_TIMEOUT_SECONDS", "header-timeout", "30", "seconds a client has to send a request's headers, also while a keep-alive connection is idle";
+    global "WARMPOOL_MAX_HEADER_LINE_BYTES", "max-header-line", "8192", "longest request line or header line a client may send (management or proxied); longer gets 414 or 431";
+    global "WARMPOOL_MAX_HEADER_BYTES", "max-header-bytes", "65536", "most bytes of header lines in one request; more gets 431";
+    global "WARMPOOL_MAX_HEADERS", "max-headers", "100", "most header lines in one request; more gets 431";
     global "WARMPOOL_BODY_TIMEOUT_SECONDS", "body-timeout", "30", "seconds a client may pause while sending a request body (management or proxied) before it gets 408";
     global "WARMPOOL_SWEEP_SECONDS", "sweep-interval", "30", "how often the runtime is re-listed: what vanished is failed, unknown containers carrying our tag are destroyed";
     global "WARMPOOL_PROBE_INTERVAL_SECONDS", "probe-interval", "10", "how often ready containers are health-probed; after 3 failures in a row one is failed and replaced (0: never)";
