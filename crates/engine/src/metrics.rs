@@ -272,7 +272,10 @@ mod tests {
     #[test]
     fn classic_text_names_counters_after_their_samples_and_drops_what_only_openmetrics_has() {
         let m = Metrics::default();
-        m.claim(&warmpool_core::PoolKey::new("default", warmpool_core::Location::Default), "hit");
+        m.claim(
+            &warmpool_core::PoolKey::new("default", warmpool_core::Location::Default),
+            "hit",
+        );
         m.proxied(200);
         m.claim_seconds.observe(0.001);
         let open = m.render();
@@ -310,9 +313,12 @@ mod tests {
                 .collect()
         };
         assert_eq!(samples(&open), samples(&classic));
-        assert!(classic.contains(
-            "warmpool_claims_total{pool=\"default\",location=\"default\",result=\"hit\"} 1\n"
-        ), "{classic}");
+        assert!(
+            classic.contains(
+                "warmpool_claims_total{pool=\"default\",location=\"default\",result=\"hit\"} 1\n"
+            ),
+            "{classic}"
+        );
     }
 
     #[test]

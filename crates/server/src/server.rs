@@ -146,8 +146,8 @@ async fn serve_http(
         let headers = limits.headers;
         let service =
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                use futures_util::future::{ready, Either};
                 use axum::response::IntoResponse;
+                use futures_util::future::{ready, Either};
                 // Too much before the body: answered here, for the API and the
                 // proxy alike, and never passed on.
                 if let Some(refused) = headers.check(&req) {

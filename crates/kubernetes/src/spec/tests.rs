@@ -197,7 +197,10 @@ fn the_sample_app_runs_its_image_and_a_command_is_refused() {
 /// checks them on a pod (pod-level settings count for every container).
 fn assert_restricted(pod: &Pod) {
     let ps = pod.spec.as_ref().unwrap();
-    let psc = ps.security_context.as_ref().expect("a pod security context");
+    let psc = ps
+        .security_context
+        .as_ref()
+        .expect("a pod security context");
     assert_eq!(
         psc.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
         Some("RuntimeDefault")
@@ -209,7 +212,10 @@ fn assert_restricted(pod: &Pod) {
     }
     assert!(ps.host_network.is_none() && ps.host_pid.is_none() && ps.host_ipc.is_none());
     for c in &ps.containers {
-        let sc = c.security_context.as_ref().expect("a container security context");
+        let sc = c
+            .security_context
+            .as_ref()
+            .expect("a container security context");
         assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", c.name);
         let caps = sc.capabilities.as_ref().unwrap();
         assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]));
@@ -260,7 +266,10 @@ fn a_users_image_runs_as_its_own_non_root_user_with_a_writable_files_dir() {
     let ps = pod.spec.as_ref().unwrap();
     let psc = ps.security_context.as_ref().unwrap();
     assert_eq!(psc.run_as_non_root, Some(true));
-    assert_eq!(psc.run_as_user, None, "the image's USER, which must not be root");
+    assert_eq!(
+        psc.run_as_user, None,
+        "the image's USER, which must not be root"
+    );
     let sc = ps.containers[0].security_context.as_ref().unwrap();
     assert_eq!(
         sc.read_only_root_filesystem, None,

@@ -79,7 +79,10 @@ pub(crate) async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) ->
             .into_response()
     } else {
         (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "text/plain; version=0.0.4; charset=utf-8",
+            )],
             app.metrics.render_classic(),
         )
             .into_response()
