@@ -410,7 +410,7 @@ async fn run_setup(
     server
         .wait_ready(u64::from(ready), Duration::from_secs(120))
         .await?;
-    settle().await;
+    settle(&server).await?;
     let lead = Duration::from_millis(100);
     let start = Instant::now() + lead;
     let wall_start = (SystemTime::now() + lead)

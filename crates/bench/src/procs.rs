@@ -183,6 +183,42 @@ impl Server {
         }
     }
 
+    /// Waits until the reconciler is quiet: no container starting, no pass
+    /// running, and no pass started between two reads twice the least gap
+    /// between passes apart (so a pass that a fill or claims asked for has run).
+    /// What a bench waits for before it measures, instead of a fixed pause.
+    pub async fn settled(&self, within: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + within;
+        let gap = warmpool_core::plan::MIN_PASS_GAP * 2;
+        let mut quiet_at: Option<u64> = None;
+        loop {
+            let status = self.json("/v1/status").await?;
+            let reconcile = status["tasks"]
+                .as_array()
+                .and_then(|t| t.iter().find(|t| t["name"] == "reconcile"))
+                .context("GET /v1/status has no reconcile task")?;
+            let runs = reconcile["runs"].as_u64().unwrap_or(0);
+            let running = !reconcile["runningSince"].is_null();
+            let pools = self.json("/v1/pools").await?;
+            let starting: u64 = pools["pools"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|p| p["starting"].as_u64()).sum())
+                .unwrap_or(0);
+            let quiet = !running && starting == 0;
+            if quiet && quiet_at == Some(runs) {
+                return Ok(());
+            }
+            quiet_at = quiet.then_some(runs);
+            if Instant::now() > deadline {
+                bail!(
+                    "the reconciler was not quiet after {within:?} (running: {running}, starting: {starting})\n{}",
+                    self.log_tail()
+                );
+            }
+            tokio::time::sleep(gap).await;
+        }
+    }
+
     /// The address a container answers on (from `GET /v1/containers/{id}`).
     pub async fn container_addr(&self, id: &str) -> anyhow::Result<SocketAddr> {
         let c = self.json(&format!("/v1/containers/{id}")).await?;

@@ -152,9 +152,10 @@ pub(crate) fn docker_settings(mut s: Vec<(&'static str, String)>) -> Vec<(&'stat
     s
 }
 
-/// Waits until the reconciler passes that followed a fill are over.
-pub(crate) async fn settle() {
-    tokio::time::sleep(Duration::from_millis(300)).await;
+/// Waits until the reconciler passes that followed a fill are over
+/// ([`Server::settled`]).
+pub(crate) async fn settle(server: &Server) -> anyhow::Result<()> {
+    server.settled(Duration::from_secs(60)).await
 }
 
 async fn release(conn: &mut Conn, id: &str) -> anyhow::Result<()> {
@@ -203,7 +204,7 @@ pub async fn warm_claim(
     ctx.step(&format!("1 warm claim: filling a {runtime} pool of {pool}"));
     let server = Server::spawn(&static_pool(runtime, pool))?;
     server.wait_ready(pool, Duration::from_secs(120)).await?;
-    settle().await;
+    settle(&server).await?;
     ctx.step(&format!("1 warm claim: {claims} claims ({runtime})"));
     let (c, h, cold) = sequential_claims(&server, claims).await?;
     server.stop();
@@ -242,7 +243,7 @@ pub async fn throughput(ctx: &mut Ctx, p: &Params) -> anyhow::Result<()> {
     ctx.step(&format!("2 throughput: filling a sim pool of {pool}"));
     let server = Server::spawn(&static_pool("sim", pool))?;
     server.wait_ready(pool, Duration::from_secs(120)).await?;
-    settle().await;
+    settle(&server).await?;
     let duration = Duration::from_secs_f64(p.throughput_secs);
     ctx.step("2 throughput: GET /healthz baseline");
     let base = load::load(server.addr, "/healthz", p.throughput_clients, duration).await?;
@@ -379,7 +380,7 @@ pub async fn warm_vs_cold(ctx: &mut Ctx, p: &Params) -> anyhow::Result<()> {
     let cold = Server::spawn(&static_pool("process", 0))?;
     warm.wait_ready(p.ttfb_warm, Duration::from_secs(60))
         .await?;
-    settle().await;
+    settle(&warm).await?;
     let w = ttfb_warm(&warm, p.ttfb_warm).await?;
     let mut c = Samples::default();
     for _ in 0..p.ttfb_cold {
@@ -418,7 +419,7 @@ pub async fn warm_vs_cold(ctx: &mut Ctx, p: &Params) -> anyhow::Result<()> {
     let warm = Server::spawn(&docker_settings(static_pool("docker", n)))?;
     let cold = Server::spawn(&docker_settings(static_pool("docker", 0)))?;
     warm.wait_ready(n, Duration::from_secs(120)).await?;
-    settle().await;
+    settle(&warm).await?;
     let w = ttfb_warm(&warm, n).await?;
     let (mut c, mut raw) = (Samples::default(), Samples::default());
     for i in 0..n {
@@ -797,7 +798,8 @@ pub async fn scale(ctx: &mut Ctx, p: &Params) -> anyhow::Result<()> {
     let fill_big = big
         .wait_ready(p.scale_big, Duration::from_secs(300))
         .await?;
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    settle(&small).await?;
+    settle(&big).await?;
     let (rss_small, rss_big) = (small.rss_kib().unwrap_or(0), big.rss_kib().unwrap_or(0));
 
     ctx.step(&format!(
@@ -813,17 +815,27 @@ pub async fn scale(ctx: &mut Ctx, p: &Params) -> anyhow::Result<()> {
     let (mut ls, mut lb) = (Samples::default(), Samples::default());
     let block = 50;
     let mut done = 0;
+    // Every claim must be warm: a cold one would measure a start, not a claim.
+    let mut cold = 0;
     while done < p.scale_claims {
         for _ in 0..block {
-            ls.push(claim(&mut cs).await?.took);
+            let c = claim(&mut cs).await?;
+            cold += u64::from(!c.warm);
+            ls.push(c.took);
         }
         for _ in 0..block {
-            lb.push(claim(&mut cb).await?.took);
+            let c = claim(&mut cb).await?;
+            cold += u64::from(!c.warm);
+            lb.push(c.took);
         }
         done += block;
     }
+    if cold > 0 {
+        bail!("6 scale: {cold} of {} claims were not warm", 2 * done);
+    }
     // Let the passes the claims triggered finish before reading the metrics.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    settle(&small).await?;
+    settle(&big).await?;
     let (s1, b1) = (
         small.reconcile_metrics().await?,
         big.reconcile_metrics().await?,
@@ -1123,7 +1135,7 @@ pub async fn rollout(ctx: &mut Ctx, p: &Params) -> anyhow::Result<()> {
             })
             .await?
             .done("emptying the pool")?;
-            settle().await;
+            settle(&server).await?;
         }
         let t = Instant::now();
         patch_pool(
@@ -1139,7 +1151,7 @@ pub async fn rollout(ctx: &mut Ctx, p: &Params) -> anyhow::Result<()> {
         .done("plain fill")?;
         fills.push(fill.took.as_secs_f64());
     }
-    settle().await;
+    settle(&server).await?;
 
     ctx.step(&format!(
         "7 rollout: claims at {rate}/s, {rounds} rollouts in a row"

@@ -63,7 +63,7 @@ async fn measure(
     let warm = Server::spawn(&settings(static_pool(runtime, 2 * n)))?;
     let cold = Server::spawn(&settings(static_pool(runtime, 0)))?;
     warm.wait_ready(2 * n, Duration::from_secs(120)).await?;
-    settle().await;
+    settle(&warm).await?;
     ctx.step(&format!(
         "9 setup: {n} set-up and {n} plain claims ({runtime})"
     ));
