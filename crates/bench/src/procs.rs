@@ -445,38 +445,65 @@ pub async fn docker_network() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A raw `docker run -d --rm` of the sample image with the limits warmpool's
-/// Docker runtime sets by default; returns the container id and its address.
+/// The bench's own Engine API client (the default socket or `DOCKER_HOST`).
+fn engine() -> anyhow::Result<&'static bollard::Docker> {
+    static ENGINE: std::sync::OnceLock<bollard::Docker> = std::sync::OnceLock::new();
+    if let Some(d) = ENGINE.get() {
+        return Ok(d);
+    }
+    let d = bollard::Docker::connect_with_local_defaults()?;
+    Ok(ENGINE.get_or_init(|| d))
+}
+
+/// A raw start of the sample image, what `docker run -d --rm` does, through the
+/// Engine API as warmpool's Docker runtime makes it (create, start, inspect), so
+/// that neither side pays for a CLI process: the same limits warmpool sets by
+/// default, the bench's label and network. Returns the container id and its
+/// address.
 pub async fn docker_run(name: &str) -> anyhow::Result<(String, SocketAddr)> {
-    let id = docker(&[
-        "run",
-        "-d",
-        "--rm",
-        "--name",
-        name,
-        "--label",
-        LABEL,
-        "--network",
-        NETWORK,
-        "--cpus",
-        "0.25",
-        "--memory",
-        "256m",
-        "--memory-swap",
-        "256m",
-        "--pids-limit",
-        "256",
-        IMAGE,
-    ])
-    .await?;
-    let ip = docker(&[
-        "inspect",
-        "-f",
-        &format!("{{{{(index .NetworkSettings.Networks \"{NETWORK}\").IPAddress}}}}"),
-        &id,
-    ])
-    .await?;
-    Ok((id, format!("{ip}:8080").parse()?))
+    use bollard::container::{Config, CreateContainerOptions, StartContainerOptions};
+    use bollard::models::HostConfig;
+    let docker = engine()?;
+    let (label_key, label_value) = LABEL.split_once('=').unwrap_or((LABEL, ""));
+    let memory = 256 * 1024 * 1024;
+    let created = docker
+        .create_container(
+            Some(CreateContainerOptions {
+                name,
+                platform: None,
+            }),
+            Config {
+                image: Some(IMAGE),
+                labels: Some(std::collections::HashMap::from([(label_key, label_value)])),
+                host_config: Some(HostConfig {
+                    network_mode: Some(NETWORK.to_owned()),
+                    nano_cpus: Some(250_000_000),
+                    memory: Some(memory),
+                    memory_swap: Some(memory),
+                    pids_limit: Some(256),
+                    auto_remove: Some(true),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+        .await
+        .with_context(|| format!("creating {name}"))?;
+    docker
+        .start_container(&created.id, None::<StartContainerOptions<String>>)
+        .await
+        .with_context(|| format!("starting {name}"))?;
+    let inspected = docker
+        .inspect_container(&created.id, None)
+        .await
+        .with_context(|| format!("inspecting {name}"))?;
+    let ip = inspected
+        .network_settings
+        .and_then(|n| n.networks)
+        .and_then(|n| n.get(NETWORK).and_then(|e| e.ip_address.clone()))
+        .filter(|ip| !ip.is_empty())
+        .with_context(|| format!("{name} has no address on {NETWORK}"))?;
+    Ok((created.id, format!("{ip}:8080").parse()?))
 }
 
 /// Removes the bench's bridge network, if nothing uses it any more.
