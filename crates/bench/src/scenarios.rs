@@ -351,17 +351,15 @@ async fn claim_to_first_byte(conn: &mut Conn) -> anyhow::Result<(Duration, load:
     Ok((t.elapsed(), c))
 }
 
-async fn ttfb_warm(server: &Server, n: u64) -> anyhow::Result<Samples> {
-    let mut conn = Conn::connect(server.addr).await?;
-    let mut s = Samples::default();
-    for _ in 0..n {
-        let (t, c) = claim_to_first_byte(&mut conn).await?;
-        if !c.warm {
-            bail!("a claim of the warm pool was not warm");
-        }
-        s.push(t);
+/// One warm claim and first byte on `conn`, then the wait until the pool's
+/// refill is done (so that no sample overlaps another's start).
+async fn ttfb_warm_one(server: &Server, conn: &mut Conn) -> anyhow::Result<Duration> {
+    let (t, c) = claim_to_first_byte(conn).await?;
+    if !c.warm {
+        bail!("a claim of the warm pool was not warm");
     }
-    Ok(s)
+    settle(server).await?;
+    Ok(t)
 }
 
 async fn ttfb_cold_one(server: &Server) -> anyhow::Result<Duration> {
@@ -381,10 +379,17 @@ pub async fn warm_vs_cold(ctx: &mut Ctx, p: &Params) -> anyhow::Result<()> {
     warm.wait_ready(p.ttfb_warm, Duration::from_secs(60))
         .await?;
     settle(&warm).await?;
-    let w = ttfb_warm(&warm, p.ttfb_warm).await?;
-    let mut c = Samples::default();
-    for _ in 0..p.ttfb_cold {
-        c.push(ttfb_cold_one(&cold).await?);
+    // Warm and cold samples alternate, each on a quiet machine.
+    let mut conn = Conn::connect(warm.addr).await?;
+    let (mut w, mut c) = (Samples::default(), Samples::default());
+    for i in 0..p.ttfb_warm.max(p.ttfb_cold) {
+        if i < p.ttfb_warm {
+            w.push(ttfb_warm_one(&warm, &mut conn).await?);
+        }
+        if i < p.ttfb_cold {
+            c.push(ttfb_cold_one(&cold).await?);
+            settle(&cold).await?;
+        }
     }
     warm.stop();
     cold.stop();
@@ -420,10 +425,13 @@ pub async fn warm_vs_cold(ctx: &mut Ctx, p: &Params) -> anyhow::Result<()> {
     let cold = Server::spawn(&docker_settings(static_pool("docker", 0)))?;
     warm.wait_ready(n, Duration::from_secs(120)).await?;
     settle(&warm).await?;
-    let w = ttfb_warm(&warm, n).await?;
-    let (mut c, mut raw) = (Samples::default(), Samples::default());
+    // Warm, cold and raw samples alternate, each on a quiet machine.
+    let mut conn = Conn::connect(warm.addr).await?;
+    let (mut w, mut c, mut raw) = (Samples::default(), Samples::default(), Samples::default());
     for i in 0..n {
+        w.push(ttfb_warm_one(&warm, &mut conn).await?);
         c.push(ttfb_cold_one(&cold).await?);
+        settle(&cold).await?;
         let t = Instant::now();
         let (id, addr) = procs::docker_run(&format!("warmpool-bench-ttfb-{i}")).await?;
         raw.push(load::wait_first_byte(addr, "/", t, Duration::from_secs(60)).await?);
