@@ -244,57 +244,72 @@ pub async fn throughput(ctx: &mut Ctx, p: &Params) -> anyhow::Result<()> {
     let server = Server::spawn(&static_pool("sim", pool))?;
     server.wait_ready(pool, Duration::from_secs(120)).await?;
     settle(&server).await?;
-    let duration = Duration::from_secs_f64(p.throughput_secs);
-    ctx.step("2 throughput: GET /healthz baseline");
-    let base = load::load(server.addr, "/healthz", p.throughput_clients, duration).await?;
-    ctx.step(&format!(
-        "2 throughput: claims from {} clients",
-        p.throughput_clients
-    ));
-    // Stop before the pool runs dry, so that every claim is a warm one.
-    let budget = Arc::new(AtomicU64::new(pool * 9 / 10));
-    let mut conns = Vec::new();
-    for _ in 0..p.throughput_clients {
-        conns.push(Conn::connect(server.addr).await?);
-    }
-    let started = Instant::now();
-    let deadline = started + duration;
-    let mut tasks = tokio::task::JoinSet::new();
-    for mut conn in conns {
-        let budget = budget.clone();
-        tasks.spawn(async move {
-            let mut ids = Vec::new();
-            let mut lat = Samples::default();
-            let mut errors = 0u64;
-            let mut cold = 0u64;
-            while Instant::now() < deadline
-                && budget
-                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
-                    .is_ok()
-            {
-                match claim(&mut conn).await {
-                    Ok(c) => {
-                        lat.push(c.took);
-                        cold += u64::from(!c.warm);
-                        ids.push(c.id);
+    // Baseline and claims alternate, in rounds of half the time each, so that
+    // a change in the machine's load meets both sides.
+    const ROUNDS: u32 = 2;
+    let duration = Duration::from_secs_f64(p.throughput_secs) / ROUNDS;
+    let (mut ids, mut lat, mut errors, mut cold) = (Vec::new(), Samples::default(), 0, 0);
+    let mut base: Option<load::LoadResult> = None;
+    let mut secs = 0.0;
+    for round in 1..=ROUNDS {
+        ctx.step(&format!(
+            "2 throughput: GET /healthz baseline, round {round} of {ROUNDS}"
+        ));
+        let b = load::load(server.addr, "/healthz", p.throughput_clients, duration).await?;
+        match &mut base {
+            None => base = Some(b),
+            Some(a) => a.merge(b),
+        }
+        ctx.step(&format!(
+            "2 throughput: claims from {} clients, round {round} of {ROUNDS}",
+            p.throughput_clients
+        ));
+        // Stop before the pool runs dry, so that every claim is a warm one:
+        // each round may take its share of 90% of the pool.
+        let budget = Arc::new(AtomicU64::new(pool * 9 / 10 / u64::from(ROUNDS)));
+        let mut conns = Vec::new();
+        for _ in 0..p.throughput_clients {
+            conns.push(Conn::connect(server.addr).await?);
+        }
+        let started = Instant::now();
+        let deadline = started + duration;
+        let mut tasks = tokio::task::JoinSet::new();
+        for mut conn in conns {
+            let budget = budget.clone();
+            tasks.spawn(async move {
+                let mut ids = Vec::new();
+                let mut lat = Samples::default();
+                let mut errors = 0u64;
+                let mut cold = 0u64;
+                while Instant::now() < deadline
+                    && budget
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
+                        .is_ok()
+                {
+                    match claim(&mut conn).await {
+                        Ok(c) => {
+                            lat.push(c.took);
+                            cold += u64::from(!c.warm);
+                            ids.push(c.id);
+                        }
+                        Err(_) => errors += 1,
                     }
-                    Err(_) => errors += 1,
                 }
-            }
-            (ids, lat, errors, cold, Instant::now())
-        });
+                (ids, lat, errors, cold, Instant::now())
+            });
+        }
+        let mut end = started;
+        while let Some(r) = tasks.join_next().await {
+            let (i, l, e, c, t) = r?;
+            ids.extend(i);
+            lat.extend(&l);
+            errors += e;
+            cold += c;
+            end = end.max(t);
+        }
+        secs += (end - started).as_secs_f64();
     }
-    let (mut ids, mut lat, mut errors, mut cold, mut end) =
-        (Vec::new(), Samples::default(), 0, 0, started);
-    while let Some(r) = tasks.join_next().await {
-        let (i, l, e, c, t) = r?;
-        ids.extend(i);
-        lat.extend(&l);
-        errors += e;
-        cold += c;
-        end = end.max(t);
-    }
-    let secs = (end - started).as_secs_f64();
+    let base = base.expect("at least one round");
     server.stop();
     let total = ids.len();
     let unique = ids.iter().collect::<HashSet<_>>().len();
