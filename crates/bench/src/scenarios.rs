@@ -238,6 +238,74 @@ pub async fn warm_claim(
 
 // ---------------------------------------------------------------- scenario 2
 
+/// What the claimers of one round of scenario 2 got.
+#[derive(Default)]
+struct ClaimRound {
+    ids: Vec<String>,
+    latency: Samples,
+    errors: u64,
+    cold: u64,
+    /// From the first claim to the last answer.
+    seconds: f64,
+}
+
+impl ClaimRound {
+    /// Adds `other`'s claims and errors (not its time).
+    fn merge(&mut self, other: ClaimRound) {
+        self.ids.extend(other.ids);
+        self.latency.extend(&other.latency);
+        self.errors += other.errors;
+        self.cold += other.cold;
+    }
+}
+
+/// `clients` connections claiming back to back for `duration`, or until
+/// `budget` claims are made in all.
+async fn claim_round(
+    addr: SocketAddr,
+    clients: usize,
+    duration: Duration,
+    budget: u64,
+) -> anyhow::Result<ClaimRound> {
+    let budget = Arc::new(AtomicU64::new(budget));
+    let mut conns = Vec::new();
+    for _ in 0..clients {
+        conns.push(Conn::connect(addr).await?);
+    }
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = tokio::task::JoinSet::new();
+    for mut conn in conns {
+        let budget = budget.clone();
+        tasks.spawn(async move {
+            let mut got = ClaimRound::default();
+            while Instant::now() < deadline
+                && budget
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
+                    .is_ok()
+            {
+                match claim(&mut conn).await {
+                    Ok(c) => {
+                        got.latency.push(c.took);
+                        got.cold += u64::from(!c.warm);
+                        got.ids.push(c.id);
+                    }
+                    Err(_) => got.errors += 1,
+                }
+            }
+            (got, Instant::now())
+        });
+    }
+    let (mut all, mut end) = (ClaimRound::default(), started);
+    while let Some(r) = tasks.join_next().await {
+        let (got, t) = r?;
+        all.merge(got);
+        end = end.max(t);
+    }
+    all.seconds = (end - started).as_secs_f64();
+    Ok(all)
+}
+
 pub async fn throughput(ctx: &mut Ctx, p: &Params) -> anyhow::Result<()> {
     let pool = p.throughput_pool;
     ctx.step(&format!("2 throughput: filling a sim pool of {pool}"));
@@ -248,9 +316,8 @@ pub async fn throughput(ctx: &mut Ctx, p: &Params) -> anyhow::Result<()> {
     // a change in the machine's load meets both sides.
     const ROUNDS: u32 = 2;
     let duration = Duration::from_secs_f64(p.throughput_secs) / ROUNDS;
-    let (mut ids, mut lat, mut errors, mut cold) = (Vec::new(), Samples::default(), 0, 0);
+    let mut claims = ClaimRound::default();
     let mut base: Option<load::LoadResult> = None;
-    let mut secs = 0.0;
     for round in 1..=ROUNDS {
         ctx.step(&format!(
             "2 throughput: GET /healthz baseline, round {round} of {ROUNDS}"
@@ -266,50 +333,24 @@ pub async fn throughput(ctx: &mut Ctx, p: &Params) -> anyhow::Result<()> {
         ));
         // Stop before the pool runs dry, so that every claim is a warm one:
         // each round may take its share of 90% of the pool.
-        let budget = Arc::new(AtomicU64::new(pool * 9 / 10 / u64::from(ROUNDS)));
-        let mut conns = Vec::new();
-        for _ in 0..p.throughput_clients {
-            conns.push(Conn::connect(server.addr).await?);
-        }
-        let started = Instant::now();
-        let deadline = started + duration;
-        let mut tasks = tokio::task::JoinSet::new();
-        for mut conn in conns {
-            let budget = budget.clone();
-            tasks.spawn(async move {
-                let mut ids = Vec::new();
-                let mut lat = Samples::default();
-                let mut errors = 0u64;
-                let mut cold = 0u64;
-                while Instant::now() < deadline
-                    && budget
-                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| b.checked_sub(1))
-                        .is_ok()
-                {
-                    match claim(&mut conn).await {
-                        Ok(c) => {
-                            lat.push(c.took);
-                            cold += u64::from(!c.warm);
-                            ids.push(c.id);
-                        }
-                        Err(_) => errors += 1,
-                    }
-                }
-                (ids, lat, errors, cold, Instant::now())
-            });
-        }
-        let mut end = started;
-        while let Some(r) = tasks.join_next().await {
-            let (i, l, e, c, t) = r?;
-            ids.extend(i);
-            lat.extend(&l);
-            errors += e;
-            cold += c;
-            end = end.max(t);
-        }
-        secs += (end - started).as_secs_f64();
+        let round = claim_round(
+            server.addr,
+            p.throughput_clients,
+            duration,
+            pool * 9 / 10 / u64::from(ROUNDS),
+        )
+        .await?;
+        claims.seconds += round.seconds;
+        claims.merge(round);
     }
     let base = base.expect("at least one round");
+    let ClaimRound {
+        ids,
+        latency: lat,
+        errors,
+        cold,
+        seconds: secs,
+    } = claims;
     server.stop();
     let total = ids.len();
     let unique = ids.iter().collect::<HashSet<_>>().len();
@@ -679,6 +720,16 @@ pub async fn proxy(ctx: &mut Ctx, p: &Params) -> anyhow::Result<()> {
 // ---------------------------------------------------------------- scenario 5
 
 /// `n` raw starts, `parallel` at a time, each waited for until it answers.
+/// Seconds for `n` raw starts of `kind`, `parallel` at a time; `run` tells a
+/// Docker fill's container names from another's.
+async fn raw_fill(kind: &str, n: u64, parallel: usize, run: usize) -> anyhow::Result<f64> {
+    let took = match kind {
+        "process" => raw_process_fill(n, parallel).await?,
+        _ => raw_docker_fill(n, parallel, run).await?,
+    };
+    Ok(took.as_secs_f64())
+}
+
 async fn raw_process_fill(n: u64, parallel: usize) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let sem = Arc::new(tokio::sync::Semaphore::new(parallel));
@@ -774,20 +825,8 @@ pub async fn fill(ctx: &mut Ctx, p: &Params) -> anyhow::Result<()> {
                 round + 1
             ));
             pool.push(warmpool_fill(kind, n).await?.as_secs_f64());
-            raw.push(
-                match kind {
-                    "process" => raw_process_fill(n, 10).await?,
-                    _ => raw_docker_fill(n, 10, 2 * round).await?,
-                }
-                .as_secs_f64(),
-            );
-            raw_all.push(
-                match kind {
-                    "process" => raw_process_fill(n, parallel_all).await?,
-                    _ => raw_docker_fill(n, parallel_all, 2 * round + 1).await?,
-                }
-                .as_secs_f64(),
-            );
+            raw.push(raw_fill(kind, n, 10, 2 * round).await?);
+            raw_all.push(raw_fill(kind, n, parallel_all, 2 * round + 1).await?);
         }
         let (pm, rm, am) = (median(&pool), median(&raw), median(&raw_all));
         ctx.rows.push(

@@ -68,25 +68,18 @@ pub(crate) async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) ->
                 .set(i64::from(n));
         }
     }
-    if openmetrics {
+    let (content_type, body) = if openmetrics {
         (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
             app.metrics.render(),
         )
-            .into_response()
     } else {
         (
-            [(
-                header::CONTENT_TYPE,
-                "text/plain; version=0.0.4; charset=utf-8",
-            )],
+            "text/plain; version=0.0.4; charset=utf-8",
             app.metrics.render_classic(),
         )
-            .into_response()
-    }
+    };
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
 }
 
 /// Whether the request's `Accept` names `application/openmetrics-text` with a
