@@ -211,6 +211,8 @@ export interface PoolSettings {
   memory_mib?: number | null;
   pids_limit?: number | null;
   progress_deadline?: number | null;
+  /** `if-missing` (default), `always` or `never`. */
+  pull?: "if-missing" | "always" | "never" | string | null;
   rollout_failure_limit?: number | null;
   /** `null` removes the policy (PATCH). */
   scaling?: ScalingSettings | null;
@@ -239,6 +241,19 @@ export interface PoolView {
   revision?: number;
   lastError?: string | null;
   lastErrorAt?: string | null;
+  /** The last pull of the pool's image (Docker), while it runs and after. */
+  pull?: PullView | null;
+}
+
+/** An image pull, as a pool's status shows it. */
+export interface PullView {
+  image: string;
+  /** `pulling`, `pulled` or `failed`. */
+  phase: "pulling" | "pulled" | "failed" | string;
+  /** Progress while pulling, the time it took once pulled, the registry's message once failed. */
+  detail: string;
+  startedAt: string;
+  endedAt?: string | null;
 }
 
 /** An RFC 9457 problem document (`application/problem+json`). */

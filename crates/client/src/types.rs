@@ -220,6 +220,26 @@ pub struct PoolView {
     /// max`, `held by scale_down_delay ...`.
     #[serde(default)]
     pub reason: String,
+    /// The last pull of the pool's image by the runtime (Docker), while it runs
+    /// and after; absent when the image was not pulled since the server
+    /// started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<PullView>,
+}
+
+/// An image pull, as a pool's status shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "camelCase")]
+pub struct PullView {
+    pub image: String,
+    /// `pulling`, `pulled` or `failed`.
+    pub phase: String,
+    /// Progress while pulling (`2 of 5 layers done, 12.3 of 40.1 MB`), the time
+    /// it took once pulled, the registry's message once failed.
+    pub detail: String,
+    pub started_at: String,
+    pub ended_at: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -362,6 +382,11 @@ pub struct PoolSettings {
     /// work dir). Default `/warmpool/files`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub files_dir: Option<String>,
+    /// When the image is pulled from its registry (Docker and Kubernetes):
+    /// `if-missing` (the default), `always` (before starts, at most once a
+    /// minute) or `never`. The sample image is never pulled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull: Option<String>,
     /// The pool's labels (Kubernetes label syntax): claims with a `selector`
     /// pick pools by them.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,6 +7,7 @@
 //! works on a `FROM scratch` image. [`DockerRuntime::read_file`] reads one back.
 
 mod files;
+mod pull;
 mod spec;
 
 use std::collections::{HashMap, HashSet};
@@ -32,8 +33,8 @@ use tokio::sync::broadcast;
 use warmpool_core::ContainerId;
 use warmpool_runtime::watch::{follow, ExitLedger, Stopped, WatchTask, Watched, RELIST_EVERY};
 use warmpool_runtime::{
-    ContainerSpec, HttpProbe, Inspection, OwnedContainer, Runtime, RuntimeError, RuntimeEvent,
-    Started, Template,
+    ContainerSpec, HttpProbe, Inspection, OwnedContainer, PullPolicy, PullStatus, Runtime,
+    RuntimeError, RuntimeEvent, Started, Template, SAMPLE_APP_IMAGE,
 };
 
 pub use spec::{LABEL_CONTAINER, LABEL_INSTANCE, LABEL_LOCATION, LABEL_POOL};
@@ -54,10 +55,19 @@ pub struct DockerConfig {
     /// a daemon that hangs fails the call with a clear error, instead of holding a
     /// creation or removal for bollard's two minutes.
     pub api_timeout: Duration,
+    /// How long one image pull may take.
+    pub pull_timeout: Duration,
+    /// The Docker config file registry credentials are read from (at each
+    /// pull); `None`: `$DOCKER_CONFIG/config.json` or `~/.docker/config.json`.
+    pub config_file: Option<std::path::PathBuf>,
 }
 
 /// The default of [`DockerConfig::api_timeout`] (`WARMPOOL_DOCKER_TIMEOUT_SECONDS`).
 pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The default of [`DockerConfig::pull_timeout`]
+/// (`WARMPOOL_DOCKER_PULL_TIMEOUT_SECONDS`).
+pub const DEFAULT_PULL_TIMEOUT: Duration = Duration::from_secs(600);
 
 pub struct DockerRuntime {
     docker: Docker,
@@ -72,6 +82,7 @@ pub struct DockerRuntime {
     /// The "no disk limit" warning was logged (once per runtime).
     disk_warned: AtomicBool,
     watch: WatchTask,
+    pulls: Arc<pull::Pulls>,
 }
 
 /// What the engine's error means, by HTTP status (never by message); no answer
@@ -169,6 +180,7 @@ impl DockerRuntime {
             disk_supported,
             disk_warned: AtomicBool::new(false),
             watch: WatchTask::default(),
+            pulls: Arc::default(),
         });
         rt.watch.start(watch_events(Arc::downgrade(&rt)));
         Ok(rt)
@@ -222,6 +234,20 @@ impl DockerRuntime {
     }
 
     /// One engine call, bounded by the configured API timeout.
+    /// Pulls `image` as its pool's `policy` says, before a create (`always`)
+    /// or after one that found no image (`if-missing`).
+    async fn pull(&self, image: &str, policy: PullPolicy) -> Result<(), RuntimeError> {
+        self.pulls
+            .pull(
+                &self.docker,
+                image,
+                policy,
+                self.cfg.config_file.clone(),
+                self.cfg.pull_timeout,
+            )
+            .await
+    }
+
     async fn call<T>(
         &self,
         call: impl Future<Output = Result<T, DockerError>>,
@@ -429,10 +455,26 @@ impl DockerRuntime {
     }
 }
 
+/// What a start that found no image says: the image and the pull policy (and
+/// how to build the sample image, which is never pulled).
+fn missing_image(image: &str, policy: PullPolicy) -> String {
+    if image == SAMPLE_APP_IMAGE {
+        format!("image {image} is not on the Docker Engine; it is built locally, never pulled (build it with scripts/build-sample-image.sh)")
+    } else {
+        format!(
+            "image {image} is not on the Docker Engine, and its pool's pull policy is \"{policy}\""
+        )
+    }
+}
+
 #[async_trait]
 impl Runtime for DockerRuntime {
     fn name(&self) -> &'static str {
         "docker"
+    }
+
+    fn pull_status(&self, image: &str) -> Option<PullStatus> {
+        self.pulls.status(image)
     }
 
     async fn start(&self, spec: &ContainerSpec) -> Result<Started, RuntimeError> {
@@ -444,23 +486,38 @@ impl Runtime for DockerRuntime {
             tracing::warn!("the storage driver cannot limit container disk size; the disk limit is not applied");
         }
         let image = config.image.clone().unwrap_or_default();
-        let created = self
-            .call(self.docker.create_container(
+        // The sample image is built here, never pulled: a registry's image of
+        // that name is somebody else's.
+        let policy = if image == SAMPLE_APP_IMAGE {
+            PullPolicy::Never
+        } else {
+            spec.template.pull
+        };
+        if policy == PullPolicy::Always && !self.pulls.fresh(&image) {
+            self.pull(&image, policy).await?;
+        }
+        let create = || {
+            self.call(self.docker.create_container(
                 Some(CreateContainerOptions {
                     name: spec::container_name(spec.id),
                     platform: None,
                 }),
-                config,
+                config.clone(),
             ))
-            .await
-            .map_err(|e| match e {
-                RuntimeError::NotFound { .. } => RuntimeError::NotFound {
-                    message: format!(
-                        "image {image} not found (build it with scripts/build-sample-image.sh)"
-                    ),
-                },
-                e => e,
-            })?;
+        };
+        let created = match create().await {
+            Err(RuntimeError::NotFound { .. }) if policy == PullPolicy::IfMissing => {
+                self.pull(&image, policy).await?;
+                create().await
+            }
+            r => r,
+        }
+        .map_err(|e| match e {
+            RuntimeError::NotFound { .. } => RuntimeError::NotFound {
+                message: missing_image(&image, policy),
+            },
+            e => e,
+        })?;
         // Known (so that its end is reported) before it can run.
         self.ledger.know(spec.id);
         if let Err(e) = self
@@ -690,5 +747,19 @@ mod tests {
             e.to_string().starts_with("runtime unavailable: docker: "),
             "{e}"
         );
+    }
+
+    #[test]
+    fn a_missing_image_names_itself_and_its_policy_and_only_the_sample_says_how_to_build() {
+        let e = missing_image("ghcr.io/me/app:1", PullPolicy::Never);
+        assert_eq!(
+            e,
+            "image ghcr.io/me/app:1 is not on the Docker Engine, and its pool's pull policy is \"never\""
+        );
+        assert!(!e.contains("build-sample-image"));
+        let e = missing_image(SAMPLE_APP_IMAGE, PullPolicy::Never);
+        assert!(e.contains(SAMPLE_APP_IMAGE), "{e}");
+        assert!(e.contains("scripts/build-sample-image.sh"), "{e}");
+        assert!(e.contains("never pulled"), "{e}");
     }
 }

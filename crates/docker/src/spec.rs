@@ -173,6 +173,8 @@ mod tests {
             publish,
             socket: None,
             api_timeout: Duration::from_secs(10),
+            pull_timeout: Duration::from_secs(600),
+            config_file: None,
         }
     }
 
@@ -189,6 +191,7 @@ mod tests {
                 resources,
                 start_timeout: Duration::ZERO,
                 files_dir: String::new(),
+                pull: Default::default(),
             }),
         }
     }

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use warmpool_core::{ContainerId, Location};
-use warmpool_runtime::{ContainerSpec, RuntimeError, Workload};
+use warmpool_runtime::{ContainerSpec, PullPolicy, RuntimeError, Workload, SAMPLE_APP_IMAGE};
 
 /// The standard label every object warmpool creates carries.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -169,7 +169,8 @@ pub fn disk_quantity(mb: u64) -> Quantity {
 /// the health path, `restartPolicy: Never` and the location's node selector. It
 /// gets no service account token and no service links: nothing of the cluster's
 /// leaks in. A workload that is no image (a command) is refused; a pids limit has
-/// no Pod field (it is the kubelet's setting) and is not applied.
+/// no Pod field (it is the kubelet's setting) and is not applied. The pool's pull
+/// policy is the container's `imagePullPolicy`.
 ///
 /// Every pod passes the "restricted" Pod Security Standard: it must run as a
 /// non-root user, with no privilege escalation, every capability dropped and the
@@ -258,6 +259,18 @@ pub fn build_pod(spec: &ContainerSpec, settings: &PodSettings) -> Result<Pod, Ru
             containers: vec![Container {
                 name: CONTAINER_NAME.to_owned(),
                 image: Some(image.to_owned()),
+                // The pool's pull policy, in the kubelet's words; the sample
+                // image (loaded into the cluster, or pushed by the user) as
+                // if-missing, never `Always` as its `:latest` tag would get.
+                image_pull_policy: Some(
+                    match spec.template.pull {
+                        _ if sample_app || image == SAMPLE_APP_IMAGE => "IfNotPresent",
+                        PullPolicy::IfMissing => "IfNotPresent",
+                        PullPolicy::Always => "Always",
+                        PullPolicy::Never => "Never",
+                    }
+                    .to_owned(),
+                ),
                 env: Some(env),
                 ports: Some(vec![ContainerPort {
                     container_port: port,

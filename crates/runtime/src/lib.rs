@@ -63,6 +63,73 @@ pub struct Template {
     /// same text (revisions are compared by that text).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub files_dir: String,
+    /// When an image runtime pulls its image. Left out of the JSON when it is
+    /// the default, for the same reason as `files_dir`.
+    #[serde(default, skip_serializing_if = "PullPolicy::is_default")]
+    pub pull: PullPolicy,
+}
+
+/// When an image runtime pulls a template's image from its registry, as
+/// Kubernetes' `imagePullPolicy`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PullPolicy {
+    /// Pulled when the engine does not have it (`IfNotPresent`).
+    #[default]
+    IfMissing,
+    /// Pulled before starts (`Always`): the engine checks the registry for a
+    /// newer image under the same tag. Starts that overlap share one pull.
+    Always,
+    /// Never pulled (`Never`): a missing image fails the start.
+    Never,
+}
+
+impl PullPolicy {
+    /// As the setting spells it: `if-missing`, `always`, `never`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::IfMissing => "if-missing",
+            PullPolicy::Always => "always",
+            PullPolicy::Never => "never",
+        }
+    }
+
+    pub fn is_default(&self) -> bool {
+        *self == PullPolicy::IfMissing
+    }
+}
+
+impl std::str::FromStr for PullPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "if-missing" => Ok(PullPolicy::IfMissing),
+            "always" => Ok(PullPolicy::Always),
+            "never" => Ok(PullPolicy::Never),
+            _ => Err("expected if-missing, always or never".to_owned()),
+        }
+    }
+}
+
+impl std::fmt::Display for PullPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The last pull of one image by an image runtime, as a pool's status shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullStatus {
+    pub image: String,
+    /// `pulling`, `pulled` or `failed`.
+    pub phase: &'static str,
+    /// Progress while pulling (layers done, bytes), the time it took once
+    /// pulled, the registry's message once failed.
+    pub detail: String,
+    /// When it started and ended, in ms since the Unix epoch.
+    pub started_at: i64,
+    pub ended_at: Option<i64>,
 }
 
 impl Template {
@@ -332,6 +399,13 @@ pub trait Runtime: Send + Sync + 'static {
     /// A runtime that cannot (Kubernetes: no exec or copy rights are granted)
     /// answers [`RuntimeError::CannotWriteFiles`]: the files are then delivered
     /// through the app's `/admin/bind` hook.
+    /// The last pull of `image` (an image runtime's; `None`: never pulled
+    /// since this runtime started, or a runtime that pulls nothing).
+    fn pull_status(&self, image: &str) -> Option<PullStatus> {
+        let _ = image;
+        None
+    }
+
     async fn write_files(
         &self,
         id: ContainerId,
@@ -374,6 +448,7 @@ mod tests {
             },
             start_timeout: Duration::from_secs(30),
             files_dir: String::new(),
+            pull: PullPolicy::IfMissing,
         }
     }
 
@@ -400,6 +475,26 @@ mod tests {
         assert!(text.ends_with(r#","files_dir":"/srv/claim"}"#), "{text}");
         assert_eq!(serde_json::from_str::<Template>(&text).unwrap(), t);
         assert_eq!(t.files_dir(), "/srv/claim");
+
+        let t = Template {
+            pull: PullPolicy::Never,
+            ..template()
+        };
+        let text = serde_json::to_string(&t).unwrap();
+        assert!(text.ends_with(r#","pull":"never"}"#), "{text}");
+        assert_eq!(serde_json::from_str::<Template>(&text).unwrap(), t);
+    }
+
+    #[test]
+    fn pull_policies_read_back_as_they_are_spelled() {
+        for p in [PullPolicy::IfMissing, PullPolicy::Always, PullPolicy::Never] {
+            assert_eq!(p.as_str().parse::<PullPolicy>(), Ok(p));
+            assert_eq!(
+                serde_json::to_string(&p).unwrap(),
+                format!("\"{}\"", p.as_str())
+            );
+        }
+        assert!("IfNotPresent".parse::<PullPolicy>().is_err());
     }
 
     fn spec(env: Vec<(String, String)>) -> ContainerSpec {

@@ -49,6 +49,8 @@ pub async fn build_runtime(config: &Config, instance_id: &str) -> anyhow::Result
             publish: config.docker_publish,
             socket: None,
             api_timeout: config.docker_timeout,
+            pull_timeout: config.docker_pull_timeout,
+            config_file: config.docker_config.clone(),
         })
         .await
         .map_err(|e| anyhow::anyhow!(error_chain(&e)))

@@ -66,6 +66,7 @@ pub fn pool_spec(config: &PoolConfig, runtime: RuntimeKind) -> PoolSpec {
             } else {
                 config.files_dir.clone()
             },
+            pull: config.pull,
         }),
         targets,
         batch_size: config.batch_size,
@@ -123,6 +124,7 @@ pub fn pool_settings(spec: &PoolSpec) -> PoolSettings {
         scaling: spec.scaling.as_ref().map(scaling_settings),
         bind: Some(spec.bind.as_str().to_owned()),
         files_dir: Some(t.files_dir().to_owned()),
+        pull: Some(t.pull.as_str().to_owned()),
         labels: Some(spec.labels.clone()),
     }
 }

@@ -118,6 +118,8 @@ impl Rt {
                 publish: false,
                 socket: None,
                 api_timeout: warmpool_docker::DEFAULT_API_TIMEOUT,
+                pull_timeout: warmpool_docker::DEFAULT_PULL_TIMEOUT,
+                config_file: None,
             })
             .await
             .unwrap(),

@@ -86,6 +86,8 @@ async fn docker_runtime_conforms() {
         publish: false,
         socket: None,
         api_timeout: warmpool_docker::DEFAULT_API_TIMEOUT,
+        pull_timeout: warmpool_docker::DEFAULT_PULL_TIMEOUT,
+        config_file: None,
     })
     .await
     .unwrap();

@@ -418,6 +418,8 @@ async fn docker_exits_missed_while_the_event_stream_was_down_are_found_on_reconn
         publish: false,
         socket: Some(relay.path.display().to_string()),
         api_timeout: warmpool_docker::DEFAULT_API_TIMEOUT,
+        pull_timeout: warmpool_docker::DEFAULT_PULL_TIMEOUT,
+        config_file: None,
     })
     .await
     .unwrap();

@@ -19,6 +19,7 @@ from .models import (  # noqa: E402
     PoolList,
     PoolStats,
     ProxyResponse,
+    PullInfo,
     Rollout,
 )
 from .client import DEFAULT_URL, Client  # noqa: E402
@@ -36,5 +37,6 @@ __all__ = [
     "PoolList",
     "PoolStats",
     "ProxyResponse",
+    "PullInfo",
     "Rollout",
 ]

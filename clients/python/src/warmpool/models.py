@@ -161,6 +161,7 @@ class PoolStats:
     revision: int = 0
     last_error: Optional[str] = None
     last_error_at: Optional[str] = None
+    pull: Optional["PullInfo"] = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -182,7 +183,31 @@ class PoolStats:
             revision=int(d.get("revision") or 0),
             last_error=d.get("lastError"),
             last_error_at=d.get("lastErrorAt"),
+            pull=PullInfo.from_json(d["pull"]) if d.get("pull") else None,
             raw=d,
+        )
+
+
+@dataclass(frozen=True)
+class PullInfo:
+    """The last pull of a pool's image (``PullView``): ``phase`` is ``pulling``,
+    ``pulled`` or ``failed``; ``detail`` the progress, the time it took or the
+    registry's message."""
+
+    image: str
+    phase: str
+    detail: str
+    started_at: str
+    ended_at: Optional[str] = None
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "PullInfo":
+        return cls(
+            image=d["image"],
+            phase=d["phase"],
+            detail=d["detail"],
+            started_at=d["startedAt"],
+            ended_at=d.get("endedAt"),
         )
 
 

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use warmpool_core::{ContainerId, Location, PoolKey};
-use warmpool_runtime::{ContainerSpec, Resources, Template, Workload, SAMPLE_APP_IMAGE};
+use warmpool_runtime::{
+    ContainerSpec, PullPolicy, Resources, Template, Workload, SAMPLE_APP_IMAGE,
+};
 
 use super::*;
 
@@ -30,6 +32,7 @@ fn spec(pool: &str, location: Location, resources: Resources) -> ContainerSpec {
             resources,
             start_timeout: Duration::from_secs(5),
             files_dir: String::new(),
+            pull: Default::default(),
         }),
     }
 }
@@ -554,4 +557,38 @@ fn pods_that_cannot_start_are_broken() {
         );
         assert_eq!(s.exit_detail(), format!("{reason}: details"));
     }
+}
+
+#[test]
+fn the_pools_pull_policy_is_the_containers_image_pull_policy_and_the_sample_image_is_never_always_pulled(
+) {
+    let with = |workload: Workload, pull: PullPolicy| {
+        let mut s = spec("default", Location::Default, full());
+        s.template = Arc::new(Template {
+            workload,
+            pull,
+            ..(*s.template).clone()
+        });
+        let pod = build(&s, &settings(Placement::default()));
+        pod.spec.unwrap().containers[0]
+            .image_pull_policy
+            .clone()
+            .unwrap()
+    };
+    let image = || Workload::Image {
+        image: "ghcr.io/me/app:1".into(),
+        pids_limit: None,
+    };
+    assert_eq!(with(image(), PullPolicy::IfMissing), "IfNotPresent");
+    assert_eq!(with(image(), PullPolicy::Always), "Always");
+    assert_eq!(with(image(), PullPolicy::Never), "Never");
+    assert_eq!(
+        with(Workload::SampleApp, PullPolicy::Always),
+        "IfNotPresent"
+    );
+    let sample = Workload::Image {
+        image: SAMPLE_APP_IMAGE.into(),
+        pids_limit: None,
+    };
+    assert_eq!(with(sample, PullPolicy::Always), "IfNotPresent");
 }

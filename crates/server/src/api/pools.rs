@@ -14,10 +14,10 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde_json::Value;
 use warmpool_client::{
-    PoolDetail, PoolEvent, PoolList, PoolSettings, PoolView, Problem, PutPoolResponse,
+    PoolDetail, PoolEvent, PoolList, PoolSettings, PoolView, Problem, PullView, PutPoolResponse,
     ReloadResponse, RolloutStatus,
 };
-use warmpool_core::Location;
+use warmpool_core::{Location, Timestamp};
 use warmpool_engine::{Engine, Pool, PoolError, PutOutcome};
 
 use super::{from_object, query_map, store_error, ApiResult, JsonBody, RequestBody};
@@ -70,10 +70,28 @@ fn pool_list(app: &Engine, only: Option<&str>) -> PoolList {
         .filter(|p| only.is_none_or(|name| &*p.key.pool == name))
         .map(|p| p.key.clone())
         .collect();
-    let revisions: HashMap<String, u32> = app
-        .pools()
+    let pools = app.pools();
+    let revisions: HashMap<String, u32> = pools
         .iter()
         .map(|p| (p.name.to_string(), p.revision))
+        .collect();
+    // The last pull of each pool's image (image runtimes).
+    let pulls: HashMap<String, PullView> = pools
+        .iter()
+        .filter_map(|p| {
+            let (image, _) = p.spec.template.workload.image()?;
+            let s = app.runtime.pull_status(image)?;
+            Some((
+                p.name.to_string(),
+                PullView {
+                    image: s.image,
+                    phase: s.phase.to_owned(),
+                    detail: s.detail,
+                    started_at: rfc3339(Timestamp(s.started_at)),
+                    ended_at: s.ended_at.map(|t| rfc3339(Timestamp(t))),
+                },
+            ))
+        })
         .collect();
     let (counts, live) = app.registry.pool_counts(&keys);
     let sizes = app.sizes(&counts, live);
@@ -109,6 +127,7 @@ fn pool_list(app: &Engine, only: Option<&str>) -> PoolList {
                 failed_starts: c.stats.failed_starts,
                 last_error_at: c.stats.last_error.as_ref().map(|(t, _)| rfc3339(*t)),
                 last_error: c.stats.last_error.map(|(_, e)| e),
+                pull: pulls.get(&*key.pool).cloned(),
             }
         })
         .collect();

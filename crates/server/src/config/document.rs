@@ -69,6 +69,7 @@ pub fn settings_from_table(name: &str, table: &toml::Table) -> Result<PoolSettin
         }),
         bind: all.bind.filter(|_| set("bind")),
         files_dir: all.files_dir.filter(|_| set("files_dir")),
+        pull: all.pull.filter(|_| set("pull")),
         labels: all.labels.filter(|_| set("labels")),
     })
 }
@@ -129,6 +130,7 @@ impl PoolConfig {
             scaling: self.scaling.as_ref().map(scaling_settings),
             bind: Some(self.bind.as_str().to_owned()),
             files_dir: Some(self.files_dir.clone()),
+            pull: Some(self.pull.as_str().to_owned()),
             labels: Some(self.labels.clone()),
         }
     }
@@ -296,6 +298,7 @@ mod tests {
                 "progress_deadline": 600.0,
                 "bind": "optional",
                 "files_dir": "/warmpool/files",
+                "pull": "if-missing",
                 "labels": {},
             })
         );
@@ -450,7 +453,7 @@ mod tests {
             ..Default::default()
         };
         let diff = settings_diff(&partial, &new);
-        assert_eq!(diff.len(), 19, "{diff:?}");
+        assert_eq!(diff.len(), 20, "{diff:?}");
         assert!(diff.iter().all(|c| c.old.is_none() && c.new.is_some()));
         assert!(diff.windows(2).all(|w| w[0].key < w[1].key));
     }

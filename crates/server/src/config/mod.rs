@@ -110,6 +110,11 @@ pub struct Config {
     pub container_port: u16,
     /// Longest wait for one Docker Engine API call.
     pub docker_timeout: Duration,
+    /// How long one image pull may take.
+    pub docker_pull_timeout: Duration,
+    /// The Docker config file registry credentials come from (`None`: the
+    /// docker CLI's own).
+    pub docker_config: Option<PathBuf>,
     /// Namespace of the pods (Kubernetes runtime).
     pub k8s_namespace: String,
     /// Where each location's pods run (Kubernetes runtime).
@@ -169,6 +174,8 @@ pub struct PoolConfig {
     pub bind: warmpool_engine::Bind,
     /// Where a claim's files go in an image runtime's container.
     pub files_dir: String,
+    /// When an image runtime pulls the image.
+    pub pull: warmpool_runtime::PullPolicy,
     /// The pool's labels, for claims by selector.
     pub labels: std::collections::BTreeMap<String, String>,
     /// The resolved value of each setting, by env var, for `--check-config`.

@@ -293,6 +293,10 @@ impl PoolConfig {
                 "expected an absolute path without . or .. segments",
             ));
         }
+        let v = r.get("WARMPOOL_PULL");
+        let pull = v
+            .parse::<warmpool_runtime::PullPolicy>()
+            .map_err(|e| r.err("WARMPOOL_PULL", &v, e))?;
         let v = r.get("WARMPOOL_POOL_LABELS");
         let mut labels = std::collections::BTreeMap::new();
         for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -326,6 +330,7 @@ impl PoolConfig {
             scaling,
             bind,
             files_dir,
+            pull,
             labels,
             resolved: Vec::new(),
         })
@@ -495,6 +500,10 @@ impl Config {
             docker_publish: r.flag("WARMPOOL_DOCKER_PUBLISH")?,
             container_port: r.num("WARMPOOL_CONTAINER_PORT", 1, 65535)? as u16,
             docker_timeout: r.secs("WARMPOOL_DOCKER_TIMEOUT_SECONDS", 0.1, 3600.0)?,
+            docker_pull_timeout: r.secs("WARMPOOL_DOCKER_PULL_TIMEOUT_SECONDS", 1.0, 86_400.0)?,
+            docker_config: Some(r.get("WARMPOOL_DOCKER_CONFIG"))
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from),
             k8s_namespace: r.k8s_namespace()?,
             k8s_placement: r.k8s_placement()?,
             k8s_kubeconfig: Some(r.get("WARMPOOL_KUBECONFIG"))

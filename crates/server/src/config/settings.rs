@@ -78,6 +78,8 @@ settings! {
     global "WARMPOOL_KUBE_NAMESPACE", "kube-namespace", "warmpool", "namespace warmpool creates its pods in (kubernetes runtime)";
     global "WARMPOOL_KUBE_LOCATION_LABEL", "kube-location-label", "topology.kubernetes.io/region", "node label a location's pods select, with the location's name as value; default selects no node (kubernetes runtime)";
     global "WARMPOOL_KUBE_LOCATION_SELECTORS", "kube-location-selectors", "", "node selectors of locations that do not follow kube-location-label, LOCATION=KEY=VALUE[,KEY=VALUE] entries separated by ; (weur=topology.kubernetes.io/zone=eu-west-1a;apac= for any node)";
+    global "WARMPOOL_DOCKER_PULL_TIMEOUT_SECONDS", "docker-pull-timeout", "600", "seconds one image pull may take (docker runtime)";
+    global "WARMPOOL_DOCKER_CONFIG", "docker-config", "", "Docker config file registry credentials are read from at each pull, as docker login leaves them (auths, credHelpers, credsStore; default: DOCKER_CONFIG/config.json or ~/.docker/config.json)";
     global "WARMPOOL_KUBECONFIG", "kubeconfig", "", "kubeconfig file (default: KUBECONFIG or ~/.kube/config if present, else the in-cluster service account)";
     pool "WARMPOOL_VCPU", "vcpu", "0.25", "CPUs per container (docker and kubernetes runtimes; 0 for no limit)";
     pool "WARMPOOL_MEMORY_MIB", "memory-mib", "256", "hard memory limit per container, no swap (docker and kubernetes runtimes; 0 for none)";
@@ -95,6 +97,7 @@ settings! {
     pool "WARMPOOL_SCALING_LOCATIONS", "scaling-locations", "configured", "autoscaling: configured (the locations of targets) or auto (also every location that receives claims, until scale-down-delay passes without one)";
     pool "WARMPOOL_BIND", "bind", "optional", "how a claim's env, files, labels and metadata reach a warm container: optional (the app's POST /admin/bind hook is called; an app without one is fine unless the claim has env), required (an app without the hook fails the claim) or none (never called; a claim with env gets a container started for it, with the env)";
     pool "WARMPOOL_FILES_DIR", "files-dir", "/warmpool/files", "absolute directory in the container a claim's files are written to (docker and kubernetes runtimes; the process runtime writes into each container's work dir)";
+    pool "WARMPOOL_PULL", "pull", "if-missing", "when the image is pulled from its registry, as Kubernetes' imagePullPolicy: if-missing (when the engine does not have it), always (before starts, at most once a minute; starts that overlap share one pull) or never (docker and kubernetes runtimes; the sample image is never pulled)";
     pool "WARMPOOL_POOL_LABELS", "labels", "", "labels of the pool, key=value pairs separated by commas (in the config file also a table); claims with a selector pick pools by them";
 }
 
