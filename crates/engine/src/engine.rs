@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use warmpool_core::{Desired, DesiredPool, Location, PoolKey, Timestamp};
+use warmpool_core::{ContainerId, Desired, DesiredPool, Location, PoolKey, Timestamp};
 use warmpool_runtime::{HttpProbe, Runtime, Template};
 use warmpool_store::Store;
 
@@ -136,7 +136,16 @@ pub struct Engine {
     pub(crate) probe: HttpProbe,
     /// Autoscaling: each key's signals and sizes (`scaling.rs`).
     pub(crate) scaler: crate::scaler::Scaler,
+    /// Told of each ready container that waits for a claim (set by the server).
+    ready_hook: std::sync::OnceLock<ReadyHook>,
 }
+
+/// Told the id, address and health path of a container that became ready, and
+/// again after each of its periodic health probes that passed while it waits in
+/// the pool. The server opens (and keeps open) its proxy's connection to it
+/// there, so that the first proxied request after a claim needs no connect. It
+/// must return at once (spawn any work).
+pub type ReadyHook = Box<dyn Fn(ContainerId, &str, &str) + Send + Sync>;
 
 impl Engine {
     /// The engine over an open store, before recovery and its background tasks
@@ -165,7 +174,20 @@ impl Engine {
             work: TaskTracker::new(),
             probe: HttpProbe::new(),
             scaler: Default::default(),
+            ready_hook: Default::default(),
         })
+    }
+
+    /// Sets the [`ReadyHook`] (once; a second call is ignored).
+    pub fn set_ready_hook(&self, hook: ReadyHook) {
+        let _ = self.ready_hook.set(hook);
+    }
+
+    /// Tells the [`ReadyHook`], if any, that `id` at `address` is ready.
+    pub(crate) fn ready(&self, id: ContainerId, address: &str, health_path: &str) {
+        if let Some(hook) = self.ready_hook.get() {
+            hook(id, address, health_path);
+        }
     }
 
     /// The desired pool keys, in order.

@@ -109,6 +109,7 @@ impl Engine {
                     let _ = self.destroy(id, &started.handle).await;
                     return Err(LaunchError::Store(e));
                 }
+                self.ready(id, &started.address, &spec.template.health_path);
                 let took = ready_at.since(created_at);
                 self.metrics.start_seconds.observe(took.as_secs_f64());
                 self.count_start(&key, took);

@@ -57,6 +57,13 @@ pub(crate) async fn probe_ready(engine: &Arc<Engine>, failures: &Failures) -> Ou
             }
         }
     }
+    // Those that answered still wait in the pool: keep the proxy's
+    // connection to each open.
+    for ((id, ok), (_, address, path)) in answers.iter().zip(&ready) {
+        if *ok {
+            engine.ready(*id, address, path);
+        }
+    }
     let failed = to_fail.len();
     for id in to_fail {
         fail_unresponsive(engine, id).await;

@@ -67,11 +67,17 @@ impl Upgrades {
 
 impl Shared {
     pub fn new(app: Arc<Engine>, config: Arc<Config>, reload: Option<Reload>) -> Self {
+        let upstream = Upstream::default();
+        // The proxy's connection to each ready container is opened ahead of
+        // its claim (not to the simulated runtime's made-up addresses).
+        if app.runtime.reachable() {
+            app.set_ready_hook(upstream.ready_hook());
+        }
         Self {
             app,
             config,
             reload,
-            upstream: Upstream::default(),
+            upstream,
             sessions: Default::default(),
             upgrades: Default::default(),
         }
