@@ -30,12 +30,19 @@ fi
 context="$(mktemp -d)"
 trap 'rm -rf "$context"' EXIT
 cp "$bin" "$context/warmpool-sample-app"
+mkdir "$context/empty"
 cat > "$context/Dockerfile" <<'DOCKERFILE'
 FROM scratch
 LABEL org.opencontainers.image.title="warmpool sample app"
 COPY warmpool-sample-app /warmpool-sample-app
-# The app reads and writes index.txt in its working directory.
+# It runs as a non-root user (65532, distroless's `nonroot`), which owns the
+# directories it writes: its working directory, where it reads and writes
+# index.txt, and the claim files' directory (a scratch image has no mkdir, so
+# both are copies of an empty directory).
+COPY --chown=65532:65532 empty /data
+COPY --chown=65532:65532 empty /warmpool/files
 WORKDIR /data
+USER 65532:65532
 ENV PORT=8080
 EXPOSE 8080
 ENTRYPOINT ["/warmpool-sample-app"]

@@ -213,6 +213,16 @@ export interface PoolSettings {
   progress_deadline?: number | null;
   /** `if-missing` (default), `always` or `never`. */
   pull?: "if-missing" | "always" | "never" | string | null;
+  /** Docker: no privilege escalation (default true). */
+  no_new_privileges?: boolean | null;
+  /** Docker: every Linux capability dropped (default true). */
+  drop_capabilities?: boolean | null;
+  /** Docker: `true`, `false` or `auto` (default: the sample image only). */
+  read_only_root?: "auto" | "true" | "false" | string | null;
+  /** Docker: `uid[:gid]` or a name the image knows; empty: the image's own. */
+  user?: string | null;
+  /** Docker: writable tmpfs directories on a read-only root (default `["/tmp"]`). */
+  tmpfs?: string[] | null;
   rollout_failure_limit?: number | null;
   /** `null` removes the policy (PATCH). */
   scaling?: ScalingSettings | null;

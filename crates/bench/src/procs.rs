@@ -457,12 +457,17 @@ fn engine() -> anyhow::Result<&'static bollard::Docker> {
 
 /// A raw start of the sample image, what `docker run -d --rm` does, through the
 /// Engine API as warmpool's Docker runtime makes it (create, start, inspect), so
-/// that neither side pays for a CLI process: the same limits warmpool sets by
-/// default, the bench's label and network. Returns the container id and its
+/// that neither side pays for a CLI process: the same limits and hardening
+/// warmpool sets by default, the bench's label and network. Returns the container id and its
 /// address.
 pub async fn docker_run(name: &str) -> anyhow::Result<(String, SocketAddr)> {
     use bollard::container::{Config, CreateContainerOptions, StartContainerOptions};
-    use bollard::models::HostConfig;
+    use std::collections::HashMap;
+
+    use bollard::models::{
+        HostConfig, Mount, MountTypeEnum, MountVolumeOptions, MountVolumeOptionsDriverConfig,
+    };
+    const TMPFS: &str = "rw,nosuid,nodev,uid=65532,gid=65532,mode=1777,size=256m";
     let docker = engine()?;
     let (label_key, label_value) = LABEL.split_once('=').unwrap_or((LABEL, ""));
     let memory = 256 * 1024 * 1024;
@@ -474,7 +479,7 @@ pub async fn docker_run(name: &str) -> anyhow::Result<(String, SocketAddr)> {
             }),
             Config {
                 image: Some(IMAGE),
-                labels: Some(std::collections::HashMap::from([(label_key, label_value)])),
+                labels: Some(HashMap::from([(label_key, label_value)])),
                 host_config: Some(HostConfig {
                     network_mode: Some(NETWORK.to_owned()),
                     nano_cpus: Some(250_000_000),
@@ -482,6 +487,36 @@ pub async fn docker_run(name: &str) -> anyhow::Result<(String, SocketAddr)> {
                     memory_swap: Some(memory),
                     pids_limit: Some(256),
                     auto_remove: Some(true),
+                    // The hardening warmpool gives the sample image by default:
+                    // a read-only root with tmpfs for /tmp and its data, the
+                    // files dir on a tmpfs volume, no capabilities and no new
+                    // privileges.
+                    readonly_rootfs: Some(true),
+                    tmpfs: Some(HashMap::from([
+                        ("/tmp".to_owned(), TMPFS.to_owned()),
+                        ("/data".to_owned(), TMPFS.to_owned()),
+                    ])),
+                    mounts: Some(vec![Mount {
+                        target: Some("/warmpool/files".to_owned()),
+                        typ: Some(MountTypeEnum::VOLUME),
+                        volume_options: Some(MountVolumeOptions {
+                            driver_config: Some(MountVolumeOptionsDriverConfig {
+                                name: Some("local".to_owned()),
+                                options: Some(HashMap::from([
+                                    ("type".to_owned(), "tmpfs".to_owned()),
+                                    ("device".to_owned(), "tmpfs".to_owned()),
+                                    (
+                                        "o".to_owned(),
+                                        "uid=65532,gid=65532,mode=0755,size=256m".to_owned(),
+                                    ),
+                                ])),
+                            }),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }]),
+                    cap_drop: Some(vec!["ALL".to_owned()]),
+                    security_opt: Some(vec!["no-new-privileges:true".to_owned()]),
                     ..Default::default()
                 }),
                 ..Default::default()

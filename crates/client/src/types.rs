@@ -387,6 +387,26 @@ pub struct PoolSettings {
     /// minute) or `never`. The sample image is never pulled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull: Option<String>,
+    /// Docker: no setuid binary or file capability can raise the app's
+    /// privileges (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_new_privileges: Option<bool>,
+    /// Docker: every Linux capability dropped (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drop_capabilities: Option<bool>,
+    /// Docker: a read-only root file system, with a tmpfs at each of `tmpfs`
+    /// and the files dir on a tmpfs volume: `true`, `false` or `auto` (the
+    /// default: the sample image only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only_root: Option<String>,
+    /// Docker: the user the app runs as, `uid[:gid]` or a name the image knows
+    /// (empty: the image's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Docker: writable tmpfs directories on a read-only root (default
+    /// `["/tmp"]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tmpfs: Option<Vec<String>>,
     /// The pool's labels (Kubernetes label syntax): claims with a `selector`
     /// pick pools by them.
     #[serde(default, skip_serializing_if = "Option::is_none")]

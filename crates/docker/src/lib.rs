@@ -614,11 +614,20 @@ impl Runtime for DockerRuntime {
         template: &Template,
         files: &[(String, Vec<u8>)],
     ) -> Result<(), RuntimeError> {
-        let archive = files::archive(template.files_dir(), files)?;
+        let image = template.workload.image().map_or("", |(image, _)| image);
+        let layout = files::Layout {
+            inside: template.hardening.read_only(image),
+            owner: template.hardening.owner(image),
+        };
+        let archive = files::archive(template.files_dir(), files, layout)?;
         self.call(self.docker.upload_to_container(
             handle,
             Some(UploadToContainerOptions {
-                path: "/",
+                path: if layout.inside {
+                    template.files_dir()
+                } else {
+                    "/"
+                },
                 // A file never replaces a directory, nor a directory a file.
                 no_overwrite_dir_non_dir: "true",
             }),

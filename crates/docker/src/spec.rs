@@ -6,9 +6,14 @@
 use std::collections::HashMap;
 
 use bollard::container::Config;
-use bollard::models::{ContainerSummary, HostConfig, PortBinding};
+use bollard::models::{
+    ContainerSummary, HostConfig, Mount, MountTypeEnum, MountVolumeOptions,
+    MountVolumeOptionsDriverConfig, PortBinding,
+};
 use warmpool_core::ContainerId;
-use warmpool_runtime::{ContainerSpec, OwnedContainer, RuntimeError};
+use warmpool_runtime::{
+    ContainerSpec, OwnedContainer, RuntimeError, SAMPLE_APP_DATA_DIR, SAMPLE_APP_IMAGE,
+};
 
 use crate::DockerConfig;
 
@@ -66,7 +71,68 @@ pub(crate) fn create_config(
     let port_key = port_key(cfg.container_port);
     let res = spec.template.resources;
     let memory = res.memory_mib.map(|m| (m * 1024 * 1024) as i64);
+    let hardening = &spec.template.hardening;
+    let read_only = hardening.read_only(image);
+    let files_dir = spec.template.files_dir();
+    // A tmpfs's size: the container's memory (tmpfs pages count against it),
+    // or 256 MiB without a memory limit.
+    let tmpfs_size = format!("size={}m", res.memory_mib.unwrap_or(256));
+    // A tmpfs's mode alone does not make it the app's (the image directory's
+    // is copied up over it): it is owned by the app's user where it is known.
+    let owner = hardening.owner(image);
+    let owned = owner.map_or_else(String::new, |(uid, gid)| format!("uid={uid},gid={gid},"));
+    let tmpfs = read_only.then(|| {
+        let mut dirs: Vec<&str> = hardening.tmpfs.iter().map(String::as_str).collect();
+        if image == SAMPLE_APP_IMAGE {
+            dirs.push(SAMPLE_APP_DATA_DIR);
+        }
+        dirs.into_iter()
+            .filter(|d| *d != files_dir)
+            .map(|d| {
+                (
+                    d.to_owned(),
+                    format!("rw,nosuid,nodev,{owned}mode=1777,{tmpfs_size}"),
+                )
+            })
+            .collect::<HashMap<_, _>>()
+    });
+    // On a read-only root, the files dir is a volume of its own (the engine
+    // uploads into volumes, not into a tmpfs mount), itself a tmpfs, owned by
+    // the app's user where it is known (else writable by anyone, sticky).
+    let mounts = read_only.then(|| {
+        let owner = match owner {
+            Some((uid, gid)) => format!("uid={uid},gid={gid},mode=0755"),
+            None => "mode=1777".to_owned(),
+        };
+        vec![Mount {
+            target: Some(files_dir.to_owned()),
+            typ: Some(MountTypeEnum::VOLUME),
+            volume_options: Some(MountVolumeOptions {
+                labels: Some(HashMap::from([(
+                    LABEL_INSTANCE.to_owned(),
+                    cfg.instance_id.clone(),
+                )])),
+                driver_config: Some(MountVolumeOptionsDriverConfig {
+                    name: Some("local".to_owned()),
+                    options: Some(HashMap::from([
+                        ("type".to_owned(), "tmpfs".to_owned()),
+                        ("device".to_owned(), "tmpfs".to_owned()),
+                        ("o".to_owned(), format!("{owner},{tmpfs_size}")),
+                    ])),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]
+    });
     let host_config = HostConfig {
+        readonly_rootfs: read_only.then_some(true),
+        tmpfs,
+        mounts,
+        security_opt: hardening
+            .no_new_privileges
+            .then(|| vec!["no-new-privileges:true".to_owned()]),
+        cap_drop: hardening.drop_capabilities.then(|| vec!["ALL".to_owned()]),
         network_mode: Some(cfg.network.clone()),
         nano_cpus: res.vcpu.map(|v| (v * 1e9) as i64),
         memory,
@@ -89,6 +155,7 @@ pub(crate) fn create_config(
     };
     Ok(Config {
         image: Some(image.to_owned()),
+        user: (!hardening.user.is_empty()).then(|| hardening.user.clone()),
         env: Some(env),
         labels: Some(labels),
         exposed_ports: Some(HashMap::from([(port_key, HashMap::new())])),
@@ -192,6 +259,7 @@ mod tests {
                 start_timeout: Duration::ZERO,
                 files_dir: String::new(),
                 pull: Default::default(),
+                hardening: Default::default(),
             }),
         }
     }
@@ -261,6 +329,119 @@ mod tests {
         assert_eq!(env["SIZE"], "small");
         assert_eq!(env["WARMPOOL_FILES_DIR"], "/srv/claim");
         assert_eq!(c.env.as_ref().unwrap().last().unwrap(), "SIZE=small");
+    }
+
+    #[test]
+    fn containers_are_hardened_by_default_and_each_option_relaxes() {
+        use warmpool_runtime::{Hardening, ReadOnlyRoot};
+        // A user's image: no new privileges, no capabilities, its own user, a
+        // writable root (auto).
+        let s = spec(image(None), Resources::default());
+        let c = create_config(&s, &cfg(false), true).unwrap();
+        let host = c.host_config.unwrap();
+        assert_eq!(
+            host.security_opt,
+            Some(vec!["no-new-privileges:true".to_owned()])
+        );
+        assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+        assert_eq!(host.readonly_rootfs, None);
+        assert_eq!((host.tmpfs, host.mounts, c.user), (None, None, None));
+
+        // The sample image: a read-only root, tmpfs for /tmp and its data, the
+        // files dir a tmpfs volume owned by its user (65532).
+        let mut s = spec(Workload::SampleApp, Resources::default());
+        s.template = Arc::new(Template {
+            resources: Resources {
+                memory_mib: Some(64),
+                ..Resources::default()
+            },
+            ..(*s.template).clone()
+        });
+        let host = create_config(&s, &cfg(false), true)
+            .unwrap()
+            .host_config
+            .unwrap();
+        assert_eq!(host.readonly_rootfs, Some(true));
+        let tmpfs = host.tmpfs.unwrap();
+        assert_eq!(
+            tmpfs
+                .keys()
+                .map(String::as_str)
+                .collect::<std::collections::BTreeSet<_>>(),
+            ["/data", "/tmp"].into()
+        );
+        assert_eq!(
+            tmpfs["/tmp"],
+            "rw,nosuid,nodev,uid=65532,gid=65532,mode=1777,size=64m"
+        );
+        let mounts = host.mounts.unwrap();
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0].target.as_deref(), Some("/warmpool/files"));
+        assert_eq!(mounts[0].typ, Some(MountTypeEnum::VOLUME));
+        let driver = mounts[0]
+            .volume_options
+            .as_ref()
+            .unwrap()
+            .driver_config
+            .as_ref()
+            .unwrap();
+        let options = driver.options.as_ref().unwrap();
+        assert_eq!(options["type"], "tmpfs");
+        assert_eq!(options["o"], "uid=65532,gid=65532,mode=0755,size=64m");
+
+        // Each one relaxed; a user set; a read-only root asked of a user's image
+        // whose user is a name: the files dir writable by anyone.
+        let mut s = spec(image(None), Resources::default());
+        s.template = Arc::new(Template {
+            hardening: Hardening {
+                no_new_privileges: false,
+                drop_capabilities: false,
+                read_only_root: ReadOnlyRoot::On,
+                user: "app".into(),
+                tmpfs: vec!["/var/cache".into(), "/warmpool/files".into()],
+            },
+            ..(*s.template).clone()
+        });
+        let c = create_config(&s, &cfg(false), true).unwrap();
+        assert_eq!(c.user.as_deref(), Some("app"));
+        let host = c.host_config.unwrap();
+        assert_eq!((host.security_opt, host.cap_drop), (None, None));
+        assert_eq!(host.readonly_rootfs, Some(true));
+        // The files dir is the volume, not also a tmpfs.
+        assert_eq!(
+            host.tmpfs.unwrap().keys().collect::<Vec<_>>(),
+            ["/var/cache"]
+        );
+        let mounts = host.mounts.unwrap();
+        let o = &mounts[0]
+            .volume_options
+            .as_ref()
+            .unwrap()
+            .driver_config
+            .as_ref()
+            .unwrap()
+            .options
+            .as_ref()
+            .unwrap()["o"];
+        assert_eq!(o, "mode=1777,size=256m");
+
+        // The sample image with its read-only root turned off.
+        let mut s = spec(Workload::SampleApp, Resources::default());
+        s.template = Arc::new(Template {
+            hardening: Hardening {
+                read_only_root: ReadOnlyRoot::Off,
+                ..Hardening::default()
+            },
+            ..(*s.template).clone()
+        });
+        let host = create_config(&s, &cfg(false), true)
+            .unwrap()
+            .host_config
+            .unwrap();
+        assert_eq!(
+            (host.readonly_rootfs, host.tmpfs, host.mounts),
+            (None, None, None)
+        );
     }
 
     #[test]

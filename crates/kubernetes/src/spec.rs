@@ -32,12 +32,13 @@ pub const CONTAINER_NAME: &str = "app";
 /// The node label a location selects by default.
 pub const DEFAULT_LOCATION_LABEL: &str = "topology.kubernetes.io/region";
 
-/// The user and group the sample app's pods run as (distroless's `nonroot`).
-pub const SAMPLE_APP_USER: i64 = 65532;
+/// The user and group the sample app's pods run as (distroless's `nonroot`,
+/// the sample image's own user).
+pub const SAMPLE_APP_USER: i64 = warmpool_runtime::SAMPLE_APP_UID as i64;
 
 /// Where the sample app reads and writes its `index.txt` (its image's working
 /// directory).
-pub const SAMPLE_APP_DATA_DIR: &str = "/data";
+pub use warmpool_runtime::SAMPLE_APP_DATA_DIR;
 
 /// The pod of a container: `warmpool-<id>` (a UUID, so a valid DNS label).
 pub fn pod_name(id: ContainerId) -> String {

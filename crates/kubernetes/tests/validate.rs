@@ -56,6 +56,7 @@ fn pod_file(dir: &Path, name: &str, workload: Workload) -> PathBuf {
             start_timeout: Duration::from_secs(30),
             files_dir: String::new(),
             pull: Default::default(),
+            hardening: Default::default(),
         }),
     };
     let settings = PodSettings {

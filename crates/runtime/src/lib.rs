@@ -67,6 +67,121 @@ pub struct Template {
     /// the default, for the same reason as `files_dir`.
     #[serde(default, skip_serializing_if = "PullPolicy::is_default")]
     pub pull: PullPolicy,
+    /// How an image runtime locks its containers down (Docker; Kubernetes pods
+    /// always pass the "restricted" Pod Security level). Left out of the JSON
+    /// when it is the default, for the same reason as `files_dir`.
+    #[serde(default, skip_serializing_if = "Hardening::is_default")]
+    pub hardening: Hardening,
+}
+
+/// The user warmpool's sample image runs as (non-root), and the owner of its
+/// writable directories.
+pub const SAMPLE_APP_UID: u32 = 65532;
+
+/// The sample app's data directory (its working directory, where it keeps its
+/// text): writable on a read-only root.
+pub const SAMPLE_APP_DATA_DIR: &str = "/data";
+
+/// How a Docker container is locked down. Each is on by default and each can
+/// be relaxed per pool.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Hardening {
+    /// `no-new-privileges`: no setuid binary or file capability raises the
+    /// app's privileges.
+    pub no_new_privileges: bool,
+    /// Every Linux capability dropped (`--cap-drop ALL`).
+    pub drop_capabilities: bool,
+    /// A read-only root file system, with a tmpfs at each of `tmpfs` and the
+    /// files dir on a volume of its own (a tmpfs too).
+    pub read_only_root: ReadOnlyRoot,
+    /// The user (`uid[:gid]` or a name the image knows) the app runs as; empty:
+    /// the image's own.
+    pub user: String,
+    /// Writable tmpfs directories on a read-only root.
+    pub tmpfs: Vec<String>,
+}
+
+impl Default for Hardening {
+    fn default() -> Self {
+        Self {
+            no_new_privileges: true,
+            drop_capabilities: true,
+            read_only_root: ReadOnlyRoot::Auto,
+            user: String::new(),
+            tmpfs: vec!["/tmp".to_owned()],
+        }
+    }
+}
+
+impl Hardening {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// Whether `image` runs on a read-only root: `auto` means only the sample
+    /// image, whose writable directories are known.
+    pub fn read_only(&self, image: &str) -> bool {
+        match self.read_only_root {
+            ReadOnlyRoot::On => true,
+            ReadOnlyRoot::Off => false,
+            ReadOnlyRoot::Auto => image == SAMPLE_APP_IMAGE,
+        }
+    }
+
+    /// The numeric uid and gid the app runs as, where known: those of `user`
+    /// (`uid` or `uid:gid`), or the sample image's; `None` for a name, or the
+    /// image's own user of an image not ours.
+    pub fn owner(&self, image: &str) -> Option<(u32, u32)> {
+        if self.user.is_empty() {
+            return (image == SAMPLE_APP_IMAGE).then_some((SAMPLE_APP_UID, SAMPLE_APP_UID));
+        }
+        let (uid, gid) = match self.user.split_once(':') {
+            Some((u, g)) => (u.parse().ok()?, g.parse().ok()?),
+            None => {
+                let uid = self.user.parse().ok()?;
+                (uid, uid)
+            }
+        };
+        Some((uid, gid))
+    }
+}
+
+/// Whether a container's root file system is read-only.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum ReadOnlyRoot {
+    /// Read-only for the sample image (its writable directories are known),
+    /// writable for other images.
+    #[default]
+    #[serde(rename = "auto")]
+    Auto,
+    #[serde(rename = "true")]
+    On,
+    #[serde(rename = "false")]
+    Off,
+}
+
+impl ReadOnlyRoot {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadOnlyRoot::Auto => "auto",
+            ReadOnlyRoot::On => "true",
+            ReadOnlyRoot::Off => "false",
+        }
+    }
+}
+
+impl std::str::FromStr for ReadOnlyRoot {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(ReadOnlyRoot::Auto),
+            "true" | "1" | "yes" => Ok(ReadOnlyRoot::On),
+            "false" | "0" | "no" => Ok(ReadOnlyRoot::Off),
+            _ => Err("expected auto, true or false".to_owned()),
+        }
+    }
 }
 
 /// When an image runtime pulls a template's image from its registry, as
@@ -449,6 +564,7 @@ mod tests {
             start_timeout: Duration::from_secs(30),
             files_dir: String::new(),
             pull: PullPolicy::IfMissing,
+            hardening: Hardening::default(),
         }
     }
 
@@ -483,6 +599,42 @@ mod tests {
         let text = serde_json::to_string(&t).unwrap();
         assert!(text.ends_with(r#","pull":"never"}"#), "{text}");
         assert_eq!(serde_json::from_str::<Template>(&text).unwrap(), t);
+
+        let t = Template {
+            hardening: Hardening {
+                drop_capabilities: false,
+                ..Hardening::default()
+            },
+            ..template()
+        };
+        let text = serde_json::to_string(&t).unwrap();
+        assert!(text.contains(r#""hardening":{"#), "{text}");
+        assert_eq!(serde_json::from_str::<Template>(&text).unwrap(), t);
+    }
+
+    #[test]
+    fn hardening_knows_the_sample_images_user_and_read_only_root() {
+        let h = Hardening::default();
+        assert!(h.read_only(SAMPLE_APP_IMAGE));
+        assert!(!h.read_only("ghcr.io/me/app:1"));
+        assert_eq!(h.owner(SAMPLE_APP_IMAGE), Some((65532, 65532)));
+        assert_eq!(h.owner("ghcr.io/me/app:1"), None);
+        let user = |u: &str| Hardening {
+            user: u.into(),
+            read_only_root: ReadOnlyRoot::On,
+            ..Hardening::default()
+        };
+        assert!(user("1000").read_only("ghcr.io/me/app:1"));
+        assert_eq!(user("1000").owner("x"), Some((1000, 1000)));
+        assert_eq!(user("1000:2000").owner("x"), Some((1000, 2000)));
+        assert_eq!(user("app").owner(SAMPLE_APP_IMAGE), None);
+        for r in [ReadOnlyRoot::Auto, ReadOnlyRoot::On, ReadOnlyRoot::Off] {
+            assert_eq!(r.as_str().parse::<ReadOnlyRoot>(), Ok(r));
+            assert_eq!(
+                serde_json::to_string(&r).unwrap(),
+                format!("\"{}\"", r.as_str())
+            );
+        }
     }
 
     #[test]

@@ -67,6 +67,7 @@ pub fn pool_spec(config: &PoolConfig, runtime: RuntimeKind) -> PoolSpec {
                 config.files_dir.clone()
             },
             pull: config.pull,
+            hardening: config.hardening.clone(),
         }),
         targets,
         batch_size: config.batch_size,
@@ -125,6 +126,11 @@ pub fn pool_settings(spec: &PoolSpec) -> PoolSettings {
         bind: Some(spec.bind.as_str().to_owned()),
         files_dir: Some(t.files_dir().to_owned()),
         pull: Some(t.pull.as_str().to_owned()),
+        no_new_privileges: Some(t.hardening.no_new_privileges),
+        drop_capabilities: Some(t.hardening.drop_capabilities),
+        read_only_root: Some(t.hardening.read_only_root.as_str().to_owned()),
+        user: Some(t.hardening.user.clone()),
+        tmpfs: Some(t.hardening.tmpfs.clone()),
         labels: Some(spec.labels.clone()),
     }
 }

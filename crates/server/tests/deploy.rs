@@ -110,3 +110,45 @@ fn every_setting_the_manifests_name_exists() {
         "the manifests name the namespace and the tokens"
     );
 }
+
+/// The Dockerfile a script writes (its `<<'DOCKERFILE'` heredoc).
+fn dockerfile_of(script: &str) -> String {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../scripts")
+            .join(script),
+    )
+    .unwrap();
+    let start = text.find("<<'DOCKERFILE'\n").expect("a Dockerfile heredoc") + 15;
+    let end = start + text[start..].find("\nDOCKERFILE").unwrap();
+    text[start..end].to_owned()
+}
+
+/// warmpool's image and the sample image run as the unprivileged user 65532
+/// (the one the Deployment and the runtime's pods name), which owns the
+/// directories each writes. The sample image's user is also checked on a real
+/// container (`tests/hardening_docker.rs`).
+#[test]
+fn both_images_run_as_a_non_root_user_that_owns_their_writable_directories() {
+    for (script, dirs) in [
+        ("build-image.sh", &["/data"][..]),
+        ("build-sample-image.sh", &["/data", "/warmpool/files"][..]),
+    ] {
+        let dockerfile = dockerfile_of(script);
+        let user: Vec<&str> = dockerfile
+            .lines()
+            .filter(|l| l.starts_with("USER "))
+            .collect();
+        assert_eq!(user, ["USER 65532:65532"], "{script}");
+        for dir in dirs {
+            assert!(
+                dockerfile
+                    .lines()
+                    .any(|l| l.starts_with("COPY --chown=65532:65532 ")
+                        && l.ends_with(&format!(" {dir}"))),
+                "{script}: {dir} is not the user's"
+            );
+        }
+    }
+    assert!(manifest("deployment.yaml").contains("runAsUser: 65532"));
+}

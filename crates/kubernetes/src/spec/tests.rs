@@ -33,6 +33,7 @@ fn spec(pool: &str, location: Location, resources: Resources) -> ContainerSpec {
             start_timeout: Duration::from_secs(5),
             files_dir: String::new(),
             pull: Default::default(),
+            hardening: Default::default(),
         }),
     }
 }

@@ -70,6 +70,11 @@ pub fn settings_from_table(name: &str, table: &toml::Table) -> Result<PoolSettin
         bind: all.bind.filter(|_| set("bind")),
         files_dir: all.files_dir.filter(|_| set("files_dir")),
         pull: all.pull.filter(|_| set("pull")),
+        no_new_privileges: all.no_new_privileges.filter(|_| set("no_new_privileges")),
+        drop_capabilities: all.drop_capabilities.filter(|_| set("drop_capabilities")),
+        read_only_root: all.read_only_root.filter(|_| set("read_only_root")),
+        user: all.user.filter(|_| set("user")),
+        tmpfs: all.tmpfs.filter(|_| set("tmpfs")),
         labels: all.labels.filter(|_| set("labels")),
     })
 }
@@ -131,6 +136,11 @@ impl PoolConfig {
             bind: Some(self.bind.as_str().to_owned()),
             files_dir: Some(self.files_dir.clone()),
             pull: Some(self.pull.as_str().to_owned()),
+            no_new_privileges: Some(self.hardening.no_new_privileges),
+            drop_capabilities: Some(self.hardening.drop_capabilities),
+            read_only_root: Some(self.hardening.read_only_root.as_str().to_owned()),
+            user: Some(self.hardening.user.clone()),
+            tmpfs: Some(self.hardening.tmpfs.clone()),
             labels: Some(self.labels.clone()),
         }
     }
@@ -299,6 +309,11 @@ mod tests {
                 "bind": "optional",
                 "files_dir": "/warmpool/files",
                 "pull": "if-missing",
+                "no_new_privileges": true,
+                "drop_capabilities": true,
+                "read_only_root": "auto",
+                "user": "",
+                "tmpfs": ["/tmp"],
                 "labels": {},
             })
         );
@@ -453,7 +468,7 @@ mod tests {
             ..Default::default()
         };
         let diff = settings_diff(&partial, &new);
-        assert_eq!(diff.len(), 20, "{diff:?}");
+        assert_eq!(diff.len(), 25, "{diff:?}");
         assert!(diff.iter().all(|c| c.old.is_none() && c.new.is_some()));
         assert!(diff.windows(2).all(|w| w[0].key < w[1].key));
     }

@@ -173,9 +173,10 @@ fn file_value(s: &Setting, value: toml::Value) -> Result<String, String> {
             .collect()
     };
     match (s.env, value) {
-        ("WARMPOOL_LOCATIONS" | "WARMPOOL_API_TOKEN" | "WARMPOOL_ADMIN_TOKEN", Value::Array(a)) => {
-            Ok(strings(&a)?.join(","))
-        }
+        (
+            "WARMPOOL_LOCATIONS" | "WARMPOOL_API_TOKEN" | "WARMPOOL_ADMIN_TOKEN" | "WARMPOOL_TMPFS",
+            Value::Array(a),
+        ) => Ok(strings(&a)?.join(",")),
         ("WARMPOOL_COMMAND", Value::Array(a)) => Ok(shell_words::join(strings(&a)?)),
         ("WARMPOOL_TARGETS", Value::Table(t)) => t
             .iter()

@@ -176,6 +176,8 @@ pub struct PoolConfig {
     pub files_dir: String,
     /// When an image runtime pulls the image.
     pub pull: warmpool_runtime::PullPolicy,
+    /// How a Docker container is locked down.
+    pub hardening: warmpool_runtime::Hardening,
     /// The pool's labels, for claims by selector.
     pub labels: std::collections::BTreeMap<String, String>,
     /// The resolved value of each setting, by env var, for `--check-config`.

@@ -297,6 +297,7 @@ impl PoolConfig {
         let pull = v
             .parse::<warmpool_runtime::PullPolicy>()
             .map_err(|e| r.err("WARMPOOL_PULL", &v, e))?;
+        let hardening = read_hardening(r)?;
         let v = r.get("WARMPOOL_POOL_LABELS");
         let mut labels = std::collections::BTreeMap::new();
         for pair in v.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -331,10 +332,70 @@ impl PoolConfig {
             bind,
             files_dir,
             pull,
+            hardening,
             labels,
             resolved: Vec::new(),
         })
     }
+}
+
+/// How a pool's Docker containers are locked down.
+fn read_hardening(r: &Reader) -> Result<warmpool_runtime::Hardening, ConfigError> {
+    let v = r.get("WARMPOOL_READ_ONLY_ROOT");
+    let read_only_root = v
+        .parse()
+        .map_err(|e| r.err("WARMPOOL_READ_ONLY_ROOT", &v, e))?;
+    let user = r.get("WARMPOOL_CONTAINER_USER");
+    let name = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 32
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    };
+    let valid = match user.split_once(':') {
+        _ if user.is_empty() => true,
+        Some((u, g)) => name(u) && name(g),
+        None => name(&user),
+    };
+    if !valid {
+        return Err(r.err(
+            "WARMPOOL_CONTAINER_USER",
+            &user,
+            "expected a user or uid, optionally :group or :gid (letters, digits, _ - .)",
+        ));
+    }
+    let v = r.get("WARMPOOL_TMPFS");
+    let tmpfs: Vec<String> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if tmpfs.len() > 16 {
+        return Err(r.err("WARMPOOL_TMPFS", &v, "expected at most 16 directories"));
+    }
+    for d in &tmpfs {
+        if !d.starts_with('/')
+            || d == "/"
+            || d.len() > 1024
+            || d.split('/').any(|s| s == "." || s == "..")
+            || d.contains([':', '\0'])
+            || d.contains(char::is_whitespace)
+        {
+            return Err(r.err(
+                "WARMPOOL_TMPFS",
+                d,
+                "expected absolute directories (not /) without . or .. segments, colons or spaces",
+            ));
+        }
+    }
+    Ok(warmpool_runtime::Hardening {
+        no_new_privileges: r.flag("WARMPOOL_NO_NEW_PRIVILEGES")?,
+        drop_capabilities: r.flag("WARMPOOL_DROP_CAPABILITIES")?,
+        read_only_root,
+        user,
+        tmpfs,
+    })
 }
 
 /// A pool's scaling policy: on when `scaling` is `on` or any `scaling_*` setting

@@ -98,6 +98,11 @@ settings! {
     pool "WARMPOOL_BIND", "bind", "optional", "how a claim's env, files, labels and metadata reach a warm container: optional (the app's POST /admin/bind hook is called; an app without one is fine unless the claim has env), required (an app without the hook fails the claim) or none (never called; a claim with env gets a container started for it, with the env)";
     pool "WARMPOOL_FILES_DIR", "files-dir", "/warmpool/files", "absolute directory in the container a claim's files are written to (docker and kubernetes runtimes; the process runtime writes into each container's work dir)";
     pool "WARMPOOL_PULL", "pull", "if-missing", "when the image is pulled from its registry, as Kubernetes' imagePullPolicy: if-missing (when the engine does not have it), always (before starts, at most once a minute; starts that overlap share one pull) or never (docker and kubernetes runtimes; the sample image is never pulled)";
+    pool "WARMPOOL_NO_NEW_PRIVILEGES", "no-new-privileges", "true", "no setuid binary or file capability can raise the app's privileges (docker runtime; kubernetes pods always have it)";
+    pool "WARMPOOL_DROP_CAPABILITIES", "drop-capabilities", "true", "drop every Linux capability of the container (docker runtime; kubernetes pods always do)";
+    pool "WARMPOOL_READ_ONLY_ROOT", "read-only-root", "auto", "a read-only root file system, with a tmpfs at each tmpfs directory and the files dir on a tmpfs volume of its own: true, false, or auto (the sample image only, whose writable directories are known) (docker runtime)";
+    pool "WARMPOOL_CONTAINER_USER", "user", "", "user the app runs as, uid[:gid] or a name the image knows (default: the image's own; the sample image's is 65532) (docker runtime)";
+    pool "WARMPOOL_TMPFS", "tmpfs", "/tmp", "writable tmpfs directories on a read-only root, separated by commas (in the config file also a list) (docker runtime)";
     pool "WARMPOOL_POOL_LABELS", "labels", "", "labels of the pool, key=value pairs separated by commas (in the config file also a table); claims with a selector pick pools by them";
 }
 
