@@ -7,12 +7,14 @@
 //! works on a `FROM scratch` image. [`DockerRuntime::read_file`] reads one back.
 
 mod files;
+mod host_files;
 mod pull;
 mod spec;
 
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::ops::ControlFlow;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -83,6 +85,32 @@ pub struct DockerRuntime {
     disk_warned: AtomicBool,
     watch: WatchTask,
     pulls: Arc<pull::Pulls>,
+    /// Where each container's files-dir volume is on this host (read-only
+    /// roots only).
+    volumes: Mutex<HashMap<ContainerId, PathBuf>>,
+    /// Whether those paths are the engine's own (warmpool shares its file
+    /// system): unknown until the first claim's files, then checked once.
+    host_access: std::sync::atomic::AtomicU8,
+}
+
+/// [`DockerRuntime::host_access`]: not checked yet, yes, no.
+const HOST_UNKNOWN: u8 = 0;
+const HOST_YES: u8 = 1;
+const HOST_NO: u8 = 2;
+
+/// Where the volume at `files_dir` of an inspected container is on the
+/// engine's host.
+fn files_source(c: &bollard::models::ContainerInspectResponse, files_dir: &str) -> Option<PathBuf> {
+    c.mounts
+        .as_ref()?
+        .iter()
+        .find(|m| {
+            m.destination.as_deref() == Some(files_dir)
+                && m.typ == Some(bollard::models::MountPointTypeEnum::VOLUME)
+        })
+        .and_then(|m| m.source.clone())
+        .filter(|s| !s.is_empty())
+        .map(PathBuf::from)
 }
 
 /// What the engine's error means, by HTTP status (never by message); no answer
@@ -181,9 +209,22 @@ impl DockerRuntime {
             disk_warned: AtomicBool::new(false),
             watch: WatchTask::default(),
             pulls: Arc::default(),
+            volumes: Mutex::default(),
+            host_access: std::sync::atomic::AtomicU8::new(HOST_UNKNOWN),
         });
         rt.watch.start(watch_events(Arc::downgrade(&rt)));
         Ok(rt)
+    }
+
+    /// Whether claim files go straight into containers' files-dir volumes on
+    /// this host (`Some(true)`), through the engine's upload (`Some(false)`),
+    /// or not known yet (`None`: no claim with files on a read-only root).
+    pub fn writes_files_on_host(&self) -> Option<bool> {
+        match self.host_access.load(Ordering::Relaxed) {
+            HOST_YES => Some(true),
+            HOST_NO => Some(false),
+            _ => None,
+        }
     }
 
     /// Whether the storage driver takes a disk size (`WARMPOOL_DISK_MB` applies).
@@ -191,13 +232,28 @@ impl DockerRuntime {
         self.disk_supported
     }
 
-    async fn inspect_address(&self, handle: &str) -> Result<String, RuntimeError> {
+    /// Where the proxy reaches a container just started, and where its files
+    /// dir's volume is on this host (when it has one: a read-only root).
+    async fn inspect_started(
+        &self,
+        handle: &str,
+        files_dir: &str,
+    ) -> Result<(String, Option<PathBuf>), RuntimeError> {
         let c = self
             .call(
                 self.docker
                     .inspect_container(handle, None::<InspectContainerOptions>),
             )
             .await?;
+        let source = files_source(&c, files_dir);
+        Ok((self.address_of(c, handle)?, source))
+    }
+
+    fn address_of(
+        &self,
+        c: bollard::models::ContainerInspectResponse,
+        handle: &str,
+    ) -> Result<String, RuntimeError> {
         let ns = c.network_settings.unwrap_or_default();
         let ip = ns
             .networks
@@ -233,7 +289,6 @@ impl DockerRuntime {
         files::single_file(&archive, path)
     }
 
-    /// One engine call, bounded by the configured API timeout.
     /// Pulls `image` as its pool's `policy` says, before a create (`always`)
     /// or after one that found no image (`if-missing`).
     async fn pull(&self, image: &str, policy: PullPolicy) -> Result<(), RuntimeError> {
@@ -248,6 +303,82 @@ impl DockerRuntime {
             .await
     }
 
+    /// The files dir's volume of container `id` on this host, when warmpool
+    /// can write there itself: the engine's path (kept from its start, or
+    /// asked now for an adopted container), on a file system warmpool shares
+    /// with the engine. That is checked once, on the first claim's files: a
+    /// marker written through the path must read back through the engine.
+    async fn host_files_dir(
+        &self,
+        id: ContainerId,
+        handle: &str,
+        files_dir: &str,
+    ) -> Option<PathBuf> {
+        if self.host_access.load(Ordering::Relaxed) == HOST_NO {
+            return None;
+        }
+        let known = self.volumes.lock().unwrap().get(&id).cloned();
+        let source = match known {
+            Some(s) => s,
+            None => {
+                let c = self
+                    .call(
+                        self.docker
+                            .inspect_container(handle, None::<InspectContainerOptions>),
+                    )
+                    .await
+                    .ok()?;
+                let s = files_source(&c, files_dir)?;
+                self.volumes.lock().unwrap().insert(id, s.clone());
+                s
+            }
+        };
+        if self.host_access.load(Ordering::Relaxed) == HOST_UNKNOWN {
+            let shared = self.check_host_access(handle, &source, files_dir).await;
+            if !shared {
+                tracing::info!(
+                    "the engine's volumes are not on warmpool's file system: claim files are uploaded through the engine"
+                );
+            }
+            self.host_access
+                .store(if shared { HOST_YES } else { HOST_NO }, Ordering::Relaxed);
+            if !shared {
+                return None;
+            }
+        }
+        Some(source)
+    }
+
+    /// Whether `source` on this host is the container's `files_dir`: a marker
+    /// written there reads back through the engine.
+    async fn check_host_access(
+        &self,
+        handle: &str,
+        source: &std::path::Path,
+        files_dir: &str,
+    ) -> bool {
+        let name = format!(".warmpool-host-check-{}", ContainerId::random());
+        let mark = ContainerId::random().to_string();
+        let marker = vec![(name.clone(), mark.clone().into_bytes())];
+        let at = source.to_owned();
+        let wrote =
+            tokio::task::spawn_blocking(move || host_files::write_beneath(&at, &marker, None))
+                .await
+                .is_ok_and(|r| r.is_ok());
+        if !wrote {
+            return false;
+        }
+        let read = self
+            .read_file(
+                handle,
+                &format!("{}/{name}", files_dir.trim_end_matches('/')),
+            )
+            .await;
+        let _ = std::fs::remove_file(source.join(&name));
+        read.is_ok_and(|r| r == mark.as_bytes())
+    }
+
+    /// One engine call, bounded by the configured API timeout.
     async fn call<T>(
         &self,
         call: impl Future<Output = Result<T, DockerError>>,
@@ -530,8 +661,16 @@ impl Runtime for DockerRuntime {
             let _ = self.remove(spec.id, &created.id).await;
             return Err(e);
         }
-        let address = match self.inspect_address(&created.id).await {
-            Ok(a) => a,
+        let address = match self
+            .inspect_started(&created.id, spec.template.files_dir())
+            .await
+        {
+            Ok((a, source)) => {
+                if let Some(source) = source {
+                    self.volumes.lock().unwrap().insert(spec.id, source);
+                }
+                a
+            }
             Err(e) => {
                 let _ = self.remove(spec.id, &created.id).await;
                 return Err(e);
@@ -584,6 +723,7 @@ impl Runtime for DockerRuntime {
 
     async fn remove(&self, id: ContainerId, handle: &str) -> Result<(), RuntimeError> {
         self.ledger.forget(id);
+        self.volumes.lock().unwrap().remove(&id);
         self.oom.lock().unwrap().remove(&id);
         match self
             .call(self.docker.remove_container(
@@ -603,13 +743,16 @@ impl Runtime for DockerRuntime {
         }
     }
 
-    /// One archive upload, extracted at `/`: each file (mode 0644) at
-    /// `<files dir>/<path>`; the engine creates missing parents. Bounded by the
-    /// API timeout. Each file is replaced by the engine's extraction (not by a
-    /// rename: there is no exec), which ends before this returns.
+    /// On a read-only root whose files dir is a volume warmpool can reach on
+    /// this host, the files are written there directly ([`host_files`]).
+    /// Otherwise one archive upload, extracted at `/` (or in the files dir's
+    /// volume): each file (mode 0644) at `<files dir>/<path>`; the engine creates
+    /// missing parents. Bounded by the API timeout. Each file is replaced by the
+    /// engine's extraction (not by a rename: there is no exec), which ends
+    /// before this returns.
     async fn write_files(
         &self,
-        _id: ContainerId,
+        id: ContainerId,
         handle: &str,
         template: &Template,
         files: &[(String, Vec<u8>)],
@@ -619,6 +762,29 @@ impl Runtime for DockerRuntime {
             inside: template.hardening.read_only(image),
             owner: template.hardening.owner(image),
         };
+        if layout.inside {
+            if let Some(source) = self.host_files_dir(id, handle, template.files_dir()).await {
+                let owned = files.to_vec();
+                let wrote = tokio::task::spawn_blocking(move || {
+                    host_files::write_beneath(&source, &owned, layout.owner)
+                })
+                .await
+                .map_err(|e| RuntimeError::Io {
+                    what: "cannot write files".into(),
+                    source: std::io::Error::other(e),
+                })
+                .and_then(|r| r);
+                match wrote {
+                    // A refused path (a symlink planted by the app) is refused
+                    // whichever way the files would go.
+                    Ok(()) | Err(RuntimeError::FileRefused { .. }) => return wrote,
+                    // Any other trouble on this side: the engine's upload.
+                    Err(e) => {
+                        tracing::debug!(container_id = %id, error = %e, "writing the files on this host failed; uploading them");
+                    }
+                }
+            }
+        }
         let archive = files::archive(template.files_dir(), files, layout)?;
         self.call(self.docker.upload_to_container(
             handle,

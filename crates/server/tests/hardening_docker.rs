@@ -222,3 +222,97 @@ async fn bad_hardening_settings_are_refused_naming_the_field_and_change_nothing(
     assert_eq!(r.status(), 404, "a refused pool was created");
     wp.shutdown().await;
 }
+
+/// On a read-only root, warmpool (root, on the engine's host) writes a claim's
+/// files straight into the files dir's volume, after checking once that the
+/// path is the engine's; a symlink the app planted there is never followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn files_go_straight_into_the_files_volume_and_never_through_a_planted_symlink() {
+    use warmpool_core::{ContainerId, Location, PoolKey};
+    use warmpool_docker::{DockerConfig, DockerRuntime};
+    use warmpool_runtime::{ContainerSpec, Runtime, RuntimeError, Template, Workload};
+    let test = "files_go_straight_into_the_files_volume_and_never_through_a_planted_symlink";
+    if !docker_ready(test) {
+        return;
+    }
+    let rt = DockerRuntime::connect(DockerConfig {
+        instance_id: format!(
+            "host-files-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ),
+        network: "warmpool-test".into(),
+        container_port: 8080,
+        publish: false,
+        socket: None,
+        api_timeout: warmpool_docker::DEFAULT_API_TIMEOUT,
+        pull_timeout: warmpool_docker::DEFAULT_PULL_TIMEOUT,
+        config_file: None,
+    })
+    .await
+    .unwrap();
+    let spec = ContainerSpec {
+        id: ContainerId::random(),
+        key: PoolKey::new("default", Location::Default),
+        revision: 0,
+        env: Vec::new(),
+        template: std::sync::Arc::new(Template {
+            workload: Workload::Image {
+                image: common::IMAGE.into(),
+                pids_limit: None,
+            },
+            health_path: "/healthz".into(),
+            ..Template::default()
+        }),
+    };
+    let started = rt.start(&spec).await.unwrap();
+    rt.wait_ready(&spec, &started, T).await.unwrap();
+    assert_eq!(rt.writes_files_on_host(), None);
+    let files = vec![
+        ("a.txt".to_owned(), b"alpha".to_vec()),
+        ("conf/deep/b.json".to_owned(), b"{}".to_vec()),
+    ];
+    rt.write_files(spec.id, &started.handle, &spec.template, &files)
+        .await
+        .unwrap();
+    let name = format!("warmpool-{}", spec.id);
+    assert_eq!(read_out(&name, "/warmpool/files/a.txt"), "alpha");
+    assert_eq!(read_out(&name, "/warmpool/files/conf/deep/b.json"), "{}");
+    let on_host = rt.writes_files_on_host();
+    eprintln!("{test}: files written on this host: {on_host:?}");
+    // CI runs as root beside its engine: the fast path must be taken there.
+    let root = std::fs::metadata("/proc/self").map(|m| {
+        use std::os::unix::fs::MetadataExt;
+        m.uid() == 0
+    });
+    if root.unwrap_or(false) {
+        assert_eq!(on_host, Some(true));
+        // The app plants a symlink to a directory outside its files dir.
+        let c = docker_inspect(&name).unwrap();
+        let source = c["Mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["Destination"] == "/warmpool/files")
+            .unwrap()["Source"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), format!("{source}/etc")).unwrap();
+        let e = rt
+            .write_files(
+                spec.id,
+                &started.handle,
+                &spec.template,
+                &[("etc/passwd".to_owned(), b"owned".to_vec())],
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, RuntimeError::FileRefused { .. }), "{e:?}");
+        assert!(!outside.path().join("passwd").exists());
+    }
+    rt.stop(spec.id, &started.handle, Duration::from_secs(1))
+        .await
+        .unwrap();
+    rt.remove(spec.id, &started.handle).await.unwrap();
+}
