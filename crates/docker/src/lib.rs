@@ -2,9 +2,13 @@
 //! bridge network, with resource limits and warmpool's labels, watched through the
 //! engine's event stream. The only crate that depends on bollard.
 //!
-//! A claim's files go into a running container as one archive upload (a tar built
-//! in memory, extracted at `/`), under its template's files dir: no exec, so it
-//! works on a `FROM scratch` image. [`DockerRuntime::read_file`] reads one back.
+//! A claim's files go into a running container without exec, so it works on a
+//! `FROM scratch` image: on a read-only root, straight into the files dir's volume
+//! through its path on this host when warmpool shares the engine's file system
+//! (`host_files`); otherwise as one archive upload (a tar built in memory,
+//! extracted at `/` or in that volume). [`DockerRuntime::read_file`] reads one
+//! back. Images are pulled as each pool's policy says (`pull`), and containers
+//! hardened as its template says (`spec`).
 
 mod files;
 mod host_files;

@@ -4,8 +4,9 @@
 //! of a Docker config file, which it reads at each pull (a `docker login` after
 //! start-up counts, no restart). Pull failures become the pool's `lastError` with
 //! the registry's message, and each policy (`if-missing`, `always`, `never`) does
-//! what it says. Skips with a reason when Docker, the sample image, the registry
-//! or `htpasswd` is missing, unless `WARMPOOL_REQUIRE_DOCKER=1`.
+//! what it says; a pull is logged from its start to its end. Skips with a reason
+//! when Docker, the sample image, the registry or `htpasswd` is missing, unless
+//! `WARMPOOL_REQUIRE_DOCKER=1`.
 
 mod common;
 
@@ -391,4 +392,68 @@ async fn the_sample_image_is_never_pulled_even_under_always() {
     .await;
     assert!(v["pull"].is_null(), "the sample image was pulled: {v}");
     wp.shutdown().await;
+}
+
+/// A pull is in warmpool's log: its start (with the registry, and whether
+/// credentials were found) and its end (with the time it took).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_is_logged_from_its_start_to_its_end() {
+    use std::io::Read;
+    let test = "a_pull_is_logged_from_its_start_to_its_end";
+    if !ready(test) {
+        return;
+    }
+    let registry = start_registry().await;
+    let host = format!("127.0.0.1:{}", registry.port);
+    let image = format!(
+        "{host}/warmpool-test/logged:{}",
+        uuid::Uuid::new_v4().simple()
+    );
+    let login = tempfile::tempdir().unwrap();
+    docker_with(
+        login.path(),
+        &["login", &host, "-u", USER, "--password-stdin"],
+        Some(PASSWORD),
+    );
+    docker(&["tag", IMAGE, &image]);
+    docker_with(login.path(), &["push", &image], None);
+    docker(&["rmi", &image]);
+
+    let data = tempfile::tempdir().unwrap();
+    let config_file = login.path().join("config.json").display().to_string();
+    let mut p = common::Proc::spawn_with_stderr(
+        data.path(),
+        &[
+            ("WARMPOOL_RUNTIME", "docker"),
+            ("WARMPOOL_DOCKER_NETWORK", "warmpool-test"),
+            ("POOL_TARGET_INSTANCES", "1"),
+            ("WARMPOOL_IMAGE", &image),
+            ("WARMPOOL_DOCKER_CONFIG", &config_file),
+            ("RUST_LOG", "warn,warmpool_docker=info"),
+        ],
+        Stdio::piped(),
+    );
+    common::wait_ready(&p.client, "default", 1, T).await;
+    // A few lines at info level: the pipe cannot fill up before the exit.
+    let mut pipe = p.child.stderr.take().unwrap();
+    assert!(p.sigterm().success());
+    let mut log = String::new();
+    pipe.read_to_string(&mut log).unwrap();
+    let line = |what: &str| {
+        log.lines()
+            .find(|l| l.contains(what) && l.contains(&image))
+            .unwrap_or_else(|| panic!("no {what:?} line for {image} in:\n{log}"))
+            .to_owned()
+    };
+    let start = line("pulling image");
+    assert!(start.contains(&format!("registry=\"{host}\"")), "{start}");
+    assert!(start.contains("credentials=true"), "{start}");
+    let end = line("image pulled");
+    assert!(end.contains("seconds="), "{end}");
+    let _ = Command::new("docker")
+        .args(["rmi", "-f", &image])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    drop(registry);
 }
