@@ -10,6 +10,7 @@
 pub mod demand;
 pub mod load;
 pub mod procs;
+pub mod refill;
 pub mod report;
 pub mod scenarios;
 pub mod setup;
@@ -42,7 +43,7 @@ pub struct BenchArgs {
     pub svg_dir: PathBuf,
     /// Run only these scenarios: comma separated numbers or names, e.g. 1,4 or
     /// demand (warm-claim, throughput, warm-vs-cold, proxy, fill, scale,
-    /// rollout, demand, setup).
+    /// rollout, demand, setup, refill).
     #[arg(long, value_delimiter = ',', value_name = "N,...", value_parser = scenario_number)]
     pub only: Vec<u8>,
     /// Skip the Docker cases even when a Docker Engine is available.
@@ -61,6 +62,7 @@ pub const SCENARIOS: &[(u8, &str)] = &[
     (7, "rollout"),
     (8, "demand"),
     (9, "setup"),
+    (10, "refill"),
 ];
 
 /// A scenario's number, from its number or its name.
@@ -144,6 +146,9 @@ fn steps(p: &Params, only: &dyn Fn(u8) -> bool) -> u64 {
         n += 6;
     }
     if only(9) {
+        n += 4;
+    }
+    if only(10) {
         n += 4;
     }
     n
@@ -264,6 +269,11 @@ async fn run_async(args: &BenchArgs, json: bool) -> anyhow::Result<i32> {
                 demand::demand(&mut ctx, &p, "process").await
             );
             scenario!(9, "claim-time setup", setup::setup(&mut ctx, &p).await);
+            scenario!(
+                10,
+                "claims during refill",
+                refill::refill(&mut ctx, &p).await
+            );
         };
         tokio::select! {
             _ = all => false,

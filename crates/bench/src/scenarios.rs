@@ -60,6 +60,12 @@ pub struct Params {
     pub setup_cold: u64,
     pub setup_claims_docker: u64,
     pub setup_cold_docker: u64,
+    /// Scenario 10: each pool's size and the claims made on each, on the
+    /// process runtime and on Docker.
+    pub refill_pool: u64,
+    pub refill_claims: u64,
+    pub refill_pool_docker: u64,
+    pub refill_claims_docker: u64,
 }
 
 impl Params {
@@ -97,6 +103,10 @@ impl Params {
                 setup_cold: 3,
                 setup_claims_docker: 4,
                 setup_cold_docker: 2,
+                refill_pool: 20,
+                refill_claims: 15,
+                refill_pool_docker: 6,
+                refill_claims_docker: 4,
             }
         } else {
             Params {
@@ -131,6 +141,10 @@ impl Params {
                 setup_cold: 10,
                 setup_claims_docker: 15,
                 setup_cold_docker: 5,
+                refill_pool: 100,
+                refill_claims: 90,
+                refill_pool_docker: 40,
+                refill_claims_docker: 30,
             }
         }
     }
