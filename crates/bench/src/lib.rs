@@ -397,7 +397,9 @@ mod tests {
         assert_eq!(scenario_number("1"), Ok(1));
         assert_eq!(scenario_number("9"), Ok(9));
         assert_eq!(scenario_number("setup"), Ok(9));
-        assert!(scenario_number("10").is_err());
+        assert_eq!(scenario_number("10"), Ok(10));
+        assert_eq!(scenario_number("refill"), Ok(10));
+        assert!(scenario_number("11").is_err());
         assert!(scenario_number("roll").is_err());
     }
 }
