@@ -10,18 +10,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{docker, docker_inspect, docker_ready, poll, InProc};
+use common::{docker_inspect, docker_ready, poll, read_out, InProc};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(60);
-
-/// `path` in container `name`, copied out with `docker cp`.
-fn read_out(name: &str, path: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let dest = dir.path().join("out");
-    docker(&["cp", &format!("{name}:{path}"), &dest.display().to_string()]);
-    std::fs::read_to_string(dest).unwrap()
-}
 
 async fn claim(wp: &InProc, body: Value) -> Value {
     let r = wp

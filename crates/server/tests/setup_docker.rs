@@ -8,18 +8,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{docker, docker_ready, InProc};
+use common::{docker_ready, read_out, InProc};
 use serde_json::{json, Value};
 
 const T: Duration = Duration::from_secs(60);
-
-/// `path` in container `name`, copied out with `docker cp`.
-fn read_out(name: &str, path: &str) -> String {
-    let dir = tempfile::tempdir().unwrap();
-    let dest = dir.path().join("out");
-    docker(&["cp", &format!("{name}:{path}"), &dest.display().to_string()]);
-    std::fs::read_to_string(dest).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_claims_get_their_files_and_env_before_their_id() {

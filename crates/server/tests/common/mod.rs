@@ -243,6 +243,15 @@ pub fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// `path` in container `name`, copied out with `docker cp` (a `FROM scratch`
+/// image has no `cat`).
+pub fn read_out(name: &str, path: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let dest = dir.path().join("out");
+    docker(&["cp", &format!("{name}:{path}"), &dest.display().to_string()]);
+    std::fs::read_to_string(dest).unwrap()
+}
+
 /// Ids of the containers labelled with warmpool `instance` (running or not).
 pub fn docker_owned(instance: &str) -> Vec<String> {
     let out = docker(&[
