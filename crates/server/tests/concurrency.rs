@@ -175,13 +175,15 @@ async fn a_thousand_concurrent_claims_against_a_pool_of_100_processes() {
 async fn claims_while_the_target_moves(wp: &InProc) {
     wp.wait_ready("default", POOL, Duration::from_secs(60))
         .await;
-    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+    let done = Arc::new(AtomicBool::new(false));
+    let changes = Arc::new(AtomicU32::new(0));
     let mover = {
-        let (http, base, done) = (wp.http.clone(), wp.base.clone(), done.clone());
+        let (http, base) = (wp.http.clone(), wp.base.clone());
+        let (done, changes) = (done.clone(), changes.clone());
         tokio::spawn(async move {
-            let mut changes = 0u32;
             for target in [20u32, 150, 0, 120, 5, 100].iter().cycle() {
-                if done.load(std::sync::atomic::Ordering::Relaxed) {
+                if done.load(Ordering::Relaxed) {
                     break;
                 }
                 let status = http
@@ -192,16 +194,33 @@ async fn claims_while_the_target_moves(wp: &InProc) {
                     .unwrap()
                     .status();
                 assert_eq!(status, 200);
-                changes += 1;
+                changes.fetch_add(1, Ordering::Relaxed);
                 // Spreads the changes over the burst (not waiting for any state).
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            changes
         })
     };
-    let t = burst(wp, CLAIMS).await;
-    done.store(true, std::sync::atomic::Ordering::Relaxed);
-    let changes = mover.await.unwrap();
+    // The burst goes in waves, and the next wave waits for a change of the target
+    // made since the previous one began: however fast the runtime, the claims and
+    // at least one change per wave interleave.
+    const WAVES: usize = 4;
+    let mut t = Tally::default();
+    for _ in 0..WAVES {
+        let before = changes.load(Ordering::Relaxed);
+        let w = burst(wp, CLAIMS / WAVES).await;
+        t.warm.extend(w.warm);
+        t.on_demand.extend(w.on_demand);
+        t.unavailable += w.unavailable;
+        poll(
+            Duration::from_secs(30),
+            "a target change since the wave began",
+            || std::future::ready((changes.load(Ordering::Relaxed) > before).then_some(())),
+        )
+        .await;
+    }
+    done.store(true, Ordering::Relaxed);
+    mover.await.unwrap();
+    let changes = changes.load(Ordering::Relaxed);
     println!(
         "{} runtime, target moving ({changes} changes): {} warm, {} on demand, {} answered 503",
         wp.app().runtime.name(),
@@ -210,7 +229,10 @@ async fn claims_while_the_target_moves(wp: &InProc) {
         t.unavailable
     );
     t.assert_no_duplicates();
-    assert!(changes >= 3, "the target changed only {changes} times");
+    assert!(
+        changes >= WAVES as u32,
+        "the target changed only {changes} times"
+    );
     all_still_allocated(wp, &t).await;
 
     // The claims may have filled the global cap; once they are released, the pool
