@@ -20,3 +20,9 @@ pub use scale::{Buffer, LocationMode, ScalingPolicy};
 pub use state::{transition, ContainerState, InvalidState, InvalidTransition};
 pub use surge::{InvalidSurge, Surge};
 pub use time::Timestamp;
+
+/// The `tracing` target of the spans warmpool exports as OpenTelemetry traces
+/// (claim, launch, readiness, proxy, reconcile, store.commit). They are made at
+/// `TRACE` level, so that without an exporter (`WARMPOOL_OTLP_ENDPOINT` unset) no
+/// subscriber enables them and each costs one comparison with the maximum level.
+pub const TRACE_TARGET: &str = "warmpool::trace";

@@ -6,7 +6,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use warmpool_core::{ContainerId, ContainerState, PoolKey};
+use tracing::Instrument;
+use warmpool_core::{ContainerId, ContainerState, PoolKey, TRACE_TARGET};
 use warmpool_runtime::{ContainerSpec, RuntimeError, Started};
 use warmpool_store::{Change, NewContainer, Op, StoreError};
 
@@ -29,12 +30,17 @@ pub enum LaunchError {
 }
 
 impl Engine {
-    /// Runs `work` as tracked work: shutdown waits for it.
+    /// Runs `work` as tracked work: shutdown waits for it. It belongs to the span
+    /// it was spawned in (a claim's, a reconcile pass's), when traces are on.
     pub(crate) fn spawn_work<F>(&self, work: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
-        self.work.spawn(work);
+        if tracing::enabled!(target: TRACE_TARGET, tracing::Level::TRACE) {
+            self.work.spawn(work.in_current_span());
+        } else {
+            self.work.spawn(work);
+        }
     }
 
     /// Records an error of an action on its pool (`lastError`), counts it, and
@@ -52,6 +58,21 @@ impl Engine {
     /// it to become ready. The store record is written before the runtime is asked.
     /// If shutdown begins meanwhile, the start gives up and stops what it started.
     pub(crate) async fn launch(
+        &self,
+        id: ContainerId,
+        key: PoolKey,
+        revision: u32,
+        on_demand: bool,
+        env: Vec<(String, String)>,
+    ) -> Result<(), LaunchError> {
+        let span = tracing::trace_span!(target: TRACE_TARGET, "launch",
+            container_id = %id, pool = %key.pool, location = %key.location, revision, on_demand);
+        self.launch_traced(id, key, revision, on_demand, env)
+            .instrument(span)
+            .await
+    }
+
+    async fn launch_traced(
         &self,
         id: ContainerId,
         key: PoolKey,
@@ -163,8 +184,13 @@ impl Engine {
         let waited = match recorded {
             Ok(()) => {
                 let timeout = spec.template.start_timeout;
+                let span = tracing::trace_span!(target: TRACE_TARGET, "readiness", container_id = %spec.id);
+                let ready = self
+                    .runtime
+                    .wait_ready(spec, &started, timeout)
+                    .instrument(span);
                 tokio::select! {
-                    r = self.runtime.wait_ready(spec, &started, timeout) => r.map_err(LaunchError::from),
+                    r = ready => r.map_err(LaunchError::from),
                     _ = self.cancelled().cancelled() => Err(LaunchError::ShuttingDown),
                 }
             }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
-use warmpool_core::ContainerState;
+use warmpool_core::{ContainerState, TRACE_TARGET};
 use warmpool_runtime::RuntimeEvent;
 
 use crate::registry::Dispatch;
@@ -21,6 +21,10 @@ pub use warmpool_core::plan::MIN_PASS_GAP;
 /// One pass: plan against the current state and start the planned work. Its
 /// outcome asks for the next pass when the plan says something will change.
 pub(crate) fn pass(engine: &Arc<Engine>) -> Outcome {
+    let span = tracing::trace_span!(target: TRACE_TARGET, "reconcile",
+        launches = tracing::field::Empty, stops = tracing::field::Empty, removals = tracing::field::Empty);
+    // The work it starts is spawned in it, so each launch is a child of its pass.
+    let _in_pass = span.enter();
     let started = std::time::Instant::now();
     let at = now();
     let (desired, resized) = engine.scale(at);
@@ -60,6 +64,9 @@ pub(crate) fn pass(engine: &Arc<Engine>) -> Outcome {
         let e = engine.clone();
         engine.spawn_work(async move { e.end_rollout(&pool, outcome).await });
     }
+    span.record("launches", launches);
+    span.record("stops", stops);
+    span.record("removals", removals);
     engine.mark_reconciled();
     engine.metrics.reconcile_passes.inc();
     engine

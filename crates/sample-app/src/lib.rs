@@ -460,9 +460,14 @@ struct Echo {
     path: String,
     query: Option<String>,
     body_length: u64,
+    /// The W3C trace context the request came with, if any: what a traced app
+    /// would continue (warmpool passes on its proxy span's when traces are on).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<String>,
 }
 
-/// Answers the request's method, path, query and body length as JSON.
+/// Answers the request's method, path, query, body length and `traceparent` as
+/// JSON.
 async fn echo(request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let body_length = match read_body(body, 0).await {
@@ -474,6 +479,11 @@ async fn echo(request: Request) -> Response {
         path: parts.uri.path().to_owned(),
         query: parts.uri.query().map(str::to_owned),
         body_length,
+        traceparent: parts
+            .headers
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     })
     .into_response()
 }

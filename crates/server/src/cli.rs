@@ -778,24 +778,44 @@ pub fn main() -> anyhow::Result<i32> {
                 print!("{}", config.to_toml());
                 return Ok(0);
             }
-            let logs = tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .with_writer(std::io::stderr);
-            if config.log_json {
-                logs.json().init();
-            } else {
-                logs.init();
-            }
+            use tracing_subscriber::layer::SubscriberExt as _;
+            use tracing_subscriber::util::SubscriberInitExt as _;
+            use tracing_subscriber::Layer as _;
             let rt = tokio::runtime::Runtime::new()?;
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+            let logs = if config.log_json {
+                logs.json().with_filter(filter).boxed()
+            } else {
+                logs.with_filter(filter).boxed()
+            };
+            // Traces, when asked for: a layer of their own beside the log lines.
+            let (traces, exporter) = match &config.otlp_endpoint {
+                Some(url) => {
+                    let (layer, exporter) = crate::otel::layer(url, rt.handle().clone())
+                        .context("cannot set up the trace export")?;
+                    (Some(layer), Some(exporter))
+                }
+                None => (None, None),
+            };
+            tracing_subscriber::registry()
+                .with(logs)
+                .with(traces)
+                .init();
+            if let Some(url) = &config.otlp_endpoint {
+                tracing::info!(endpoint = %url, "exporting traces over OTLP/HTTP");
+            }
             // SIGHUP and `POST /v1/reload` read the same flags and env vars and
             // the config file as it is then.
             let reread = args.clone();
             let reload: crate::state::Reload = std::sync::Arc::new(move || reread.config());
-            rt.block_on(crate::server::run(config, Some(reload)))
-                .context("warmpool failed")?;
+            let served = rt.block_on(crate::server::run(config, Some(reload)));
+            if let Some(exporter) = exporter {
+                // The last spans go out while the runtime that sends them still runs.
+                rt.block_on(async { tokio::task::spawn_blocking(|| exporter.shutdown()).await })?;
+            }
+            served.context("warmpool failed")?;
             Ok(0)
         }
         _ => {

@@ -12,6 +12,7 @@ pub mod config;
 pub(crate) mod console;
 pub mod header_limits;
 pub mod openapi;
+pub mod otel;
 pub(crate) mod problem;
 pub(crate) mod proxy;
 pub mod routes;

@@ -6,7 +6,7 @@ use std::sync::mpsc;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tokio::sync::oneshot;
-use warmpool_core::{transition, ContainerId, ContainerState, PoolKey, Timestamp};
+use warmpool_core::{transition, ContainerId, ContainerState, PoolKey, Timestamp, TRACE_TARGET};
 
 use crate::StoreError;
 
@@ -116,6 +116,9 @@ pub type CommitHook = std::sync::Arc<dyn Fn(&Op) + Send + Sync>;
 struct Job {
     op: Op,
     reply: oneshot::Sender<Result<(), StoreError>>,
+    /// The span the write was asked for in, when traces are on (else disabled):
+    /// its commit's span joins that trace.
+    caller: tracing::Span,
 }
 
 #[derive(Clone)]
@@ -130,8 +133,13 @@ pub(crate) struct WriterHandle {
 impl WriterHandle {
     pub(crate) async fn submit(&self, op: Op) -> Result<(), StoreError> {
         let (reply, rx) = oneshot::channel();
+        let caller = if tracing::enabled!(target: TRACE_TARGET, tracing::Level::TRACE) {
+            tracing::Span::current()
+        } else {
+            tracing::Span::none()
+        };
         self.tx
-            .send(Job { op, reply })
+            .send(Job { op, reply, caller })
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
@@ -198,6 +206,12 @@ fn run(
                 Err(_) => break,
             }
         }
+        // Traced as a child of the first write's caller, following the others.
+        let span = tracing::trace_span!(target: TRACE_TARGET, parent: &jobs[0].caller, "store.commit", writes = jobs.len());
+        for j in &jobs[1..] {
+            span.follows_from(&j.caller);
+        }
+        let entered = span.entered();
         let results = match commit_group(&mut conn, &jobs) {
             Ok(results) => results,
             // The group's commit failed (disk full, read-only, I/O): nothing of it
@@ -212,6 +226,7 @@ fn run(
                     .collect()
             }
         };
+        drop(entered);
         for (job, result) in jobs.into_iter().zip(results) {
             if let (Some(hook), Ok(())) = (&hook, &result) {
                 hook(&job.op);

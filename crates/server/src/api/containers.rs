@@ -7,14 +7,15 @@ use std::time::Duration;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
+use tracing::Instrument;
 use warmpool_client::{
     ClaimRequest, ClaimResponse, ContainerList, ContainerView, ExtendRequest, KeepaliveRequest,
     Problem,
 };
 use warmpool_core::labels::Selector;
-use warmpool_core::Location;
+use warmpool_core::{Location, TRACE_TARGET};
 use warmpool_engine::{ClaimError, ClaimRequest as Claim, ClaimedError, Pool, SetupError};
 use warmpool_store::ContainerFilter;
 
@@ -48,6 +49,7 @@ impl RequestBody for KeepaliveRequest {}
 )]
 pub(crate) async fn claim(
     State(s): State<Arc<Shared>>,
+    headers: HeaderMap,
     JsonBody(req): JsonBody<ClaimRequest>,
 ) -> ApiResult<ClaimResponse> {
     // The pools first: their settings bound the other fields.
@@ -84,7 +86,17 @@ pub(crate) async fn claim(
         idle_timeout,
         setup,
     };
-    match s.app.claim(claim).await {
+    // Traced (when traces are on) in the caller's trace, if it sent a traceparent.
+    let span = tracing::trace_span!(target: TRACE_TARGET, "claim",
+        pool = %claim.pool.name, location = %location,
+        container_id = tracing::field::Empty, warm = tracing::field::Empty);
+    crate::otel::continue_trace(&span, &headers);
+    let claimed = s.app.claim(claim).instrument(span.clone()).await;
+    if let Ok(c) = &claimed {
+        span.record("container_id", tracing::field::display(c.id));
+        span.record("warm", c.warm);
+    }
+    match claimed {
         Ok(c) => Ok(Json(ClaimResponse {
             id: c.id.to_string(),
             pool: c.pool.to_string(),

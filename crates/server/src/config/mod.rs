@@ -131,6 +131,9 @@ pub struct Config {
     pub insecure_no_auth: bool,
     /// JSON log lines instead of text.
     pub log_json: bool,
+    /// Where traces are exported over OTLP/HTTP (the full `/v1/traces` URL), if
+    /// anywhere.
+    pub otlp_endpoint: Option<http::Uri>,
     /// The resolved value of each global setting, by env var, for `--check-config`.
     resolved: Vec<(&'static str, String)>,
 }

@@ -123,6 +123,47 @@ impl Reader<'_> {
         Ok(tokens)
     }
 
+    /// The OTLP/HTTP traces URL: `http://HOST[:PORT][/PATH]`, with `/v1/traces`
+    /// added unless the path already ends with it (as `OTEL_EXPORTER_OTLP_ENDPOINT`
+    /// is read); empty for none.
+    fn otlp_endpoint(&self) -> Result<Option<http::Uri>, ConfigError> {
+        let env = "WARMPOOL_OTLP_ENDPOINT";
+        let v = self.get(env);
+        let v = v.trim();
+        if v.is_empty() {
+            return Ok(None);
+        }
+        let bad = |reason: &str| Err(self.err(env, v, reason));
+        let uri: http::Uri = match v.parse() {
+            Ok(u) => u,
+            Err(_) => return bad("expected a URL such as http://127.0.0.1:4318"),
+        };
+        match uri.scheme_str() {
+            Some("http") => {}
+            Some("https") => {
+                return bad("https is not supported: point it at a collector or agent over http (usually local)")
+            }
+            _ => return bad("expected a URL such as http://127.0.0.1:4318"),
+        }
+        if uri.host().is_none_or(str::is_empty) {
+            return bad("expected a URL with a host, such as http://127.0.0.1:4318");
+        }
+        if uri.query().is_some() {
+            return bad("expected a URL without a query");
+        }
+        let path = uri.path().trim_end_matches('/');
+        let path = if path.ends_with("/v1/traces") {
+            path.to_owned()
+        } else {
+            format!("{path}/v1/traces")
+        };
+        let full = format!("http://{}{path}", uri.authority().expect("a host"));
+        match full.parse() {
+            Ok(u) => Ok(Some(u)),
+            Err(_) => bad("expected a URL such as http://127.0.0.1:4318"),
+        }
+    }
+
     /// A namespace: a DNS label.
     fn k8s_namespace(&self) -> Result<String, ConfigError> {
         let env = "WARMPOOL_KUBE_NAMESPACE";
@@ -522,6 +563,7 @@ impl Config {
             "json" => true,
             _ => return Err(r.err("WARMPOOL_LOG_FORMAT", &v, "expected text or json")),
         };
+        let otlp_endpoint = r.otlp_endpoint()?;
         let docker_network = r.get("WARMPOOL_DOCKER_NETWORK");
         if !docker_network
             .chars()
@@ -575,6 +617,7 @@ impl Config {
             proxy_require_token: r.flag("WARMPOOL_PROXY_REQUIRE_TOKEN")?,
             insecure_no_auth: r.flag("WARMPOOL_INSECURE_NO_AUTH")?,
             log_json,
+            otlp_endpoint,
             resolved: Vec::new(),
         };
         // Everything read so far is global; the rest belongs to the default pool.
@@ -697,10 +740,29 @@ mod tests {
             ("WARMPOOL_ROLLOUT_FAILURE_LIMIT", "1001"),
             ("WARMPOOL_PROGRESS_DEADLINE_SECONDS", "0"),
             ("WARMPOOL_PROGRESS_DEADLINE_SECONDS", "86401"),
+            ("WARMPOOL_OTLP_ENDPOINT", "https://collector:4318"),
+            ("WARMPOOL_OTLP_ENDPOINT", "127.0.0.1:4318"),
+            ("WARMPOOL_OTLP_ENDPOINT", "http://:4318"),
+            ("WARMPOOL_OTLP_ENDPOINT", "http://collector:4318/?a=b"),
+            ("WARMPOOL_OTLP_ENDPOINT", "not a url"),
         ] {
             let e = check(&[(k, v)]).unwrap_err();
             assert_eq!(e.key, k, "{k}={v}");
             assert!(e.to_string().starts_with(&format!("invalid {k}=")), "{e}");
+        }
+    }
+
+    #[test]
+    fn the_otlp_endpoint_gets_the_traces_path_as_the_otel_variable_does() {
+        assert_eq!(check(&[]).unwrap().otlp_endpoint, None);
+        for (given, url) in [
+            ("http://127.0.0.1:4318", "http://127.0.0.1:4318/v1/traces"),
+            ("http://collector:4318/", "http://collector:4318/v1/traces"),
+            ("http://collector/otlp", "http://collector/otlp/v1/traces"),
+            ("http://[::1]:4318/v1/traces", "http://[::1]:4318/v1/traces"),
+        ] {
+            let c = check(&[("WARMPOOL_OTLP_ENDPOINT", given)]).unwrap();
+            assert_eq!(c.otlp_endpoint.unwrap().to_string(), url, "{given}");
         }
     }
 

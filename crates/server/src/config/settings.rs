@@ -65,6 +65,7 @@ settings! {
     global "WARMPOOL_SIM_START_SECONDS", "sim-start", "0", "seconds each simulated container takes to become ready (sim runtime; 0: at once)";
     global "WARMPOOL_SIM_ADDRESS", "sim-address", "127.0.0.1:9", "address the simulated runtime reports for its containers";
     global "WARMPOOL_LOG_FORMAT", "log-format", "text", "log lines as text or json";
+    global "WARMPOOL_OTLP_ENDPOINT", "otlp-endpoint", "", "OpenTelemetry collector to export traces to over OTLP/HTTP (protobuf), as http://HOST:PORT (the path /v1/traces is added unless given); spans for claims, launches, readiness, proxied requests, reconcile passes and store commits, and a traceparent header on proxied requests (empty: no traces)";
     pool "WARMPOOL_APP_ENV", "app-env", "", "extra env of every container, shell-style KEY=value words (in the config file also a table)";
     global "WARMPOOL_API_TOKEN", "api-token", "", "bearer tokens (comma separated, 16+ characters) for the API and POST /container";
     global "WARMPOOL_ADMIN_TOKEN", "admin-token", "", "bearer tokens (comma separated, 16+ characters) for the admin surfaces (and the API)";

@@ -12,7 +12,7 @@ use axum::http::uri::Authority;
 use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::TokioIo;
-use warmpool_core::ContainerId;
+use warmpool_core::{ContainerId, TRACE_TARGET};
 use warmpool_runtime::Inspection;
 
 use super::headers;
@@ -143,10 +143,18 @@ pub async fn forward(
         }
     };
 
+    // Traced when traces are on (else the span is disabled and costs a comparison):
+    // in the client's trace if it sent a traceparent, and passed on to the
+    // container as its own, so the container's spans join the trace.
+    let span = tracing::trace_span!(target: TRACE_TARGET, "proxy",
+        container_id = %id, method = %req.method(), status = tracing::field::Empty);
+    crate::otel::continue_trace(&span, req.headers());
+
     let upgrade = headers::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     *req.uri_mut() = uri;
     headers::to_container(req.headers_mut(), &shared.config, peer, upgrade);
+    crate::otel::pass_on(&span, req.headers_mut());
 
     let mut resp =
         match tokio::time::timeout(UPSTREAM_TIMEOUT, shared.upstream.client.request(req)).await {
@@ -185,6 +193,7 @@ pub async fn forward(
             }
         };
 
+    span.record("status", resp.status().as_u16());
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut resp);
