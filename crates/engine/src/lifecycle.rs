@@ -67,96 +67,87 @@ impl Engine {
     ) -> Result<(), LaunchError> {
         let span = tracing::trace_span!(target: TRACE_TARGET, "launch",
             container_id = %id, pool = %key.pool, location = %key.location, revision, on_demand);
-        self.launch_traced(id, key, revision, on_demand, env)
-            .instrument(span)
-            .await
-    }
-
-    async fn launch_traced(
-        &self,
-        id: ContainerId,
-        key: PoolKey,
-        revision: u32,
-        on_demand: bool,
-        env: Vec<(String, String)>,
-    ) -> Result<(), LaunchError> {
-        let created_at = now();
-        if let Err(e) = self
-            .store
-            .insert(NewContainer {
+        async move {
+            let created_at = now();
+            if let Err(e) = self
+                .store
+                .insert(NewContainer {
+                    id,
+                    key: key.clone(),
+                    runtime: self.runtime.name().to_owned(),
+                    on_demand,
+                    revision,
+                    created_at,
+                })
+                .await
+            {
+                self.registry.discard(id);
+                let e = LaunchError::Store(e);
+                self.action_failed(
+                    &key,
+                    id,
+                    "cannot record a new container",
+                    &error_chain(&e),
+                    true,
+                );
+                return Err(e);
+            }
+            if self.is_shutting_down() {
+                self.close_start(id, "shutdown").await;
+                return Err(LaunchError::ShuttingDown);
+            }
+            let spec = ContainerSpec {
                 id,
                 key: key.clone(),
-                runtime: self.runtime.name().to_owned(),
-                on_demand,
+                template: self.template(&key.pool, revision),
                 revision,
-                created_at,
-            })
-            .await
-        {
-            self.registry.discard(id);
-            let e = LaunchError::Store(e);
-            self.action_failed(
-                &key,
-                id,
-                "cannot record a new container",
-                &error_chain(&e),
-                true,
-            );
-            return Err(e);
-        }
-        if self.is_shutting_down() {
-            self.close_start(id, "shutdown").await;
-            return Err(LaunchError::ShuttingDown);
-        }
-        let spec = ContainerSpec {
-            id,
-            key: key.clone(),
-            template: self.template(&key.pool, revision),
-            revision,
-            env,
-        };
-        match self.start_and_wait(&spec).await {
-            Ok(started) => {
-                let ready_at = now();
-                let c = Change::new(
-                    id,
-                    ContainerState::Starting,
-                    ContainerState::Ready,
-                    ready_at,
-                );
-                if let Err(e) = self.store.change(c).await {
-                    // Released or shut down while starting: nothing may keep running
-                    // behind a record that is closing.
-                    let _ = self.destroy(id, &started.handle).await;
-                    return Err(LaunchError::Store(e));
+                env,
+            };
+            match self.start_and_wait(&spec).await {
+                Ok(started) => {
+                    let ready_at = now();
+                    let c = Change::new(
+                        id,
+                        ContainerState::Starting,
+                        ContainerState::Ready,
+                        ready_at,
+                    );
+                    if let Err(e) = self.store.change(c).await {
+                        // Released or shut down while starting: nothing may keep running
+                        // behind a record that is closing.
+                        let _ = self.destroy(id, &started.handle).await;
+                        return Err(LaunchError::Store(e));
+                    }
+                    self.ready(id, &started.address, &spec.template.health_path);
+                    let took = ready_at.since(created_at);
+                    self.metrics.start_seconds.observe(took.as_secs_f64());
+                    self.count_start(&key, took);
+                    self.start_succeeded(&key, revision);
+                    Ok(())
                 }
-                self.ready(id, &started.address, &spec.template.health_path);
-                let took = ready_at.since(created_at);
-                self.metrics.start_seconds.observe(took.as_secs_f64());
-                self.count_start(&key, took);
-                self.start_succeeded(&key, revision);
-                Ok(())
-            }
-            Err(LaunchError::ShuttingDown) => {
-                self.close_start(id, "shutdown").await;
-                Err(LaunchError::ShuttingDown)
-            }
-            Err(e) => {
-                let reason = format!("start failed: {}", error_chain(&e));
-                self.action_failed(&key, id, "container failed to start", &reason, true);
-                let mut c =
-                    Change::new(id, ContainerState::Starting, ContainerState::Failed, now())
-                        .reason(reason.clone());
-                if let LaunchError::Runtime(RuntimeError::ExitedEarly { code, .. }) = &e {
-                    c.exit_code = *code;
+                Err(LaunchError::ShuttingDown) => {
+                    self.close_start(id, "shutdown").await;
+                    Err(LaunchError::ShuttingDown)
                 }
-                // Conflict: shutdown got there first; the record is already closing.
-                let _ = self.store.change(c).await;
-                self.start_failed(&key, revision, &reason).await;
-                self.activate();
-                Err(e)
+                Err(e) => {
+                    let reason = format!("start failed: {}", error_chain(&e));
+                    self.action_failed(&key, id, "container failed to start", &reason, true);
+                    let mut c =
+                        Change::new(id, ContainerState::Starting, ContainerState::Failed, now())
+                            .reason(reason.clone());
+                    if let LaunchError::Runtime(RuntimeError::ExitedEarly { code, .. }) = &e {
+                        c.exit_code = *code;
+                    }
+                    // Conflict: shutdown got there first; the record is already closing.
+                    let _ = self.store.change(c).await;
+                    self.start_failed(&key, revision, &reason).await;
+                    self.activate();
+                    Err(e)
+                }
             }
         }
+        .instrument(span)
+        .await
     }
 
     /// Closes the record of a start that gave up before anything ran.

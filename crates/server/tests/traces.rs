@@ -111,6 +111,27 @@ fn traceparent(n: u8) -> (String, String, String) {
     (format!("00-{trace}-{parent}-01"), trace, parent)
 }
 
+/// `POST /container` with `traceparent`: the answer.
+async fn claim_in(http: &reqwest::Client, base: &str, traceparent: &str) -> Value {
+    let resp = http
+        .post(format!("{base}/container"))
+        .header("traceparent", traceparent)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    resp.json().await.unwrap()
+}
+
+/// The sample app's echo of a proxied `PUT`, sent with `traceparent` if given.
+async fn echo(http: &reqwest::Client, base: &str, id: &str, traceparent: Option<&str>) -> Value {
+    let mut req = http.put(format!("{base}/container/{id}/hello"));
+    if let Some(t) = traceparent {
+        req = req.header("traceparent", t);
+    }
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_reach_an_otlp_receiver_in_the_callers_trace_and_the_container_gets_the_proxys() {
     let (url, spans) = receiver().await;
@@ -147,16 +168,7 @@ async fn spans_reach_an_otlp_receiver_in_the_callers_trace_and_the_container_get
 
     // A warm claim in the caller's trace, its store commit inside it.
     let (header, trace, parent) = traceparent(1);
-    let claimed: Value = http
-        .post(format!("{}/container", wp.base))
-        .header("traceparent", &header)
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let claimed = claim_in(&http, &wp.base, &header).await;
     assert_eq!(claimed["warm"], true, "{claimed}");
     let id = claimed["id"].as_str().unwrap().to_owned();
     let claim = span_where(&spans, "the warm claim's span", |s| {
@@ -176,16 +188,7 @@ async fn spans_reach_an_otlp_receiver_in_the_callers_trace_and_the_container_get
 
     // The next claim finds the pool empty: its launch and readiness are in it.
     let (header, trace, _) = traceparent(2);
-    let cold: Value = http
-        .post(format!("{}/container", wp.base))
-        .header("traceparent", &header)
-        .json(&serde_json::json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let cold = claim_in(&http, &wp.base, &header).await;
     assert_eq!(cold["warm"], false, "{cold}");
     let claim = span_where(&spans, "the cold claim's span", |s| {
         s.name == "claim" && s.trace == trace
@@ -204,15 +207,7 @@ async fn spans_reach_an_otlp_receiver_in_the_callers_trace_and_the_container_get
     // A proxied request: the proxy's span is in the client's trace, and the
     // container is handed the proxy's span as its parent.
     let (header, trace, parent) = traceparent(3);
-    let echo: Value = http
-        .put(format!("{}/container/{id}/hello", wp.base))
-        .header("traceparent", &header)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let echo = echo(&http, &wp.base, &id, Some(&header)).await;
     let passed = echo["traceparent"]
         .as_str()
         .expect("the app got a traceparent");
@@ -239,26 +234,9 @@ async fn without_an_endpoint_a_clients_traceparent_reaches_the_container_unchang
     wp.wait_ready("default", 1, T).await;
     let id = wp.client.claim(&Default::default()).await.unwrap().id;
     let (header, _, _) = traceparent(4);
-    let echo: Value = wp
-        .http
-        .put(format!("{}/container/{id}/hello", wp.base))
-        .header("traceparent", &header)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(echo["traceparent"], header.as_str());
+    let passed = echo(&wp.http, &wp.base, &id, Some(&header)).await;
+    assert_eq!(passed["traceparent"], header.as_str());
     // And none is made up when the client sent none.
-    let echo: Value = wp
-        .http
-        .put(format!("{}/container/{id}/hello", wp.base))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert!(echo.get("traceparent").is_none(), "{echo}");
+    let passed = echo(&wp.http, &wp.base, &id, None).await;
+    assert!(passed.get("traceparent").is_none(), "{passed}");
 }
