@@ -13,7 +13,8 @@
 //! `OTEL_SERVICE_NAME`, `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_EXPORTER_OTLP_HEADERS`,
 //! `OTEL_BSP_SCHEDULE_DELAY` and the other batch settings.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, Uri};
@@ -37,6 +38,8 @@ use tracing_subscriber::Layer;
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The most of a collector's answer that is read.
 const MAX_ANSWER: usize = 64 * 1024;
+/// Least time between two log lines about failed exports.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 /// The running exporter; [`Exporter::shutdown`] sends what is still buffered.
 pub struct Exporter {
@@ -120,6 +123,8 @@ pub fn pass_on(span: &Span, headers: &mut HeaderMap) {
 struct RuntimeClient {
     runtime: tokio::runtime::Handle,
     http: Client<HttpConnector, Full<Bytes>>,
+    /// When a failed export was last logged.
+    warned: Arc<Mutex<Option<Instant>>>,
 }
 
 impl RuntimeClient {
@@ -128,7 +133,22 @@ impl RuntimeClient {
         connector.set_connect_timeout(Some(EXPORT_TIMEOUT));
         connector.set_nodelay(true);
         let http = Client::builder(TokioExecutor::new()).build(connector);
-        Self { runtime, http }
+        Self {
+            runtime,
+            http,
+            warned: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// Logs a failed export, at most once a minute (a collector that is down
+    /// would otherwise fill the log with a line per batch).
+    fn warn(&self, url: &str, error: &str) {
+        let mut last = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+        if last.is_some_and(|at: Instant| at.elapsed() < WARN_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+        tracing::warn!(endpoint = url, error, "cannot export traces; spans are dropped until the collector answers (said at most once a minute)");
     }
 }
 
@@ -136,6 +156,7 @@ impl RuntimeClient {
 impl HttpClient for RuntimeClient {
     async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
         let http = self.http.clone();
+        let url = request.uri().to_string();
         let sent = self.runtime.spawn(async move {
             tokio::time::timeout(EXPORT_TIMEOUT, async move {
                 let answer = http.request(request.map(Full::new)).await?;
@@ -146,6 +167,13 @@ impl HttpClient for RuntimeClient {
             .await
             .map_err(|_| HttpError::from("the collector did not answer in time"))?
         });
-        sent.await?
+        let answer = sent.await?;
+        // The SDK drops a batch that failed without a word: say so, now and then.
+        match &answer {
+            Ok(r) if r.status().is_success() => {}
+            Ok(r) => self.warn(&url, &format!("the collector answered {}", r.status())),
+            Err(e) => self.warn(&url, &warmpool_engine::error_chain(e.as_ref())),
+        }
+        answer
     }
 }

@@ -4,7 +4,8 @@
 //! and child. A claim's and a proxied request's `traceparent` put their spans in
 //! the caller's trace, and the proxy passes its own span on to the container (the
 //! sample app echoes what it got). Without an endpoint, nothing is added and a
-//! client's `traceparent` reaches the container as it was sent.
+//! client's `traceparent` reaches the container as it was sent. A collector that
+//! refuses the spans is said in the log, once a minute at most.
 
 mod common;
 
@@ -226,6 +227,61 @@ async fn spans_reach_an_otlp_receiver_in_the_callers_trace_and_the_container_get
     // Shutting down flushes the exporter and exits cleanly.
     let mut wp = wp;
     assert!(wp.sigterm().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_collector_that_refuses_the_spans_is_logged_once_and_warmpool_serves_on() {
+    use std::io::Read;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A collector that answers every export 503, counting them.
+    let refused = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/v1/traces",
+        post({
+            let refused = refused.clone();
+            move || async move {
+                refused.fetch_add(1, Ordering::Relaxed);
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut wp = Proc::spawn_with_stderr(
+        dir.path(),
+        &[
+            ("WARMPOOL_OTLP_ENDPOINT", url.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+            ("POOL_TARGET_INSTANCES", "1"),
+        ],
+        std::process::Stdio::piped(),
+    );
+    common::wait_ready(&wp.client, "default", 1, T).await;
+    // Claims go on, and each brings spans to export, refused each time.
+    let http = reqwest::Client::new();
+    poll(T, "three refused exports", || {
+        let (http, base, refused) = (http.clone(), wp.base.clone(), refused.clone());
+        async move {
+            let claimed = claim_in(&http, &base, &traceparent(5).0).await;
+            assert!(claimed["id"].is_string(), "{claimed}");
+            (refused.load(Ordering::Relaxed) >= 3).then_some(())
+        }
+    })
+    .await;
+    let mut pipe = wp.child.stderr.take().unwrap();
+    assert!(wp.sigterm().success());
+    let mut log = String::new();
+    pipe.read_to_string(&mut log).unwrap();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("cannot export traces"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one line a minute at most:\n{log}");
+    assert!(warnings[0].contains("503"), "{}", warnings[0]);
+    assert!(warnings[0].contains(&url), "{}", warnings[0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
