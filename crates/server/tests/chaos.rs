@@ -111,18 +111,9 @@ impl Rt {
                     inherit_stderr: false,
                 },
             )),
-            Rt::Docker => warmpool_docker::DockerRuntime::connect(warmpool_docker::DockerConfig {
-                instance_id: instance.to_owned(),
-                network: "warmpool-test".into(),
-                container_port: 8080,
-                publish: false,
-                socket: None,
-                api_timeout: warmpool_docker::DEFAULT_API_TIMEOUT,
-                pull_timeout: warmpool_docker::DEFAULT_PULL_TIMEOUT,
-                config_file: None,
-            })
-            .await
-            .unwrap(),
+            Rt::Docker => warmpool_docker::DockerRuntime::connect(common::docker_config(instance))
+                .await
+                .unwrap(),
         }
     }
 }

@@ -8,7 +8,7 @@ mod common;
 use std::sync::Arc;
 
 use warmpool_core::{ContainerId, Location, PoolKey};
-use warmpool_docker::{DockerConfig, DockerRuntime};
+use warmpool_docker::DockerRuntime;
 use warmpool_kubernetes::fake::{FakeCluster, FakeOptions};
 use warmpool_kubernetes::{KubernetesConfig, KubernetesRuntime, Placement};
 use warmpool_runtime::{
@@ -79,18 +79,9 @@ async fn docker_runtime_conforms() {
     if !common::docker_ready("docker_runtime_conforms") {
         return;
     }
-    let rt = DockerRuntime::connect(DockerConfig {
-        instance_id: instance(),
-        network: "warmpool-test".into(),
-        container_port: 8080,
-        publish: false,
-        socket: None,
-        api_timeout: warmpool_docker::DEFAULT_API_TIMEOUT,
-        pull_timeout: warmpool_docker::DEFAULT_PULL_TIMEOUT,
-        config_file: None,
-    })
-    .await
-    .unwrap();
+    let rt = DockerRuntime::connect(common::docker_config(&instance()))
+        .await
+        .unwrap();
     let image = Template {
         workload: Workload::Image {
             image: common::IMAGE.into(),

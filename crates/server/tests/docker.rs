@@ -408,18 +408,13 @@ async fn docker_exits_missed_while_the_event_stream_was_down_are_found_on_reconn
     }
     let dir = tempfile::tempdir().unwrap();
     let relay = Relay::start(dir.path());
+    let instance = format!(
+        "reconnect-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
     let rt = DockerRuntime::connect(DockerConfig {
-        instance_id: format!(
-            "reconnect-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        ),
-        network: "warmpool-test".into(),
-        container_port: 8080,
-        publish: false,
         socket: Some(relay.path.display().to_string()),
-        api_timeout: warmpool_docker::DEFAULT_API_TIMEOUT,
-        pull_timeout: warmpool_docker::DEFAULT_PULL_TIMEOUT,
-        config_file: None,
+        ..common::docker_config(&instance)
     })
     .await
     .unwrap();

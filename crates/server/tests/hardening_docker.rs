@@ -221,27 +221,19 @@ async fn bad_hardening_settings_are_refused_naming_the_field_and_change_nothing(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn files_go_straight_into_the_files_volume_and_never_through_a_planted_symlink() {
     use warmpool_core::{ContainerId, Location, PoolKey};
-    use warmpool_docker::{DockerConfig, DockerRuntime};
+    use warmpool_docker::DockerRuntime;
     use warmpool_runtime::{ContainerSpec, Runtime, RuntimeError, Template, Workload};
     let test = "files_go_straight_into_the_files_volume_and_never_through_a_planted_symlink";
     if !docker_ready(test) {
         return;
     }
-    let rt = DockerRuntime::connect(DockerConfig {
-        instance_id: format!(
-            "host-files-{}",
-            &uuid::Uuid::new_v4().simple().to_string()[..8]
-        ),
-        network: "warmpool-test".into(),
-        container_port: 8080,
-        publish: false,
-        socket: None,
-        api_timeout: warmpool_docker::DEFAULT_API_TIMEOUT,
-        pull_timeout: warmpool_docker::DEFAULT_PULL_TIMEOUT,
-        config_file: None,
-    })
-    .await
-    .unwrap();
+    let instance = format!(
+        "host-files-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    );
+    let rt = DockerRuntime::connect(common::docker_config(&instance))
+        .await
+        .unwrap();
     let spec = ContainerSpec {
         id: ContainerId::random(),
         key: PoolKey::new("default", Location::Default),

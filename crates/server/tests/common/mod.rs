@@ -186,6 +186,21 @@ impl Drop for InProc {
 /// The image the Docker tests run.
 pub const IMAGE: &str = "warmpool/sample-app:latest";
 
+/// The Docker runtime's settings the tests use: the test network, the sample
+/// app's port, bridge addresses, the default socket and timeouts, no config file.
+pub fn docker_config(instance_id: &str) -> warmpool_docker::DockerConfig {
+    warmpool_docker::DockerConfig {
+        instance_id: instance_id.to_owned(),
+        network: "warmpool-test".into(),
+        container_port: 8080,
+        publish: false,
+        socket: None,
+        api_timeout: warmpool_docker::DEFAULT_API_TIMEOUT,
+        pull_timeout: warmpool_docker::DEFAULT_PULL_TIMEOUT,
+        config_file: None,
+    }
+}
+
 /// Whether the Docker tests can run: a daemon answers and the sample image is
 /// built. Otherwise they skip with a printed reason, or fail when
 /// `WARMPOOL_REQUIRE_DOCKER=1` (as in CI).
