@@ -258,7 +258,8 @@ impl Drop for Server {
     }
 }
 
-/// A bare sample-app process (the raw baseline of the process runtime).
+/// A bare sample-app process (the raw baseline of the process runtime), run from
+/// the same binary as a warmpool server's (the lean one beside this binary, if any).
 pub struct RawApp {
     child: Child,
     pub addr: SocketAddr,
@@ -271,8 +272,10 @@ impl RawApp {
             .prefix("warmpool-bench-app-")
             .tempdir()?;
         let port = free_port()?;
-        let child = Command::new(exe()?)
-            .arg("sample-app")
+        // The same binary a warmpool server here runs for the sample app.
+        let app = warmpool_runtime::SampleAppCommand::beside(&exe()?);
+        let child = Command::new(&app.program)
+            .args(&app.args)
             .env_clear()
             .env("HOST", "127.0.0.1")
             .env("PORT", port.to_string())

@@ -21,7 +21,7 @@ use warmpool_core::{ContainerId, PoolKey};
 
 pub use error::RuntimeError;
 pub use probe::{HttpProbe, PostAnswer, EXCERPT_BYTES};
-pub use process::{ProcessConfig, ProcessRuntime};
+pub use process::{ProcessConfig, ProcessRuntime, SampleAppCommand, SAMPLE_APP_BIN};
 pub use sim::{SimMode, SimRuntime};
 
 /// Env var naming the warmpool instance that started a container: the tag by which

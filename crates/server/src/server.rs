@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 use warmpool_docker::{DockerConfig, DockerRuntime};
 use warmpool_engine::{error_chain, Engine, Recovered};
 use warmpool_kubernetes::{KubernetesConfig, KubernetesRuntime};
-use warmpool_runtime::{ProcessConfig, ProcessRuntime, Runtime, SimMode, SimRuntime};
+use warmpool_runtime::{
+    ProcessConfig, ProcessRuntime, Runtime, SampleAppCommand, SimMode, SimRuntime,
+};
 
 use crate::config::{Config, RuntimeKind};
 use crate::routes::router;
@@ -29,10 +31,13 @@ pub async fn build_runtime(config: &Config, instance_id: &str) -> anyhow::Result
                 work_root: config.data_dir.join("containers"),
                 inherit_stderr: true,
             });
-            // A pool without a command runs this binary's own sample app.
+            // A pool without a command runs the sample app: the lean binary beside
+            // this one if it is there, else this binary's own `sample-app`.
             let exe =
                 std::env::current_exe().context("cannot find this binary to run its sample-app")?;
-            Arc::new(rt.with_sample_app(exe))
+            let app = SampleAppCommand::beside(&exe);
+            tracing::debug!(program = %app.program.display(), args = ?app.args, "the sample app's command");
+            Arc::new(rt.with_sample_app(app))
         }
         RuntimeKind::Sim => Arc::new(SimRuntime::new(
             if config.sim_start.is_zero() {

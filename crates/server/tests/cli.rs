@@ -2,12 +2,14 @@
 
 mod common;
 
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::InProc;
-use warmpool_runtime::{SimMode, SimRuntime};
+use warmpool_client::ClaimRequest;
+use warmpool_runtime::{SimMode, SimRuntime, SAMPLE_APP_BIN};
 
 fn cli(base: &str, args: &[&str]) -> Output {
     Command::new(common::bin())
@@ -267,4 +269,80 @@ fn the_man_page_renders_with_every_command() {
         text.contains("max-instances"),
         "serve's settings are listed"
     );
+}
+
+/// The pids of `parent`'s children, from /proc.
+fn children_of(parent: u32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            // Field 4 of /proc/PID/stat, after the parenthesised command name.
+            std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+                stat.rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                    == Some(parent)
+            })
+        })
+        .collect()
+}
+
+/// A pool with no command runs the sample app from the lean `warmpool-sample-app`
+/// beside the warmpool binary when it is there, else from warmpool's own
+/// `sample-app`, and serves claims either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_default_app_runs_from_the_lean_binary_beside_warmpool_when_it_is_there() {
+    let lean_source = Path::new(common::bin()).with_file_name(SAMPLE_APP_BIN);
+    assert!(
+        lean_source.is_file(),
+        "{} is missing: the README's test command (cargo test --workspace) builds it, \
+         as does cargo build -p warmpool-sample-app",
+        lean_source.display()
+    );
+    let dir = tempfile::Builder::new()
+        .prefix("lean-app-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let warmpool = dir.path().join("warmpool");
+    let lean = dir.path().join(SAMPLE_APP_BIN);
+    // Hard links: the test target dir is one file system, and the binaries are big.
+    std::fs::hard_link(common::bin(), &warmpool).unwrap();
+
+    for (with_lean, expected) in [(false, &warmpool), (true, &lean)] {
+        if with_lean {
+            std::fs::hard_link(&lean_source, &lean).unwrap();
+        }
+        let data = tempfile::tempdir().unwrap();
+        let p = common::Proc::spawn_program(
+            &warmpool,
+            data.path(),
+            &[("WARMPOOL_COMMAND", ""), ("POOL_TARGET_INSTANCES", "2")],
+            Stdio::inherit(),
+        );
+        common::wait_ready(&p.client, "default", 2, Duration::from_secs(30)).await;
+        let kids = children_of(p.child.id());
+        assert_eq!(kids.len(), 2, "children of warmpool: {kids:?}");
+        for pid in kids {
+            let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+            let args = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+            let args: Vec<&[u8]> = args.split(|b| *b == 0).filter(|a| !a.is_empty()).collect();
+            assert_eq!(&exe, expected, "with the lean binary there: {with_lean}");
+            assert_eq!(
+                args.len(),
+                if with_lean { 1 } else { 2 },
+                "{:?}",
+                args.iter()
+                    .map(|a| String::from_utf8_lossy(a))
+                    .collect::<Vec<_>>()
+            );
+        }
+        // Either app serves a claim through the proxy.
+        let c = p.client.claim(&ClaimRequest::default()).await.unwrap();
+        assert!(c.warm, "{c:?}");
+        let health = reqwest::get(format!("{}/container/{}/healthz", p.base, c.id))
+            .await
+            .unwrap();
+        assert_eq!(health.status(), 200);
+    }
 }

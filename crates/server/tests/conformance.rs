@@ -12,8 +12,8 @@ use warmpool_docker::DockerRuntime;
 use warmpool_kubernetes::fake::{FakeCluster, FakeOptions};
 use warmpool_kubernetes::{KubernetesConfig, KubernetesRuntime, Placement};
 use warmpool_runtime::{
-    conformance, ContainerSpec, ProcessConfig, ProcessRuntime, Resources, SimMode, SimRuntime,
-    Template, Workload,
+    conformance, ContainerSpec, ProcessConfig, ProcessRuntime, Resources, SampleAppCommand,
+    SimMode, SimRuntime, Template, Workload,
 };
 
 /// A maker of fresh specs of containers that run `template`.
@@ -49,7 +49,9 @@ async fn process_runtime_conforms() {
         work_root: dir.path().to_owned(),
         inherit_stderr: false,
     })
-    .with_sample_app(common::bin().into());
+    .with_sample_app(SampleAppCommand::subcommand(std::path::Path::new(
+        common::bin(),
+    )));
     conformance::check(&rt, specs(sample_app()), true, |_, started| async move {
         common::kill9_handle(Some(&started.handle));
     })

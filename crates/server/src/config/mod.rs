@@ -143,8 +143,8 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq)]
 pub struct PoolConfig {
     pub name: String,
-    /// Program and arguments of each container (process runtime). Empty: this
-    /// binary's own `sample-app`.
+    /// Program and arguments of each container (process runtime). Empty: the
+    /// sample app (`warmpool_runtime::SampleAppCommand::beside` this binary).
     pub command: Vec<String>,
     /// Image of each container (Docker runtime).
     pub image: String,

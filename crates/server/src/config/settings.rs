@@ -36,7 +36,7 @@ settings! {
     global "WARMPOOL_LISTEN", "listen", "127.0.0.1:8787", "address the API and proxy listen on";
     global "WARMPOOL_DATA_DIR", "data-dir", "./.warmpool", "directory of the SQLite store (warmpool.db) and container work dirs";
     global "WARMPOOL_RUNTIME", "runtime", "process", "what runs containers: process (local child processes), docker (Docker Engine), kubernetes (pods in a cluster) or sim (simulated, for tests)";
-    pool "WARMPOOL_COMMAND", "command", "", "command of each container, shell-style words (default: this binary's own sample-app)";
+    pool "WARMPOOL_COMMAND", "command", "", "command of each container, shell-style words (default: the sample app, from warmpool-sample-app beside this binary if it is there, else this binary's own sample-app)";
     pool "WARMPOOL_HEALTH_PATH", "health-path", "/healthz", "readiness probe path";
     global "WARMPOOL_POOL", "pool", "default", "name of the default pool (the one the top-level settings configure and claims get unless they name another)";
     pool "POOL_TARGET_INSTANCES", "target", "30", "ready containers to keep per location";

@@ -396,9 +396,19 @@ impl Proc {
     /// Like [`Proc::spawn`], with warmpool's log (warnings and errors unless
     /// `extra` sets `RUST_LOG`; no colours) sent to `stderr`.
     pub fn spawn_with_stderr(data_dir: &Path, extra: &[(&str, &str)], stderr: Stdio) -> Proc {
+        Self::spawn_program(Path::new(bin()), data_dir, extra, stderr)
+    }
+
+    /// Like [`Proc::spawn_with_stderr`], running the warmpool binary at `program`.
+    pub fn spawn_program(
+        program: &Path,
+        data_dir: &Path,
+        extra: &[(&str, &str)],
+        stderr: Stdio,
+    ) -> Proc {
         let mut m = settings(extra);
         m.insert("WARMPOOL_DATA_DIR".into(), data_dir.display().to_string());
-        let mut child = Command::new(bin())
+        let mut child = Command::new(program)
             .arg("serve")
             .env("RUST_LOG", m.get("RUST_LOG").map_or("warn", String::as_str))
             .envs(&m)
