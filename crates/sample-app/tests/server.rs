@@ -537,13 +537,31 @@ async fn bind_reports_a_file_it_cannot_write() {
     let server = TestServer::start().await;
     // A file where the files dir should be.
     std::fs::write(server.files_dir(), "in the way").unwrap();
+    // Small files are written on the app's thread, large ones off it: both fail alike.
+    for contents in ["x".to_owned(), "x".repeat(100 * 1024)] {
+        let response = server
+            .bind(json!({"env": {"B": "1"}, "files": {"a.txt": contents}}).to_string())
+            .await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(
+            !server.env().await.contains_key("B"),
+            "env kept after a failed bind"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn bind_writes_files_too_large_to_write_inline() {
+    let server = TestServer::start().await;
+    let (a, b) = ("a".repeat(48 * 1024), "b".repeat(48 * 1024));
     let response = server
-        .bind(json!({"env": {"B": "1"}, "files": {"a.txt": "x"}}).to_string())
+        .bind(json!({"files": {"a.txt": a, "sub/b.txt": b}}).to_string())
         .await;
-    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
-    assert!(
-        !server.env().await.contains_key("B"),
-        "env kept after a failed bind"
-    );
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let dir = server.files_dir();
+    assert_eq!(std::fs::read_to_string(dir.join("a.txt")).unwrap(), a);
+    assert_eq!(std::fs::read_to_string(dir.join("sub/b.txt")).unwrap(), b);
+    assert_eq!(tree(&dir), ["a.txt", "sub", "sub/b.txt"]);
     server.stop().await;
 }
