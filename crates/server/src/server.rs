@@ -36,7 +36,7 @@ pub async fn build_runtime(config: &Config, instance_id: &str) -> anyhow::Result
             let exe =
                 std::env::current_exe().context("cannot find this binary to run its sample-app")?;
             let app = SampleAppCommand::beside(&exe);
-            tracing::debug!(program = %app.program.display(), args = ?app.args, "the sample app's command");
+            tracing::info!(program = %app.program.display(), args = ?app.args, "pools with no command run the sample app with this program");
             Arc::new(rt.with_sample_app(app))
         }
         RuntimeKind::Sim => Arc::new(SimRuntime::new(
