@@ -407,9 +407,13 @@ impl Engine {
             }
             Some(match &address {
                 Some(address) => {
-                    self.probe
-                        .post_json(address, "/admin/bind", setup.hook_body())
-                        .await
+                    self.post_to_app(
+                        address,
+                        "/admin/bind",
+                        "application/json",
+                        setup.hook_body(),
+                    )
+                    .await
                 }
                 None => Err("the container has no address".to_owned()),
             })
@@ -447,11 +451,19 @@ impl Engine {
         }
         if let Some(text) = &setup.text {
             let result = match &address {
-                Some(a) => {
-                    self.probe
-                        .post_text(a, "/admin/update-text", text.clone())
-                        .await
-                }
+                Some(a) => match self
+                    .post_to_app(
+                        a,
+                        "/admin/update-text",
+                        "text/plain; charset=utf-8",
+                        text.clone().into_bytes(),
+                    )
+                    .await
+                {
+                    Ok(status) if (200..300).contains(&status) => Ok(()),
+                    Ok(status) => Err(format!("the container answered {status}")),
+                    Err(e) => Err(e),
+                },
                 None => Err("the container has no address".into()),
             };
             result.map_err(|e| fail("text", e))?;

@@ -138,7 +138,27 @@ pub struct Engine {
     pub(crate) scaler: crate::scaler::Scaler,
     /// Told of each ready container that waits for a claim (set by the server).
     ready_hook: std::sync::OnceLock<ReadyHook>,
+    /// Sends a claim's calls to its app (set by the server), else `probe` does.
+    app_post: std::sync::OnceLock<AppPost>,
 }
+
+/// Sends `POST http://{address}{path}` with `body` of `content_type` to an app
+/// (warmpool's own calls at claim time: `/admin/bind`, `/admin/update-text`) and
+/// answers the HTTP status of any answer, or `Err` when the app gave none, with
+/// the answer's body read (so the connection can be kept), all within 10 s. The
+/// server sends them through its proxy's pooled client, over the connection it
+/// opened to the container at readiness; without one, [`HttpProbe::post_json`]'s
+/// client opens a connection per call.
+pub type AppPost = Box<
+    dyn Fn(
+            &str,
+            &'static str,
+            &'static str,
+            Vec<u8>,
+        ) -> futures_util::future::BoxFuture<'static, Result<u16, String>>
+        + Send
+        + Sync,
+>;
 
 /// Told the id, address and health path of a container that became ready, and
 /// again after each of its periodic health probes that passed while it waits in
@@ -175,7 +195,28 @@ impl Engine {
             probe: HttpProbe::new(),
             scaler: Default::default(),
             ready_hook: Default::default(),
+            app_post: Default::default(),
         })
+    }
+
+    /// Sets the [`AppPost`] (once; a second call is ignored).
+    pub fn set_app_post(&self, post: AppPost) {
+        let _ = self.app_post.set(post);
+    }
+
+    /// A claim's call to its app: through the [`AppPost`] if one is set, else
+    /// through the engine's own probe client.
+    pub(crate) async fn post_to_app(
+        &self,
+        address: &str,
+        path: &'static str,
+        content_type: &'static str,
+        body: Vec<u8>,
+    ) -> Result<u16, String> {
+        match self.app_post.get() {
+            Some(post) => post(address, path, content_type, body).await,
+            None => self.probe.post(address, path, content_type, body).await,
+        }
     }
 
     /// Sets the [`ReadyHook`] (once; a second call is ignored).

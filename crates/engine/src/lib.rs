@@ -31,7 +31,7 @@ use warmpool_core::Timestamp;
 
 pub use claim::{ClaimError, ClaimRequest, Claimed, Setup, SetupError};
 pub use config::{Bind, EngineConfig, PoolSpec};
-pub use engine::{Engine, Pool, ReadyHook};
+pub use engine::{AppPost, Engine, Pool, ReadyHook};
 pub use extend::ClaimedError;
 pub use pools::{Phase, PoolError, PutOutcome, RolloutStatus};
 pub use prober::FAILURES as PROBE_FAILURES;

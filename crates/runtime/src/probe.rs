@@ -16,7 +16,7 @@ use crate::RuntimeError;
 #[derive(Clone)]
 pub struct HttpProbe {
     client: Client<HttpConnector, Empty<Bytes>>,
-    /// The same, for requests with a body ([`HttpProbe::post_text`]).
+    /// The same, for requests with a body ([`HttpProbe::post`]).
     posts: Client<HttpConnector, http_body_util::Full<Bytes>>,
 }
 
@@ -87,27 +87,6 @@ impl HttpProbe {
     }
 }
 
-impl HttpProbe {
-    /// `POST http://{address}{path}` with a text body, for warmpool's own calls to
-    /// an app's `/admin` paths (never a client's request: those go through the
-    /// proxy). `Err` says why it did not answer 2xx.
-    pub async fn post_text(&self, address: &str, path: &str, body: String) -> Result<(), String> {
-        let uri: http::Uri = format!("http://{address}{path}")
-            .parse()
-            .map_err(|e| format!("bad address {address:?}: {e}"))?;
-        let req = http::Request::post(uri)
-            .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
-            .body(http_body_util::Full::new(Bytes::from(body)))
-            .map_err(|e| e.to_string())?;
-        match tokio::time::timeout(Duration::from_secs(10), self.posts.request(req)).await {
-            Ok(Ok(resp)) if resp.status().is_success() => Ok(()),
-            Ok(Ok(resp)) => Err(format!("the container answered {}", resp.status())),
-            Ok(Err(e)) => Err(format!("the container did not answer: {e}")),
-            Err(_) => Err("the container did not answer within 10 s".into()),
-        }
-    }
-}
-
 /// How many bytes of a non-2xx answer's body [`PostAnswer::excerpt`] keeps.
 pub const EXCERPT_BYTES: usize = 200;
 
@@ -130,7 +109,18 @@ impl HttpProbe {
     /// read and discarded within the same 10 s (at most 64 KiB of it; one that
     /// breaks off or is still coming then does not change the answer).
     pub async fn post_json(&self, address: &str, path: &str, body: Vec<u8>) -> Result<u16, String> {
-        self.post_json_answer(address, path, body)
+        self.post(address, path, "application/json", body).await
+    }
+
+    /// [`HttpProbe::post_json`] with a body of any `content_type`.
+    pub async fn post(
+        &self,
+        address: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<u16, String> {
+        self.post_answer(address, path, content_type, body)
             .await
             .map(|a| a.status)
     }
@@ -143,11 +133,22 @@ impl HttpProbe {
         path: &str,
         body: Vec<u8>,
     ) -> Result<PostAnswer, String> {
+        self.post_answer(address, path, "application/json", body)
+            .await
+    }
+
+    async fn post_answer(
+        &self,
+        address: &str,
+        path: &str,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> Result<PostAnswer, String> {
         let uri: http::Uri = format!("http://{address}{path}")
             .parse()
             .map_err(|e| format!("bad address {address:?}: {e}"))?;
         let req = http::Request::post(uri)
-            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(http::header::CONTENT_TYPE, content_type)
             .body(http_body_util::Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
         let deadline = Instant::now() + Duration::from_secs(10);

@@ -69,9 +69,11 @@ impl Shared {
     pub fn new(app: Arc<Engine>, config: Arc<Config>, reload: Option<Reload>) -> Self {
         let upstream = Upstream::default();
         // The proxy's connection to each ready container is opened ahead of
-        // its claim (not to the simulated runtime's made-up addresses).
+        // its claim, and the claim's calls to the app go over it (not to the
+        // simulated runtime's made-up addresses).
         if app.runtime.reachable() {
             app.set_ready_hook(upstream.ready_hook());
+            app.set_app_post(upstream.app_post());
         }
         Self {
             app,

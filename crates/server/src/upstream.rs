@@ -2,7 +2,8 @@
 //! container address, reused across requests. `proxy::forward` sends requests
 //! through it; [`Upstream::ready_hook`] opens a connection to each container
 //! that waits in the pool (and keeps it open), so that the first proxied request
-//! after a claim does not pay for a connect.
+//! after a claim does not pay for a connect; [`Upstream::app_post`] sends the
+//! claim's own calls to the app (the bind hook) over that same connection.
 
 use std::time::Duration;
 
@@ -36,7 +37,47 @@ impl Default for Upstream {
     }
 }
 
+/// How long a claim's call to its app may take, answer and body included.
+const APP_POST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How much of the answer's body to a claim's call is read (and dropped) so that
+/// its connection goes back to the pool; a longer one closes the connection.
+const APP_POST_BODY_BYTES: usize = 64 * 1024;
+
 impl Upstream {
+    /// The engine's [`warmpool_engine::AppPost`]: a claim's calls to its app go
+    /// through this client, over the connection [`Upstream::ready_hook`] opened,
+    /// and leave it in the pool for the client's first proxied request. Only
+    /// addresses the engine hands over (its own claimed containers) are used.
+    pub fn app_post(&self) -> warmpool_engine::AppPost {
+        let client = self.client.clone();
+        Box::new(move |address, path, content_type, body| {
+            let client = client.clone();
+            let uri = format!("http://{address}{path}");
+            Box::pin(async move {
+                let uri: Uri = uri.parse().map_err(|e| format!("bad address: {e}"))?;
+                let request = Request::post(uri)
+                    .header(hyper::header::CONTENT_TYPE, content_type)
+                    .body(Body::from(body))
+                    .map_err(|e| e.to_string())?;
+                let deadline = tokio::time::Instant::now() + APP_POST_TIMEOUT;
+                let response =
+                    match tokio::time::timeout_at(deadline, client.request(request)).await {
+                        Ok(Ok(response)) => response,
+                        Ok(Err(e)) => return Err(format!("the container did not answer: {e}")),
+                        Err(_) => return Err("the container did not answer within 10 s".into()),
+                    };
+                let status = response.status().as_u16();
+                // Read to the end, so that the connection is reused, within the
+                // same deadline; a body that breaks off or outlives it (or is too
+                // long to be worth it) still leaves the status the app answered.
+                let body = http_body_util::Limited::new(response.into_body(), APP_POST_BODY_BYTES);
+                let _ = tokio::time::timeout_at(deadline, body.collect()).await;
+                Ok(status)
+            })
+        })
+    }
+
     /// The engine's [`warmpool_engine::ReadyHook`]: a `GET` of the health path
     /// through this client, its answer read to the end, so that its connection
     /// stays in the pool for the first proxied request. Only addresses the

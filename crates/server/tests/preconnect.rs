@@ -1,7 +1,8 @@
 //! The proxy opens its connection to a ready container before the container is
 //! claimed: the first proxied request after a claim goes over that connection,
-//! with no connect of its own. Seen from the kernel's table of TCP connections
-//! (`/proc/net/tcp`), with real sample-app processes.
+//! with no connect of its own, and so does a set-up claim's bind hook. Seen from
+//! the kernel's table of TCP connections (`/proc/net/tcp`), with real sample-app
+//! processes.
 
 mod common;
 
@@ -15,6 +16,12 @@ const T: Duration = Duration::from_secs(30);
 
 /// Local ports of the established IPv4 connections to 127.0.0.1:`port`.
 fn connections_to(port: u16) -> BTreeSet<u16> {
+    sockets_to(port, true)
+}
+
+/// Local ports of the IPv4 sockets to 127.0.0.1:`port`, established only or in
+/// any state (a closed connection stays as TIME_WAIT on the side that closed).
+fn sockets_to(port: u16, established_only: bool) -> BTreeSet<u16> {
     let table = std::fs::read_to_string("/proc/net/tcp").unwrap();
     let target = format!("0100007F:{port:04X}");
     table
@@ -23,23 +30,15 @@ fn connections_to(port: u16) -> BTreeSet<u16> {
         .filter_map(|line| {
             let f: Vec<&str> = line.split_whitespace().collect();
             // sl, local_address, rem_address, st (01: established)
-            (f.len() > 3 && f[2] == target && f[3] == "01")
+            (f.len() > 3 && f[2] == target && (f[3] == "01" || !established_only))
                 .then(|| u16::from_str_radix(f[1].rsplit(':').next()?, 16).ok())
                 .flatten()
         })
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_first_proxied_request_after_a_claim_reuses_a_connection_opened_before_it() {
-    let mut wp = InProc::start(&[
-        ("POOL_TARGET_INSTANCES", "2"),
-        // No periodic probes: their own short connections would come and go
-        // while the test looks, and the connection under test is the one
-        // opened when the container became ready.
-        ("WARMPOOL_PROBE_INTERVAL_SECONDS", "0"),
-    ])
-    .await;
+/// Two ready containers, each with warmpool's connection open: (id, port).
+async fn ready_and_connected(wp: &InProc) -> Vec<(String, u16)> {
     wp.wait_ready("default", 2, T).await;
     let containers: Value = wp
         .http
@@ -68,7 +67,24 @@ async fn the_first_proxied_request_after_a_claim_reuses_a_connection_opened_befo
         })
         .await;
     }
+    ready
+}
 
+async fn start() -> InProc {
+    InProc::start(&[
+        ("POOL_TARGET_INSTANCES", "2"),
+        // No periodic probes: their own short connections would come and go
+        // while the test looks, and the connection under test is the one
+        // opened when the container became ready.
+        ("WARMPOOL_PROBE_INTERVAL_SECONDS", "0"),
+    ])
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_proxied_request_after_a_claim_reuses_a_connection_opened_before_it() {
+    let mut wp = start().await;
+    let ready = ready_and_connected(&wp).await;
     let claim: Value = wp
         .http
         .post(format!("{}/container", wp.base))
@@ -94,5 +110,48 @@ async fn the_first_proxied_request_after_a_claim_reuses_a_connection_opened_befo
         "the first proxied request opened a connection: before {before:?}, after {after:?}"
     );
     assert!(!after.is_empty(), "no connection left open to {port}");
+    wp.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_up_claims_bind_hook_goes_over_the_connection_opened_before_it() {
+    let mut wp = start().await;
+    let ready = ready_and_connected(&wp).await;
+    // Every socket to either container, in any state, before the claim.
+    let before: Vec<BTreeSet<u16>> = ready.iter().map(|(_, p)| sockets_to(*p, false)).collect();
+    let claim: Value = wp
+        .http
+        .post(format!("{}/container", wp.base))
+        .json(&json!({"env": {"BOUND": "yes"}, "files": {"a.txt": "x"}, "text": "hello"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(claim["warm"], true, "{claim}");
+    let id = claim["id"].as_str().unwrap();
+    let (i, port) = ready
+        .iter()
+        .enumerate()
+        .find(|(_, (r, _))| r == id)
+        .map(|(i, (_, p))| (i, *p))
+        .unwrap();
+    // The hook delivered (the app shows the env and serves the text)...
+    let env: Value = wp.proxied(id, "/env").await.json().await.unwrap();
+    assert_eq!(env["BOUND"], "yes", "{env}");
+    assert_eq!(wp.proxied_text(id, "/").await, "hello");
+    // ...and neither the bind, the text nor those requests opened a socket of
+    // their own: no new local port, not even one left closing in TIME_WAIT.
+    let after = sockets_to(port, false);
+    assert!(
+        after.is_subset(&before[i]),
+        "a connection was opened for the claim's calls: before {:?}, after {after:?}",
+        before[i]
+    );
+    assert!(
+        !connections_to(port).is_empty(),
+        "no connection left open to {port}"
+    );
     wp.shutdown().await;
 }
