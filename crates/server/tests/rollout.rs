@@ -204,31 +204,38 @@ async fn a_rollout_completes_under_claims_that_never_pause() {
     let client = wp.client.clone();
     wait_ready(&client, "default", TARGET, T).await;
     let stop = Arc::new(AtomicBool::new(false));
+    let made = Arc::new(AtomicU64::new(0));
     let claimers: Vec<_> = (0..2)
         .map(|_| {
-            let (client, stop) = (client.clone(), stop.clone());
+            let (client, stop, made) = (client.clone(), stop.clone(), made.clone());
             tokio::spawn(async move {
-                let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let c = client.claim(&ClaimRequest::default()).await.unwrap();
                     client.release(&c.id).await.unwrap();
-                    n += 1;
+                    made.fetch_add(1, Ordering::Relaxed);
                 }
-                n
             })
         })
         .collect();
+    // The claimers are under way before the rollout begins.
+    poll(T, "the first claims", || async {
+        (made.load(Ordering::Relaxed) >= 2).then_some(())
+    })
+    .await;
+    let before = made.load(Ordering::Relaxed);
     client
         .patch_pool_settings("default", &env_change("2"))
         .await
         .unwrap();
     let done = wait_phase(&client, "default", "complete", T).await;
+    let during = made.load(Ordering::Relaxed) - before;
     stop.store(true, Ordering::Relaxed);
-    let mut claims = 0;
     for c in claimers {
-        claims += c.await.unwrap();
+        c.await.unwrap();
     }
-    assert!(claims >= 10, "too few claims: {claims}");
+    // Claims went on while it rolled out (how many depends on how fast the
+    // machine starts the new containers; a count here once failed a fast run).
+    assert!(during >= 1, "no claim was made during the rollout");
     assert_eq!(done.rollout.stale_ready, 0);
     wait_ready(&client, "default", TARGET, T).await;
     let revisions = ready_revisions(&client, "default").await;
