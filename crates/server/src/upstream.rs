@@ -3,7 +3,8 @@
 //! through it; [`Upstream::ready_hook`] opens a connection to each container
 //! that waits in the pool (and keeps it open), so that the first proxied request
 //! after a claim does not pay for a connect; [`Upstream::app_post`] sends the
-//! claim's own calls to the app (the bind hook) over that same connection.
+//! claim's own calls to the app (the bind hook, the text) over that same
+//! connection.
 
 use std::time::Duration;
 
