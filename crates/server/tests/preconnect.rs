@@ -70,6 +70,22 @@ async fn ready_and_connected(wp: &InProc) -> Vec<(String, u16)> {
     ready
 }
 
+/// Claims with `body`; the claim must be warm. Answers the id.
+async fn claim_warm(wp: &InProc, body: Value) -> String {
+    let claim: Value = wp
+        .http
+        .post(format!("{}/container", wp.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(claim["warm"], true, "{claim}");
+    claim["id"].as_str().unwrap().to_owned()
+}
+
 async fn start() -> InProc {
     InProc::start(&[
         ("POOL_TARGET_INSTANCES", "2"),
@@ -85,18 +101,8 @@ async fn start() -> InProc {
 async fn the_first_proxied_request_after_a_claim_reuses_a_connection_opened_before_it() {
     let mut wp = start().await;
     let ready = ready_and_connected(&wp).await;
-    let claim: Value = wp
-        .http
-        .post(format!("{}/container", wp.base))
-        .json(&json!({}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(claim["warm"], true, "{claim}");
-    let id = claim["id"].as_str().unwrap();
+    let id = claim_warm(&wp, json!({})).await;
+    let id = id.as_str();
     let port = ready.iter().find(|(r, _)| r == id).unwrap().1;
     let before = connections_to(port);
     let r = wp.proxied(id, "/").await;
@@ -119,18 +125,12 @@ async fn a_set_up_claims_bind_hook_goes_over_the_connection_opened_before_it() {
     let ready = ready_and_connected(&wp).await;
     // Every socket to either container, in any state, before the claim.
     let before: Vec<BTreeSet<u16>> = ready.iter().map(|(_, p)| sockets_to(*p, false)).collect();
-    let claim: Value = wp
-        .http
-        .post(format!("{}/container", wp.base))
-        .json(&json!({"env": {"BOUND": "yes"}, "files": {"a.txt": "x"}, "text": "hello"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(claim["warm"], true, "{claim}");
-    let id = claim["id"].as_str().unwrap();
+    let id = claim_warm(
+        &wp,
+        json!({"env": {"BOUND": "yes"}, "files": {"a.txt": "x"}, "text": "hello"}),
+    )
+    .await;
+    let id = id.as_str();
     let (i, port) = ready
         .iter()
         .enumerate()
