@@ -147,7 +147,7 @@ pub struct Engine {
 /// answers the HTTP status of any answer, or `Err` when the app gave none, with
 /// the answer's body read (so the connection can be kept), all within 10 s. The
 /// server sends them through its proxy's pooled client, over the connection it
-/// opened to the container at readiness; without one, [`HttpProbe::post_json`]'s
+/// opened to the container at readiness; without one, [`HttpProbe::post`]'s
 /// client opens a connection per call.
 pub type AppPost = Box<
     dyn Fn(

@@ -20,7 +20,7 @@ use tokio::sync::broadcast;
 use warmpool_core::{ContainerId, PoolKey};
 
 pub use error::RuntimeError;
-pub use probe::{HttpProbe, PostAnswer, EXCERPT_BYTES};
+pub use probe::HttpProbe;
 pub use process::{ProcessConfig, ProcessRuntime, SampleAppCommand, SAMPLE_APP_BIN};
 pub use sim::{SimMode, SimRuntime};
 

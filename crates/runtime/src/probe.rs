@@ -87,32 +87,15 @@ impl HttpProbe {
     }
 }
 
-/// How many bytes of a non-2xx answer's body [`PostAnswer::excerpt`] keeps.
-pub const EXCERPT_BYTES: usize = 200;
-
-/// What an app answered to [`HttpProbe::post_json_answer`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct PostAnswer {
-    /// The HTTP status, whatever it is.
-    pub status: u16,
-    /// The start of the body (at most [`EXCERPT_BYTES`], lossily UTF-8, trimmed)
-    /// when the status is not 2xx, for an error message; empty otherwise.
-    pub excerpt: String,
-}
-
 impl HttpProbe {
-    /// `POST http://{address}{path}` with a JSON body (`content-type:
-    /// application/json`), for warmpool's own calls to an app's `/admin` paths
-    /// (`/admin/bind`). Answers the HTTP status of any answer, so that the caller
-    /// tells 404 (no such hook) from 2xx and from 5xx; `Err` only when the app
-    /// gave no answer (refused, reset, or no status within 10 s). The body is
-    /// read and discarded within the same 10 s (at most 64 KiB of it; one that
-    /// breaks off or is still coming then does not change the answer).
-    pub async fn post_json(&self, address: &str, path: &str, body: Vec<u8>) -> Result<u16, String> {
-        self.post(address, path, "application/json", body).await
-    }
-
-    /// [`HttpProbe::post_json`] with a body of any `content_type`.
+    /// `POST http://{address}{path}` with `body` of `content_type`, for
+    /// warmpool's own calls to an app's `/admin` paths (`/admin/bind`,
+    /// `/admin/update-text`) when the server gives the engine no client of its
+    /// own. Answers the HTTP status of any answer, so that the caller tells 404
+    /// (no such hook) from 2xx and from 5xx; `Err` only when the app gave no
+    /// answer (refused, reset, or no status within 10 s). The body is read and
+    /// discarded within the same 10 s (at most 64 KiB of it; one that breaks off
+    /// or is still coming then does not change the answer).
     pub async fn post(
         &self,
         address: &str,
@@ -120,30 +103,6 @@ impl HttpProbe {
         content_type: &str,
         body: Vec<u8>,
     ) -> Result<u16, String> {
-        self.post_answer(address, path, content_type, body)
-            .await
-            .map(|a| a.status)
-    }
-
-    /// [`HttpProbe::post_json`], also keeping the start of a non-2xx answer's
-    /// body ([`PostAnswer::excerpt`]).
-    pub async fn post_json_answer(
-        &self,
-        address: &str,
-        path: &str,
-        body: Vec<u8>,
-    ) -> Result<PostAnswer, String> {
-        self.post_answer(address, path, "application/json", body)
-            .await
-    }
-
-    async fn post_answer(
-        &self,
-        address: &str,
-        path: &str,
-        content_type: &str,
-        body: Vec<u8>,
-    ) -> Result<PostAnswer, String> {
         let uri: http::Uri = format!("http://{address}{path}")
             .parse()
             .map_err(|e| format!("bad address {address:?}: {e}"))?;
@@ -157,34 +116,12 @@ impl HttpProbe {
             Ok(Err(e)) => return Err(format!("the container did not answer: {e}")),
             Err(_) => return Err("the container did not answer within 10 s".into()),
         };
-        let status = resp.status();
-        let keep = if status.is_success() {
-            0
-        } else {
-            EXCERPT_BYTES
-        };
-        let mut kept = Vec::new();
-        let mut body = resp.into_body();
-        // Read to the end (at most 64 KiB, then the connection is dropped: it is
-        // not reused) within the same deadline; a body that breaks off or
-        // outlives it still leaves the status the app answered.
-        let _ = tokio::time::timeout_at(deadline, async {
-            let mut read = 0;
-            while let Some(Ok(frame)) = body.frame().await {
-                if let Ok(data) = frame.into_data() {
-                    let room = keep.saturating_sub(kept.len()).min(data.len());
-                    kept.extend_from_slice(&data[..room]);
-                    read += data.len();
-                    if read > 64 * 1024 {
-                        break;
-                    }
-                }
-            }
-        })
-        .await;
-        Ok(PostAnswer {
-            status: status.as_u16(),
-            excerpt: String::from_utf8_lossy(&kept).trim().to_owned(),
-        })
+        let status = resp.status().as_u16();
+        // Read to the end (at most 64 KiB) within the same deadline; a body that
+        // breaks off, outlives it or is longer still leaves the status the app
+        // answered.
+        let body = http_body_util::Limited::new(resp.into_body(), 64 * 1024);
+        let _ = tokio::time::timeout_at(deadline, body.collect()).await;
+        Ok(status)
     }
 }
