@@ -325,7 +325,7 @@ async fn update_text(State(text_file): State<Arc<Path>>, request: Request) -> Re
     if length > MAX_TEXT_BYTES {
         return payload_too_large(MAX_TEXT_BYTES);
     }
-    match write_atomically(&text_file, &text).await {
+    match write_atomically(text_file.clone(), text).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(err) => {
             tracing::error!(%err, path = %text_file.display(), "cannot write text file");
@@ -533,21 +533,31 @@ fn temp_path(path: &Path) -> io::Result<PathBuf> {
 /// its first set-up). Larger ones go to the blocking pool.
 const INLINE_WRITE_BYTES: usize = 64 * 1024;
 
+/// Runs `write`, a blocking write of `bytes` bytes, on the app's own thread or
+/// in tokio's blocking pool ([`INLINE_WRITE_BYTES`]).
+async fn blocking_write<T: Send + 'static>(
+    bytes: usize,
+    write: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    if bytes <= INLINE_WRITE_BYTES {
+        return Ok(write());
+    }
+    tokio::task::spawn_blocking(write).await
+}
+
 /// Replaces `path` with `contents` by writing a temporary file next to it and
 /// renaming it over `path`, so readers see either the old or the new text.
-async fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
-    if contents.len() <= INLINE_WRITE_BYTES {
-        return write_atomically_blocking(path, contents);
-    }
-    let (path, contents) = (path.to_owned(), contents.to_vec());
-    tokio::task::spawn_blocking(move || write_atomically_blocking(&path, &contents))
-        .await
-        .unwrap_or_else(|e| Err(io::Error::other(e)))
+async fn write_atomically(path: Arc<Path>, contents: Vec<u8>) -> io::Result<()> {
+    blocking_write(contents.len(), move || {
+        write_atomically_blocking(&path, &contents)
+    })
+    .await
+    .unwrap_or_else(|e| Err(io::Error::other(e)))
 }
 
 /// Writes each file atomically ([`write_atomically`]), creating its parent
-/// directories; all in one blocking task (one hop off the runtime, not one per
-/// file) unless they are small enough to write inline. The error names the file.
+/// directories; all in one [`blocking_write`] (at most one hop off the runtime,
+/// not one per file). The error names the file.
 async fn write_files(
     targets: Vec<(PathBuf, String)>,
     files_dir: &Path,
@@ -565,10 +575,7 @@ async fn write_files(
         Ok(())
     }
     let total: usize = targets.iter().map(|(_, contents)| contents.len()).sum();
-    if total <= INLINE_WRITE_BYTES {
-        return write_all(&targets);
-    }
-    tokio::task::spawn_blocking(move || write_all(&targets))
+    blocking_write(total, move || write_all(&targets))
         .await
         .unwrap_or_else(|e| Err((files_dir.to_path_buf(), io::Error::other(e))))
 }
