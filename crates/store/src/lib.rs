@@ -84,8 +84,7 @@ impl Store {
         let instance_id = instance_id(&conn)?;
         // Checkpoints (the only fsyncs in WAL mode with synchronous=NORMAL) run on a
         // thread of their own, so that no commit of the writer waits for one.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)
-            .map_err(open_err)?;
+        writer::tune(&conn, writer::WAL_SIZE_LIMIT).map_err(open_err)?;
         let checkpointer = Connection::open(&path).map_err(open_err)?;
         configure(&checkpointer).map_err(open_err)?;
 
@@ -97,7 +96,7 @@ impl Store {
         configure(&reader).map_err(open_err)?;
 
         let writer = writer::spawn(conn, hook)?;
-        writer::spawn_checkpointer(checkpointer, &writer)?;
+        writer::spawn_checkpointer(checkpointer, &writer, writer::CATCH_UP_FRAMES)?;
         Ok(Store {
             writer,
             reader: Arc::new(Mutex::new(reader)),

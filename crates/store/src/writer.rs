@@ -128,6 +128,9 @@ pub(crate) struct WriterHandle {
     pub(crate) errors: std::sync::Arc<std::sync::atomic::AtomicU64>,
     /// Dropped with the last handle: tells the checkpointer to finish.
     alive: std::sync::Arc<()>,
+    /// Set by the checkpointer when the WAL keeps growing: the writer then
+    /// checkpoints once itself, between two commits (see [`spawn_checkpointer`]).
+    catch_up: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl WriterHandle {
@@ -154,35 +157,67 @@ pub(crate) fn spawn(
 ) -> Result<WriterHandle, StoreError> {
     let (tx, rx) = mpsc::channel::<Job>();
     let errors = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let counted = errors.clone();
+    let catch_up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (counted, asked) = (errors.clone(), catch_up.clone());
     std::thread::Builder::new()
         .name("warmpool-store-writer".into())
-        .spawn(move || run(conn, rx, hook, &counted))
+        .spawn(move || run(conn, rx, hook, &counted, &asked))
         .map_err(|e| StoreError::Corrupt(format!("cannot start the store writer thread: {e}")))?;
     Ok(WriterHandle {
         tx,
         errors,
         alive: std::sync::Arc::new(()),
+        catch_up,
     })
 }
 
 /// How often the WAL is checkpointed into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// WAL frames (pages of 4 KiB) past which the writer is asked to catch up: 64 MiB.
+pub(crate) const CATCH_UP_FRAMES: i64 = 16_384;
+
+/// The size the WAL file is cut back to when it starts over (`journal_size_limit`).
+pub(crate) const WAL_SIZE_LIMIT: i64 = 64 * 1024 * 1024;
+
+/// Settings of the write connection: no automatic checkpoints (the checkpointer
+/// thread runs them, so that no commit waits for one), and a WAL file cut back
+/// to `wal_size_limit` bytes whenever it starts over.
+pub(crate) fn tune(conn: &Connection, wal_size_limit: i64) -> Result<(), rusqlite::Error> {
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    conn.pragma_update(None, "journal_size_limit", wal_size_limit)?;
+    Ok(())
+}
+
 /// Checkpoints the WAL (passively: it never blocks the writer) until the writer is
 /// gone, and once more at the end.
+///
+/// The WAL starts over from its beginning only at a write after a checkpoint
+/// that copied all of it. Under continuous writes (a pool of 100,000 filling)
+/// a passive checkpoint on this thread never gets there: new frames arrive
+/// while it copies, so the WAL would grow without bound (1.5 GB for that fill,
+/// whose writeback then slowed every commit for seconds). Once it holds more
+/// than `catch_up_frames` frames, the writer is asked to checkpoint once
+/// itself between two commits, which copies what this thread has not copied
+/// yet with no write in between, so that its next commit starts the WAL over.
 pub(crate) fn spawn_checkpointer(
     conn: Connection,
     writer: &WriterHandle,
+    catch_up_frames: i64,
 ) -> Result<(), StoreError> {
     let alive = std::sync::Arc::downgrade(&writer.alive);
+    let catch_up = writer.catch_up.clone();
     std::thread::Builder::new()
         .name("warmpool-store-checkpoint".into())
         .spawn(move || loop {
             std::thread::sleep(CHECKPOINT_EVERY);
             let last = alive.upgrade().is_none();
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "wal checkpoint failed");
+            match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+                Ok(frames) if frames > catch_up_frames => {
+                    catch_up.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "wal checkpoint failed"),
             }
             if last {
                 return;
@@ -197,6 +232,7 @@ fn run(
     rx: mpsc::Receiver<Job>,
     hook: Option<CommitHook>,
     errors: &std::sync::atomic::AtomicU64,
+    catch_up: &std::sync::atomic::AtomicBool,
 ) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -235,6 +271,11 @@ fn run(
                 errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
             let _ = job.reply.send(result);
+        }
+        if catch_up.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "wal checkpoint on the writer failed");
+            }
         }
     }
 }
@@ -405,4 +446,95 @@ fn event(
     )?
     .execute(params![at.0, id.to_string(), from.map(|s| s.as_str()), to.as_str(), reason])?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
+    use warmpool_core::Location;
+
+    /// A write connection as [`crate::Store`] opens it, on a fresh database.
+    fn writer_conn(path: &std::path::Path, wal_size_limit: i64) -> Connection {
+        let mut conn = Connection::open(path).unwrap();
+        conn.pragma_update(None, "journal_mode", "WAL").unwrap();
+        crate::migrations::migrate(&mut conn).unwrap();
+        tune(&conn, wal_size_limit).unwrap();
+        conn
+    }
+
+    fn insert(i: i64) -> Op {
+        Op::Insert(NewContainer {
+            id: ContainerId::random(),
+            key: PoolKey::new("p", Location::Default),
+            runtime: "sim".into(),
+            on_demand: false,
+            revision: 1,
+            created_at: Timestamp(i),
+        })
+    }
+
+    fn wal_size(path: &std::path::Path) -> u64 {
+        std::fs::metadata(path.with_extension("db-wal"))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn the_writer_catches_up_when_asked_and_the_wal_starts_over_within_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("w.db");
+        let limit = 32 * 1024;
+        let w = spawn(writer_conn(&path, limit), None).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        // No checkpointer: the WAL only grows.
+        for i in 0..300 {
+            rt.block_on(w.submit(insert(i))).unwrap();
+        }
+        let grown = wal_size(&path);
+        assert!(grown > 4 * limit as u64, "the WAL grew: {grown} bytes");
+        rt.block_on(w.submit(insert(300))).unwrap();
+        assert!(wal_size(&path) >= grown, "nothing checkpoints unasked");
+        // Asked: the writer checkpoints after its next commit, and the commit
+        // after that starts the WAL over, cut back to its limit.
+        w.catch_up.store(true, Relaxed);
+        rt.block_on(w.submit(insert(301))).unwrap();
+        rt.block_on(w.submit(insert(302))).unwrap();
+        // Cut back to the limit, then the last commit's few frames written
+        // from its start (a WAL that grew on would be past `grown`).
+        let after = wal_size(&path);
+        assert!(
+            after <= 2 * limit as u64 && after < grown / 4,
+            "the WAL started over: {after} bytes, from {grown}"
+        );
+        assert!(!w.catch_up.load(Relaxed), "the request was taken");
+    }
+
+    #[test]
+    fn the_checkpointer_asks_the_writer_to_catch_up_past_its_frame_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.db");
+        let w = spawn(writer_conn(&path, WAL_SIZE_LIMIT), None).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        for i in 0..50 {
+            rt.block_on(w.submit(insert(i))).unwrap();
+        }
+        // Below the limit: never asked.
+        spawn_checkpointer(Connection::open(&path).unwrap(), &w, 1_000_000).unwrap();
+        std::thread::sleep(3 * CHECKPOINT_EVERY);
+        assert!(!w.catch_up.load(Relaxed), "not asked below the limit");
+        spawn_checkpointer(Connection::open(&path).unwrap(), &w, 10).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !w.catch_up.load(Relaxed) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the checkpointer never asked the writer to catch up"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
