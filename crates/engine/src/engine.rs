@@ -131,6 +131,9 @@ pub struct Engine {
     /// Launches, stops, removals and failures in flight, so that shutdown waits
     /// for them rather than polling.
     pub(crate) work: TaskTracker,
+    /// The reconciler's launches waiting for one of the bounded launch workers
+    /// (`lifecycle.rs`, [`crate::lifecycle::MAX_CONCURRENT_LAUNCHES`]).
+    pub(crate) launches: std::sync::Mutex<crate::lifecycle::LaunchQueue>,
     pub(crate) tasks: Driver,
     /// warmpool's own HTTP calls to apps: health probes and a claim's text.
     pub(crate) probe: HttpProbe,
@@ -192,6 +195,7 @@ impl Engine {
             tasks: Driver::new(cancel.clone(), now),
             cancel,
             work: TaskTracker::new(),
+            launches: Default::default(),
             probe: HttpProbe::new(),
             scaler: Default::default(),
             ready_hook: Default::default(),

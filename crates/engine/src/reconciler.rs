@@ -39,9 +39,7 @@ pub(crate) fn pass(engine: &Arc<Engine>) -> Outcome {
         match d {
             Dispatch::Launch { id, key, revision } => {
                 launches += 1;
-                engine.spawn_work(async move {
-                    let _ = e.launch(id, key, revision, false, Vec::new()).await;
-                });
+                e.queue_launch(id, key, revision);
             }
             Dispatch::Stop {
                 lease,
