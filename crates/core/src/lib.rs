@@ -15,7 +15,9 @@ mod time;
 pub use id::{ContainerId, InvalidContainerId};
 pub use labels::{LabelError, Requirement, Selector, SelectorError};
 pub use location::{InvalidLocation, Location, PoolKey};
-pub use plan::{plan, Action, Desired, DesiredPool, Observed, ObservedContainer, Plan, StopReason};
+pub use plan::{
+    plan, Action, Deadline, Desired, DesiredPool, Observed, Pick, Plan, StopReason, Supply,
+};
 pub use scale::{Buffer, LocationMode, ScalingPolicy};
 pub use state::{transition, ContainerState, InvalidState, InvalidTransition};
 pub use surge::{InvalidSurge, Surge};

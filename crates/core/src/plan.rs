@@ -3,17 +3,24 @@
 //! The reconciler driver observes the world, calls [`plan`], and executes what it
 //! returns. The planner takes no other input, so every activation re-plans from
 //! scratch and a lost or repeated activation is harmless.
+//!
+//! It plans from aggregates, not from a list of every container: per pool key the
+//! ready and starting counts by revision, the deadlines that are due (and the next
+//! one), and the failed containers. The engine's registry keeps those up to date on
+//! every change, so that a pass costs O(pool keys + what is due), whatever the
+//! number of containers. Which ready containers a surplus or rollout stop takes is
+//! the registry's choice ([`Action::StopReady`]: those ready the longest).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::{ContainerId, ContainerState, PoolKey, Timestamp};
+use crate::{ContainerId, PoolKey, Timestamp};
 
 /// Least time between a reconcile pass and the next one woken by an activation
 /// (the engine's reconciler keeps it): a burst of claims (or exits) is served by
-/// one pass, so that a pass's cost, which grows with the number of tracked
-/// containers, is not paid once per claim. Refills and replacements start at
-/// most this much later, which the autoscaler counts in a refill's time.
+/// one pass, so that the passes a burst triggers are not one per claim. Refills
+/// and replacements start at most this much later, which the autoscaler counts in
+/// a refill's time.
 pub const MIN_PASS_GAP: Duration = Duration::from_millis(10);
 
 /// What one pool should look like.
@@ -42,28 +49,40 @@ pub struct Desired {
     pub max_instances: u32,
 }
 
-/// What the planner needs to know of one container.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ObservedContainer {
+/// Pool containers (not started on demand) of one key and one revision.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Supply {
+    pub ready: u32,
+    pub starting: u32,
+}
+
+/// Why an allocated container is due to stop, and when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Deadline {
     pub id: ContainerId,
-    pub key: PoolKey,
-    pub state: ContainerState,
-    /// Started on demand for a waiting claim: it belongs to that claim, not to the
-    /// pool, so it neither counts toward the pool's target nor is ever surplus.
-    pub on_demand: bool,
-    /// The revision of its pool it was started from.
-    pub revision: u32,
-    pub created_at: Timestamp,
-    pub expires_at: Option<Timestamp>,
-    /// An allocated container with an idle timeout and nothing in flight: when it
-    /// becomes idle (last activity + timeout). `None` while busy or without one.
-    pub idle_at: Option<Timestamp>,
+    pub at: Timestamp,
+    /// [`StopReason::Expired`] (its lifetime) or [`StopReason::Idle`] (its idle
+    /// timeout after its last traffic).
+    pub reason: StopReason,
 }
 
 /// What the driver observed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Observed {
-    pub containers: Vec<ObservedContainer>,
+    /// Per pool key, its pool containers that are ready or starting, by the
+    /// revision they were started from. Containers started on demand for a
+    /// waiting claim belong to that claim, not to the pool: they are not here;
+    /// nor are ready ones already taken (being claimed, or being stopped by an
+    /// earlier pass whose stop the store has not recorded yet).
+    pub supply: BTreeMap<PoolKey, BTreeMap<u32, Supply>>,
+    /// Live containers in all (every state but `stopped`), for the global cap.
+    pub live: u32,
+    /// Deadlines of allocated containers: every one at or before `now`, and at
+    /// least the earliest after it (for the wake time). A container may have two
+    /// (its expiry and its idle deadline); the earlier counts.
+    pub deadlines: Vec<Deadline>,
+    /// Failed containers, whose remains are to be removed.
+    pub failed: Vec<ContainerId>,
     /// When the last batch of each pool was started.
     pub last_batch: BTreeMap<PoolKey, Timestamp>,
 }
@@ -92,6 +111,27 @@ impl StopReason {
     }
 }
 
+/// Which ready containers of a key a [`Action::StopReady`] may take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pick {
+    /// Of this revision (surplus of the current one).
+    Revision(u32),
+    /// Of any other revision than this one (stale, in a rollout).
+    NotRevision(u32),
+    /// Of any revision (a key no longer desired).
+    Any,
+}
+
+impl Pick {
+    pub fn matches(self, revision: u32) -> bool {
+        match self {
+            Pick::Revision(r) => revision == r,
+            Pick::NotRevision(r) => revision != r,
+            Pick::Any => true,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Start a batch of `count` containers for `key`, from `revision`.
@@ -100,8 +140,17 @@ pub enum Action {
         count: u32,
         revision: u32,
     },
-    /// Stop a live container gracefully.
+    /// Stop an allocated container whose deadline has passed.
     Stop { id: ContainerId, reason: StopReason },
+    /// Stop `count` ready pool containers of `key` that `pick` matches, those
+    /// ready the longest first ([`StopReason::Surplus`] or
+    /// [`StopReason::Outdated`]).
+    StopReady {
+        key: PoolKey,
+        count: u32,
+        pick: Pick,
+        reason: StopReason,
+    },
     /// Remove what is left of a failed container and close its record.
     Remove { id: ContainerId },
 }
@@ -114,16 +163,29 @@ pub struct Plan {
     pub wake_at: Option<Timestamp>,
 }
 
+/// One key's supply counted against its pool's revision.
 #[derive(Default)]
-struct Supply {
-    /// Ready containers of the pool's revision, oldest first once sorted.
-    ready: Vec<(Timestamp, ContainerId)>,
-    /// Starting containers of the pool's revision that will join it.
+struct Counted {
+    /// Of the pool's revision.
+    ready: u32,
     starting: u32,
-    /// Ready containers of other revisions (stale), oldest first once sorted.
-    stale_ready: Vec<(Timestamp, ContainerId)>,
-    /// Starting containers of other revisions: they join as stale ones.
+    /// Of other revisions (stale).
+    stale_ready: u32,
     stale_starting: u32,
+}
+
+fn count(by_revision: Option<&BTreeMap<u32, Supply>>, revision: u32) -> Counted {
+    let mut c = Counted::default();
+    for (r, s) in by_revision.into_iter().flatten() {
+        if *r == revision {
+            c.ready += s.ready;
+            c.starting += s.starting;
+        } else {
+            c.stale_ready += s.ready;
+            c.stale_starting += s.starting;
+        }
+    }
+    c
 }
 
 /// Plans the actions that bring `observed` toward `desired` at time `now`.
@@ -133,8 +195,9 @@ struct Supply {
 ///   its target, and `starting` containers count toward the target;
 /// - the global cap is never exceeded by creations;
 /// - at most one batch per pool per spacing interval;
-/// - only expired allocated containers, surplus ready ones and failed ones are
-///   acted upon: a starting or an unexpired allocated container is never touched;
+/// - only allocated containers whose deadline passed, surplus ready ones and
+///   failed ones are acted upon: a starting or an unexpired allocated container
+///   is never touched;
 /// - a rollout (ready or starting containers of another revision than the
 ///   pool's) starts new ones first, filling up to target + surge containers in
 ///   all, and stops a stale ready container only while the pool's ready count
@@ -148,85 +211,60 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
         out.wake_at = Some(out.wake_at.map_or(t, |w| w.min(t)));
     };
 
-    let mut live: u32 = 0;
-    let revision: BTreeMap<&PoolKey, u32> =
-        desired.pools.iter().map(|p| (&p.key, p.revision)).collect();
-    let current = |c: &ObservedContainer| revision.get(&c.key) == Some(&c.revision);
-    let mut supply: BTreeMap<&PoolKey, Supply> = BTreeMap::new();
-    for c in &observed.containers {
-        if c.state.is_live() {
-            live = live.saturating_add(1);
-        }
-        match c.state {
-            ContainerState::Allocated => {
-                let end = |t: Option<Timestamp>, reason| t.map(|t| (t, reason));
-                // The earlier of its lifetime's end and its idle deadline.
-                let due = [
-                    end(c.expires_at, StopReason::Expired),
-                    end(c.idle_at, StopReason::Idle),
-                ]
-                .into_iter()
-                .flatten()
-                .min_by_key(|(t, _)| *t);
-                match due {
-                    Some((t, reason)) if t <= now => {
-                        out.actions.push(Action::Stop { id: c.id, reason })
-                    }
-                    Some((t, _)) => wake(t, &mut out),
-                    None => {}
-                }
-            }
-            ContainerState::Failed => out.actions.push(Action::Remove { id: c.id }),
-            ContainerState::Ready if !c.on_demand => {
-                let s = supply.entry(&c.key).or_default();
-                if current(c) {
-                    s.ready.push((c.created_at, c.id))
-                } else {
-                    s.stale_ready.push((c.created_at, c.id))
-                }
-            }
-            ContainerState::Starting if !c.on_demand => {
-                let s = supply.entry(&c.key).or_default();
-                if current(c) {
-                    s.starting += 1
-                } else {
-                    s.stale_starting += 1
-                }
-            }
-            _ => {}
+    // Each allocated container's earliest deadline: due ones stop, the
+    // earliest of the others wakes the next pass.
+    let mut earliest: BTreeMap<ContainerId, (Timestamp, StopReason)> = BTreeMap::new();
+    for d in &observed.deadlines {
+        let e = earliest.entry(d.id).or_insert((d.at, d.reason));
+        if d.at < e.0 {
+            *e = (d.at, d.reason);
         }
     }
+    for (id, (at, reason)) in earliest {
+        if at <= now {
+            out.actions.push(Action::Stop { id, reason });
+        } else {
+            wake(at, &mut out);
+        }
+    }
+    for id in &observed.failed {
+        out.actions.push(Action::Remove { id: *id });
+    }
 
-    // Ready containers of pools that are no longer desired are surplus.
-    for (key, s) in &supply {
-        if !desired.pools.iter().any(|p| &p.key == *key) {
-            for (_, id) in s.ready.iter().chain(&s.stale_ready) {
-                out.actions.push(Action::Stop {
-                    id: *id,
+    // Ready containers of keys that are no longer desired are surplus.
+    for (key, by_revision) in &observed.supply {
+        if !desired.pools.iter().any(|p| &p.key == key) {
+            let ready: u32 = by_revision.values().map(|s| s.ready).sum();
+            if ready > 0 {
+                out.actions.push(Action::StopReady {
+                    key: key.clone(),
+                    count: ready,
+                    pick: Pick::Any,
                     reason: StopReason::Surplus,
                 });
             }
         }
     }
 
-    let mut room = desired.max_instances.saturating_sub(live);
+    let mut room = desired.max_instances.saturating_sub(observed.live);
     for pool in &desired.pools {
-        let mut s = supply.remove(&pool.key).unwrap_or_default();
-        let stop = |ready: &mut Vec<(Timestamp, ContainerId)>, n: u32, reason, out: &mut Plan| {
-            ready.sort();
-            for (_, id) in ready.drain(..n as usize) {
-                out.actions.push(Action::Stop { id, reason });
-            }
-        };
+        let mut s = count(observed.supply.get(&pool.key), pool.revision);
         // A rollout: stale ready containers stop, oldest first, only as far as
         // the ready ones left (of any revision) stay at the target.
-        let ready = (s.ready.len() + s.stale_ready.len()) as u32;
-        let outdated = ready
+        let outdated = (s.ready + s.stale_ready)
             .saturating_sub(pool.target)
-            .min(s.stale_ready.len() as u32);
-        stop(&mut s.stale_ready, outdated, StopReason::Outdated, &mut out);
-        let have = s.ready.len() as u32 + s.starting;
-        let stale = s.stale_ready.len() as u32 + s.stale_starting;
+            .min(s.stale_ready);
+        if outdated > 0 {
+            out.actions.push(Action::StopReady {
+                key: pool.key.clone(),
+                count: outdated,
+                pick: Pick::NotRevision(pool.revision),
+                reason: StopReason::Outdated,
+            });
+            s.stale_ready -= outdated;
+        }
+        let have = s.ready + s.starting;
+        let stale = s.stale_ready + s.stale_starting;
         // During a rollout the new revision fills up to the surge (the cap
         // below bounds the whole): under steady claims some of the target is
         // always starting as refills, and only the headroom above the target
@@ -241,9 +279,15 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
             // Only ready ones beyond the target stop: a ready container is not
             // stopped for one still starting (that would leave the pool short
             // until it is ready); once it is, the next pass stops the surplus.
-            let surplus =
-                (have - pool.target).min((s.ready.len() as u32).saturating_sub(pool.target));
-            stop(&mut s.ready, surplus, StopReason::Surplus, &mut out);
+            let surplus = (have - pool.target).min(s.ready.saturating_sub(pool.target));
+            if surplus > 0 {
+                out.actions.push(Action::StopReady {
+                    key: pool.key.clone(),
+                    count: surplus,
+                    pick: Pick::Revision(pool.revision),
+                    reason: StopReason::Surplus,
+                });
+            }
         } else if have < want {
             // During a rollout the pool holds at most target + surge containers.
             let cap = if stale > 0 {
@@ -286,7 +330,7 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Location;
+    use crate::{ContainerState, Location};
     use proptest::prelude::*;
 
     fn key(l: Location) -> PoolKey {
@@ -304,8 +348,30 @@ mod tests {
         }
     }
 
-    fn container(l: Location, state: ContainerState, at: i64) -> ObservedContainer {
-        ObservedContainer {
+    /// One container of the tests' world, as the registry knows it.
+    #[derive(Clone, Debug)]
+    struct C {
+        id: ContainerId,
+        key: PoolKey,
+        state: ContainerState,
+        on_demand: bool,
+        revision: u32,
+        /// When it became ready (the order a stop of ready ones takes).
+        created_at: Timestamp,
+        expires_at: Option<Timestamp>,
+        idle_at: Option<Timestamp>,
+    }
+
+    /// What the registry keeps, here as a plain list: [`observe`] aggregates it
+    /// as the registry does.
+    #[derive(Clone, Debug, Default)]
+    struct World {
+        containers: Vec<C>,
+        last_batch: BTreeMap<PoolKey, Timestamp>,
+    }
+
+    fn container(l: Location, state: ContainerState, at: i64) -> C {
+        C {
             id: ContainerId::random(),
             key: key(l),
             state,
@@ -315,6 +381,51 @@ mod tests {
             expires_at: None,
             idle_at: None,
         }
+    }
+
+    fn observe(w: &World) -> Observed {
+        let mut o = Observed {
+            last_batch: w.last_batch.clone(),
+            ..Default::default()
+        };
+        for c in &w.containers {
+            if c.state.is_live() {
+                o.live += 1;
+            }
+            match c.state {
+                ContainerState::Ready | ContainerState::Starting if !c.on_demand => {
+                    let s = o
+                        .supply
+                        .entry(c.key.clone())
+                        .or_default()
+                        .entry(c.revision)
+                        .or_default();
+                    if c.state == ContainerState::Ready {
+                        s.ready += 1
+                    } else {
+                        s.starting += 1
+                    }
+                }
+                ContainerState::Allocated => {
+                    let at = |t: Option<Timestamp>, reason| {
+                        t.map(|at| Deadline {
+                            id: c.id,
+                            at,
+                            reason,
+                        })
+                    };
+                    o.deadlines.extend(at(c.expires_at, StopReason::Expired));
+                    o.deadlines.extend(at(c.idle_at, StopReason::Idle));
+                }
+                ContainerState::Failed => o.failed.push(c.id),
+                _ => {}
+            }
+        }
+        o
+    }
+
+    fn run(d: &Desired, w: &World, now: Timestamp) -> Plan {
+        plan(d, &observe(w), now)
     }
 
     fn creates(p: &Plan) -> u32 {
@@ -327,13 +438,49 @@ mod tests {
             .sum()
     }
 
+    /// The ready pool containers of `key` a `StopReady` may take, those ready
+    /// the longest first.
+    fn pickable(w: &World, key: &PoolKey, pick: Pick) -> Vec<ContainerId> {
+        let mut v: Vec<_> = w
+            .containers
+            .iter()
+            .filter(|c| &c.key == key && c.state == ContainerState::Ready && !c.on_demand)
+            .filter(|c| pick.matches(c.revision))
+            .map(|c| (c.created_at, c.id))
+            .collect();
+        v.sort();
+        v.into_iter().map(|(_, id)| id).collect()
+    }
+
+    /// The ids a plan stops, with `StopReady` resolved as the registry does.
+    fn stopped(w: &World, p: &Plan) -> Vec<(ContainerId, StopReason)> {
+        let mut out = Vec::new();
+        for a in &p.actions {
+            match a {
+                Action::Stop { id, reason } => out.push((*id, *reason)),
+                Action::StopReady {
+                    key,
+                    count,
+                    pick,
+                    reason,
+                } => {
+                    let ids = pickable(w, key, *pick);
+                    assert!(*count as usize <= ids.len(), "{a:?} of {ids:?}");
+                    out.extend(ids[..*count as usize].iter().map(|id| (*id, *reason)));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
     #[test]
     fn empty_pool_gets_one_batch() {
         let d = Desired {
             pools: vec![pool(Location::Default, 30, 10, 10_000)],
             max_instances: 1000,
         };
-        let p = plan(&d, &Observed::default(), Timestamp(0));
+        let p = run(&d, &World::default(), Timestamp(0));
         assert_eq!(
             p.actions,
             vec![Action::Launch {
@@ -352,13 +499,13 @@ mod tests {
             pools: vec![pool(Location::Default, 30, 10, 10_000)],
             max_instances: 1000,
         };
-        let mut o = Observed::default();
-        o.last_batch
+        let mut w = World::default();
+        w.last_batch
             .insert(key(Location::Default), Timestamp(1_000));
-        let p = plan(&d, &o, Timestamp(10_999));
+        let p = run(&d, &w, Timestamp(10_999));
         assert_eq!(creates(&p), 0);
         assert_eq!(p.wake_at, Some(Timestamp(11_000)));
-        assert_eq!(creates(&plan(&d, &o, Timestamp(11_000))), 10);
+        assert_eq!(creates(&run(&d, &w, Timestamp(11_000))), 10);
     }
 
     #[test]
@@ -367,15 +514,15 @@ mod tests {
             pools: vec![pool(Location::Default, 5, 10, 0)],
             max_instances: 1000,
         };
-        let mut o = Observed::default();
+        let mut w = World::default();
         for _ in 0..3 {
-            o.containers
+            w.containers
                 .push(container(Location::Default, ContainerState::Starting, 0));
         }
         let mut od = container(Location::Default, ContainerState::Starting, 0);
         od.on_demand = true;
-        o.containers.push(od);
-        assert_eq!(creates(&plan(&d, &o, Timestamp(0))), 2);
+        w.containers.push(od);
+        assert_eq!(creates(&run(&d, &w, Timestamp(0))), 2);
     }
 
     #[test]
@@ -387,41 +534,38 @@ mod tests {
             ],
             max_instances: 14,
         };
-        let mut o = Observed::default();
+        let mut w = World::default();
         for _ in 0..2 {
-            o.containers
+            w.containers
                 .push(container(Location::Default, ContainerState::Allocated, 0));
         }
-        assert_eq!(creates(&plan(&d, &o, Timestamp(0))), 12);
+        assert_eq!(creates(&run(&d, &w, Timestamp(0))), 12);
     }
 
     #[test]
-    fn lowered_target_stops_the_oldest_ready_surplus_only() {
+    fn lowered_target_stops_ready_surplus_only() {
         let d = Desired {
             pools: vec![pool(Location::Default, 2, 10, 0)],
             max_instances: 1000,
         };
-        let mut o = Observed::default();
-        let mut ready = vec![];
+        let mut w = World::default();
         for at in [30, 10, 20, 40] {
-            let c = container(Location::Default, ContainerState::Ready, at);
-            ready.push((at, c.id));
-            o.containers.push(c);
+            w.containers
+                .push(container(Location::Default, ContainerState::Ready, at));
         }
-        o.containers
+        w.containers
             .push(container(Location::Default, ContainerState::Starting, 5));
-        let p = plan(&d, &o, Timestamp(100));
-        ready.sort();
-        // Target 2 of 4 ready and 1 starting: the two oldest ready stop, not a
-        // third for the one still starting (that one goes once it is ready).
-        let expected: Vec<_> = ready[..2]
-            .iter()
-            .map(|(_, id)| Action::Stop {
-                id: *id,
+        // Target 2 of 4 ready and 1 starting: two ready ones stop, not a third
+        // for the one still starting (that one goes once it is ready).
+        assert_eq!(
+            run(&d, &w, Timestamp(100)).actions,
+            vec![Action::StopReady {
+                key: key(Location::Default),
+                count: 2,
+                pick: Pick::Revision(0),
                 reason: StopReason::Surplus,
-            })
-            .collect();
-        assert_eq!(p.actions, expected);
+            }]
+        );
     }
 
     #[test]
@@ -430,16 +574,21 @@ mod tests {
             pools: vec![],
             max_instances: 1000,
         };
-        let c = container(Location::Apac, ContainerState::Ready, 0);
-        let o = Observed {
-            containers: vec![c.clone()],
-            ..Default::default()
-        };
+        let mut w = World::default();
+        w.containers
+            .push(container(Location::Apac, ContainerState::Ready, 0));
+        let mut old = container(Location::Apac, ContainerState::Ready, 0);
+        old.revision = 3;
+        w.containers.push(old);
+        w.containers
+            .push(container(Location::Apac, ContainerState::Starting, 0));
         assert_eq!(
-            plan(&d, &o, Timestamp(0)).actions,
-            vec![Action::Stop {
-                id: c.id,
-                reason: StopReason::Surplus
+            run(&d, &w, Timestamp(0)).actions,
+            vec![Action::StopReady {
+                key: key(Location::Apac),
+                count: 2,
+                pick: Pick::Any,
+                reason: StopReason::Surplus,
             }]
         );
     }
@@ -455,11 +604,11 @@ mod tests {
         let mut later = container(Location::Default, ContainerState::Allocated, 0);
         later.expires_at = Some(Timestamp(500));
         let failed = container(Location::Default, ContainerState::Failed, 0);
-        let o = Observed {
+        let w = World {
             containers: vec![expired.clone(), later, failed.clone()],
             ..Default::default()
         };
-        let p = plan(&d, &o, Timestamp(100));
+        let p = run(&d, &w, Timestamp(100));
         assert_eq!(
             p.actions,
             vec![
@@ -482,19 +631,20 @@ mod tests {
         let mut c = container(Location::Default, ContainerState::Allocated, 0);
         c.expires_at = Some(Timestamp(10_000));
         c.idle_at = Some(Timestamp(3_000));
-        let o = Observed {
+        let w = World {
             containers: vec![c.clone()],
             ..Default::default()
         };
-        let early = plan(&d, &o, Timestamp(2_999));
+        let early = run(&d, &w, Timestamp(2_999));
         assert!(early.actions.is_empty());
         assert_eq!(
             early.wake_at,
             Some(Timestamp(3_000)),
             "wake when it becomes idle"
         );
+        // Due for both reasons: one stop, for the earlier.
         assert_eq!(
-            plan(&d, &o, Timestamp(3_000)).actions,
+            run(&d, &w, Timestamp(20_000)).actions,
             vec![Action::Stop {
                 id: c.id,
                 reason: StopReason::Idle
@@ -503,12 +653,12 @@ mod tests {
         // Busy (no idle deadline): only the lifetime counts.
         let mut busy = c.clone();
         busy.idle_at = None;
-        let o = Observed {
+        let w = World {
             containers: vec![busy],
             ..Default::default()
         };
         assert_eq!(
-            plan(&d, &o, Timestamp(3_000)).wake_at,
+            run(&d, &w, Timestamp(3_000)).wake_at,
             Some(Timestamp(10_000))
         );
     }
@@ -519,14 +669,14 @@ mod tests {
             pools: vec![pool(Location::Default, 4, 10, 0)],
             max_instances: 1000,
         };
-        let mut o = Observed::default();
+        let mut w = World::default();
         for at in 0..4 {
-            o.containers
+            w.containers
                 .push(container(Location::Default, ContainerState::Ready, at));
         }
         d.pools[0].revision = 1;
         d.pools[0].surge = 1;
-        let p = plan(&d, &o, Timestamp(10));
+        let p = run(&d, &w, Timestamp(10));
         assert_eq!(
             p.actions,
             vec![Action::Launch {
@@ -536,18 +686,19 @@ mod tests {
             }],
             "one above the target, nothing stopped"
         );
-        apply(&mut o, &p, Timestamp(10));
+        apply(&mut w, &p, Timestamp(10));
         // Still starting: nothing more (the surge is used up), nothing stopped.
-        assert!(plan(&d, &o, Timestamp(11)).actions.is_empty());
-        advance(&mut o);
-        // Ready: the oldest old one stops, and the next new one starts.
-        let p = plan(&d, &o, Timestamp(12));
-        let oldest = o.containers[0].id;
+        assert!(run(&d, &w, Timestamp(11)).actions.is_empty());
+        advance(&mut w);
+        // Ready: one old one stops (the oldest), and the next new one starts.
+        let p = run(&d, &w, Timestamp(12));
         assert_eq!(
             p.actions,
             vec![
-                Action::Stop {
-                    id: oldest,
+                Action::StopReady {
+                    key: key(Location::Default),
+                    count: 1,
+                    pick: Pick::NotRevision(1),
                     reason: StopReason::Outdated
                 },
                 Action::Launch {
@@ -556,6 +707,10 @@ mod tests {
                     revision: 1
                 }
             ]
+        );
+        assert_eq!(
+            stopped(&w, &p),
+            vec![(w.containers[0].id, StopReason::Outdated)]
         );
     }
 
@@ -569,20 +724,20 @@ mod tests {
         };
         d.pools[0].revision = 1;
         d.pools[0].surge = 2;
-        let mut o = Observed::default();
+        let mut w = World::default();
         let stale = container(Location::Default, ContainerState::Ready, 0);
-        o.containers.push(stale.clone());
+        w.containers.push(stale.clone());
         for at in 1..4 {
             let mut c = container(Location::Default, ContainerState::Ready, at);
             c.revision = 1;
-            o.containers.push(c);
+            w.containers.push(c);
         }
         let mut refill = container(Location::Default, ContainerState::Starting, 5);
         refill.revision = 1;
-        o.containers.push(refill);
+        w.containers.push(refill);
         // Not yet above the target: the stale one stays, one more new starts
         // (6 in all: target + surge).
-        let p = plan(&d, &o, Timestamp(10));
+        let p = run(&d, &w, Timestamp(10));
         assert_eq!(
             p.actions,
             vec![Action::Launch {
@@ -591,16 +746,13 @@ mod tests {
                 revision: 1
             }]
         );
-        apply(&mut o, &p, Timestamp(10));
+        apply(&mut w, &p, Timestamp(10));
         // Once the extra one is ready (the refill still starting), the ready
         // count is above the target: the stale one goes.
-        let extra = o.containers.last_mut().unwrap();
+        let extra = w.containers.last_mut().unwrap();
         extra.state = ContainerState::Ready;
-        let p = plan(&d, &o, Timestamp(11));
-        assert!(p.actions.contains(&Action::Stop {
-            id: stale.id,
-            reason: StopReason::Outdated
-        }));
+        let p = run(&d, &w, Timestamp(11));
+        assert!(stopped(&w, &p).contains(&(stale.id, StopReason::Outdated)));
     }
 
     #[test]
@@ -612,9 +764,9 @@ mod tests {
                 pools: vec![pool(Location::Default, target, batch, 0)],
                 max_instances: 1000,
             };
-            let mut o = Observed::default();
+            let mut w = World::default();
             for at in 0..before {
-                o.containers.push(container(
+                w.containers.push(container(
                     Location::Default,
                     ContainerState::Ready,
                     i64::from(at),
@@ -625,14 +777,14 @@ mod tests {
             let floor = target.min(before);
             for step in 0..100 {
                 let now = Timestamp(step);
-                let p = plan(&d, &o, now);
-                apply(&mut o, &p, now);
-                assert!(ready(&o, &key(Location::Default)) >= floor, "step {step}");
-                assert!(supply(&o, &key(Location::Default)) <= target + surge);
-                advance(&mut o);
+                let p = run(&d, &w, now);
+                apply(&mut w, &p, now);
+                assert!(ready(&w, &key(Location::Default)) >= floor, "step {step}");
+                assert!(supply(&w, &key(Location::Default)) <= target + surge);
+                advance(&mut w);
             }
-            assert_eq!(current_supply(&o, &d.pools[0]), target);
-            assert!(o.containers.iter().all(|c| c.revision == 1));
+            assert_eq!(current_supply(&w, &d.pools[0]), target);
+            assert!(w.containers.iter().all(|c| c.revision == 1));
         }
     }
 
@@ -644,7 +796,7 @@ mod tests {
         prop::sample::select(vec![Location::Default, Location::Weur, Location::Apac])
     }
 
-    fn arb_observed() -> impl Strategy<Value = Observed> {
+    fn arb_world() -> impl Strategy<Value = World> {
         let c = (
             arb_location(),
             arb_state(),
@@ -654,18 +806,16 @@ mod tests {
             prop::option::of(0i64..2000),
             0u32..3,
         )
-            .prop_map(
-                |(l, state, on_demand, at, exp, idle, revision)| ObservedContainer {
-                    id: ContainerId::random(),
-                    key: key(l),
-                    state,
-                    on_demand,
-                    revision,
-                    created_at: Timestamp(at),
-                    expires_at: exp.map(Timestamp),
-                    idle_at: idle.map(Timestamp),
-                },
-            );
+            .prop_map(|(l, state, on_demand, at, exp, idle, revision)| C {
+                id: ContainerId::random(),
+                key: key(l),
+                state,
+                on_demand,
+                revision,
+                created_at: Timestamp(at),
+                expires_at: exp.map(Timestamp),
+                idle_at: idle.map(Timestamp),
+            });
         (
             prop::collection::vec(c, 0..60),
             prop::collection::btree_map(
@@ -674,7 +824,7 @@ mod tests {
                 0..3,
             ),
         )
-            .prop_map(|(containers, last_batch)| Observed {
+            .prop_map(|(containers, last_batch)| World {
                 containers,
                 last_batch,
             })
@@ -702,8 +852,8 @@ mod tests {
             })
     }
 
-    fn supply(o: &Observed, k: &PoolKey) -> u32 {
-        o.containers
+    fn supply(w: &World, k: &PoolKey) -> u32 {
+        w.containers
             .iter()
             .filter(|c| &c.key == k)
             .filter(|c| {
@@ -713,8 +863,8 @@ mod tests {
     }
 
     /// Ready and starting pool containers of the pool's revision.
-    fn current_supply(o: &Observed, dp: &DesiredPool) -> u32 {
-        o.containers
+    fn current_supply(w: &World, dp: &DesiredPool) -> u32 {
+        w.containers
             .iter()
             .filter(|c| c.key == dp.key && c.revision == dp.revision && !c.on_demand)
             .filter(|c| matches!(c.state, ContainerState::Ready | ContainerState::Starting))
@@ -722,20 +872,20 @@ mod tests {
     }
 
     /// Ready pool containers of any revision.
-    fn ready(o: &Observed, k: &PoolKey) -> u32 {
-        o.containers
+    fn ready(w: &World, k: &PoolKey) -> u32 {
+        w.containers
             .iter()
             .filter(|c| &c.key == k && c.state == ContainerState::Ready && !c.on_demand)
             .count() as u32
     }
 
-    fn live(o: &Observed) -> u32 {
-        o.containers.iter().filter(|c| c.state.is_live()).count() as u32
+    fn live(w: &World) -> u32 {
+        w.containers.iter().filter(|c| c.state.is_live()).count() as u32
     }
 
     /// A perfect runtime between two activations: every start finishes.
-    fn advance(o: &mut Observed) {
-        for c in &mut o.containers {
+    fn advance(w: &mut World) {
+        for c in &mut w.containers {
             if c.state == ContainerState::Starting {
                 c.state = ContainerState::Ready;
             }
@@ -744,30 +894,35 @@ mod tests {
 
     /// Applies a plan the way a perfect runtime would: creations start (and become
     /// ready at the next [`advance`]); stops and removals complete at once.
-    fn apply(o: &mut Observed, p: &Plan, now: Timestamp) {
+    fn apply(w: &mut World, p: &Plan, now: Timestamp) {
+        let gone: Vec<ContainerId> = stopped(w, p)
+            .into_iter()
+            .map(|(id, _)| id)
+            .chain(p.actions.iter().filter_map(|a| match a {
+                Action::Remove { id } => Some(*id),
+                _ => None,
+            }))
+            .collect();
+        w.containers.retain(|c| !gone.contains(&c.id));
         for a in &p.actions {
-            match a {
-                Action::Launch {
-                    key,
-                    count,
-                    revision,
-                } => {
-                    o.last_batch.insert(key.clone(), now);
-                    for _ in 0..*count {
-                        o.containers.push(ObservedContainer {
-                            id: ContainerId::random(),
-                            key: key.clone(),
-                            state: ContainerState::Starting,
-                            on_demand: false,
-                            revision: *revision,
-                            created_at: now,
-                            expires_at: None,
-                            idle_at: None,
-                        });
-                    }
-                }
-                Action::Stop { id, .. } | Action::Remove { id } => {
-                    o.containers.retain(|c| c.id != *id)
+            if let Action::Launch {
+                key,
+                count,
+                revision,
+            } = a
+            {
+                w.last_batch.insert(key.clone(), now);
+                for _ in 0..*count {
+                    w.containers.push(C {
+                        id: ContainerId::random(),
+                        key: key.clone(),
+                        state: ContainerState::Starting,
+                        on_demand: false,
+                        revision: *revision,
+                        created_at: now,
+                        expires_at: None,
+                        idle_at: None,
+                    });
                 }
             }
         }
@@ -775,13 +930,19 @@ mod tests {
 
     proptest! {
         #[test]
-        fn plan_respects_targets_cap_and_spacing(d in arb_desired(), o in arb_observed(), now in 0i64..2000) {
+        fn plan_respects_targets_cap_and_spacing(d in arb_desired(), w in arb_world(), now in 0i64..2000) {
             let now = Timestamp(now);
-            let p = plan(&d, &o, now);
+            let p = run(&d, &w, now);
             let total: u32 = creates(&p);
             if total > 0 {
-                prop_assert!(live(&o) + total <= d.max_instances);
+                prop_assert!(live(&w) + total <= d.max_instances);
             }
+            // Every StopReady is within what it may take (asserted by `stopped`).
+            let stops = stopped(&w, &p);
+            let mut ids: Vec<_> = stops.iter().map(|(id, _)| *id).collect();
+            ids.sort();
+            ids.dedup();
+            prop_assert_eq!(ids.len(), stops.len(), "a container stopped twice");
             for a in &p.actions {
                 match a {
                     Action::Launch { key, count, revision } => {
@@ -789,81 +950,95 @@ mod tests {
                         prop_assert!(*count >= 1 && *count <= dp.batch_size);
                         prop_assert_eq!(*revision, dp.revision);
                         // Stops of the same plan come first.
-                        let stopped = p.actions.iter().filter(|a| matches!(a, Action::Stop { id, reason: StopReason::Outdated | StopReason::Surplus } if o.containers.iter().any(|c| c.id == *id && &c.key == key))).count() as u32;
-                        let stale = supply(&o, key) - current_supply(&o, dp);
+                        let stopped = stops.iter().filter(|(id, r)| matches!(r, StopReason::Outdated | StopReason::Surplus) && w.containers.iter().any(|c| c.id == *id && &c.key == key)).count() as u32;
+                        let stale = supply(&w, key) - current_supply(&w, dp);
                         if stale == 0 {
-                            prop_assert!(current_supply(&o, dp) + count <= dp.target);
+                            prop_assert!(current_supply(&w, dp) + count <= dp.target);
                         } else {
                             // During a rollout: at most target + surge in all,
                             // and new ones for the target and each stale one.
-                            prop_assert!(supply(&o, key) - stopped + count <= dp.target + dp.surge);
-                            prop_assert!(current_supply(&o, dp) + count <= dp.target + dp.surge);
+                            prop_assert!(supply(&w, key) - stopped + count <= dp.target + dp.surge);
+                            prop_assert!(current_supply(&w, dp) + count <= dp.target + dp.surge);
                         }
-                        if let Some(last) = o.last_batch.get(key) {
+                        if let Some(last) = w.last_batch.get(key) {
                             prop_assert!(*last + dp.spacing <= now);
                         }
                     }
-                    Action::Stop { id, reason } => {
-                        let c = o.containers.iter().find(|c| c.id == *id).unwrap();
-                        match reason {
-                            StopReason::Expired => prop_assert!(c.state == ContainerState::Allocated && c.expires_at.unwrap() <= now),
-                            StopReason::Idle => prop_assert!(c.state == ContainerState::Allocated && c.idle_at.unwrap() <= now),
-                            StopReason::Surplus => prop_assert!(c.state == ContainerState::Ready && !c.on_demand),
-                            StopReason::Outdated => {
-                                let dp = d.pools.iter().find(|p| p.key == c.key).unwrap();
-                                prop_assert!(c.state == ContainerState::Ready && !c.on_demand && c.revision != dp.revision);
-                            }
+                    Action::StopReady { key, pick, reason, .. } => {
+                        match (d.pools.iter().find(|p| &p.key == key), reason) {
+                            (None, StopReason::Surplus) => prop_assert_eq!(*pick, Pick::Any),
+                            (Some(dp), StopReason::Surplus) => prop_assert_eq!(*pick, Pick::Revision(dp.revision)),
+                            (Some(dp), StopReason::Outdated) => prop_assert_eq!(*pick, Pick::NotRevision(dp.revision)),
+                            _ => prop_assert!(false, "{:?}", a),
                         }
                     }
                     Action::Remove { id } => {
-                        let c = o.containers.iter().find(|c| c.id == *id).unwrap();
+                        let c = w.containers.iter().find(|c| c.id == *id).unwrap();
                         prop_assert_eq!(c.state, ContainerState::Failed);
                     }
+                    Action::Stop { .. } => {}
                 }
+            }
+            for (id, reason) in &stops {
+                let c = w.containers.iter().find(|c| c.id == *id).unwrap();
+                match reason {
+                    StopReason::Expired => prop_assert!(c.state == ContainerState::Allocated && c.expires_at.unwrap() <= now),
+                    StopReason::Idle => prop_assert!(c.state == ContainerState::Allocated && c.idle_at.unwrap() <= now),
+                    StopReason::Surplus => prop_assert!(c.state == ContainerState::Ready && !c.on_demand),
+                    StopReason::Outdated => {
+                        let dp = d.pools.iter().find(|p| p.key == c.key).unwrap();
+                        prop_assert!(c.state == ContainerState::Ready && !c.on_demand && c.revision != dp.revision);
+                    }
+                }
+            }
+            // Every allocated container past a deadline stops, once.
+            for c in w.containers.iter().filter(|c| c.state == ContainerState::Allocated) {
+                let due = c.expires_at.into_iter().chain(c.idle_at).any(|t| t <= now);
+                prop_assert_eq!(due, stops.iter().any(|(id, _)| *id == c.id));
             }
             // No pool is driven below its target by surplus stops, nor its
             // ready count below the target by a rollout's stops.
             for dp in &d.pools {
-                let stopped = |r: StopReason| p.actions.iter().filter(|a| matches!(a, Action::Stop { id, reason } if *reason == r && o.containers.iter().any(|c| c.id == *id && c.key == dp.key))).count() as u32;
+                let stopped = |r: StopReason| stops.iter().filter(|(id, reason)| *reason == r && w.containers.iter().any(|c| c.id == *id && c.key == dp.key)).count() as u32;
                 let surplus = stopped(StopReason::Surplus);
                 if surplus > 0 {
-                    prop_assert!(current_supply(&o, dp) - surplus >= dp.target);
+                    prop_assert!(current_supply(&w, dp) - surplus >= dp.target);
                     // Nor is a ready one stopped for one still starting.
-                    prop_assert!(ready(&o, &dp.key) - stopped(StopReason::Outdated) - surplus >= dp.target);
+                    prop_assert!(ready(&w, &dp.key) - stopped(StopReason::Outdated) - surplus >= dp.target);
                 }
                 let outdated = stopped(StopReason::Outdated);
                 if outdated > 0 {
-                    prop_assert!(ready(&o, &dp.key) - outdated - surplus >= dp.target);
+                    prop_assert!(ready(&w, &dp.key) - outdated - surplus >= dp.target);
                 }
             }
         }
 
         #[test]
-        fn applying_plans_converges(d in arb_desired(), o in arb_observed()) {
-            let mut o = o;
+        fn applying_plans_converges(d in arb_desired(), w in arb_world()) {
+            let mut w = w;
             // Lifetimes end within the horizon; after that nothing is left to do.
             let mut now = Timestamp(2000);
             let mut quiet = false;
             for _ in 0..200 {
-                advance(&mut o);
-                let p = plan(&d, &o, now);
+                advance(&mut w);
+                let p = run(&d, &w, now);
                 if p.actions.is_empty() {
                     quiet = true;
                     break;
                 }
-                apply(&mut o, &p, now);
+                apply(&mut w, &p, now);
                 now = now + Duration::from_millis(500);
             }
             prop_assert!(quiet, "no fixed point after 200 steps");
             // At the fixed point every pool is at target, or the cap is reached.
             for dp in &d.pools {
-                let s = current_supply(&o, dp);
-                prop_assert!(s == dp.target || (s < dp.target && live(&o) >= d.max_instances), "pool {} at {s} of {}", dp.key, dp.target);
+                let s = current_supply(&w, dp);
+                prop_assert!(s == dp.target || (s < dp.target && live(&w) >= d.max_instances), "pool {} at {s} of {}", dp.key, dp.target);
                 if s == dp.target {
-                    prop_assert_eq!(supply(&o, &dp.key), s, "stale containers left in {}", dp.key);
+                    prop_assert_eq!(supply(&w, &dp.key), s, "stale containers left in {}", dp.key);
                 }
             }
-            prop_assert!(plan(&d, &o, now).actions.is_empty());
+            prop_assert!(run(&d, &w, now).actions.is_empty());
         }
     }
 }

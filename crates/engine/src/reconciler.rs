@@ -115,7 +115,7 @@ pub(crate) async fn sweep(engine: &Arc<Engine>) -> Result<Outcome, String> {
     let running: HashSet<_> = owned.iter().filter(|o| o.running).map(|o| o.id).collect();
     // Listed before this snapshot: anything started since has an entry already,
     // since entries are made before the runtime is asked.
-    let live = engine.registry.live();
+    let live = engine.registry.live_states();
     let known: HashSet<_> = live.iter().map(|(id, _)| *id).collect();
     let (mut orphans, mut gone, mut errors) = (0, 0, Vec::new());
     for o in owned.iter().filter(|o| !known.contains(&o.id)) {
@@ -128,8 +128,8 @@ pub(crate) async fn sweep(engine: &Arc<Engine>) -> Result<Outcome, String> {
             errors.push(e);
         }
     }
-    for (id, e) in live {
-        if matches!(e.state, ContainerState::Ready | ContainerState::Allocated)
+    for (id, state) in live {
+        if matches!(state, ContainerState::Ready | ContainerState::Allocated)
             && !running.contains(&id)
         {
             gone += 1;

@@ -80,6 +80,7 @@ pub(crate) async fn recover(engine: &Arc<Engine>) -> Result<Recovered, RecoveryE
                 idle_timeout: row.idle_timeout,
                 // A restart grants a fresh idle window.
                 activity: (row.state == ContainerState::Allocated).then(|| Activity::new(t)),
+                idle_check: None,
             };
             checks.push((row.id, o, entry));
             continue;

@@ -174,4 +174,50 @@ mod tests {
         drop(l);
         assert_eq!(r.pop_ready(&key, 0).map(|l| l.id()), Some(id));
     }
+
+    #[test]
+    fn a_ready_container_a_lease_holds_is_neither_supply_nor_stopped_twice() {
+        use crate::registry::Dispatch;
+        use warmpool_core::{Desired, DesiredPool};
+        let r = Arc::new(Registry::default());
+        let key = PoolKey::new("p", Location::Default);
+        for _ in 0..4 {
+            ready_one(&r, &key);
+        }
+        let desired = Desired {
+            pools: vec![DesiredPool {
+                key: key.clone(),
+                target: 2,
+                batch_size: 10,
+                spacing: std::time::Duration::ZERO,
+                revision: 0,
+                surge: 1,
+            }],
+            max_instances: 100,
+        };
+        let count = |work: &[Dispatch]| {
+            let stops = work
+                .iter()
+                .filter(|d| matches!(d, Dispatch::Stop { .. }))
+                .count();
+            let launches = work
+                .iter()
+                .filter(|d| matches!(d, Dispatch::Launch { .. }))
+                .count();
+            (stops, launches)
+        };
+        let (first, _) = r.plan_and_dispatch(&desired, Timestamp(2));
+        assert_eq!(count(&first), (2, 0), "two above the target: two stops");
+        // Their stops are under way but not recorded yet: a second pass has
+        // nothing to stop (it would take two more below the target).
+        let (second, _) = r.plan_and_dispatch(&desired, Timestamp(3));
+        assert_eq!(count(&second), (0, 0), "nothing stopped twice");
+        // A claim in flight: its container no longer counts as ready supply.
+        let claim = r.pop_ready(&key, 0).expect("a ready one");
+        let (third, _) = r.plan_and_dispatch(&desired, Timestamp(4));
+        assert_eq!(count(&third), (0, 1), "one started for the claimed one");
+        drop(third);
+        drop(claim);
+        drop(first);
+    }
 }

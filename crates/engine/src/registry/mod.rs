@@ -1,5 +1,8 @@
 //! The in-memory mirror of the live containers: ready queues per pool key, the
-//! proxy's route table, and per-pool counters.
+//! proxy's route table, per-pool counters, and the aggregates a reconcile pass
+//! plans from (per key counts by state and revision, deadline indexes of the
+//! allocated containers, the failed set), kept up to date on every change so that
+//! a pass costs O(pool keys + what is due), not O(containers).
 //!
 //! Every state change is written to the store first and applied here after, with the
 //! same compare-and-set (`from` must match), by the store's commit hook. Two things
@@ -9,13 +12,13 @@
 //! operation (a claim takes it out of its ready queue) and gives it back on drop
 //! unless committed.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 
 use http::uri::Authority;
 use warmpool_core::{
-    plan, Action, ContainerId, ContainerState, Desired, Observed, ObservedContainer, PoolKey,
-    StopReason, Timestamp,
+    plan, Action, ContainerId, ContainerState, Deadline, Desired, Observed, Pick, PoolKey,
+    StopReason, Supply, Timestamp,
 };
 use warmpool_store::Op;
 
@@ -58,7 +61,13 @@ impl Activity {
     /// When the container becomes idle, or `None` while something is open.
     pub fn idle_at(&self, timeout: std::time::Duration) -> Option<Timestamp> {
         use std::sync::atomic::Ordering::Relaxed;
-        (self.open.load(Relaxed) == 0).then(|| Timestamp(self.last.load(Relaxed)) + timeout)
+        (self.open.load(Relaxed) == 0).then(|| self.last() + timeout)
+    }
+
+    /// Its last traffic: `last() + timeout` is never after its idle deadline
+    /// (which is that, or later while something is open).
+    fn last(&self) -> Timestamp {
+        Timestamp(self.last.load(std::sync::atomic::Ordering::Relaxed))
     }
 }
 
@@ -105,6 +114,8 @@ pub struct Entry {
     pub idle_timeout: Option<std::time::Duration>,
     /// Traffic through the proxy (allocated containers).
     pub activity: Option<Arc<Activity>>,
+    /// Its key in `Inner::idle`: when to look at its traffic next.
+    pub(crate) idle_check: Option<Timestamp>,
 }
 
 impl Entry {
@@ -146,6 +157,17 @@ pub(crate) enum Dispatch {
     },
 }
 
+/// What the per-key tallies count a container as: its state, revision, whether
+/// it was started on demand, and whether a lease holds it (a ready container a
+/// lease holds is being claimed or stopped: not supply a pass can count on, nor
+/// one it may stop again before the store has recorded the change).
+type Class = (ContainerState, u32, bool, bool);
+
+/// The [`Class`] of an entry.
+fn class(e: &Entry) -> Class {
+    (e.state, e.revision, e.on_demand, e.leased)
+}
+
 #[derive(Default)]
 struct Inner {
     containers: HashMap<ContainerId, Entry>,
@@ -157,11 +179,308 @@ struct Inner {
     stale: HashMap<PoolKey, usize>,
     pools: BTreeMap<PoolKey, PoolStats>,
     last_batch: BTreeMap<PoolKey, Timestamp>,
+    /// Per key, its live containers by [`Class`] (no zero counts, no empty keys).
+    tally: HashMap<PoolKey, BTreeMap<Class, u32>>,
+    /// Allocated containers that have an expiry, by it.
+    expiry: BTreeSet<(Timestamp, ContainerId)>,
+    /// Allocated containers that have an idle timeout, by when to look at their
+    /// traffic next: never after their idle deadline, which a pass reads then
+    /// from their `Activity` (the proxy moves it without this lock), moving the
+    /// check to it while it is still ahead.
+    idle: BTreeSet<(Timestamp, ContainerId)>,
+    failed: BTreeSet<ContainerId>,
 }
 
 impl Inner {
     fn live(&self) -> u32 {
         self.containers.len() as u32
+    }
+
+    /// Takes `id` out of the aggregates, before a change to it ([`Inner::remember`]
+    /// puts it back after). Every change to a container's state, revision,
+    /// on-demand mark, expiry or idle timeout goes between the two.
+    fn forget(&mut self, id: &ContainerId) {
+        let Inner {
+            containers,
+            tally,
+            expiry,
+            idle,
+            failed,
+            ..
+        } = self;
+        let Some(e) = containers.get(id) else {
+            return;
+        };
+        if let Some(classes) = tally.get_mut(&e.key) {
+            let class = class(e);
+            if let Some(n) = classes.get_mut(&class) {
+                *n -= 1;
+                if *n == 0 {
+                    classes.remove(&class);
+                }
+            }
+            if classes.is_empty() {
+                tally.remove(&e.key);
+            }
+        }
+        if let Some(t) = e.expires_at {
+            expiry.remove(&(t, *id));
+        }
+        if let Some(t) = e.idle_check {
+            idle.remove(&(t, *id));
+        }
+        failed.remove(id);
+    }
+
+    /// Puts `id` (back) into the aggregates, as it is now.
+    fn remember(&mut self, id: &ContainerId) {
+        let Inner {
+            containers,
+            tally,
+            expiry,
+            idle,
+            failed,
+            ..
+        } = self;
+        let Some(e) = containers.get_mut(id) else {
+            return;
+        };
+        let class = class(e);
+        match tally.get_mut(&e.key) {
+            Some(classes) => *classes.entry(class).or_default() += 1,
+            None => {
+                tally.insert(e.key.clone(), BTreeMap::from([(class, 1)]));
+            }
+        }
+        e.idle_check = None;
+        match e.state {
+            ContainerState::Allocated => {
+                if let Some(t) = e.expires_at {
+                    expiry.insert((t, *id));
+                }
+                if let (Some(timeout), Some(a)) = (e.idle_timeout, &e.activity) {
+                    let check = a.last() + timeout;
+                    e.idle_check = Some(check);
+                    idle.insert((check, *id));
+                }
+            }
+            ContainerState::Failed => {
+                failed.insert(*id);
+            }
+            _ => {}
+        }
+    }
+
+    /// Adds a new container and counts it.
+    fn insert(&mut self, id: ContainerId, entry: Entry) {
+        self.containers.insert(id, entry);
+        self.remember(&id);
+    }
+
+    /// What a pass plans from, at `now`: the tallies, the due deadlines and
+    /// the next one, the failed containers. Containers a lease holds are left
+    /// out of the deadlines and the failed (their operation is under way).
+    fn observe(&mut self, now: Timestamp) -> Observed {
+        let mut deadlines = Vec::new();
+        // Idle checks that are due: read the real idle deadline; move the
+        // check to it while it is ahead (or by a timeout while busy).
+        let checks: Vec<(Timestamp, ContainerId)> = self
+            .idle
+            .iter()
+            .take_while(|(t, _)| *t <= now)
+            .copied()
+            .collect();
+        for (check, id) in checks {
+            let Some(e) = self.containers.get_mut(&id) else {
+                self.idle.remove(&(check, id));
+                continue;
+            };
+            match e.idle_at() {
+                Some(at) if at <= now => {
+                    if !e.leased {
+                        deadlines.push(Deadline {
+                            id,
+                            at,
+                            reason: StopReason::Idle,
+                        });
+                    }
+                }
+                later => {
+                    let timeout = e.idle_timeout.unwrap_or_default();
+                    let next = later
+                        .unwrap_or(now + timeout)
+                        .max(now + std::time::Duration::from_millis(1));
+                    self.idle.remove(&(check, id));
+                    self.idle.insert((next, id));
+                    e.idle_check = Some(next);
+                }
+            }
+        }
+        if let Some((at, id)) = self.idle.iter().find(|(t, _)| *t > now) {
+            // Not before then: the next pass looks at its traffic.
+            deadlines.push(Deadline {
+                id: *id,
+                at: *at,
+                reason: StopReason::Idle,
+            });
+        }
+        for (at, id) in &self.expiry {
+            let leased = self.containers.get(id).is_none_or(|e| e.leased);
+            if *at <= now && leased {
+                continue;
+            }
+            deadlines.push(Deadline {
+                id: *id,
+                at: *at,
+                reason: StopReason::Expired,
+            });
+            if *at > now {
+                break;
+            }
+        }
+        let failed = self
+            .failed
+            .iter()
+            .filter(|id| self.containers.get(id).is_some_and(|e| !e.leased))
+            .copied()
+            .collect();
+        let mut supply: BTreeMap<PoolKey, BTreeMap<u32, Supply>> = BTreeMap::new();
+        for (key, classes) in &self.tally {
+            for (&(state, revision, on_demand, leased), &n) in classes {
+                let s = match state {
+                    ContainerState::Ready if leased => continue,
+                    ContainerState::Ready | ContainerState::Starting if !on_demand => supply
+                        .entry(key.clone())
+                        .or_default()
+                        .entry(revision)
+                        .or_default(),
+                    _ => continue,
+                };
+                if state == ContainerState::Ready {
+                    s.ready += n;
+                } else {
+                    s.starting += n;
+                }
+            }
+        }
+        Observed {
+            supply,
+            live: self.live(),
+            deadlines,
+            failed,
+            last_batch: self.last_batch.clone(),
+        }
+    }
+
+    /// Up to `count` ready pool containers of `key` that `pick` matches and no
+    /// lease holds, from the front of its ready queue (ready the longest).
+    fn pick_ready(&self, key: &PoolKey, count: u32, pick: Pick) -> Vec<ContainerId> {
+        let Some(queue) = self.ready.get(key) else {
+            return Vec::new();
+        };
+        queue
+            .iter()
+            .filter(|id| {
+                self.containers.get(id).is_some_and(|e| {
+                    e.state == ContainerState::Ready
+                        && !e.leased
+                        && !e.on_demand
+                        && pick.matches(e.revision)
+                })
+            })
+            .take(count as usize)
+            .copied()
+            .collect()
+    }
+
+    /// Recounts every aggregate from the containers and compares (debug builds
+    /// check this at every pass, so every test that runs one checks it).
+    #[cfg(debug_assertions)]
+    fn check(&self) {
+        let mut tally: HashMap<PoolKey, BTreeMap<Class, u32>> = HashMap::new();
+        let (mut expiry, mut idle, mut failed) =
+            (BTreeSet::new(), BTreeSet::new(), BTreeSet::new());
+        for (id, e) in &self.containers {
+            *tally
+                .entry(e.key.clone())
+                .or_default()
+                .entry(class(e))
+                .or_default() += 1;
+            match e.state {
+                ContainerState::Allocated => {
+                    if let Some(t) = e.expires_at {
+                        expiry.insert((t, *id));
+                    }
+                    if e.idle_timeout.is_some() && e.activity.is_some() {
+                        idle.insert(*id);
+                    }
+                }
+                ContainerState::Failed => {
+                    failed.insert(*id);
+                }
+                _ => {}
+            }
+        }
+        assert_eq!(tally, self.tally, "per-key tallies");
+        assert_eq!(expiry, self.expiry, "expiry index");
+        let indexed: BTreeSet<ContainerId> = self.idle.iter().map(|(_, id)| *id).collect();
+        assert_eq!(idle, indexed, "idle index");
+        assert_eq!(failed, self.failed, "failed set");
+    }
+
+    /// Takes the next ready container that no lease holds out of `key`'s queue
+    /// (one of revision `prefer` if there is one), for [`Registry::pop_ready`].
+    fn take_ready(&mut self, key: &PoolKey, prefer: u32) -> Option<ContainerId> {
+        let Inner {
+            containers,
+            ready,
+            stale,
+            ..
+        } = self;
+        let queue = ready.get_mut(key)?;
+        // Usually the first one (outside a rollout, every one is `prefer`).
+        let preferred = queue.iter().position(|id| {
+            containers.get(id).is_some_and(|e| {
+                e.state == ContainerState::Ready && !e.leased && e.revision == prefer
+            })
+        });
+        if let Some(at) = preferred.filter(|at| *at > 0) {
+            if let Some(id) = queue.remove(at) {
+                if let Some(e) = containers.get_mut(&id) {
+                    e.queued = false;
+                    return Some(id);
+                }
+            }
+        }
+        while let Some(id) = queue.pop_front() {
+            let e = containers.get_mut(&id);
+            let ready = e.as_ref().is_some_and(|e| e.state == ContainerState::Ready);
+            if let Some(e) = e {
+                e.queued = false;
+                if ready && !e.leased {
+                    return Some(id);
+                }
+            }
+            // A leased ready container leaves the queue here; its lease puts it
+            // back if it is still ready when it ends.
+            if !ready {
+                if let Some(n) = stale.get_mut(key) {
+                    *n = n.saturating_sub(1);
+                }
+            }
+        }
+        None
+    }
+
+    /// Marks `id` as held by a lease or not, keeping the tallies, and answers
+    /// its entry as it is now.
+    fn set_leased(&mut self, id: ContainerId, leased: bool) -> Option<Entry> {
+        self.forget(&id);
+        let e = self.containers.get_mut(&id)?;
+        e.leased = leased;
+        let entry = e.clone();
+        self.remember(&id);
+        Some(entry)
     }
 
     /// Puts a ready container's id in its key's queue, at the front or the back.
@@ -251,7 +570,7 @@ impl Registry {
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(id, route);
         }
-        inner.containers.insert(id, entry);
+        inner.insert(id, entry);
         if queue {
             inner.enqueue(id, false);
         }
@@ -292,9 +611,7 @@ impl Registry {
             return None;
         }
         let id = ContainerId::random();
-        inner
-            .containers
-            .insert(id, starting(key.clone(), revision, true, now));
+        inner.insert(id, starting(key.clone(), revision, true, now));
         Some(id)
     }
 
@@ -304,49 +621,9 @@ impl Registry {
     /// (if it is still ready).
     pub(crate) fn pop_ready(self: &Arc<Self>, key: &PoolKey, prefer: u32) -> Option<Lease> {
         let mut inner = self.lock();
-        let Inner {
-            containers,
-            ready,
-            stale,
-            ..
-        } = &mut *inner;
-        let queue = ready.get_mut(key)?;
-        // Usually the first one (outside a rollout, every one is `prefer`).
-        let preferred = queue.iter().position(|id| {
-            containers.get(id).is_some_and(|e| {
-                e.state == ContainerState::Ready && !e.leased && e.revision == prefer
-            })
-        });
-        if let Some(at) = preferred.filter(|at| *at > 0) {
-            if let Some(id) = queue.remove(at) {
-                if let Some(e) = containers.get_mut(&id) {
-                    e.queued = false;
-                    e.leased = true;
-                    let entry = e.clone();
-                    return Some(Lease::new(self.clone(), id, entry, GiveBack::Requeue));
-                }
-            }
-        }
-        while let Some(id) = queue.pop_front() {
-            let e = containers.get_mut(&id);
-            let ready = e.as_ref().is_some_and(|e| e.state == ContainerState::Ready);
-            if let Some(e) = e {
-                e.queued = false;
-                if ready && !e.leased {
-                    e.leased = true;
-                    let entry = e.clone();
-                    return Some(Lease::new(self.clone(), id, entry, GiveBack::Requeue));
-                }
-            }
-            // A leased ready container leaves the queue here; its lease puts it
-            // back if it is still ready when it ends.
-            if !ready {
-                if let Some(n) = stale.get_mut(key) {
-                    *n = n.saturating_sub(1);
-                }
-            }
-        }
-        None
+        let id = inner.take_ready(key, prefer)?;
+        let entry = inner.set_leased(id, true)?;
+        Some(Lease::new(self.clone(), id, entry, GiveBack::Requeue))
     }
 
     /// Ends a lease (a dropped [`Lease`], or [`Registry::join_pool`] for an
@@ -354,6 +631,7 @@ impl Registry {
     /// again, and goes back to its ready queue as `give_back` says.
     pub(crate) fn end_lease(&self, id: ContainerId, give_back: GiveBack) {
         let mut inner = self.lock();
+        inner.forget(&id);
         let Some(e) = inner.containers.get_mut(&id) else {
             return;
         };
@@ -361,6 +639,10 @@ impl Registry {
         if give_back == GiveBack::JoinPool {
             e.on_demand = false;
         }
+        inner.remember(&id);
+        let Some(e) = inner.containers.get(&id) else {
+            return;
+        };
         // Still ready but out of its queue (a claim or `pop_ready` took it out):
         // back in line, first if a claim gave it back.
         if e.state == ContainerState::Ready && !e.on_demand && !e.queued {
@@ -381,12 +663,11 @@ impl Registry {
         give_back: GiveBack,
     ) -> Option<Lease> {
         let mut inner = self.lock();
-        let e = inner.containers.get_mut(&id)?;
-        if e.leased {
+        if inner.containers.get(&id)?.leased {
             return None;
         }
-        e.leased = true;
-        Some(Lease::new(self.clone(), id, e.clone(), give_back))
+        let entry = inner.set_leased(id, true)?;
+        Some(Lease::new(self.clone(), id, entry, give_back))
     }
 
     /// An on-demand container whose claim is gone (it gave up waiting) joins the
@@ -398,9 +679,12 @@ impl Registry {
         }
     }
 
-    /// Forgets a container whose record could not be written.
+    /// Forgets a container whose record could not be written, or whose queued
+    /// launch never began (shutdown).
     pub(crate) fn discard(&self, id: ContainerId) {
-        self.lock().containers.remove(&id);
+        let mut inner = self.lock();
+        inner.forget(&id);
+        inner.containers.remove(&id);
     }
 
     /// Mirrors an op the store has just committed (called on the store's writer
@@ -436,14 +720,21 @@ impl Registry {
     fn extended(&self, x: &warmpool_store::Extend) {
         let route = {
             let mut inner = self.lock();
+            if inner
+                .containers
+                .get(&x.id)
+                .is_none_or(|e| e.state != ContainerState::Allocated)
+            {
+                return;
+            }
+            inner.forget(&x.id);
             let Some(e) = inner.containers.get_mut(&x.id) else {
                 return;
             };
-            if e.state != ContainerState::Allocated {
-                return;
-            }
             e.expires_at = Some(x.to);
-            live_route(e)
+            let route = live_route(e);
+            inner.remember(&x.id);
+            route
         };
         if let Some(route) = route {
             self.routes
@@ -459,12 +750,13 @@ impl Registry {
         let (id, from, to, expires_at, idle_timeout, now) =
             (c.id, c.from, c.to, c.expires_at, c.idle_timeout, c.at);
         let mut inner = self.lock();
+        if inner.containers.get(&id).is_none_or(|e| e.state != from) {
+            return;
+        }
+        inner.forget(&id);
         let Some(e) = inner.containers.get_mut(&id) else {
             return;
         };
-        if e.state != from {
-            return;
-        }
         e.state = to;
         if expires_at.is_some() {
             e.expires_at = expires_at;
@@ -511,6 +803,8 @@ impl Registry {
         }
         if to == ContainerState::Stopped {
             inner.containers.remove(&id);
+        } else {
+            inner.remember(&id);
         }
         drop(inner);
 
@@ -563,74 +857,33 @@ impl Registry {
         stats.last_error = Some((now, error));
     }
 
-    /// Plans against a snapshot of the current state, then registers the planned
-    /// work, re-checking it against the state of that moment: the lock is taken
-    /// twice, to copy and to dispatch, and is not held while planning, so claims
-    /// are not held up by a pass over a large pool.
+    /// Plans against the registry's aggregates and registers the planned work,
+    /// under one lock: the plan's input is O(pool keys + what is due), so the
+    /// lock is held about as long as a claim holds it, whatever the number of
+    /// containers, and nothing can change between planning and dispatching.
     ///
-    /// What may have changed in between is checked again: a stop or removal is
-    /// dispatched only if its container is still in the planned state and no lease
-    /// holds it (the dispatch carries a lease of its own), an expired or idle stop
-    /// only if its deadline has not moved (an extension, a keepalive or a proxied
-    /// request; the pass then wakes at the new deadline),
-    /// and creations are trimmed to the global cap as it stands (on-demand starts may
-    /// have taken room). Only the reconciler creates pool containers, so the
-    /// per-pool targets cannot be overtaken meanwhile.
+    /// A stop or removal carries a lease of its own (containers a lease holds
+    /// are not planned for); a surplus or rollout stop takes the ready
+    /// containers of its key that have waited longest.
     pub(crate) fn plan_and_dispatch(
         self: &Arc<Self>,
         desired: &Desired,
         now: Timestamp,
     ) -> (Vec<Dispatch>, Option<Timestamp>) {
-        let observed = {
-            let inner = self.lock();
-            Observed {
-                containers: inner
-                    .containers
-                    .iter()
-                    .map(|(id, e)| ObservedContainer {
-                        id: *id,
-                        key: e.key.clone(),
-                        state: e.state,
-                        on_demand: e.on_demand,
-                        revision: e.revision,
-                        created_at: e.created_at,
-                        expires_at: e.expires_at,
-                        idle_at: e.idle_at(),
-                    })
-                    .collect(),
-                last_batch: inner.last_batch.clone(),
-            }
-        };
+        let mut guard = self.lock();
+        let inner: &mut Inner = &mut guard;
+        #[cfg(debug_assertions)]
+        inner.check();
+        let observed = inner.observe(now);
         let p = plan(desired, &observed, now);
-        let mut wake_at = p.wake_at;
-        if p.actions.is_empty() {
-            return (Vec::new(), wake_at);
-        }
-        // The planned state of what is to be stopped (usually nothing): a map of
-        // those alone, not of every container, which would cost a pass O(n)
-        // hashing for every claim's activation.
-        let stopping: HashSet<ContainerId> = p
-            .actions
-            .iter()
-            .filter_map(|a| match a {
-                Action::Stop { id, .. } => Some(*id),
-                _ => None,
-            })
-            .collect();
-        let planned_state: HashMap<ContainerId, ContainerState> = if stopping.is_empty() {
-            HashMap::new()
-        } else {
-            observed
-                .containers
-                .iter()
-                .filter(|c| stopping.contains(&c.id))
-                .map(|c| (c.id, c.state))
-                .collect()
-        };
-
-        let mut inner = self.lock();
-        let mut room = desired.max_instances.saturating_sub(inner.live());
         let mut out = Vec::with_capacity(p.actions.len());
+        let lease = |inner: &mut Inner, id: ContainerId| {
+            if inner.containers.get(&id)?.leased {
+                return None;
+            }
+            let e = inner.set_leased(id, true)?;
+            Some((e.state, Lease::new(self.clone(), id, e, GiveBack::Nothing)))
+        };
         for action in p.actions {
             match action {
                 Action::Launch {
@@ -638,17 +891,10 @@ impl Registry {
                     count,
                     revision,
                 } => {
-                    let count = count.min(room);
-                    if count == 0 {
-                        continue;
-                    }
-                    room -= count;
                     inner.last_batch.insert(key.clone(), now);
                     for _ in 0..count {
                         let id = ContainerId::random();
-                        inner
-                            .containers
-                            .insert(id, starting(key.clone(), revision, false, now));
+                        inner.insert(id, starting(key.clone(), revision, false, now));
                         out.push(Dispatch::Launch {
                             id,
                             key: key.clone(),
@@ -657,42 +903,38 @@ impl Registry {
                     }
                 }
                 Action::Stop { id, reason } => {
-                    let planned = planned_state.get(&id).copied();
-                    let Some(e) = inner
-                        .containers
-                        .get_mut(&id)
-                        .filter(|e| !e.leased && Some(e.state) == planned)
-                    else {
-                        continue;
-                    };
-                    if !still_due(e, reason, now) {
-                        // Its deadline moved since the snapshot: wake for the new one.
-                        wake_at = wake_at.into_iter().chain(deadline(e)).min();
-                        continue;
+                    if let Some((from, lease)) = lease(inner, id) {
+                        out.push(Dispatch::Stop {
+                            lease,
+                            from,
+                            reason,
+                        });
                     }
-                    e.leased = true;
-                    let from = e.state;
-                    let lease = Lease::new(self.clone(), id, e.clone(), GiveBack::Nothing);
-                    out.push(Dispatch::Stop {
-                        lease,
-                        from,
-                        reason,
-                    });
+                }
+                Action::StopReady {
+                    key,
+                    count,
+                    pick,
+                    reason,
+                } => {
+                    for id in inner.pick_ready(&key, count, pick) {
+                        if let Some((from, lease)) = lease(inner, id) {
+                            out.push(Dispatch::Stop {
+                                lease,
+                                from,
+                                reason,
+                            });
+                        }
+                    }
                 }
                 Action::Remove { id } => {
-                    if let Some(e) = inner
-                        .containers
-                        .get_mut(&id)
-                        .filter(|e| !e.leased && e.state == ContainerState::Failed)
-                    {
-                        e.leased = true;
-                        let lease = Lease::new(self.clone(), id, e.clone(), GiveBack::Nothing);
+                    if let Some((_, lease)) = lease(inner, id) {
                         out.push(Dispatch::Remove { lease });
                     }
                 }
             }
         }
-        (out, wake_at)
+        (out, p.wake_at)
     }
 
     /// Counts per pool key, for every key that is desired or has containers.
@@ -702,15 +944,17 @@ impl Registry {
             .iter()
             .map(|k| (k.clone(), PoolCounts::default()))
             .collect();
-        for e in inner.containers.values() {
-            let c = out.entry(e.key.clone()).or_default();
-            match e.state {
-                ContainerState::Ready => c.ready += 1,
-                ContainerState::Starting => c.starting += 1,
-                ContainerState::Allocated => c.allocated += 1,
-                ContainerState::Stopping => c.stopping += 1,
-                ContainerState::Failed => c.failed += 1,
-                ContainerState::Stopped => {}
+        for (key, classes) in &inner.tally {
+            let c = out.entry(key.clone()).or_default();
+            for (&(state, ..), &n) in classes {
+                match state {
+                    ContainerState::Ready => c.ready += n,
+                    ContainerState::Starting => c.starting += n,
+                    ContainerState::Allocated => c.allocated += n,
+                    ContainerState::Stopping => c.stopping += n,
+                    ContainerState::Failed => c.failed += n,
+                    ContainerState::Stopped => {}
+                }
             }
         }
         for (k, s) in &inner.pools {
@@ -724,13 +968,14 @@ impl Registry {
     pub(crate) fn key_counts(&self) -> (HashMap<PoolKey, KeyCounts>, u32) {
         let inner = self.lock();
         let mut out: HashMap<PoolKey, KeyCounts> = HashMap::new();
-        for e in inner.containers.values() {
-            match e.state {
-                ContainerState::Allocated => out.entry(e.key.clone()).or_default().allocated += 1,
-                ContainerState::Ready | ContainerState::Starting if !e.on_demand => {
-                    out.entry(e.key.clone()).or_default().supply += 1
+        for (key, classes) in &inner.tally {
+            let c = out.entry(key.clone()).or_default();
+            for (&(state, _, on_demand, _), &n) in classes {
+                match state {
+                    ContainerState::Allocated => c.allocated += n,
+                    ContainerState::Ready | ContainerState::Starting if !on_demand => c.supply += n,
+                    _ => {}
                 }
-                _ => {}
             }
         }
         (out, inner.live())
@@ -739,24 +984,41 @@ impl Registry {
     /// Counts of `pool`'s containers by revision, against `current`.
     pub fn revision_counts(&self, pool: &str, current: u32) -> RevisionCounts {
         let mut c = RevisionCounts::default();
-        for e in self.lock().containers.values() {
-            if &*e.key.pool != pool || (e.on_demand && e.state != ContainerState::Allocated) {
-                continue;
-            }
-            let now = e.revision == current;
-            match (e.state, now) {
-                (ContainerState::Ready, true) => c.updated_ready += 1,
-                (ContainerState::Ready, false) => c.stale_ready += 1,
-                (ContainerState::Starting, false) => c.stale_starting += 1,
-                (ContainerState::Starting, true) => c.updated_starting += 1,
-                (ContainerState::Allocated, false) => c.outdated_allocated += 1,
-                _ => {}
+        let inner = self.lock();
+        for classes in inner
+            .tally
+            .iter()
+            .filter(|(k, _)| &*k.pool == pool)
+            .map(|(_, c)| c)
+        {
+            for (&(state, revision, on_demand, _), &n) in classes {
+                if on_demand && state != ContainerState::Allocated {
+                    continue;
+                }
+                match (state, revision == current) {
+                    (ContainerState::Ready, true) => c.updated_ready += n,
+                    (ContainerState::Ready, false) => c.stale_ready += n,
+                    (ContainerState::Starting, false) => c.stale_starting += n,
+                    (ContainerState::Starting, true) => c.updated_starting += n,
+                    (ContainerState::Allocated, false) => c.outdated_allocated += n,
+                    _ => {}
+                }
             }
         }
         c
     }
 
-    /// Every live container (for shutdown and the sweep).
+    /// Every live container's state (for the sweep): a copy of two words
+    /// each, not of whole entries, since claims wait while it is made.
+    pub(crate) fn live_states(&self) -> Vec<(ContainerId, ContainerState)> {
+        self.lock()
+            .containers
+            .iter()
+            .map(|(id, e)| (*id, e.state))
+            .collect()
+    }
+
+    /// Every live container (for shutdown).
     pub fn live(&self) -> Vec<(ContainerId, Entry)> {
         self.lock()
             .containers
@@ -764,22 +1026,6 @@ impl Registry {
             .map(|(id, e)| (*id, e.clone()))
             .collect()
     }
-}
-
-/// Whether a stop planned for `reason` is still due: an extension or a keepalive
-/// (or a proxied request) may have moved the deadline the plan saw.
-fn still_due(e: &Entry, reason: StopReason, now: Timestamp) -> bool {
-    match reason {
-        StopReason::Expired => e.expires_at.is_some_and(|t| t <= now),
-        StopReason::Idle => e.idle_at().is_some_and(|t| t <= now),
-        StopReason::Surplus | StopReason::Outdated => true,
-    }
-}
-
-/// When an allocated container is due to stop: the earlier of its expiry and
-/// its idle deadline.
-fn deadline(e: &Entry) -> Option<Timestamp> {
-    e.expires_at.into_iter().chain(e.idle_at()).min()
 }
 
 /// The proxy route of an allocated container with a known address.
@@ -808,5 +1054,6 @@ fn starting(key: PoolKey, revision: u32, on_demand: bool, now: Timestamp) -> Ent
         queued: false,
         idle_timeout: None,
         activity: None,
+        idle_check: None,
     }
 }
