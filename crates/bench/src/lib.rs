@@ -97,6 +97,8 @@ pub struct Ctx {
     /// Why the Docker cases are skipped, if they are.
     pub docker_skip: Option<String>,
     pub nginx: Option<PathBuf>,
+    /// wrk, if installed: scenario 4 measures the proxy with it too.
+    pub wrk: Option<PathBuf>,
     bar: ProgressBar,
     started: Instant,
     tty: bool,
@@ -130,7 +132,7 @@ fn steps(p: &Params, only: &dyn Fn(u8) -> bool) -> u64 {
         n += 2;
     }
     if only(4) {
-        n += 3 + p.proxy_rounds as u64;
+        n += 3 + 2 * p.proxy_rounds as u64;
     }
     if only(5) {
         n += 2 * p.fill_rounds as u64;
@@ -202,6 +204,7 @@ async fn run_async(args: &BenchArgs, json: bool) -> anyhow::Result<i32> {
         demand: Vec::new(),
         docker_skip,
         nginx: procs::nginx_path(),
+        wrk: procs::wrk_path(),
         bar,
         started: Instant::now(),
         tty,

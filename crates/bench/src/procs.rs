@@ -403,6 +403,80 @@ impl Drop for Nginx {
     }
 }
 
+/// The wrk binary, if installed (an outside load generator for scenario 4).
+pub fn wrk_path() -> Option<PathBuf> {
+    ["/usr/bin/wrk", "/usr/local/bin/wrk"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// What one wrk run reported.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct WrkRun {
+    pub rps: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// Runs wrk (1 thread, `conns` keep-alive connections, `secs` seconds) against
+/// `url` and reads its figures.
+pub async fn wrk(bin: &Path, url: &str, conns: usize, secs: f64) -> anyhow::Result<WrkRun> {
+    let out = tokio::process::Command::new(bin)
+        .args([
+            "-t1",
+            &format!("-c{conns}"),
+            &format!("-d{}s", secs.ceil().max(1.0) as u64),
+            "--latency",
+            url,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .context("cannot run wrk")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("wrk {url}: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    parse_wrk(&text).with_context(|| format!("wrk {url}: unexpected output: {text}"))
+}
+
+/// Reads `Requests/sec` and the 50% and 99% latencies of `wrk --latency`'s output;
+/// a run with socket errors or non-2xx answers is an error.
+fn parse_wrk(text: &str) -> anyhow::Result<WrkRun> {
+    let duration_ms = |v: &str| -> Option<f64> {
+        let at = v.find(|c: char| c.is_ascii_alphabetic())?;
+        let n: f64 = v[..at].parse().ok()?;
+        Some(match &v[at..] {
+            "us" => n / 1000.0,
+            "ms" => n,
+            "s" => n * 1000.0,
+            "m" => n * 60_000.0,
+            _ => return None,
+        })
+    };
+    let (mut rps, mut p50, mut p99) = (None, None, None);
+    for line in text.lines().map(str::trim) {
+        let mut words = line.split_whitespace();
+        match (words.next(), words.next()) {
+            (Some("Requests/sec:"), Some(v)) => rps = v.parse().ok(),
+            (Some("50%"), Some(v)) => p50 = duration_ms(v),
+            (Some("99%"), Some(v)) => p99 = duration_ms(v),
+            (Some("Socket"), _) => bail!("{line}"),
+            (Some("Non-2xx"), _) => bail!("{line}"),
+            _ => {}
+        }
+    }
+    match (rps, p50, p99) {
+        (Some(rps), Some(p50_ms), Some(p99_ms)) => Ok(WrkRun {
+            rps,
+            p50_ms,
+            p99_ms,
+        }),
+        _ => bail!("no Requests/sec or latency distribution"),
+    }
+}
+
 /// Runs `docker args...`; returns its trimmed stdout.
 pub async fn docker(args: &[&str]) -> anyhow::Result<String> {
     let out = tokio::process::Command::new("docker")
@@ -561,5 +635,39 @@ pub async fn docker_cleanup() {
         let mut args = vec!["rm", "-f"];
         args.extend(ids);
         let _ = docker(&args).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrk_output_is_read_and_its_errors_are_errors() {
+        let out = "Running 3s test @ http://127.0.0.1:1/\n  1 threads and 16 connections\n  \
+            Thread Stats   Avg      Stdev     Max   +/- Stdev\n    Latency   412.05us  \
+            190.21us   6.44ms   90.12%\n  Latency Distribution\n     50%  380.00us\n     \
+            75%  450.00us\n     90%  560.00us\n     99%    1.20ms\n  120000 requests in \
+            3.00s, 10.00MB read\nRequests/sec:  40000.50\nTransfer/sec:      3.33MB\n";
+        let r = parse_wrk(out).unwrap();
+        assert_eq!(
+            r,
+            WrkRun {
+                rps: 40000.5,
+                p50_ms: 0.38,
+                p99_ms: 1.2
+            }
+        );
+        let errors = out.replace(
+            "Requests/sec",
+            "  Socket errors: connect 0, read 3, write 0, timeout 0\nRequests/sec",
+        );
+        assert!(parse_wrk(&errors).is_err());
+        let non_2xx = out.replace(
+            "Requests/sec",
+            "  Non-2xx or 3xx responses: 12\nRequests/sec",
+        );
+        assert!(parse_wrk(&non_2xx).is_err());
+        assert!(parse_wrk("nothing").is_err());
     }
 }
