@@ -132,8 +132,8 @@ pub struct Engine {
     /// for them rather than polling.
     pub(crate) work: TaskTracker,
     /// The reconciler's launches waiting for one of the bounded launch workers
-    /// (`lifecycle.rs`, [`crate::lifecycle::MAX_CONCURRENT_LAUNCHES`]).
-    pub(crate) launches: std::sync::Mutex<crate::lifecycle::LaunchQueue>,
+    /// (`launches.rs`; `lifecycle.rs` runs them).
+    pub(crate) launches: std::sync::Mutex<crate::launches::LaunchQueue>,
     pub(crate) tasks: Driver,
     /// warmpool's own HTTP calls to apps: health probes and a claim's text.
     pub(crate) probe: HttpProbe,

@@ -12,6 +12,7 @@ mod config;
 mod engine;
 mod extend;
 pub mod history;
+mod launches;
 mod lifecycle;
 pub mod metrics;
 mod pools;

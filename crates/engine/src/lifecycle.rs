@@ -29,37 +29,17 @@ pub enum LaunchError {
     ShuttingDown,
 }
 
-/// At most this many of the reconciler's launches run at once; the others wait
-/// in [`LaunchQueue`] as ids, not as tasks. A pass may plan tens of thousands of
-/// launches (a large target, no spacing): as tasks, each would hold its whole
-/// launch future (about 2 KiB) until the store and the runtime get to it, a
-/// transient peak the allocator keeps as resident memory afterwards. Starts
-/// beyond a few hundred at once gain nothing anyway (the store's writer and the
-/// runtime serialise them). On-demand starts (a claim's) never wait here.
-pub(crate) const MAX_CONCURRENT_LAUNCHES: usize = 256;
-
-/// The launches a pass planned that no worker has taken yet, and how many
-/// workers run.
-#[derive(Default)]
-pub(crate) struct LaunchQueue {
-    waiting: std::collections::VecDeque<(ContainerId, PoolKey, u32)>,
-    workers: usize,
-}
-
 impl Engine {
     /// Starts a pool container the reconciler planned (already registered as
-    /// `starting`): now, if fewer than [`MAX_CONCURRENT_LAUNCHES`] are under way,
-    /// else when a worker is free, in the order planned.
+    /// `starting`): now, if fewer than
+    /// [`crate::launches::MAX_CONCURRENT_LAUNCHES`] are under way, else when a
+    /// worker is free, in the order planned.
     pub(crate) fn queue_launch(self: &Arc<Self>, id: ContainerId, key: PoolKey, revision: u32) {
-        let spawn = {
-            let mut q = self.launches.lock().unwrap_or_else(|e| e.into_inner());
-            q.waiting.push_back((id, key, revision));
-            let spawn = q.workers < MAX_CONCURRENT_LAUNCHES;
-            if spawn {
-                q.workers += 1;
-            }
-            spawn
-        };
+        let spawn = self
+            .launches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id, key, revision));
         if spawn {
             let e = self.clone();
             self.spawn_work(async move { e.launch_worker().await });
@@ -74,15 +54,11 @@ impl Engine {
             let next = {
                 let mut q = self.launches.lock().unwrap_or_else(|e| e.into_inner());
                 if self.is_shutting_down() {
-                    for (id, ..) in q.waiting.drain(..) {
+                    for id in q.drain() {
                         self.registry.discard(id);
                     }
                 }
-                let next = q.waiting.pop_front();
-                if next.is_none() {
-                    q.workers -= 1;
-                }
-                next
+                q.next()
             };
             let Some((id, key, revision)) = next else {
                 return;
