@@ -585,6 +585,12 @@ struct Side {
     prefix: String,
 }
 
+/// The sides `0..n` in the order of round `round`: interleaved, and the order
+/// rotates from round to round.
+fn rotated(round: usize, n: usize) -> impl Iterator<Item = usize> {
+    (0..n).map(move |k| (k + round) % n)
+}
+
 /// Issue 17's goal for the proxy on tiny responses.
 const PROXY_GOAL: &str = ">= 1.0x nginx and >= 0.5x direct";
 
@@ -610,8 +616,7 @@ async fn proxy_wrk(
             round + 1,
             p.proxy_rounds
         ));
-        for k in 0..sides.len() {
-            let i = (k + round) % sides.len();
+        for i in rotated(round, sides.len()) {
             runs[i].push(procs::wrk(bin, &url(&sides[i]), p.proxy_conns, p.proxy_secs).await?);
         }
     }
@@ -710,8 +715,7 @@ pub async fn proxy(ctx: &mut Ctx, p: &Params) -> anyhow::Result<()> {
             p.proxy_rounds
         ));
         // Interleaved, and the order rotates from round to round.
-        for k in 0..sides.len() {
-            let i = (k + round) % sides.len();
+        for i in rotated(round, sides.len()) {
             let s = &sides[i];
             let r = load::load(s.addr, &format!("{}/", s.prefix), p.proxy_conns, secs).await?;
             per_round[i].push(r.rps());

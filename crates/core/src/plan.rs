@@ -188,6 +188,19 @@ fn count(by_revision: Option<&BTreeMap<u32, Supply>>, revision: u32) -> Counted 
     c
 }
 
+/// Asks for `count` ready containers of `key` that `pick` matches to stop (none
+/// when `count` is 0).
+fn stop_ready(out: &mut Plan, key: &PoolKey, count: u32, pick: Pick, reason: StopReason) {
+    if count > 0 {
+        out.actions.push(Action::StopReady {
+            key: key.clone(),
+            count,
+            pick,
+            reason,
+        });
+    }
+}
+
 /// Plans the actions that bring `observed` toward `desired` at time `now`.
 ///
 /// Guarantees (property-tested below):
@@ -235,14 +248,7 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
     for (key, by_revision) in &observed.supply {
         if !desired.pools.iter().any(|p| &p.key == key) {
             let ready: u32 = by_revision.values().map(|s| s.ready).sum();
-            if ready > 0 {
-                out.actions.push(Action::StopReady {
-                    key: key.clone(),
-                    count: ready,
-                    pick: Pick::Any,
-                    reason: StopReason::Surplus,
-                });
-            }
+            stop_ready(&mut out, key, ready, Pick::Any, StopReason::Surplus);
         }
     }
 
@@ -254,15 +260,15 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
         let outdated = (s.ready + s.stale_ready)
             .saturating_sub(pool.target)
             .min(s.stale_ready);
-        if outdated > 0 {
-            out.actions.push(Action::StopReady {
-                key: pool.key.clone(),
-                count: outdated,
-                pick: Pick::NotRevision(pool.revision),
-                reason: StopReason::Outdated,
-            });
-            s.stale_ready -= outdated;
-        }
+        let stale_pick = Pick::NotRevision(pool.revision);
+        stop_ready(
+            &mut out,
+            &pool.key,
+            outdated,
+            stale_pick,
+            StopReason::Outdated,
+        );
+        s.stale_ready -= outdated;
         let have = s.ready + s.starting;
         let stale = s.stale_ready + s.stale_starting;
         // During a rollout the new revision fills up to the surge (the cap
@@ -280,14 +286,8 @@ pub fn plan(desired: &Desired, observed: &Observed, now: Timestamp) -> Plan {
             // stopped for one still starting (that would leave the pool short
             // until it is ready); once it is, the next pass stops the surplus.
             let surplus = (have - pool.target).min(s.ready.saturating_sub(pool.target));
-            if surplus > 0 {
-                out.actions.push(Action::StopReady {
-                    key: pool.key.clone(),
-                    count: surplus,
-                    pick: Pick::Revision(pool.revision),
-                    reason: StopReason::Surplus,
-                });
-            }
+            let pick = Pick::Revision(pool.revision);
+            stop_ready(&mut out, &pool.key, surplus, pick, StopReason::Surplus);
         } else if have < want {
             // During a rollout the pool holds at most target + surge containers.
             let cap = if stale > 0 {
