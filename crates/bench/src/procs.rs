@@ -183,10 +183,11 @@ impl Server {
         }
     }
 
-    /// Waits until the reconciler is quiet: no container starting, no pass
-    /// running, and no pass started between two reads twice the least gap
-    /// between passes apart (so a pass that a fill or claims asked for has run).
-    /// What a bench waits for before it measures, instead of a fixed pause.
+    /// Waits until warmpool is quiet: no container starting, no pass running, no
+    /// pass started between two reads twice the least gap between passes apart
+    /// (so a pass that a fill or claims asked for has run), and nothing left in
+    /// the store's WAL to copy into the database file. What a bench waits for
+    /// before it measures, instead of a fixed pause.
     pub async fn settled(&self, within: Duration) -> anyhow::Result<()> {
         let deadline = Instant::now() + within;
         let gap = warmpool_core::plan::MIN_PASS_GAP * 2;
@@ -204,14 +205,20 @@ impl Server {
                 .as_array()
                 .map(|a| a.iter().filter_map(|p| p["starting"].as_u64()).sum())
                 .unwrap_or(0);
-            let quiet = !running && starting == 0;
+            // The store has copied its WAL into the database file: a big fill's
+            // last frames, copied while claims are measured, cost them CPU and I/O.
+            let [backlog] = self
+                .metric_values(["warmpool_store_wal_backlog_frames"])
+                .await?;
+            let backlog = backlog.context("/metrics has no warmpool_store_wal_backlog_frames")?;
+            let quiet = !running && starting == 0 && backlog == 0.0;
             if quiet && quiet_at == Some(runs) {
                 return Ok(());
             }
             quiet_at = quiet.then_some(runs);
             if Instant::now() > deadline {
                 bail!(
-                    "the reconciler was not quiet after {within:?} (running: {running}, starting: {starting})\n{}",
+                    "warmpool was not quiet after {within:?} (reconciler running: {running}, starting: {starting}, WAL frames to copy: {backlog})\n{}",
                     self.log_tail()
                 );
             }
@@ -226,24 +233,33 @@ impl Server {
         Ok(a.parse()?)
     }
 
-    /// `warmpool_reconcile_duration_seconds` sum and count, from `/metrics`.
-    pub async fn reconcile_metrics(&self) -> anyhow::Result<(f64, f64)> {
+    /// Series of `/metrics` by name (labels included, if any), `None` when absent.
+    async fn metric_values<const N: usize>(
+        &self,
+        names: [&str; N],
+    ) -> anyhow::Result<[Option<f64>; N]> {
         let mut c = Conn::connect(self.addr).await?;
         let a = c
             .request(http::Method::GET, "/metrics", bytes::Bytes::new(), true)
             .await?;
         let text = String::from_utf8_lossy(&a.body);
-        let value = |name: &str| {
+        Ok(names.map(|name| {
             text.lines()
-                .find_map(|l| l.strip_prefix(name))
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
                 .and_then(|v| v.split_whitespace().next())
                 .and_then(|v| v.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
-        Ok((
-            value("warmpool_reconcile_duration_seconds_sum "),
-            value("warmpool_reconcile_duration_seconds_count "),
-        ))
+        }))
+    }
+
+    /// `warmpool_reconcile_duration_seconds` sum and count, from `/metrics`.
+    pub async fn reconcile_metrics(&self) -> anyhow::Result<(f64, f64)> {
+        let [sum, count] = self
+            .metric_values([
+                "warmpool_reconcile_duration_seconds_sum",
+                "warmpool_reconcile_duration_seconds_count",
+            ])
+            .await?;
+        Ok((sum.unwrap_or(0.0), count.unwrap_or(0.0)))
     }
 
     /// Shuts warmpool down (SIGTERM: it stops its containers first).

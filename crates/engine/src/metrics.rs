@@ -47,6 +47,8 @@ pub struct Metrics {
     /// The store's own write errors (brought up to `Store::write_errors` when
     /// scraped).
     pub store_write_errors: Counter,
+    /// `Store::wal_backlog_frames` (set when scraped).
+    pub store_wal_backlog: Gauge,
     pub containers: Family<StateLabels, Gauge>,
     /// Ready containers each pool key aims at (set when scraped).
     pub desired: Family<KeyLabels, Gauge>,
@@ -89,6 +91,7 @@ impl Default for Metrics {
         let containers = Family::<StateLabels, Gauge>::default();
         let start_failures = Family::<KeyLabels, Counter>::default();
         let store_write_errors = Counter::default();
+        let store_wal_backlog = Gauge::default();
         let desired = Family::<KeyLabels, Gauge>::default();
         registry.register(
             "warmpool_pool_desired",
@@ -146,6 +149,11 @@ impl Default for Metrics {
             store_write_errors.clone(),
         );
         registry.register(
+            "warmpool_store_wal_backlog_frames",
+            "WAL frames (4 KiB pages) the store's last checkpoint left to copy into the database file",
+            store_wal_backlog.clone(),
+        );
+        registry.register(
             "warmpool_containers",
             "Live containers by pool, location and state",
             containers.clone(),
@@ -162,6 +170,7 @@ impl Default for Metrics {
             reconcile_seconds,
             start_failures,
             store_write_errors,
+            store_wal_backlog,
             containers,
             desired,
         }

@@ -117,6 +117,15 @@ impl Store {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// WAL frames (4 KiB pages) not yet copied into the database file, as the
+    /// last checkpoint left them (checkpoints run every 500 ms). A backlog that
+    /// stays high means the store's disk cannot keep up with its writes.
+    pub fn wal_backlog_frames(&self) -> i64 {
+        self.writer
+            .backlog
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// This warmpool's instance id: made once per data dir and kept, so that a
     /// restarted warmpool recognises the runtime objects it labelled.
     pub fn instance_id(&self) -> &str {

@@ -131,6 +131,9 @@ pub(crate) struct WriterHandle {
     /// Set by the checkpointer when the WAL keeps growing: the writer then
     /// checkpoints once itself, between two commits (see [`spawn_checkpointer`]).
     catch_up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// WAL frames not yet copied into the database file, as the last
+    /// checkpoint (the checkpointer's or the writer's) left them.
+    pub(crate) backlog: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl WriterHandle {
@@ -158,16 +161,18 @@ pub(crate) fn spawn(
     let (tx, rx) = mpsc::channel::<Job>();
     let errors = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let catch_up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let (counted, asked) = (errors.clone(), catch_up.clone());
+    let backlog = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let (counted, asked, left) = (errors.clone(), catch_up.clone(), backlog.clone());
     std::thread::Builder::new()
         .name("warmpool-store-writer".into())
-        .spawn(move || run(conn, rx, hook, &counted, &asked))
+        .spawn(move || run(conn, rx, hook, &counted, &asked, &left))
         .map_err(|e| StoreError::Corrupt(format!("cannot start the store writer thread: {e}")))?;
     Ok(WriterHandle {
         tx,
         errors,
         alive: std::sync::Arc::new(()),
         catch_up,
+        backlog,
     })
 }
 
@@ -204,13 +209,15 @@ pub(crate) fn spawn_checkpointer(
     catch_up_frames: i64,
 ) -> Result<(), StoreError> {
     let alive = std::sync::Arc::downgrade(&writer.alive);
-    let catch_up = writer.catch_up.clone();
+    let (catch_up, backlog) = (writer.catch_up.clone(), writer.backlog.clone());
     std::thread::Builder::new()
         .name("warmpool-store-checkpoint".into())
         .spawn(move || loop {
             std::thread::sleep(CHECKPOINT_EVERY);
             let last = alive.upgrade().is_none();
-            checkpoint(&conn, &catch_up, catch_up_frames);
+            if let Some(frames) = checkpoint(&conn, &catch_up, catch_up_frames) {
+                backlog.store(frames, std::sync::atomic::Ordering::Relaxed);
+            }
             if last {
                 return;
             }
@@ -223,15 +230,34 @@ pub(crate) fn spawn_checkpointer(
 /// holds more than `catch_up_frames` frames after it, sets `catch_up`: the
 /// writer then checkpoints once itself between two commits, which copies what
 /// this thread has not copied yet with no write in between, so that its next
-/// commit starts the WAL over.
-fn checkpoint(conn: &Connection, catch_up: &std::sync::atomic::AtomicBool, catch_up_frames: i64) {
-    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
-        Ok(frames) if frames > catch_up_frames => {
-            catch_up.store(true, std::sync::atomic::Ordering::Relaxed);
+/// commit starts the WAL over. Returns the frames it left uncopied (`None`
+/// when it failed).
+fn checkpoint(
+    conn: &Connection,
+    catch_up: &std::sync::atomic::AtomicBool,
+    catch_up_frames: i64,
+) -> Option<i64> {
+    match passive_checkpoint(conn) {
+        Ok((frames, copied)) => {
+            if frames > catch_up_frames {
+                catch_up.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            Some(frames - copied)
         }
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "wal checkpoint failed"),
+        Err(e) => {
+            tracing::warn!(error = %e, "wal checkpoint failed");
+            None
+        }
     }
+}
+
+/// A passive checkpoint: the frames in the WAL and how many of them are now
+/// in the database file (both 0 when the WAL has started over; -1 each when
+/// the database is not in WAL mode, read here as nothing left).
+fn passive_checkpoint(conn: &Connection) -> Result<(i64, i64), rusqlite::Error> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get::<_, i64>(1)?.max(0), r.get::<_, i64>(2)?.max(0)))
+    })
 }
 
 fn run(
@@ -240,6 +266,7 @@ fn run(
     hook: Option<CommitHook>,
     errors: &std::sync::atomic::AtomicU64,
     catch_up: &std::sync::atomic::AtomicBool,
+    backlog: &std::sync::atomic::AtomicI64,
 ) {
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -280,8 +307,11 @@ fn run(
             let _ = job.reply.send(result);
         }
         if catch_up.swap(false, std::sync::atomic::Ordering::Relaxed) {
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "wal checkpoint on the writer failed");
+            match passive_checkpoint(&conn) {
+                Ok((frames, copied)) => {
+                    backlog.store(frames - copied, std::sync::atomic::Ordering::Relaxed)
+                }
+                Err(e) => tracing::warn!(error = %e, "wal checkpoint on the writer failed"),
             }
         }
     }
@@ -531,9 +561,36 @@ mod tests {
             rt.block_on(w.submit(insert(i))).unwrap();
         }
         let conn = Connection::open(&path).unwrap();
-        checkpoint(&conn, &w.catch_up, 1_000_000);
+        // Nothing else reads or writes: the passive checkpoint copies it all.
+        assert_eq!(checkpoint(&conn, &w.catch_up, 1_000_000), Some(0));
         assert!(!w.catch_up.load(Relaxed), "not asked below the limit");
         checkpoint(&conn, &w.catch_up, 10);
         assert!(w.catch_up.load(Relaxed), "asked past the limit");
+    }
+
+    #[test]
+    fn a_checkpoint_says_how_many_frames_it_left_behind_a_reader() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.db");
+        let w = spawn(writer_conn(&path, WAL_SIZE_LIMIT), None).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(w.submit(insert(0))).unwrap();
+        // A reader holds a snapshot from before the next writes: a passive
+        // checkpoint may not copy past it.
+        let reader = Connection::open(&path).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let _: i64 = reader
+            .query_row("SELECT count(*) FROM containers", [], |r| r.get(0))
+            .unwrap();
+        for i in 1..20 {
+            rt.block_on(w.submit(insert(i))).unwrap();
+        }
+        let conn = Connection::open(&path).unwrap();
+        let left = checkpoint(&conn, &w.catch_up, 1_000_000).unwrap();
+        assert!(left > 0, "frames after the reader's snapshot stay: {left}");
+        reader.execute_batch("COMMIT").unwrap();
+        assert_eq!(checkpoint(&conn, &w.catch_up, 1_000_000), Some(0));
     }
 }

@@ -49,6 +49,9 @@ pub(crate) async fn metrics(State(s): State<Arc<Shared>>, headers: HeaderMap) ->
             app.metrics.store_write_errors.inc_by(store_errors - shown);
         }
     }
+    app.metrics
+        .store_wal_backlog
+        .set(app.store.wal_backlog_frames());
     app.metrics.containers.clear();
     for (key, c) in counts {
         for (state, n) in [
