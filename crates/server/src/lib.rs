@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod otel;
 pub(crate) mod problem;
 pub(crate) mod proxy;
+pub(crate) mod request_id;
 pub mod routes;
 pub mod server;
 pub(crate) mod sessions;

@@ -242,32 +242,10 @@ fn bearer() -> SecurityRequirement {
 /// printable, a random one otherwise), runs it inside a log span carrying the id,
 /// and returns the id in the answer's `X-Request-Id`.
 async fn request_id(
-    mut req: axum::extract::Request,
+    req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    use tracing::Instrument;
-    let name = axum::http::HeaderName::from_static("x-request-id");
-    let id = req
-        .headers()
-        .get(&name)
-        .filter(|v| {
-            !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(u8::is_ascii_graphic)
-        })
-        .cloned()
-        .unwrap_or_else(|| {
-            axum::http::HeaderValue::from_str(&uuid::Uuid::new_v4().simple().to_string())
-                .expect("hex is a valid header value")
-        });
-    req.headers_mut().insert(name.clone(), id.clone());
-    let span = tracing::debug_span!(
-        "request",
-        method = %req.method(),
-        path = %req.uri().path(),
-        request_id = %id.to_str().unwrap_or("-"),
-    );
-    let mut resp = next.run(req).instrument(span).await;
-    resp.headers_mut().insert(name, id);
-    resp
+    crate::request_id::identified(req, |req| next.run(req)).await
 }
 
 /// The document as pretty JSON (what `docs/openapi.json` holds).

@@ -110,9 +110,14 @@ pub struct HttpLimits {
 /// them (the caller bounds how long). Unlike `axum::serve`, it caps connections and
 /// times out slow headers and idle keep-alive connections, so that slow or idle
 /// clients cannot take every connection.
+///
+/// With `proxy` (when the proxy routes need no token), proxied requests
+/// ([`crate::proxy::is_proxied`]) go straight to [`crate::proxy::serve`], which
+/// serves them as the router would, without its route match and layers.
 async fn serve_http(
     listener: tokio::net::TcpListener,
     app: Router,
+    proxy: Option<Arc<Shared>>,
     limits: HttpLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -149,6 +154,7 @@ async fn serve_http(
         };
         let _ = stream.set_nodelay(true);
         let app = app.clone();
+        let proxy = proxy.clone();
         let body_timeout = limits.body_timeout;
         let headers = limits.headers;
         let service =
@@ -163,9 +169,18 @@ async fn serve_http(
                     )));
                 }
                 let mut req = req.map(|b| crate::body::TimedBody::new(b, body_timeout));
+                if let Some(shared) = proxy
+                    .as_ref()
+                    .filter(|_| crate::proxy::is_proxied(req.uri().path()))
+                {
+                    let (shared, req) = (shared.clone(), req.map(axum::body::Body::new));
+                    return Either::Right(Either::Left(async move {
+                        Ok(crate::proxy::serve(shared, peer, req).await)
+                    }));
+                }
                 req.extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
-                Either::Right(app.clone().oneshot(req))
+                Either::Right(Either::Right(app.clone().oneshot(req)))
             });
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
@@ -292,9 +307,14 @@ pub async fn start_reloadable(
         body_timeout: config.body_timeout,
         headers: config.header_limits,
     };
+    // With a token required on the proxy, proxied requests go through the
+    // router's auth layer like every other.
+    let proxy_needs_token = config.auth_enabled() && config.proxy_require_token;
+    let direct_proxy = (!proxy_needs_token).then(|| shared.clone());
     let http = tokio::spawn(serve_http(
         listener,
         router(shared.clone()),
+        direct_proxy,
         limits,
         app.shutdown_token(),
     ));

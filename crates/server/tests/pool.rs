@@ -73,7 +73,19 @@ async fn claim_proxies_to_the_sample_app_and_refills_at_once() {
     assert_eq!(h["x-container-location"], "default");
     assert!(h.contains_key("x-container-country"));
     assert!(h.contains_key("x-container-region"));
+    // Proxied answers carry a request id too, the client's own when it sent one
+    // (the HTTP server hands them to the proxy without the router).
+    assert_eq!(h["x-request-id"].len(), 32, "{h:?}");
     assert_eq!(resp.text().await.unwrap(), "No Content");
+    let mine = wp
+        .http
+        .get(format!("{}/container/{id}/", wp.base))
+        .header("x-request-id", "proxied-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mine.status(), 200);
+    assert_eq!(mine.headers()["x-request-id"], "proxied-42");
 
     // Every method and sub-path reaches the app, with the prefix stripped.
     let echo: serde_json::Value = wp
@@ -621,6 +633,10 @@ async fn metrics_count_claims_proxying_starts_and_containers() {
         "every pool key's start failures are shown from 0"
     );
     assert_eq!(value("warmpool_store_write_errors_total"), 0.0);
+    assert!(
+        value("warmpool_store_wal_backlog_frames") >= 0.0,
+        "the store's WAL backlog is shown"
+    );
     let gauge = |state: &str| {
         text.lines()
             .find(|l| {

@@ -51,6 +51,23 @@ fn split_path(path: &str) -> Option<(&str, &str)> {
     })
 }
 
+/// Whether the HTTP server may hand a request for `path` to [`serve`] without
+/// the router: `/container/{id}` and every path below it, with a non-empty id
+/// (the router's three proxy routes; `POST /container`, the claim, is not one).
+pub fn is_proxied(path: &str) -> bool {
+    split_path(path).is_some_and(|(id, _)| !id.is_empty())
+}
+
+/// A proxied request ([`is_proxied`]) served as the router would serve it,
+/// without the router: the request id ([`crate::request_id::identified`]), then
+/// [`handle`]'s work. The HTTP server does so only when the proxy routes need no
+/// token (the route table's access class of `Proxy` lets every request through
+/// then), so that a proxied request skips the route match, the auth layer and
+/// their boxed futures.
+pub async fn serve(shared: Arc<Shared>, peer: SocketAddr, req: Request) -> Response {
+    crate::request_id::identified(req, |req| proxied(&shared, peer, req)).await
+}
+
 /// `ANY /container/{id}/{*path}`: the container's app, unless the path is
 /// refused ([`is_admin_path`]) or the id routes nowhere (404) or to an ended
 /// container (410); counted in the proxy's metrics.
@@ -59,8 +76,12 @@ pub async fn handle(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     req: Request,
 ) -> Response {
+    proxied(&shared, peer, req).await
+}
+
+async fn proxied(shared: &Shared, peer: SocketAddr, req: Request) -> Response {
     let started = std::time::Instant::now();
-    let resp = route_and_forward(&shared, peer, req).await;
+    let resp = route_and_forward(shared, peer, req).await;
     let metrics = &shared.app.metrics;
     metrics.proxied(resp.status().as_u16());
     metrics
@@ -162,5 +183,21 @@ mod tests {
         assert_eq!(split_path("/container/abc/"), Some(("abc", "/")));
         assert_eq!(split_path("/container/abc/a/b"), Some(("abc", "/a/b")));
         assert_eq!(split_path("/v1/containers"), None);
+    }
+
+    #[test]
+    fn only_paths_with_a_container_id_skip_the_router() {
+        for path in ["/container/abc", "/container/abc/", "/container/abc/x/y"] {
+            assert!(is_proxied(path), "{path}");
+        }
+        for path in [
+            "/container",
+            "/container/",
+            "/container//x",
+            "/containers/abc",
+            "/v1/containers/abc",
+        ] {
+            assert!(!is_proxied(path), "{path}");
+        }
     }
 }
