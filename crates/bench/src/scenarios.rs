@@ -129,7 +129,7 @@ impl Params {
                 fill_rounds: 2,
                 scale_big: 100_000,
                 scale_small: 100,
-                scale_claims: 1_000,
+                scale_claims: 5_000,
                 rollout_pool: 100,
                 rollout_rate: 50.0,
                 rollout_warmup_secs: 2.0,
