@@ -166,21 +166,69 @@ impl Server {
     }
 
     /// Waits until `n` containers are ready; returns the time since start-up.
+    ///
+    /// A start that fails during the fill (seen here once: a port another
+    /// process took between the process runtime's check and the app's own
+    /// listen) is replaced only at the pool's next batch, an hour away for the
+    /// bench's static pools. So when a pool has a failed start, nothing starting
+    /// and fewer ready than its target, its batch spacing is set to 0 until `n`
+    /// are ready, then put back (a `PATCH`: no new revision), and a note says so.
     pub async fn wait_ready(&self, n: u64, within: Duration) -> anyhow::Result<Duration> {
         let deadline = Instant::now() + within;
+        // Pools whose spacing was lifted, with the spacing to put back.
+        let mut lifted: Vec<(String, serde_json::Value)> = Vec::new();
         loop {
-            if self.ready().await? >= n {
+            let pools = self.json("/v1/pools").await?;
+            let rows = pools["pools"].as_array().cloned().unwrap_or_default();
+            let ready: u64 = rows.iter().filter_map(|p| p["ready"].as_u64()).sum();
+            if ready >= n {
+                for (pool, spacing) in &lifted {
+                    self.patch_pool(pool, serde_json::json!({ "batch_spacing": spacing }))
+                        .await?;
+                }
                 return Ok(self.started.elapsed());
+            }
+            for row in &rows {
+                let count = |k: &str| row[k].as_u64().unwrap_or(0);
+                let Some(pool) = row["pool"].as_str() else {
+                    continue;
+                };
+                let stuck = count("failedStarts") > 0
+                    && count("starting") == 0
+                    && count("ready") < count("target");
+                if stuck && !lifted.iter().any(|(p, _)| p == pool) {
+                    let spacing = self.json(&format!("/v1/pools/{pool}")).await?["settings"]
+                        ["batch_spacing"]
+                        .clone();
+                    eprintln!(
+                        "note: pool {pool} lost a start during its fill ({}); its batch spacing ({spacing} s) is 0 until it is full",
+                        row["lastError"].as_str().unwrap_or("no error recorded")
+                    );
+                    self.patch_pool(pool, serde_json::json!({ "batch_spacing": 0 }))
+                        .await?;
+                    lifted.push((pool.to_owned(), spacing));
+                }
             }
             if Instant::now() > deadline {
                 bail!(
-                    "only {} of {n} containers ready after {within:?}\n{}",
-                    self.ready().await.unwrap_or(0),
+                    "only {ready} of {n} containers ready after {within:?}\n{}",
                     self.log_tail()
                 );
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// `PATCH /v1/pools/{pool}` with `settings`.
+    async fn patch_pool(&self, pool: &str, settings: serde_json::Value) -> anyhow::Result<()> {
+        let mut c = Conn::connect(self.addr).await?;
+        let (status, answer) = c
+            .json(http::Method::PATCH, &format!("/v1/pools/{pool}"), &settings)
+            .await?;
+        if !status.is_success() {
+            bail!("PATCH /v1/pools/{pool} {settings} answered {status}: {answer}");
+        }
+        Ok(())
     }
 
     /// Waits until warmpool is quiet: no container starting, no pass running, no
