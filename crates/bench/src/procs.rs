@@ -70,11 +70,17 @@ impl Server {
     /// Starts `warmpool serve` on 127.0.0.1:0 with `settings` (env vars) on top of
     /// the bench's defaults, and waits for its listening line.
     pub fn spawn(settings: &[(&str, String)]) -> anyhow::Result<Server> {
+        Self::spawn_from(&exe()?, settings)
+    }
+
+    /// [`Server::spawn`] with the `warmpool` binary at `exe` (the bench runs
+    /// its own; tests name the one cargo built).
+    pub fn spawn_from(exe: &Path, settings: &[(&str, String)]) -> anyhow::Result<Server> {
         let dir = tempfile::Builder::new()
             .prefix("warmpool-bench-")
             .tempdir()?;
         let log = std::fs::File::create(dir.path().join("warmpool.log"))?;
-        let mut cmd = Command::new(exe()?);
+        let mut cmd = Command::new(exe);
         cmd.arg("serve");
         // Settings of the caller's environment must not leak into a measurement.
         for (k, _) in std::env::vars() {
