@@ -66,6 +66,22 @@ pub struct Server {
     dir: tempfile::TempDir,
 }
 
+/// `PATCH /v1/pools/{pool}` with `settings`; returns the answer
+/// (`PutPoolResponse`).
+pub async fn patch_pool(
+    conn: &mut Conn,
+    pool: &str,
+    settings: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let (status, answer) = conn
+        .json(http::Method::PATCH, &format!("/v1/pools/{pool}"), &settings)
+        .await?;
+    if !status.is_success() {
+        bail!("PATCH /v1/pools/{pool} {settings} answered {status}: {answer}");
+    }
+    Ok(answer)
+}
+
 impl Server {
     /// Starts `warmpool serve` on 127.0.0.1:0 with `settings` (env vars) on top of
     /// the bench's defaults, and waits for its listening line.
@@ -163,14 +179,6 @@ impl Server {
         Ok(serde_json::from_slice(&a.body)?)
     }
 
-    pub async fn ready(&self) -> anyhow::Result<u64> {
-        let p = self.json("/v1/pools").await?;
-        Ok(p["pools"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|p| p["ready"].as_u64()).sum())
-            .unwrap_or(0))
-    }
-
     /// Waits until `n` containers are ready; returns the time since start-up.
     ///
     /// A start that fails during the fill (seen here once: a port another
@@ -225,15 +233,9 @@ impl Server {
         }
     }
 
-    /// `PATCH /v1/pools/{pool}` with `settings`.
+    /// [`patch_pool`] on a connection of its own.
     async fn patch_pool(&self, pool: &str, settings: serde_json::Value) -> anyhow::Result<()> {
-        let mut c = Conn::connect(self.addr).await?;
-        let (status, answer) = c
-            .json(http::Method::PATCH, &format!("/v1/pools/{pool}"), &settings)
-            .await?;
-        if !status.is_success() {
-            bail!("PATCH /v1/pools/{pool} {settings} answered {status}: {answer}");
-        }
+        patch_pool(&mut Conn::connect(self.addr).await?, pool, settings).await?;
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use http::Method;
 
 use crate::load::{self, claim, Conn};
-use crate::procs::{self, Nginx, RawApp, Server};
+use crate::procs::{self, patch_pool, Nginx, RawApp, Server};
 use crate::report::Row;
 use crate::stats::{median, Samples};
 use crate::Ctx;
@@ -1169,22 +1169,6 @@ pub(crate) async fn get_json(conn: &mut Conn, path: &str) -> anyhow::Result<serd
         );
     }
     Ok(serde_json::from_slice(&a.body)?)
-}
-
-/// `PATCH /v1/pools/{pool}` with `settings`; returns the answer
-/// (`PutPoolResponse`).
-async fn patch_pool(
-    conn: &mut Conn,
-    pool: &str,
-    settings: serde_json::Value,
-) -> anyhow::Result<serde_json::Value> {
-    let (status, answer) = conn
-        .json(Method::PATCH, &format!("/v1/pools/{pool}"), &settings)
-        .await?;
-    if !status.is_success() {
-        bail!("PATCH /v1/pools/{pool} {settings} answered {status}: {answer}");
-    }
-    Ok(answer)
 }
 
 /// Ready containers of a `PoolDetail`, every revision and location.
